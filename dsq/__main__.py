@@ -1,0 +1,5 @@
+import sys
+
+from dsq.cli import main
+
+sys.exit(main())

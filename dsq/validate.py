@@ -1,0 +1,89 @@
+"""Input checks shared by every backend, so bad input gets the same clear error everywhere."""
+
+from __future__ import annotations
+
+import torch
+
+from dsq.errors import QuantInputError
+from dsq.qtypes import ExpertWeights, PackedWeight
+from dsq.schemes import QuantScheme
+
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _check_finite(t: torch.Tensor, name: str) -> None:
+    if not torch.isfinite(t).all():
+        bad = (~torch.isfinite(t)).nonzero()
+        n_nan = int(torch.isnan(t).sum())
+        n_inf = int(torch.isinf(t).sum())
+        first = tuple(int(i) for i in bad[0])
+        raise QuantInputError(
+            f"{name} has {n_nan} NaN and {n_inf} Inf values (first at index {first}); "
+            "quantization needs finite values")
+
+
+def check_weight(weight: torch.Tensor, scheme: QuantScheme, name: str = "weight") -> None:
+    """A weight is a finite float32/bf16/fp16 tensor of shape [N, K] or stacked [E, N, K], N, K >= 1."""
+    if not isinstance(weight, torch.Tensor):
+        raise QuantInputError(f"{name} must be a torch.Tensor, got {type(weight).__name__}")
+    if weight.dtype not in FLOAT_DTYPES:
+        raise QuantInputError(f"{name} has dtype {weight.dtype}; expected one of float32, bfloat16, float16")
+    if weight.ndim not in (2, 3) or min(weight.shape) < 1:
+        raise QuantInputError(
+            f"{name} has shape {tuple(weight.shape)}; {scheme.name} expects [N, K] or stacked [E, N, K] "
+            "with every dimension >= 1")
+    _check_finite(weight, name)
+
+
+def check_activation(x: torch.Tensor, k: int | None, name: str = "x") -> None:
+    """An activation is a finite float tensor [M, K] (M may be 0) whose K matches the weight's."""
+    if not isinstance(x, torch.Tensor):
+        raise QuantInputError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise QuantInputError(f"{name} has dtype {x.dtype}; expected one of float32, bfloat16, float16")
+    if x.ndim != 2:
+        raise QuantInputError(f"{name} has shape {tuple(x.shape)}; expected [M, K] (flatten leading dims first)")
+    if k is not None and x.shape[1] != k:
+        raise QuantInputError(f"{name} has {x.shape[1]} features (shape {tuple(x.shape)}); the weight expects K={k}")
+    _check_finite(x, name)
+
+
+def check_packed(packed: PackedWeight, scheme: QuantScheme, ndim: int = 2) -> None:
+    """A PackedWeight matches the scheme it is used with and has the expected number of dims."""
+    if packed.scheme.lower() != scheme.name.lower():
+        raise QuantInputError(f"packed weight was made for scheme {packed.scheme}, but is used with {scheme.name}")
+    if len(packed.shape) != ndim:
+        raise QuantInputError(f"packed weight has shape {packed.shape}; expected {ndim} dims here")
+
+
+def check_moe_inputs(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
+                     experts: ExpertWeights, scheme: QuantScheme,
+                     expert_range: tuple[int, int] | None) -> None:
+    """x [T, H]; topk_ids integer [T, k] in [0, E); topk_weights float [T, k]; expert_range within [0, E]."""
+    check_packed(experts.gate_up, scheme, ndim=3)
+    check_packed(experts.down, scheme, ndim=3)
+    e, two_i, h = experts.gate_up.shape
+    if two_i % 2:
+        raise QuantInputError(f"experts.gate_up has {two_i} rows; expected 2*I (gate rows then up rows)")
+    if tuple(experts.down.shape) != (e, h, two_i // 2):
+        raise QuantInputError(
+            f"experts.down has shape {experts.down.shape}; expected [E, H, I] = {(e, h, two_i // 2)}")
+    check_activation(x, h, "x")
+    t = x.shape[0]
+    if topk_ids.dtype.is_floating_point or topk_ids.dtype == torch.bool or topk_ids.ndim != 2:
+        raise QuantInputError(
+            f"topk_ids has dtype {topk_ids.dtype} and shape {tuple(topk_ids.shape)}; expected integer [T, k]")
+    if topk_ids.shape[0] != t:
+        raise QuantInputError(f"topk_ids has {topk_ids.shape[0]} rows; x has T={t} tokens")
+    if tuple(topk_weights.shape) != tuple(topk_ids.shape) or not topk_weights.dtype.is_floating_point:
+        raise QuantInputError(
+            f"topk_weights has dtype {topk_weights.dtype} and shape {tuple(topk_weights.shape)}; "
+            f"expected float of the same shape as topk_ids {tuple(topk_ids.shape)}")
+    if topk_ids.numel() and (int(topk_ids.min()) < 0 or int(topk_ids.max()) >= e):
+        raise QuantInputError(
+            f"topk_ids has values in [{int(topk_ids.min())}, {int(topk_ids.max())}]; expected expert ids in [0, {e})")
+    _check_finite(topk_weights, "topk_weights")
+    if expert_range is not None:
+        lo, hi = expert_range
+        if not (0 <= lo <= hi <= e):
+            raise QuantInputError(f"expert_range {expert_range} must satisfy 0 <= lo <= hi <= E={e}")
