@@ -34,6 +34,27 @@ from dsq.schemes import (
 
 __version__ = "0.1.0"
 
+# Higher-level API, resolved on first use so that `import dsq` stays light and modules land independently.
+_LAZY = {
+    "quantize": ("dsq.quantizer", "quantize"),
+    "plan": ("dsq.planning", "plan"),
+    "Recipe": ("dsq.recipes", "Recipe"),
+    "get_recipe": ("dsq.recipes", "get_recipe"),
+    "list_recipes": ("dsq.recipes", "list_recipes"),
+    "save": ("dsq.checkpoint", "save"),
+    "load": ("dsq.checkpoint", "load"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'dsq' has no attribute {name!r}")
+
+
 __all__ = [
     "OPS", "Backend", "Capability", "hookimpl",
     "ActStats", "ExpertWeights", "PackedWeight", "QParams", "QuantizedActivation",
