@@ -11,7 +11,18 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["ActStats", "QParams", "PackedWeight", "QuantizedActivation", "ExpertWeights"]
+__all__ = ["ActStats", "QParams", "PackedWeight", "QuantizedActivation", "ExpertWeights", "weight_tensor_name"]
+
+
+def weight_tensor_name(scheme) -> str:
+    """Canonical name of a scheme's weight-code tensor, following compressed-tensors' format choice:
+    ``"weight_packed"`` (int32 words) for every int4 scheme and for weight-only int8 (W8A16), ``"weight"``
+    (int8 or float8_e4m3fn, unpacked) for int8 schemes with quantized activations and for FP8."""
+    from dsq.schemes import QType
+
+    if scheme.weight_dtype is QType.INT4 or (scheme.weight_dtype is QType.INT8 and scheme.weight_only):
+        return "weight_packed"
+    return "weight"
 
 
 @dataclass

@@ -48,7 +48,7 @@ import dataclasses
 from dataclasses import dataclass
 from enum import Enum
 
-from dsq.errors import UnknownNameError, SchemeError
+from dsq.errors import SchemeError, UnknownNameError
 
 __all__ = [
     "QType",
