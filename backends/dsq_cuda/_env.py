@@ -1,0 +1,58 @@
+"""Where the cuda backend runs: a CUDA device, or the Triton interpreter on CPU tensors (CI).
+
+Triton is imported lazily (it is the optional ``cuda`` extra), so ``import dsq_cuda`` never fails and
+``is_available()`` can say why the backend cannot run instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+
+def interpreting() -> bool:
+    """True when ``TRITON_INTERPRET=1``: kernels run in Triton's numpy interpreter on CPU tensors."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0", "false", "False")
+
+
+@functools.lru_cache(maxsize=1)
+def triton_error() -> str:
+    """Empty when triton imports, else why it does not."""
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken install
+        return f"triton is not importable ({type(exc).__name__}: {exc}); install the extra: pip install 'dsq[cuda]'"
+    return ""
+
+
+def availability() -> tuple[bool, str, str]:
+    """(available, device, reason). CUDA wins; the interpreter serves CPU tensors when no GPU is present."""
+    err = triton_error()
+    if err:
+        return False, "cpu", err
+    if torch.cuda.is_available():
+        return True, "cuda", ""
+    if interpreting():
+        return True, "cpu", ""
+    return False, "cpu", ("no CUDA device is visible to torch (torch.cuda.is_available() is False); "
+                          "set TRITON_INTERPRET=1 to run the same kernels in the Triton interpreter on CPU")
+
+
+def is_hopper(device: torch.device | str) -> bool:
+    """True on compute capability 9.x (wgmma, FP8 tensor cores)."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return False
+    return torch.cuda.get_device_capability(dev)[0] >= 9
+
+
+def has_fp8_mma(device: torch.device | str) -> bool:
+    """FP8 tensor-core dots need sm_89+; the interpreter emulates them on CPU."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return interpreting()
+    major, minor = torch.cuda.get_device_capability(dev)
+    return (major, minor) >= (8, 9)

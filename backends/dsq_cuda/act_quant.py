@@ -1,0 +1,156 @@
+"""Activation quantization kernels (importable on their own: the fused-MoE kernels reuse them).
+
+Math (dsq.schemes; float32, correctly rounded division):
+    int8 per token:        s = max(amax_row / 127, tiny), q = clip(rint(x / s), -128, 127)
+    fp8 per token / group: s = max(amax / 448, tiny),     q = e4m3(clip(x / s, -448, 448))   (group = 128 inputs)
+    int8 static per tensor (asymmetric): q = clip(round(x / scale + zp), -128, 127), the sum in float32 and
+                           round = half to even or half away from zero (scheme.act_rounding)
+``tiny`` is the smallest normal float32. x is float32/bf16/fp16 [M, K]; codes int8 or float8_e4m3fn [M, K];
+scales float32 [M, 1], [M, ceil(K/128)] or [1].
+
+Functions:
+    quantize_per_token_int8(x), quantize_per_token_fp8(x), quantize_per_group_fp8(x, group=128)
+        -> (codes, scales);
+    quantize_static_int8(x, scale, zero_point, half_away=False) -> codes;
+    quantize_activation(x, scheme, act_qparams) -> dsq.QuantizedActivation.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from dsq.errors import QuantInputError
+from dsq.qtypes import QuantizedActivation
+from dsq.schemes import ActGranularity, QType, QuantScheme, RoundMode
+from dsq_cuda.numerics import clamp, fp8_code, int_code, rne, round_half_away
+
+TINY_F32 = float(torch.finfo(torch.float32).tiny)
+
+
+@triton.jit
+def _act_dynamic_kernel(x_ptr, q_ptr, s_ptr, K, GROUP, NG, stride_xm, stride_qm, tiny,
+                        FP8: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Program (m, g): scale and codes of row m, columns [g*GROUP, min(g*GROUP+GROUP, K))."""
+    m = tl.program_id(0).to(tl.int64)
+    g = tl.program_id(1)
+    k_lo = g * GROUP
+    k_hi = tl.minimum(k_lo + GROUP, K)
+    amax = tl.zeros([BLOCK_K], dtype=tl.float32)
+    for k0 in range(k_lo, k_hi, BLOCK_K):
+        cols = k0 + tl.arange(0, BLOCK_K)
+        x = tl.load(x_ptr + m * stride_xm + cols, mask=cols < k_hi, other=0.0).to(tl.float32)
+        amax = tl.maximum(amax, tl.abs(x))
+    a = tl.max(amax, axis=0)
+    if FP8:
+        s = tl.maximum(tl.math.div_rn(a, 448.0), tiny)
+    else:
+        s = tl.maximum(tl.math.div_rn(a, 127.0), tiny)
+    tl.store(s_ptr + m * NG + g, s)
+    for k0 in range(k_lo, k_hi, BLOCK_K):
+        cols = k0 + tl.arange(0, BLOCK_K)
+        msk = cols < k_hi
+        x = tl.load(x_ptr + m * stride_xm + cols, mask=msk, other=0.0).to(tl.float32)
+        if FP8:
+            q = fp8_code(x, s)
+        else:
+            q = int_code(x, s, -128.0, 127.0)
+        tl.store(q_ptr + m * stride_qm + cols, q.to(q_ptr.dtype.element_ty), mask=msk)
+
+
+@triton.jit
+def _act_static_kernel(x_ptr, q_ptr, s_ptr, zp_ptr, M, K, stride_xm, HALF_AWAY: tl.constexpr,
+                       BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    msk = (rows[:, None] < M) & (cols[None, :] < K)
+    r64 = rows[:, None].to(tl.int64)
+    x = tl.load(x_ptr + r64 * stride_xm + cols[None, :], mask=msk, other=0.0).to(tl.float32)
+    s = tl.load(s_ptr)
+    zp = tl.load(zp_ptr).to(tl.float32)
+    v = clamp(tl.math.div_rn(x, s) + zp, -128.0, 127.0)
+    if HALF_AWAY:
+        q = round_half_away(v)
+    else:
+        q = rne(v)
+    tl.store(q_ptr + r64 * K + cols[None, :], q.to(tl.int8), mask=msk)
+
+
+def _dynamic(x: torch.Tensor, group: int, fp8: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    m, k = x.shape
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    ng = -(-k // group)
+    q = torch.empty((m, k), dtype=torch.float8_e4m3fn if fp8 else torch.int8, device=x.device)
+    s = torch.empty((m, ng), dtype=torch.float32, device=x.device)
+    if m:
+        block_k = max(16, min(2048, triton.next_power_of_2(group)))
+        _act_dynamic_kernel[(m, ng)](x, q, s, k, group, ng, x.stride(0), q.stride(0), TINY_F32,
+                                     FP8=fp8, BLOCK_K=block_k, num_warps=4)
+    return q, s
+
+
+def quantize_per_token_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """int8 codes [M, K] and float32 scales [M, 1]."""
+    return _dynamic(x, x.shape[1], fp8=False)
+
+
+def quantize_per_token_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """float8_e4m3fn codes [M, K] and float32 scales [M, 1]."""
+    return _dynamic(x, x.shape[1], fp8=True)
+
+
+def quantize_per_group_fp8(x: torch.Tensor, group: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """float8_e4m3fn codes [M, K] and float32 scales [M, ceil(K/group)]."""
+    return _dynamic(x, group, fp8=True)
+
+
+def quantize_static_int8(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
+                         half_away: bool = False) -> torch.Tensor:
+    """int8 codes [M, K] with one float32 scale and int8 zero point (1-element tensors on x's device)."""
+    m, k = x.shape
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    q = torch.empty((m, k), dtype=torch.int8, device=x.device)
+    if m:
+        grid = (triton.cdiv(m, 4), triton.cdiv(k, 1024))
+        _act_static_kernel[grid](x, q, scale.reshape(1).float(), zero_point.reshape(1), m, k, x.stride(0),
+                                 HALF_AWAY=half_away, BLOCK_M=4, BLOCK_K=1024)
+    return q
+
+
+def static_params(act_qparams, scheme: QuantScheme, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_scale [1] float32, input_zero_point [1] int8; zeros when symmetric) from a PackedWeight/QParams."""
+    if act_qparams is None:
+        raise QuantInputError(f"scheme {scheme.name} has static activation scales: pass act_qparams "
+                              "(the PackedWeight or QParams holding input_scale and input_zero_point)")
+    tensors = getattr(act_qparams, "tensors", None)
+    get = (lambda n: tensors.get(n)) if isinstance(tensors, dict) else (lambda n: getattr(act_qparams, n, None))
+    s, zp = get("input_scale"), get("input_zero_point")
+    if zp is None and scheme.act_symmetric and s is not None:
+        zp = torch.zeros(1, dtype=torch.int8)
+    if s is None or zp is None or s.numel() != 1 or zp.numel() != 1:
+        raise QuantInputError(f"act_qparams for {scheme.name} must hold one input_scale and one input_zero_point "
+                              f"(got {None if s is None else tuple(s.shape)} and "
+                              f"{None if zp is None else tuple(zp.shape)})")
+    s = s.reshape(1).to(device=device, dtype=torch.float32)
+    if not (torch.isfinite(s).all() and float(s) > 0):
+        raise QuantInputError(f"input_scale must be a positive finite float32, got {float(s)}")
+    return s, zp.reshape(1).to(device=device, dtype=torch.int8)
+
+
+def quantize_activation(x: torch.Tensor, scheme: QuantScheme, act_qparams=None) -> QuantizedActivation:
+    """The scheme's activation codes for x [M, K]; ``act_qparams`` only for static (per-tensor) schemes."""
+    if scheme.act_dtype is None:
+        raise QuantInputError(f"scheme {scheme.name} is weight-only: activations stay in {x.dtype}")
+    if scheme.act_granularity is ActGranularity.TENSOR:
+        s, zp = static_params(act_qparams, scheme, x.device)
+        q = quantize_static_int8(x, s, zp, half_away=scheme.act_rounding is RoundMode.HALF_AWAY)
+        return QuantizedActivation(values=q, scale=s, zero_point=None if scheme.act_symmetric else zp)
+    fp8 = scheme.act_dtype is QType.FP8_E4M3
+    if scheme.act_granularity is ActGranularity.TOKEN_GROUP:
+        q, s = quantize_per_group_fp8(x, scheme.act_group_size)
+    else:
+        q, s = _dynamic(x, x.shape[1], fp8=fp8)
+    return QuantizedActivation(values=q, scale=s)

@@ -1,0 +1,79 @@
+"""Launch configurations for the quantized GEMM, per shape class, chosen once and cached.
+
+A config is (BLOCK_M, BLOCK_N, BLOCK_K, SPLIT_K, num_warps, num_stages). The heuristic below follows the
+roofline: decode shapes (M <= 16) read each weight byte once, so they want many programs in flight (split-K
+until the grid covers the multiprocessors about twice) and a small BLOCK_M; prefill shapes (large M) are
+tensor-core bound and want large tiles. ``TUNED`` holds measured winners from benchmarks/cuda/run_gpu.py
+(keyed by kind, M bucket, N, K) and takes precedence. Results are memoised per (kind, M bucket, N, K, device).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+import triton
+
+from dsq_cuda._env import interpreting
+
+
+@dataclass(frozen=True)
+class Config:
+    block_m: int
+    block_n: int
+    block_k: int
+    split_k: int = 1
+    num_warps: int = 4
+    num_stages: int = 3
+
+
+#: measured winners: (kind, m_bucket, N, K) -> Config; filled from the GPU sweep (docs/benchmarks/cuda.md)
+TUNED: dict[tuple[str, int, int, int], Config] = {}
+
+
+def m_bucket(m: int) -> int:
+    """Shapes whose M rounds up to the same power of two (at least 16) share a config."""
+    return max(16, triton.next_power_of_2(max(1, m)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _largest_divisor_block(g: int, want: int) -> int:
+    """Largest power of two <= want dividing g (tiles must not straddle a scale group)."""
+    b = want
+    while b > 16 and g % b:
+        b //= 2
+    return b
+
+
+@functools.lru_cache(maxsize=4096)
+def pick(kind: str, m: int, n: int, k: int, group: int, device: str) -> Config:
+    """The config for one GEMM. ``kind``: 'wonly', 'int8' or 'fp8'; ``group``: K inputs per scale (or 0)."""
+    mb = m_bucket(m)
+    key = (kind, mb, n, k)
+    if key in TUNED and (not group or group % TUNED[key].block_k == 0):
+        return TUNED[key]
+    if interpreting() or device == "cpu":  # the interpreter: small tiles keep numpy fast
+        bk = _largest_divisor_block(group, 32) if group else 32
+        return Config(16, 32, bk, 2 if k > 2 * bk else 1, 4, 1)
+    sms = _sm_count(torch.device(device).index or 0)
+    if mb <= 16:
+        bm, bn, bk, warps, stages = 16, 64, 128, 4, 4
+    elif mb <= 64:
+        bm, bn, bk, warps, stages = mb, 64, 128, 4, 4
+    elif mb <= 256:
+        bm, bn, bk, warps, stages = 64, 128, 64 if kind == "wonly" else 128, 4, 4
+    else:
+        bm, bn, bk, warps, stages = 128, 128, 64 if kind == "wonly" else 128, 8, 3
+    if group:
+        bk = _largest_divisor_block(group, bk)
+    tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
+    k_tiles = triton.cdiv(k, bk)
+    split = 1
+    if tiles < 2 * sms:  # too few output tiles to keep every SM streaming weights: split K
+        split = max(1, min(k_tiles // 4, triton.cdiv(2 * sms, tiles)))
+    return Config(bm, bn, bk, split, warps, stages)
