@@ -7,6 +7,7 @@ source .venv/bin/activate
 python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 python -m pip install -q torch==2.13.0
 python -m pip install -q -e ".[test,cuda,hf,plot]"
+# vendor-style example backends live in their own packages with their own entry points
 for plugin in examples/*/pyproject.toml; do
-  [ -f "$plugin" ] && python -m pip install -q -e "$(dirname "$plugin")"
+  if [ -f "$plugin" ]; then python -m pip install -q -e "$(dirname "$plugin")"; fi
 done
