@@ -10,7 +10,7 @@ import sys
 from dsq.errors import DsqError
 
 #: subcommand modules, in the order ``dsq --help`` lists them
-SUBCOMMANDS = ["backends"]
+SUBCOMMANDS = ["backends", "recipes", "plan"]
 
 
 def build_parser() -> argparse.ArgumentParser:

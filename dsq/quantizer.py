@@ -1,0 +1,92 @@
+"""``dsq.quantize(model, recipe, backend="cpu", calib_data=None)``: quantize a torch model in place.
+
+Steps:
+1. :func:`dsq.plan` resolves the recipe against the model (every ``nn.Linear`` and every fused experts
+   block the MoE adapter finds) and checks that each scheme fits its layer's shape and that the backend
+   supports it; any problem raises before a weight is touched.
+2. If a planned scheme has static activation scales, :mod:`dsq.calibration` runs the float model over
+   ``calib_data`` and records input ranges per module (per expert for MoE blocks).
+3. Each planned unit is replaced: ``nn.Linear`` -> :class:`dsq.nn.QuantLinear`, experts ->
+   :class:`dsq.nn.QuantExperts`, their weights quantized with ``backend.calibrate`` + ``backend.pack``.
+   Weights are checked first; a NaN or Inf is an error naming the tensor.
+4. ``model.dsq_info`` records what was done (plain JSON data): ``{"recipe": recipe.to_dict(),
+   "backend": name, "adapter": name, "modules": {module name: scheme.to_dict()}, "calibration": report or None}``.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from dsq.adapters import get_adapter
+from dsq.calibration import collect_act_stats
+from dsq.errors import QuantInputError
+from dsq.nn import QuantLinear
+from dsq.planning import Plan, plan
+from dsq.registry import get_backend
+from dsq.validate import check_weight
+
+__all__ = ["quantize"]
+
+
+def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def _check_weights(model: nn.Module, p: Plan, adapter) -> None:
+    """NaN/Inf check of every weight that will be quantized, before calibration spends time."""
+    for e in p.quantized:
+        mod = model.get_submodule(e.name)
+        if e.kind == "linear":
+            check_weight(mod.weight.detach(), e.scheme, f"{e.name}.weight")
+        else:
+            gate_up, down = adapter.expert_tensors(mod, e.name)
+            check_weight(gate_up.detach(), e.scheme, f"{e.name}.gate_up_proj")
+            check_weight(down.detach(), e.scheme, f"{e.name}.down_proj")
+
+
+def quantize(model: nn.Module, recipe, backend="cpu", calib_data=None, *, expert_mode: str = "all",
+             progress: bool = True) -> nn.Module:
+    """Quantize ``model`` in place with ``recipe`` on ``backend`` and return it.
+
+    Args:
+        model: any torch model built from ``nn.Linear`` (plus fused MoE experts of a known architecture).
+        recipe: a preset recipe name (``dsq.list_recipes()``), a scheme name (every Linear, lm_head and
+            router gates float), a :class:`dsq.Recipe`, a dict, or a ``.yaml``/``.json`` recipe file.
+        backend: backend name or object whose kernels quantize and later run the weights.
+        calib_data: batches for static activation schemes (see :mod:`dsq.calibration`); unused otherwise.
+        expert_mode: ``"all"`` (every expert sees every calibration token) or ``"routed"``.
+        progress: show tqdm progress bars.
+    """
+    from tqdm.auto import tqdm
+
+    if getattr(model, "dsq_info", None) is not None:
+        raise QuantInputError("model is already quantized by dsq (it has dsq_info); quantize a float model")
+    be = get_backend(backend)
+    adapter = get_adapter(model)
+    p = plan(model, recipe, backend=be)
+    p.check()
+    _check_weights(model, p, adapter)
+
+    static = [e for e in p.quantized if e.scheme.static_activations]
+    stats: dict = {}
+    report = None
+    if static:
+        linears = {e.name: model.get_submodule(e.name) for e in static if e.kind == "linear"}
+        experts = {e.name: model.get_submodule(e.name) for e in static if e.kind == "experts"}
+        stats, report = collect_act_stats(model, linears, experts, calib_data, adapter, expert_mode, progress)
+
+    modules = {}
+    for e in tqdm(p.quantized, desc="quantizing", unit="module", disable=not progress):
+        mod = model.get_submodule(e.name)
+        if e.kind == "linear":
+            new = QuantLinear.from_linear(mod, e.scheme, be, stats.get(e.name), name=f"{e.name}.weight")
+        else:
+            new = adapter.build(mod, e.scheme, be, stats.get(e.name), name=e.name)
+        _set_submodule(model, e.name, new)
+        modules[e.name] = e.scheme.to_dict()
+
+    model.dsq_info = {"recipe": p.recipe.to_dict(), "backend": be.name, "adapter": adapter.name,
+                      "modules": modules, "calibration": report}
+    return model
