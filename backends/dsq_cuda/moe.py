@@ -1,0 +1,169 @@
+"""Fused MoE on the cuda backend: ``moe(backend, x, topk_ids, topk_weights, experts, scheme, expert_range)``.
+
+Result (the numpy reference's definition, backends/dsq_cpu_reference/gemm.py): for every pair (t, j) whose
+expert ``e = topk_ids[t, j]`` is in range,
+    h = matmul(x[t], gate_up[e])     rounded to x.dtype, [2I]
+    a = silu(h[:I]) * h[I:]          float32, rounded to x.dtype (then quantized per the scheme)
+    o = matmul(a, down[e])           rounded to x.dtype, [H]
+    y[t] += topk_weights[t, j] * o   float32 here (float64 in the reference), rounded to x.dtype at the end.
+
+Steps (no host synchronisation, so a decode step can be captured in a CUDA graph):
+    1. moe_align.align_pairs: sort pairs by expert, pad each expert's run to BLOCK_M rows.
+    2. dynamic activation schemes: quantize x once per token (act_quant.py, the linear kernels' quantizer).
+    3. grouped GEMM gate+up, SwiGLU and the amax of the next quantization in the epilogue (moe_kernels.py).
+    4. grouped GEMM down, quantizing the intermediate on load, routing weight in the epilogue.
+    5. sum of each token's top_k rows (float32), cast to x.dtype.
+Experts without pairs launch no work; programs of unused blocks exit at once.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dsq.errors import QuantInputError
+from dsq.qtypes import ExpertWeights, PackedWeight, weight_tensor_name
+from dsq.schemes import ActGranularity, QuantScheme
+from dsq.validate import check_moe_inputs
+from dsq_cuda._env import interpreting
+from dsq_cuda.moe_align import align_pairs
+from dsq_cuda.moe_plan import block_config, k_limit, plan
+
+TINY_F32 = float(torch.finfo(torch.float32).tiny)
+_EMPTY: dict[tuple, torch.Tensor] = {}
+
+
+def _dummy(device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    key = (str(device), dtype)
+    if key not in _EMPTY:
+        _EMPTY[key] = torch.zeros(1, dtype=dtype, device=device)
+    return _EMPTY[key]
+
+
+def _weight_args(packed: PackedWeight | torch.Tensor, scheme: QuantScheme | None, device) -> list:
+    """Pointer and stride arguments of one stacked weight: codes, scale, zero point, group scale."""
+    if isinstance(packed, torch.Tensor):  # unquantized [E, N, K] (the bf16 design)
+        w = packed
+        d = _dummy(device)
+        return [w, w.stride(0), w.stride(1), d, 0, 0, d, 0, 0, d, 0, 0]
+    name = weight_tensor_name(scheme)
+    if name not in packed:
+        raise QuantInputError(f"packed {scheme.name} expert weight has no {name!r} (has {sorted(packed.tensors)})")
+    w = packed[name]
+    if w.device != device:
+        raise QuantInputError(f"expert weights are on {w.device}; x is on {device}: move them with the backend")
+    if w.stride(-1) != 1:
+        raise QuantInputError(f"expert {name} must be contiguous along K (strides {tuple(w.stride())})")
+    if w.dtype == torch.float8_e4m3fn:
+        w = w.view(torch.uint8)  # the kernel bitcasts back (see moe_tiles.load_w)
+    s = packed["weight_scale"]
+    args = [w, w.stride(0), w.stride(1), s, s.stride(0), s.stride(1)]
+    for opt in ("weight_zero_point", "weight_group_scale"):
+        t = packed.tensors.get(opt)
+        args += [t, t.stride(0), t.stride(1)] if t is not None else [_dummy(device), 0, 0]
+    return args
+
+
+def _static_args(packed: PackedWeight, scheme: QuantScheme, device) -> list:
+    """Per-expert static input scale [E] float32 and zero point [E] int8 (zeros when symmetric)."""
+    s = packed.tensors.get("input_scale")
+    if s is None:
+        raise QuantInputError(f"{scheme.name} expert weights need input_scale [E, 1] (static activations)")
+    zp = packed.tensors.get("input_zero_point")
+    zp = torch.zeros(s.shape[0], dtype=torch.int8, device=device) if zp is None else zp.reshape(-1)
+    return [s.reshape(-1).float(), zp]
+
+
+def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
+            gate_up: PackedWeight | torch.Tensor, down: PackedWeight | torch.Tensor,
+            scheme: QuantScheme | None, num_experts: int,
+            expert_range: tuple[int, int] | None = None, unique_load: bool = True) -> torch.Tensor:
+    """The fused layer for already-validated inputs; ``scheme=None`` runs float [E, N, K] weights."""
+    from dsq_cuda.act_quant import quantize_per_group_fp8, quantize_per_token_fp8, quantize_per_token_int8
+    from dsq_cuda.moe_kernels import moe_gemm_kernel
+
+    t, h = x.shape
+    i = (gate_up.shape[1]) // 2
+    top_k = topk_ids.shape[1]
+    device = x.device
+    y = torch.empty((t, h), dtype=x.dtype, device=device)
+    if t == 0:
+        return y
+    up_sw, down_sw = plan(scheme, x.dtype)
+    if interpreting() and up_sw["DOT"] in (0, 3, 4):
+        # Triton's interpreter multiplies bf16 tiles as raw integers; float32 products of bf16/fp16 values
+        # are exact, so the float32 IEEE dot computes the same thing.
+        up_sw["DOT"] = down_sw["DOT"] = 5
+    cfg = block_config(t, up_sw["DOT"] in (1, 2), k_limit(scheme))
+    al = align_pairs(topk_ids, num_experts, cfg.block_m, expert_range)
+    rows = al.max_blocks * cfg.block_m
+    x = x if x.stride(-1) == 1 else x.contiguous()
+    d32 = _dummy(device)
+
+    # Activations of the gate_up launch.
+    a_ptr, stride_am, as_ptr, stride_asm = x, x.stride(0), d32, 0
+    st = [d32, _dummy(device, torch.int8)]
+    if up_sw["A_KIND"] == 1:
+        if scheme.act_granularity is ActGranularity.TOKEN_GROUP:
+            codes, scales = quantize_per_group_fp8(x, scheme.act_group_size)
+        elif up_sw["A_FP8"]:
+            codes, scales = quantize_per_token_fp8(x)
+        else:
+            codes, scales = quantize_per_token_int8(x)
+        if codes.dtype == torch.float8_e4m3fn:
+            codes = codes.view(torch.uint8)
+        a_ptr, stride_am, as_ptr, stride_asm = codes, codes.stride(0), scales, scales.stride(0)
+    elif up_sw["A_KIND"] == 3:
+        st = _static_args(gate_up, scheme, device)
+
+    inter = torch.empty((rows, i), dtype=x.dtype, device=device)
+    if up_sw["NEXT_AMAX"]:
+        n_amax = -(-i // up_sw["NEXT_GROUP"]) if up_sw["NEXT_GROUP"] else 1
+        amax = torch.zeros((rows, n_amax), dtype=torch.float32, device=device)
+    else:
+        amax = d32
+    tw = topk_weights.reshape(-1).to(torch.float32)
+    launch = dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
+                  UNIQUE_LOAD=unique_load)
+    grid = (al.max_blocks, -(-i // cfg.block_n_up))
+    moe_gemm_kernel[grid](
+        a_ptr, stride_am, as_ptr, stride_asm, *st, *_weight_args(gate_up, scheme, device),
+        al.sorted_ids, al.block_expert, tw, inter, inter.stride(0), amax, amax.stride(0) if amax.ndim == 2 else 0,
+        i, h, al.num_pairs, top_k, TINY_F32, EVEN_K=h % cfg.block_k == 0, BLOCK_N=cfg.block_n_up,
+        **up_sw, **launch)
+
+    # Down projection: the intermediate is quantized on load from the amax above (or static scales).
+    st = _static_args(down, scheme, device) if down_sw["A_KIND"] == 3 else [d32, _dummy(device, torch.int8)]
+    as_ptr, stride_asm = (amax, amax.stride(0)) if down_sw["A_KIND"] == 2 else (d32, 0)
+    full = expert_range is None or tuple(expert_range) == (0, num_experts)
+    out = (torch.empty if full else torch.zeros)((al.num_pairs, h), dtype=torch.float32, device=device)
+    grid = (al.max_blocks, -(-h // cfg.block_n_down))
+    moe_gemm_kernel[grid](
+        inter, inter.stride(0), as_ptr, stride_asm, *st, *_weight_args(down, scheme, device),
+        al.sorted_ids, al.block_expert, tw, out, out.stride(0), d32, 0,
+        h, i, al.num_pairs, top_k, TINY_F32, EVEN_K=i % cfg.block_k == 0, BLOCK_N=cfg.block_n_down,
+        **down_sw, **launch)
+    y.copy_(out.view(t, top_k, h).sum(dim=1))
+    return y
+
+
+def moe(backend, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
+        experts: ExpertWeights, scheme: QuantScheme,
+        expert_range: tuple[int, int] | None = None) -> torch.Tensor:
+    """Backend.moe for the cuda backend (see the module docstring). ``backend`` is the calling Backend."""
+    if backend is not None:
+        backend.require(scheme, "moe")
+    check_moe_inputs(x, topk_ids, topk_weights, experts, scheme, expert_range)
+    return run_moe(x, topk_ids, topk_weights, experts.gate_up, experts.down, scheme, experts.num_experts,
+                   expert_range)
+
+
+def moe_float(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor, w_gate_up: torch.Tensor,
+              w_down: torch.Tensor, expert_range: tuple[int, int] | None = None) -> torch.Tensor:
+    """The same fused design on unquantized weights ``w_gate_up [E, 2I, H]``, ``w_down [E, H, I]`` (x.dtype)."""
+    if w_gate_up.dtype != x.dtype or w_down.dtype != x.dtype:
+        raise QuantInputError(f"moe_float needs weights in x's dtype {x.dtype}; got {w_gate_up.dtype}, {w_down.dtype}")
+    e, two_i, h = w_gate_up.shape
+    if tuple(w_down.shape) != (e, h, two_i // 2) or x.shape[1] != h:
+        raise QuantInputError(f"moe_float: shapes x {tuple(x.shape)}, gate_up {tuple(w_gate_up.shape)}, down "
+                              f"{tuple(w_down.shape)} do not fit [T, H], [E, 2I, H], [E, H, I]")
+    return run_moe(x, topk_ids, topk_weights, w_gate_up, w_down, None, e, expert_range)

@@ -1,0 +1,199 @@
+"""Tile loaders of the fused-MoE grouped GEMMs (Triton device functions; moe_kernels.py uses them).
+
+A K-step of the grouped GEMM multiplies an activation tile ``A [BM, BK]`` by a weight tile ``W [BK, BN]``
+(the weight is stored ``[E, N, K]``, so the tile is read transposed). Each loader returns the operand in the
+type the tensor cores take for the scheme, plus the per-tile scales:
+
+Weights (``W_KIND``): 0 float (bf16 baseline), 1 int4 eight per int32 word, 2 int8 four per int32 word
+(W8A16), 3 int8, 4 float8 e4m3. Packed codes are ``((word >> 4*(k%8)) & 15) - 8`` (int4) or
+``((word >> 8*(k%4)) & 255) - 128`` (int8). Zero points (asymmetric int4) are subtracted and two-level group
+scales multiplied in integer registers, so ``q`` stays exact: ``(q - zp)`` lies in [-15, 15], ``q4*s2`` in
+[-119, 119]. The dot operand is ``q`` cast to the activation's dot type, which is exact for all of these.
+
+Activations (``A_KIND``): 0 float (x.dtype, the weight-only dot), 1 codes already quantized per token or per
+token-group (int8/fp8 from act_quant.py), 2 float quantized on load with a dynamic scale
+``s = max(amax / D, tiny)`` from a precomputed amax (D = 127 int8, 448 fp8), 3 float quantized on load with a
+static per-expert scale and zero point: ``q = clip(round(x / s + zp), -128, 127)``.
+Codes follow dsq.schemes exactly (dsq_cuda.numerics: correctly rounded division, ties-to-even rounding,
+e4m3 nearest).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from dsq_cuda.numerics import clamp, fp8_code, int_code, rne, round_half_away
+
+
+@triton.jit
+def round_to(v, OUT_KIND: tl.constexpr):
+    """float32 ``v`` rounded to the output dtype and widened back: 0 float32, 1 bfloat16, 2 float16.
+
+    bf16 rounding is done on the bits (nearest, ties to even), because Triton's interpreter truncates.
+    """
+    if OUT_KIND == 1:
+        bits = v.to(tl.int32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & -65536
+        return bits.to(tl.float32, bitcast=True)
+    elif OUT_KIND == 2:
+        return v.to(tl.float16).to(tl.float32)
+    else:
+        return v
+
+
+@triton.jit
+def load_w(w_ptr, zp_ptr, gs_ptr, e64, rows, offs_k, k0, N_ROWS, K,
+           stride_we, stride_wn, stride_ze, stride_zn, stride_ge, stride_gn,
+           W_KIND: tl.constexpr, W_ZP: tl.constexpr, W_GS: tl.constexpr, GROUP: tl.constexpr,
+           DOT: tl.constexpr, EVEN_K: tl.constexpr, UNIQUE_LOAD: tl.constexpr,
+           BK: tl.constexpr, BN: tl.constexpr):
+    """Weight tile ``[BK, BN]`` of expert e: rows ``rows`` (output features), inputs ``k0 + offs_k``.
+
+    Returns the dot operand in the DOT type (0 = a's float dtype given by w_ptr for W_KIND 0, 1 = int8,
+    2 = fp8 e4m3, 3 = bfloat16, 4 = float16, 5 = float32). Also returns the integer column sums of q
+    (needed for an activation zero point), which callers that do not need them ignore.
+    """
+    ks = k0 + offs_k
+    kmask = ks < K
+    nmask = rows < N_ROWS
+    mask = kmask[:, None] & nmask[None, :]
+    base = w_ptr + e64 * stride_we + rows[None, :].to(tl.int64) * stride_wn
+    if W_KIND == 1 and UNIQUE_LOAD:
+        # Each word loaded once: [BK/8, BN] words -> [BK/8, 8, BN] nibbles -> [BK, BN] (k = word*8 + i).
+        kw = k0 // 8 + tl.arange(0, BK // 8)
+        wmask = (kw < (K + 7) // 8)[:, None] & nmask[None, :]
+        word = tl.load(base + kw[:, None], mask=wmask, other=0)
+        fields = (word[:, None, :] >> (tl.arange(0, 8) * 4)[None, :, None]) & 15
+        q = tl.reshape(fields, [BK, BN]) - 8
+    elif W_KIND == 2 and UNIQUE_LOAD:
+        kw = k0 // 4 + tl.arange(0, BK // 4)
+        wmask = (kw < (K + 3) // 4)[:, None] & nmask[None, :]
+        word = tl.load(base + kw[:, None], mask=wmask, other=0)
+        fields = (word[:, None, :] >> (tl.arange(0, 4) * 8)[None, :, None]) & 255
+        q = tl.reshape(fields, [BK, BN]) - 128
+    elif W_KIND == 1:
+        word = tl.load(base + (ks // 8)[:, None], mask=mask, other=0)
+        q = ((word >> ((ks % 8) * 4)[:, None]) & 15) - 8
+    elif W_KIND == 2:
+        word = tl.load(base + (ks // 4)[:, None], mask=mask, other=0)
+        q = ((word >> ((ks % 4) * 8)[:, None]) & 255) - 128
+    elif W_KIND == 4:  # fp8 arrives as its uint8 bit patterns (a masked fp8 load has no 'other' value)
+        q = tl.load(base + ks[:, None], mask=mask, other=0).to(tl.float8e4nv, bitcast=True)
+    else:
+        q = tl.load(base + ks[:, None], mask=mask, other=0)
+    if W_KIND == 1 or W_KIND == 2:
+        g = k0 // GROUP
+        if W_ZP:
+            zword = tl.load(zp_ptr + e64 * stride_ze + (rows // 8).to(tl.int64) * stride_zn + g,
+                            mask=nmask, other=0)
+            zp = ((zword >> ((rows % 8) * 4)) & 15) - 8
+            q = q - zp[None, :]
+        if W_GS:
+            s2 = tl.load(gs_ptr + e64 * stride_ge + rows.to(tl.int64) * stride_gn + g, mask=nmask, other=0)
+            q = q * s2.to(tl.int32)[None, :]
+        if not EVEN_K:
+            q = tl.where(mask, q, 0)
+    if DOT == 1:
+        w = q.to(tl.int8)
+    elif DOT == 2:
+        if W_KIND == 4:
+            w = q
+        else:
+            w = q.to(tl.float32).to(tl.float8e4nv)
+    elif DOT == 3:
+        w = q.to(tl.bfloat16)
+    elif DOT == 4:
+        w = q.to(tl.float16)
+    elif DOT == 5:
+        w = q.to(tl.float32)
+    else:
+        w = q
+    return w
+
+
+@triton.jit
+def w_tile_scale(ws_ptr, e64, rows, k0, N_ROWS, stride_se, stride_sn,
+                 W_SCALE: tl.constexpr, GROUP: tl.constexpr, BLOCK_N_W: tl.constexpr, BLOCK_K_W: tl.constexpr):
+    """Per-column float32 weight scale of one K-tile: W_SCALE 2 = group ``[N, K/G]``, 3 = block."""
+    nmask = rows < N_ROWS
+    if W_SCALE == 2:
+        s = tl.load(ws_ptr + e64 * stride_se + rows.to(tl.int64) * stride_sn + k0 // GROUP, mask=nmask, other=0)
+    else:
+        s = tl.load(ws_ptr + e64 * stride_se + (rows // BLOCK_N_W).to(tl.int64) * stride_sn + k0 // BLOCK_K_W,
+                    mask=nmask, other=0)
+    return s.to(tl.float32)
+
+
+@triton.jit
+def load_a(a_ptr, rows, rmask, offs_k, k0, K, stride_am, as_ptr, stride_asm, st_s, st_zp,
+           A_KIND: tl.constexpr, A_FP8: tl.constexpr, A_GROUPED: tl.constexpr, A_GROUP: tl.constexpr,
+           HALF_AWAY: tl.constexpr, DOT: tl.constexpr, EVEN_K: tl.constexpr, tiny):
+    """Activation tile ``[BM, BK]`` for rows ``rows`` and the per-row scale that goes with this K-tile.
+
+    The returned scale is only meaningful for grouped activation scales (A_GROUPED) inside the loop; row
+    scales of per-token schemes are applied in the epilogue (see ``row_scale``).
+    """
+    ks = k0 + offs_k
+    if EVEN_K:
+        mask = rmask[:, None]
+    else:
+        mask = rmask[:, None] & (ks < K)[None, :]
+    a = tl.load(a_ptr + rows[:, None].to(tl.int64) * stride_am + ks[None, :], mask=mask, other=0)
+    if A_KIND == 1 and A_FP8:
+        a = a.to(tl.float8e4nv, bitcast=True)
+    elif A_KIND == 0:
+        if DOT == 5:
+            a = a.to(tl.float32)
+    elif A_KIND == 2:
+        col = k0 // A_GROUP if A_GROUPED else 0
+        amax = tl.load(as_ptr + rows.to(tl.int64) * stride_asm + col, mask=rmask, other=0.0)
+        if A_FP8:
+            s = tl.maximum(tl.math.div_rn(amax, 448.0), tiny)
+            a = fp8_code(a.to(tl.float32), s[:, None]).to(tl.float8e4nv)
+        else:
+            s = tl.maximum(tl.math.div_rn(amax, 127.0), tiny)
+            a = int_code(a.to(tl.float32), s[:, None], -128.0, 127.0).to(tl.int8)
+    elif A_KIND == 3:
+        v = clamp(tl.math.div_rn(a.to(tl.float32), st_s) + st_zp, -128.0, 127.0)
+        if HALF_AWAY:
+            a = round_half_away(v).to(tl.int8)
+        else:
+            a = rne(v).to(tl.int8)
+    return a
+
+
+@triton.jit
+def a_group_scale(as_ptr, rows, rmask, k0, stride_asm, A_KIND: tl.constexpr, A_FP8: tl.constexpr,
+                  A_GROUP: tl.constexpr, tiny):
+    """Row scales ``[BM]`` of the activation group that holds this K-tile (token-group schemes)."""
+    v = tl.load(as_ptr + rows.to(tl.int64) * stride_asm + k0 // A_GROUP, mask=rmask, other=0.0)
+    if A_KIND == 2:  # stored as amax: turn it into the scale
+        if A_FP8:
+            v = tl.maximum(tl.math.div_rn(v, 448.0), tiny)
+        else:
+            v = tl.maximum(tl.math.div_rn(v, 127.0), tiny)
+    return v
+
+
+@triton.jit
+def row_scale(as_ptr, rows, rmask, stride_asm, A_KIND: tl.constexpr, A_FP8: tl.constexpr, tiny):
+    """Per-token row scales ``[BM]`` (A_KIND 1: stored scales; 2: from the stored amax)."""
+    v = tl.load(as_ptr + rows.to(tl.int64) * stride_asm, mask=rmask, other=0.0)
+    if A_KIND == 2:
+        if A_FP8:
+            v = tl.maximum(tl.math.div_rn(v, 448.0), tiny)
+        else:
+            v = tl.maximum(tl.math.div_rn(v, 127.0), tiny)
+    return v
+
+
+@triton.jit
+def w_channel_scale(ws_ptr, e64, rows, N_ROWS, stride_se, stride_sn):
+    """Per-output-channel float32 weight scale ``[BN]`` (channel schemes and two-level level-1 scales)."""
+    s = tl.load(ws_ptr + e64 * stride_se + rows.to(tl.int64) * stride_sn, mask=rows < N_ROWS, other=0)
+    return s.to(tl.float32)
+
+
+__all__ = ["round_to", "load_w", "w_tile_scale", "load_a", "a_group_scale", "row_scale", "w_channel_scale",
+           "triton"]

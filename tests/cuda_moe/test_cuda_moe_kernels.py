@@ -1,0 +1,114 @@
+"""cuda fused MoE vs the numpy reference, run in Triton's interpreter on CPU (or on a GPU, see conftest)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from moe_cases import ALL_SCHEMES, DEVICE, make_experts, reference, rel_err  # noqa: E402
+
+from dsq.errors import QuantInputError  # noqa: E402
+from dsq_cuda.moe import moe, moe_float  # noqa: E402
+
+TOL = 4e-3  # bf16 output: the reference rounds once; we round the same intermediates, sums differ in order
+
+
+def _routing(t, e, k, seed):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.stack([torch.randperm(e, generator=g)[:k] for _ in range(t)])
+    w = torch.rand(t, k, generator=g) + 0.1
+    return ids, w
+
+
+def _check(scheme_name, t, e, k, h=256, i=128, ids=None, w=None, expert_range=None, dtype=torch.bfloat16):
+    scheme, cpu, dev = make_experts(scheme_name, e, h, i, seed=t + e + k)
+    if ids is None:
+        ids, w = _routing(t, e, k, seed=t * 7 + k)
+    x = torch.randn(t, h, generator=torch.Generator().manual_seed(t)).to(dtype)
+    r = reference().moe(x, ids, w, cpu, scheme, expert_range=expert_range)
+    poison = torch.full_like(r, float("nan"))
+    y = moe(None, x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev, scheme, expert_range=expert_range)
+    assert y.shape == r.shape and y.dtype == x.dtype and not torch.isnan(y).any(), poison.shape
+    assert rel_err(y, r) < TOL, (scheme_name, rel_err(y, r))
+    return y.cpu(), r
+
+
+@pytest.mark.parametrize("scheme_name", ALL_SCHEMES)
+def test_moe_matches_reference(scheme_name):
+    # 19 tokens x 3 slots over 10 experts: blocks of 16 rows are partly filled, and some experts are empty.
+    _check(scheme_name, t=19, e=10, k=3)
+
+
+@pytest.mark.parametrize("scheme_name", ["W4A16", "W8A8", "FP8_BLOCK"])
+def test_skewed_top1_all_tokens_on_one_expert(scheme_name):
+    t, e = 37, 6  # 37 rows on expert 4: three M-blocks for one expert, five experts with nothing
+    ids = torch.full((t, 1), 4)
+    w = torch.rand(t, 1) + 0.5
+    _check(scheme_name, t, e, 1, ids=ids, w=w)
+
+
+@pytest.mark.parametrize("scheme_name", ["W4A8_DYNAMIC", "W4AFP8"])
+def test_top8(scheme_name):
+    _check(scheme_name, t=5, e=16, k=8)
+
+
+@pytest.mark.parametrize("scheme_name", ["W4A16_ASYM", "W8A8", "FP8_BLOCK", "W4A8_DYNAMIC"])
+def test_ragged_shapes(scheme_name):
+    # H and I are not multiples of the K block (128) nor of the N blocks: masked tails everywhere.
+    _check(scheme_name, t=3, e=4, k=2, h=200, i=96)
+
+
+@pytest.mark.parametrize("scheme_name", ["W4A16", "W8A8_DYNAMIC"])
+def test_prefill_path(scheme_name):
+    # 70 tokens take the prefill block shapes (64-row blocks).
+    _check(scheme_name, t=70, e=6, k=2, h=128, i=64)
+
+
+def test_expert_range_sums_to_full():
+    ids, w = _routing(11, 8, 2, seed=3)
+    full, _ = _check("W8A8_DYNAMIC", 11, 8, 2, ids=ids, w=w)
+    lo, _ = _check("W8A8_DYNAMIC", 11, 8, 2, ids=ids, w=w, expert_range=(0, 3))
+    hi, _ = _check("W8A8_DYNAMIC", 11, 8, 2, ids=ids, w=w, expert_range=(3, 8))
+    assert rel_err(lo.float() + hi.float(), full) < TOL
+    # A range without any routed expert contributes exactly nothing.
+    scheme, cpu, dev = make_experts("W4A16", 8, 256, 128)
+    x = torch.randn(4, 256).to(DEVICE)
+    y = moe(None, x, torch.zeros(4, 1, dtype=torch.int64, device=DEVICE), torch.ones(4, 1, device=DEVICE), dev,
+            scheme, expert_range=(1, 8))
+    assert torch.equal(y.cpu(), torch.zeros(4, 256))
+
+
+def test_float32_activations():
+    _check("W4A16", t=6, e=4, k=2, dtype=torch.float32)
+
+
+def test_float_design_matches_torch_loop():
+    g = torch.Generator().manual_seed(5)
+    e, h, i, t, k = 5, 128, 64, 9, 2
+    wg, wd = torch.randn(e, 2 * i, h, generator=g) * 0.05, torch.randn(e, h, i, generator=g) * 0.05
+    x = torch.randn(t, h, generator=g)
+    ids, w = _routing(t, e, k, seed=1)
+    ref = torch.zeros(t, h, dtype=torch.float64)
+    for tok in range(t):
+        for j in range(k):
+            hh = wg[ids[tok, j]].double() @ x[tok].double()
+            a = torch.nn.functional.silu(hh[:i]) * hh[i:]
+            ref[tok] += w[tok, j] * (wd[ids[tok, j]].double() @ a)
+    y = moe_float(x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), wg.to(DEVICE), wd.to(DEVICE))
+    assert rel_err(y, ref) < 1e-5
+
+
+def test_bad_inputs_raise_clear_errors():
+    scheme, _, dev = make_experts("W4A16", 4, 128, 64)
+    x = torch.randn(3, 128).to(DEVICE)
+    ids = torch.zeros(3, 2, dtype=torch.int64, device=DEVICE)
+    w = torch.ones(3, 2, device=DEVICE)
+    with pytest.raises(QuantInputError, match="topk_ids"):
+        moe(None, x, ids + 4, w, dev, scheme)
+    with pytest.raises(QuantInputError, match="features"):
+        moe(None, x[:, :64], ids, w, dev, scheme)
+    with pytest.raises(QuantInputError, match="made for scheme"):
+        from dsq.schemes import get_scheme
+        moe(None, x, ids, w, dev, get_scheme("W8A16"))
