@@ -49,7 +49,8 @@ from dsq.schemes import QuantScheme, get_scheme, list_schemes
 __all__ = ["Rule", "Recipe", "RecipeError", "get_recipe", "list_recipes", "resolve_recipe", "target_matches",
            "DEFAULT_IGNORE"]
 
-#: kept float by the presets: the output head and MoE router gates (routing is sensitive to quantization)
+#: kept float by the presets: the output head and MoE router gates (routing is sensitive to quantization);
+#: precautions, so models without them (a dense model, a bare nn.Sequential) get no warning
 DEFAULT_IGNORE = ("lm_head", "re:.*mlp.gate$")
 
 
@@ -246,7 +247,8 @@ def _model_layers(model) -> tuple[int, int]:
 
 def _every_linear(scheme: str, name: str, description: str):
     def build(model=None) -> Recipe:
-        return Recipe((Rule(("Linear",), get_scheme(scheme)),), DEFAULT_IGNORE, name, description)
+        return Recipe((Rule(("Linear",), get_scheme(scheme)),), DEFAULT_IGNORE, name, description,
+                      optional=DEFAULT_IGNORE)
     return build
 
 
@@ -280,7 +282,7 @@ def _deepseek_w4a8(model=None) -> Recipe:
     return Recipe(rules, _DS_IGNORE, "deepseek-w4a8",
                   "msModelSlim mix for Ascend: MLA W8A8 static, shared experts / dense MLPs / MTP W8A8 dynamic, "
                   "routed experts W4A8 dynamic; lm_head, router gates, embeddings and norms float",
-                  optional=(_mtp_target(model), _MTP_HEAD))
+                  optional=(_mtp_target(model), *_DS_IGNORE))
 
 
 def _deepseek_w4afp8(model=None) -> Recipe:
@@ -290,7 +292,7 @@ def _deepseek_w4afp8(model=None) -> Recipe:
     )
     return Recipe(rules, _DS_IGNORE, "deepseek-w4afp8",
                   "SGLang W4AFP8: routed experts int4 g128 with FP8 activations, every other Linear FP8 block "
-                  "128x128; lm_head and router gates float", optional=(_MTP_HEAD,))
+                  "128x128; lm_head and router gates float", optional=_DS_IGNORE)
 
 
 _PRESETS = {
@@ -327,7 +329,7 @@ def resolve_recipe(recipe, model=None) -> Recipe:
     if isinstance(recipe, Recipe):
         return recipe
     if isinstance(recipe, QuantScheme):
-        return Recipe((Rule(("Linear",), recipe),), DEFAULT_IGNORE, recipe.name.lower())
+        return Recipe((Rule(("Linear",), recipe),), DEFAULT_IGNORE, recipe.name.lower(), optional=DEFAULT_IGNORE)
     if isinstance(recipe, dict):
         return Recipe.from_dict(recipe)
     if isinstance(recipe, (str, os.PathLike)):
