@@ -30,7 +30,7 @@ from .atomic import atomic_directory
 from .shards import DEFAULT_SHARD_BYTES, TensorReader, write_shards
 from .summary import inspect
 
-__all__ = ["save", "load", "inspect", "FORMATS", "SIDECAR"]
+__all__ = ["save", "load", "inspect", "preflight", "FORMATS", "SIDECAR"]
 
 FORMATS = (ct.FORMAT_NAME, ms.FORMAT_NAME)
 SIDECAR = "dsq_quantization.json"
@@ -63,6 +63,17 @@ def _carry_files(src: Path | None, dst: Path) -> list[str]:
     return copied
 
 
+def preflight(schemes: dict[str, QuantScheme], format: str, dtype: torch.dtype) -> None:
+    """Raise now (before quantizing) if ``format`` cannot store one of the planned module schemes."""
+    if format not in FORMATS:
+        raise UnknownNameError("checkpoint format", format, list(FORMATS))
+    for name, scheme in schemes.items():
+        if format == ct.FORMAT_NAME:
+            ct.check_scheme(name, scheme, dtype)
+        else:
+            ms.ascend_type(scheme, name)
+
+
 def save(model: nn.Module, directory, format: str = "compressed-tensors", overwrite: bool = False,
          max_shard_bytes: int = DEFAULT_SHARD_BYTES, progress: bool = False) -> Path:
     """Write a dsq-quantized model as a checkpoint directory; returns its path.
@@ -81,17 +92,16 @@ def save(model: nn.Module, directory, format: str = "compressed-tensors", overwr
     from .model_io import collect, model_dtype
 
     adapter = get_adapter(model)
-    if format not in FORMATS:
-        raise UnknownNameError("checkpoint format", format, list(FORMATS))
     dtype = model_dtype(model)
     col = collect(model)
+    preflight({e.name: e.scheme for e in col.entries}, format, dtype)
     tensors: dict[str, torch.Tensor] = {}
     stored: dict[str, QuantScheme] = {}
     bar = _bar(progress, len(col.entries), f"writing {format}")
     if format == ct.FORMAT_NAME:
         entries = [ct.storable_entry(e) for e in col.entries]
         for e in entries:
-            ct.check_entry(e, dtype)
+            ct.check_scheme(e.name, e.scheme, dtype)
             tensors.update(ct.entry_tensors(e))
             stored[e.name] = e.scheme
             bar.update(1)

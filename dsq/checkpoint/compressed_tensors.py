@@ -42,7 +42,7 @@ from dsq.schemes import ActGranularity, Granularity, QType, QuantScheme, get_sch
 from .bits import unpack_words
 from .entries import QuantEntry
 
-__all__ = ["FORMAT_NAME", "storable_entry", "check_entry", "ct_format", "ct_args", "entry_tensors",
+__all__ = ["FORMAT_NAME", "storable_entry", "check_scheme", "ct_format", "ct_args", "entry_tensors",
            "quantization_config", "read_entry", "infer_schemes"]
 
 FORMAT_NAME = "compressed-tensors"
@@ -69,20 +69,20 @@ def storable_entry(entry: QuantEntry) -> QuantEntry:
     return QuantEntry(entry.name, scheme, PackedWeight(scheme.name, (n, k), tensors), entry.bias)
 
 
-def check_entry(entry: QuantEntry, model_dtype: torch.dtype) -> None:
-    """Raise CheckpointError unless compressed-tensors can store ``entry`` bit-exactly in a model of this dtype."""
-    s = entry.scheme
+def check_scheme(name: str, s: QuantScheme, model_dtype: torch.dtype) -> None:
+    """Raise CheckpointError unless compressed-tensors can store module ``name`` bit-exactly in a model of
+    this dtype."""
     want = _TORCH_DTYPE_NAME.get(model_dtype)
     if want is None:
         raise CheckpointError(f"model dtype {model_dtype} is not float32/bfloat16/float16")
     if s.scale_dtype != want:
         raise CheckpointError(
-            f"module {entry.name}: scheme {s.name} has scale_dtype={s.scale_dtype}, but compressed-tensors stores "
+            f"module {name}: scheme {s.name} has scale_dtype={s.scale_dtype}, but compressed-tensors stores "
             f"weight scales in the model dtype ({want}) and loaders would round them; quantize with "
             f"scale_dtype='{want}' (e.g. get_scheme('{s.name}').replace(scale_dtype='{want}')) or save "
             "format='ascend'")
     if not s.weight_symmetric and weight_tensor_name(s) != "weight_packed":
-        raise CheckpointError(f"module {entry.name}: asymmetric unpacked weights ({s.name}) are not supported")
+        raise CheckpointError(f"module {name}: asymmetric unpacked weights ({s.name}) are not supported")
 
 
 def ct_format(scheme: QuantScheme) -> str:

@@ -75,7 +75,8 @@ def inspect(directory) -> dict:
         "path": str(directory), "format": fmt, "dtype": sidecar.get("dtype") or config.get("dtype") or config.get("torch_dtype"),
         "model_type": config.get("model_type"), "num_tensors": len(keys), "tensor_bytes": total,
         "schemes": dict(sorted(schemes.items())), "files": files,
-        "recipe": sidecar.get("recipe"),
+        "recipe": (sidecar.get("recipe") or {}).get("name") if isinstance(sidecar.get("recipe"), dict)
+        else sidecar.get("recipe"),
         "model_quant_type": (desc or {}).get("model_quant_type"),
         "ct_format": (qcfg or {}).get("format"),
     }
