@@ -41,9 +41,11 @@ def _group_stats_kernel(w_ptr, s1_ptr, out_a_ptr, out_b_ptr, R, K, G, NG, stride
     rmask = rows < R
     k_lo = g * G
     k_hi = tl.minimum(k_lo + G, K)
-    amax = tl.zeros([BLOCK_R], dtype=tl.float32)
-    lo = tl.zeros([BLOCK_R], dtype=tl.float32)
-    hi = tl.zeros([BLOCK_R], dtype=tl.float32)
+    # element-wise running extrema, reduced once after the loop (reducing inside the loop trips a Triton
+    # 3.6 pass, OptimizeThreadLocality, when two reductions share one loaded tile)
+    amax = tl.zeros([BLOCK_R, BLOCK_K], dtype=tl.float32)
+    lo = tl.zeros([BLOCK_R, BLOCK_K], dtype=tl.float32)
+    hi = tl.zeros([BLOCK_R, BLOCK_K], dtype=tl.float32)
     if MODE == 2:
         s1 = tl.load(s1_ptr + rows, mask=rmask, other=1.0)
     for k0 in range(k_lo, k_hi, BLOCK_K):
@@ -52,22 +54,25 @@ def _group_stats_kernel(w_ptr, s1_ptr, out_a_ptr, out_b_ptr, R, K, G, NG, stride
         w = tl.load(w_ptr + rows[:, None].to(tl.int64) * stride_r + cols[None, :], mask=m, other=0.0)
         w = w.to(tl.float32)
         if MODE == 0:
-            amax = tl.maximum(amax, tl.max(tl.abs(w), axis=1))
+            amax = tl.maximum(amax, tl.abs(w))
         elif MODE == 1:
             # masked lanes read 0, which min(., 0) / max(., 0) absorb anyway
-            lo = tl.minimum(lo, tl.min(w, axis=1))
-            hi = tl.maximum(hi, tl.max(w, axis=1))
+            lo = tl.minimum(lo, w)
+            hi = tl.maximum(hi, w)
         else:
             q8 = rne(clamp(tl.math.div_rn(w, s1[:, None]), -119.0, 119.0))
-            amax = tl.maximum(amax, tl.max(tl.abs(q8), axis=1))
+            amax = tl.maximum(amax, tl.abs(q8))
     out = rows * NG + g
     if MODE == 0:
-        tl.store(out_a_ptr + out, tl.maximum(tl.math.div_rn(amax, D), tiny), mask=rmask)
+        a = tl.max(amax, axis=1)
+        tl.store(out_a_ptr + out, tl.maximum(tl.math.div_rn(a, D), tiny), mask=rmask)
     elif MODE == 1:
-        tl.store(out_a_ptr + out, tl.maximum(tl.math.div_rn(hi - lo, D), tiny), mask=rmask)
-        tl.store(out_b_ptr + out, lo, mask=rmask)
+        lo1 = tl.min(lo, axis=1)
+        hi1 = tl.max(hi, axis=1)
+        tl.store(out_a_ptr + out, tl.maximum(tl.math.div_rn(hi1 - lo1, D), tiny), mask=rmask)
+        tl.store(out_b_ptr + out, lo1, mask=rmask)
     else:
-        m8 = amax.to(tl.int32)
+        m8 = tl.max(amax, axis=1).to(tl.int32)
         s2 = tl.maximum((m8 + 6) // 7, 1)
         tl.store(out_a_ptr + out, s2.to(out_a_ptr.dtype.element_ty), mask=rmask)
 
@@ -113,7 +118,7 @@ def group_stats(w2: torch.Tensor, group: int, mode: int, divisor: float, tiny: f
     out_a = torch.empty((r, ng), dtype=torch.int32 if mode == MODE_Q8MAX else torch.float32, device=w2.device)
     out_b = torch.empty((r, ng), dtype=torch.float32, device=w2.device) if mode == MODE_MINMAX else out_a
     block_r = 16
-    block_k = _pow2(group, 32, 512)
+    block_k = _pow2(group, 32, 256)
     s1_arg = s1 if s1 is not None else out_a
     grid = (triton.cdiv(r, block_r), ng)
     _group_stats_kernel[grid](w2, s1_arg, out_a, out_b, r, k, group, ng, w2.stride(0), float(divisor), tiny,

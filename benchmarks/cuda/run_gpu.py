@@ -1,0 +1,265 @@
+"""One GPU session: correctness against the numpy reference, then timings of every scheme and peer.
+
+Usage (on a GPU machine, from the repository root):
+    PYTHONPATH=backends:conformance:. python3 benchmarks/cuda/run_gpu.py --out DIR [--quick] [--sweep]
+
+1. correctness: calibrate/pack/unpack/quantize_activation bit-exact vs cpu-reference, matmul within the
+   conformance tolerance (elementwise bound with the bf16 output rounding) for every scheme;
+2. ceilings: device-to-device copy bandwidth (bytes read + written) in the same run;
+3. timings (triton.testing.do_bench, median, L2 flushed) on DeepSeek-V3 shapes, M in 1..4096, for dsq's
+   schemes (activation quantization included) and the peers in peers.py;
+4. --sweep: decode (M=1, 16) W4A16/W8A16 configs, to fill dsq_cuda.configs.TUNED.
+Writes results.json and a markdown table (results.md) to --out; prints the table last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+
+import torch
+
+sys.path[:0] = [os.path.join(os.path.dirname(__file__))]
+import numpy as np  # noqa: E402
+import peers  # noqa: E402
+import triton  # noqa: E402
+from triton.testing import do_bench  # noqa: E402
+
+import dsq  # noqa: E402
+from dsq_conformance.tolerances import check_close, matmul_bounds, tolerance  # noqa: E402
+from dsq_cuda.configs import Config  # noqa: E402
+from dsq_cuda.mm import matmul as dsq_mm  # noqa: E402
+
+SHAPES = [(7168, 18432), (18432, 7168), (7168, 2048), (2048, 7168), (16384, 7168), (7168, 1536),
+          (1536, 24576), (512, 32768)]  # (K, N)
+MS = [1, 4, 16, 64, 256, 1024, 4096]
+SCHEMES = ["W4A16", "W8A16", "W8A8", "W8A8_DYNAMIC", "W4A8_DYNAMIC", "W4AFP8", "FP8_BLOCK"]
+
+
+def bench(fn, rep=40) -> float:
+    return float(do_bench(fn, warmup=10, rep=rep, return_mode="median")) * 1e3  # microseconds
+
+
+def copy_bandwidth() -> float:
+    a = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    b = torch.empty_like(a)
+    t = bench(lambda: b.copy_(a), rep=100)
+    return 2 * a.numel() / (t * 1e-6) / 1e9  # GB/s, read + write
+
+
+def correctness(log) -> list[dict]:
+    cuda, ref = dsq.get_backend("cuda"), dsq.get_backend("cpu-reference")
+    rows = []
+    g = torch.Generator().manual_seed(0)
+    for name in dsq.list_schemes():
+        scheme = dsq.get_scheme(name)
+        for (n, k), dtype in [((384, 1000), torch.bfloat16), ((2 * 256, 640), torch.float32)]:
+            w = (torch.randn(n, k, generator=g) * torch.exp(torch.randn(n, 1, generator=g))).to(dtype)
+            w[3] = 0
+            stats = dsq.ActStats(-2.5, 3.1, 100) if scheme.static_activations else None
+            qc, qr = cuda.calibrate(w.cuda(), scheme, stats), ref.calibrate(w, scheme, stats)
+            pc, pr = cuda.pack(w.cuda(), qc, scheme), ref.pack(w, qr, scheme)
+            bad = [key for key in pr.tensors if not _bits_equal(pc[key], pr[key])]
+            bad += [f"qp.{key}" for key, v in qr.tensors().items() if not _bits_equal(getattr(qc, key), v)]
+            cc, dc = cuda.unpack(pc, scheme)
+            cr, dr = ref.unpack(pr, scheme)
+            bad += [] if _bits_equal(cc, cr) and _bits_equal(dc, dr) else ["unpack"]
+            w64 = _exact_weight(ref, pr, scheme)
+            for m in (1, 16, 200):
+                x = torch.randn(m, k, generator=g).to(dtype if dtype != torch.float32 else torch.bfloat16)
+                if not scheme.weight_only:
+                    qa, qar = cuda.quantize_activation(x.cuda(), scheme, pr), ref.quantize_activation(x, scheme, pr)
+                    if not (_bits_equal(qa.values, qar.values) and _bits_equal(qa.scale.reshape(qar.scale.shape),
+                                                                              qar.scale)):
+                        bad.append(f"act M={m}")
+                bias = torch.randn(n, generator=g).to(x.dtype)
+                y = cuda.matmul(x.cuda(), pr, scheme, bias.cuda()).cpu().double().numpy()
+                x64 = ref._x_exact(x, scheme, pr)
+                b64 = bias.double().numpy()
+                y64 = x64 @ w64.T + b64
+                mag = np.abs(x64) @ np.abs(w64).T + np.abs(b64)
+                quad = np.sqrt((x64 ** 2) @ (w64 ** 2).T)
+                tol = tolerance(scheme, x.dtype, k)
+                close = check_close(y, y64, *matmul_bounds(y64, mag, quad, tol))
+                if not close.ok:
+                    bad.append(f"matmul M={m}: {close.message}")
+                rows.append({"scheme": name, "n": n, "k": k, "m": m, "rel": close.rel_err,
+                             "bound_ratio": close.bound_ratio, "ok": close.ok})
+            log(f"correctness {name:13s} [{n}x{k}] {dtype}: {'PASS' if not bad else 'FAIL ' + '; '.join(bad)}")
+            rows.append({"scheme": name, "n": n, "k": k, "bitexact": not bad, "bad": bad})
+    return rows
+
+
+def _exact_weight(ref, packed, scheme) -> np.ndarray:
+    """float64 dequantized weight of the reference (exact products; private reference helpers)."""
+    from dsq_cpu_reference.backend import _qparams_np
+    from dsq_cpu_reference.weights import dequantize_weight
+    return dequantize_weight(ref._codes(packed, scheme), _qparams_np(packed, scheme, packed.shape), scheme)
+
+
+def _bits_equal(a, b) -> bool:
+    a, b = a.detach().cpu(), b.detach().cpu()
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.dtype == torch.float8_e4m3fn:
+        a, b = a.view(torch.uint8), b.view(torch.uint8)
+    return bool(torch.equal(a, b)) if not a.is_floating_point() else bool(
+        torch.equal(a.view(torch.int16 if a.element_size() == 2 else torch.int32),
+                    b.view(torch.int16 if b.element_size() == 2 else torch.int32)))
+
+
+def quantize_all(w: torch.Tensor, backend) -> dict:
+    out = {}
+    for name in SCHEMES:
+        s = dsq.get_scheme(name)
+        stats = dsq.ActStats(-4.0, 4.0, 1) if s.static_activations else None
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        out[name] = backend.quantize_weight(w, s, stats)
+        torch.cuda.synchronize()
+        out[name].device_layout["_quant_s"] = time.perf_counter() - t
+    return out
+
+
+def timings(log, ms, shapes) -> list[dict]:
+    cuda = dsq.get_backend("cuda")
+    rows = []
+    for k, n in shapes:
+        w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
+        packs = quantize_all(w, cuda)
+        wbytes = {"bf16": 2 * n * k}
+        w8 = packs["W8A8_DYNAMIC"]
+        w_fp8_row = (w.float() / (w.float().abs().amax(1, keepdim=True) / 448)).to(torch.float8_e4m3fn)
+        qrate = {s: 2 * n * k / p.device_layout["_quant_s"] / 1e9 for s, p in packs.items()}
+        for m in ms:
+            x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+            r = {"k": k, "n": n, "m": m}
+            r["bf16"] = bench(peers.bf16_fn(x, w))
+            tg = peers.tinygemm_fn(x, n, k)
+            r["tinygemm"] = bench(tg) if tg else None
+            r["int_mm"] = bench(peers.int_mm_fn(x, w8["weight"], w8["weight_scale"].reshape(1, -1)))
+            r["scaled_mm"] = bench(peers.scaled_mm_fn(x, w_fp8_row, torch.ones(n, device="cuda")))
+            for name in SCHEMES:
+                s = dsq.get_scheme(name)
+                y = dsq_mm(x, packs[name], s)  # compile + layout outside the timing
+                assert torch.isfinite(y).all()
+                r[name] = bench(lambda s=s, p=packs[name], x=x: dsq_mm(x, p, s))
+                wbytes[name] = packs[name].nbytes
+            r["weight_bytes"] = wbytes
+            r["quant_GBps"] = qrate
+            rows.append(r)
+            log(f"K={k:5d} N={n:5d} M={m:4d} bf16 {r['bf16']:8.1f}us " +
+                " ".join(f"{nm} {r[nm] and r['bf16'] / r[nm]:.2f}x" for nm in ["tinygemm", "int_mm", "scaled_mm"]
+                         + SCHEMES))
+        del packs, w
+        torch.cuda.empty_cache()
+    return rows
+
+
+def sweep(log) -> list[dict]:
+    """Decode configs for the weight-only kernels (BLOCK_N x SPLIT_K x warps x stages)."""
+    cuda = dsq.get_backend("cuda")
+    rows = []
+    for k, n in [(7168, 18432), (7168, 2048), (2048, 7168)]:
+        w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
+        for name in ["W4A16", "W8A16"]:
+            s = dsq.get_scheme(name)
+            p = cuda.quantize_weight(w, s)
+            for m in (1, 16):
+                x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+                best = None
+                for bn in (32, 64, 128):
+                    for split in (1, 4, 8):
+                        for warps, stages in ((4, 3), (4, 5)):
+                            for bk in (128,):
+                                cfg = Config(16, bn, bk, split, warps, stages)
+                                try:
+                                    t = bench(lambda cfg=cfg, x=x, p=p, s=s: dsq_mm(x, p, s, config=cfg), rep=20)
+                                except Exception as exc:  # noqa: BLE001 - a config may not compile
+                                    log(f"  {cfg}: {type(exc).__name__}")
+                                    continue
+                                rows.append({"scheme": name, "k": k, "n": n, "m": m, "cfg": cfg.__dict__, "us": t})
+                                if best is None or t < best[0]:
+                                    best = (t, cfg)
+                log(f"sweep {name} K={k} N={n} M={m}: best {best[0]:.1f}us {best[1]}")
+    return rows
+
+
+def table(rows, bw) -> str:
+    cols = ["tinygemm", "int_mm", "scaled_mm"] + SCHEMES
+    out = ["| K | N | M | bf16 us | " + " | ".join(cols) + " | W4A16 % copy BW |",
+           "|" + "---|" * (len(cols) + 5)]
+    for r in rows:
+        frac = r["weight_bytes"]["W4A16"] / (r["W4A16"] * 1e-6) / 1e9 / (bw / 2) if r.get("W4A16") else 0
+        cells = [f"{r['bf16'] / r[c]:.2f}x ({r[c]:.1f})" if r.get(c) else "-" for c in cols]
+        out.append(f"| {r['k']} | {r['n']} | {r['m']} | {r['bf16']:.1f} | " + " | ".join(cells) + f" | {frac:.0%} |")
+    return "\n".join(out)
+
+
+def _ensure_backends() -> None:
+    """Without `pip install -e .` (a bare GPU machine) the entry points are missing: register in-process."""
+    try:
+        dsq.get_backend("cuda"), dsq.get_backend("cpu-reference")
+    except dsq.DsqError:
+        import dsq_cpu_reference
+        import dsq_cuda
+        from dsq.plugins import register_plugin
+        from dsq.registry import refresh
+        register_plugin(dsq_cuda, "cuda")
+        register_plugin(dsq_cpu_reference, "cpu-reference")
+        refresh()
+
+
+def main() -> int:
+    _ensure_backends()
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--quick", action="store_true", help="two shapes, three M values")
+    ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--skip-correctness", action="store_true")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    logf = open(os.path.join(args.out, "log.txt"), "w")
+
+    def log(msg):
+        print(msg, flush=True)
+        logf.write(msg + "\n")
+        logf.flush()
+
+    env = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
+           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "sms": torch.cuda.get_device_properties(0).multi_processor_count}
+    log(json.dumps(env))
+    res = {"env": env}
+    t0 = time.time()
+    if not args.skip_correctness:
+        res["correctness"] = correctness(log)
+        log(f"correctness done in {time.time() - t0:.0f}s")
+    def save():
+        with open(os.path.join(args.out, "results.json"), "w") as f:
+            json.dump(res, f, indent=1, default=str)
+
+    save()
+    res["copy_GBps"] = bw = copy_bandwidth()
+    log(f"device-to-device copy: {bw:.0f} GB/s (read + write)")
+    if args.sweep:
+        res["sweep"] = sweep(log)
+        log(f"sweep done at {time.time() - t0:.0f}s")
+        save()
+    shapes = SHAPES[:2] + SHAPES[2:4] if args.quick else SHAPES
+    res["timings"] = timings(log, [1, 16, 4096] if args.quick else MS, shapes)
+    save()
+    md = table(res["timings"], bw)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(md + "\n")
+    log(md)
+    log(f"total {time.time() - t0:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
