@@ -145,13 +145,14 @@ class PlanEntry:
     reason: str
     bytes_before: int
     bytes_after: int
-    problems: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # scheme does not fit the shape
+    unsupported: list[str] = field(default_factory=list)  # backend lacks the scheme x op
 
     def to_dict(self) -> dict:
         return {"name": self.name, "kind": self.kind, "class": self.class_name, "shape": list(self.shape),
                 "scheme": None if self.scheme is None else self.scheme.to_dict(), "rule": self.rule,
                 "reason": self.reason, "bytes_before": self.bytes_before, "bytes_after": self.bytes_after,
-                "problems": list(self.problems)}
+                "problems": list(self.problems), "unsupported": list(self.unsupported)}
 
 
 @dataclass
@@ -197,12 +198,14 @@ class Plan:
 
     @property
     def problems(self) -> list[str]:
-        return [f"{e.name}: {p}" for e in self.entries for p in e.problems]
+        """Everything that stops quantization, as ``"<module>: <why>"`` lines."""
+        return [f"{e.name}: {p}" for e in self.entries for p in (*e.problems, *e.unsupported)]
 
     def check(self) -> None:
-        """Raise when a unit cannot be quantized as planned (every problem is listed)."""
-        unsupported = [p for p in self.problems if "backend" in p]
-        shape = [p for p in self.problems if "backend" not in p]
+        """Raise when a unit cannot be quantized as planned (every problem is listed): SchemeError for a
+        scheme that does not fit a layer's shape, UnsupportedError for a scheme the backend lacks."""
+        shape = [f"{e.name}: {p}" for e in self.entries for p in e.problems]
+        unsupported = [f"{e.name}: {p}" for e in self.entries for p in e.unsupported]
         if shape:
             raise SchemeError("scheme does not fit the layer shape:\n  " + "\n  ".join(shape))
         if unsupported:
@@ -237,6 +240,8 @@ class Plan:
         lines += [f"warning: target {t!r} matched no module" for t in self.unmatched]
         lines += [f"problem: {p}" for p in self.problems]
         return "\n".join(lines)
+
+    __str__ = format
 
 
 def _mib(n: int) -> str:
@@ -300,6 +305,7 @@ def plan(model: nn.Module, recipe, backend=None, warn: bool = True) -> Plan:
             mats = [("gate_up_proj", 2 * i, h, e), ("down_proj", h, i, e)]
         unit_param_bytes += before
         problems: list[str] = []
+        unsupported: list[str] = []
         after = before
         if scheme is not None:
             after = sum(packed_nbytes(scheme, n, k, s) for _, n, k, s in mats)
@@ -311,9 +317,10 @@ def plan(model: nn.Module, recipe, backend=None, warn: bool = True) -> Plan:
                 for op in ("calibrate", "pack", "matmul" if u.kind == "linear" else "moe"):
                     cap = be.supports(scheme, op)
                     if not cap:
-                        problems.append(f"backend {be.name} does not support {op} for {scheme.name}: {cap.reason}")
+                        unsupported.append(f"backend {be.name} does not support {op} for {scheme.name}: "
+                                           f"{cap.reason}")
         entries.append(PlanEntry(u.name, u.kind, type(u.module).__name__, tuple(u.shape), scheme, rule, reason,
-                                 before, after, problems))
+                                 before, after, problems, unsupported))
     total = sum(p.numel() * p.element_size() for p in model.parameters())
     optional = set(recipe.optional)
     unmatched = [t for t, n in hits.items() if n == 0 and t not in optional]

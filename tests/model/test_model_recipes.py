@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 
 import pytest
 import torch
-from model_builders import tiny_deepseek
+from model_builders import logits, tiny_deepseek, token_batches
 from torch import nn
 
 import dsq
-from dsq.errors import QuantInputError, SchemeError, UnknownNameError
+from dsq.errors import QuantInputError, SchemeError, UnknownNameError, UnsupportedError
 from dsq.nn import QuantLinear
 from dsq.planning import RecipeWarning
 from dsq.recipes import Recipe, RecipeError, Rule, get_recipe, resolve_recipe, target_matches
@@ -142,3 +143,33 @@ def test_any_linear_model_with_bias():
     with pytest.raises(QuantInputError, match="already quantized"):
         dsq.quantize(model, "w8a16", progress=False)
     assert json.loads(json.dumps(model.dsq_info))["modules"].keys() == {"0", "2"}
+
+
+class _NoMoeBackend(dsq.Backend):
+    """A backend whose capability matrix lacks fused MoE (it delegates nothing: planning only asks supports)."""
+
+    name = "no-moe"
+
+    def supports(self, scheme, op):
+        return dsq.Capability(False, "no fused MoE kernel yet") if op == "moe" else dsq.Capability(True)
+
+
+def test_backend_without_the_scheme_is_refused_before_any_work(deepseek):
+    p = dsq.plan(deepseek, "w4a16", backend=_NoMoeBackend())
+    assert p.problems == [f"model.layers.{i}.mlp.experts: backend no-moe does not support moe for W4A16: "
+                          "no fused MoE kernel yet" for i in (1, 2, 3)]
+    with pytest.raises(UnsupportedError, match="model.layers.1.mlp.experts: backend no-moe does not support moe"):
+        dsq.quantize(deepseek, "w4a16", backend=_NoMoeBackend(), progress=False)
+    assert isinstance(deepseek.model.layers[0].self_attn.o_proj, nn.Linear)
+
+
+def test_bfloat16_model(float_deepseek):
+    model = copy.deepcopy(float_deepseek).to(torch.bfloat16)
+    ids = token_batches(n=1)[0]
+    ref = logits(model, ids).float()
+    dsq.quantize(model, "w8a16", progress=False)
+    assert model.model.layers[1].self_attn.o_proj.out_dtype == torch.bfloat16
+    out = logits(model, ids)
+    assert out.dtype == torch.bfloat16
+    per_token = (out.float() - ref).norm(dim=-1) / ref.norm(dim=-1)
+    assert float(per_token.median()) < 0.05
