@@ -23,6 +23,11 @@ from dsq.validate import check_weight
 __all__ = ["QuantLinear", "QuantExperts"]
 
 
+def _device_of(packed: PackedWeight) -> torch.device:
+    """Where a packed weight's tensors live (inputs are moved there; outputs come back to the caller's device)."""
+    return packed.tensors["weight_scale"].device
+
+
 class QuantLinear(nn.Module):
     """A linear layer with a packed weight ``[N, K]``; forward(x[..., K]) -> [..., N] in ``out_dtype``.
 
@@ -55,16 +60,17 @@ class QuantLinear(nn.Module):
         backend = get_backend(backend)
         weight = linear.weight.detach()
         check_weight(weight, scheme, name)
+        # one layer at a time on the backend's device: a CPU model quantizes on a single accelerator
+        weight = weight.to(backend.device)
         packed = backend.quantize_weight(weight, scheme, act_stats)
-        return cls(packed, scheme, linear.bias, backend, weight.dtype)
+        bias = None if linear.bias is None else linear.bias.detach().to(backend.device)
+        return cls(packed, scheme, bias, backend, weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        x2 = x.reshape(-1, x.shape[-1])
-        if x2.dtype != self.out_dtype:
-            x2 = x2.to(self.out_dtype)
+        x2 = x.reshape(-1, x.shape[-1]).to(device=_device_of(self.packed), dtype=self.out_dtype)
         y = self.backend.matmul(x2, self.packed, self.scheme, self.bias)
-        return y.reshape(*lead, self.out_features)
+        return y.to(x.device).reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
@@ -100,19 +106,18 @@ class QuantExperts(nn.Module):
         check_weight(gate_up, scheme, f"{name}.gate_up_proj")
         check_weight(down, scheme, f"{name}.down_proj")
         stats = act_stats or {}
-        packed_gu = backend.quantize_weight(gate_up.detach(), scheme, stats.get("gate_up"))
-        packed_dn = backend.quantize_weight(down.detach(), scheme, stats.get("down"))
+        packed_gu = backend.quantize_weight(gate_up.detach().to(backend.device), scheme, stats.get("gate_up"))
+        packed_dn = backend.quantize_weight(down.detach().to(backend.device), scheme, stats.get("down"))
         return cls(ExpertWeights(packed_gu, packed_dn), scheme, backend, gate_up.dtype)
 
     def forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
                 top_k_weights: torch.Tensor) -> torch.Tensor:
-        x = hidden_states.reshape(-1, hidden_states.shape[-1])
-        if x.dtype != self.out_dtype:
-            x = x.to(self.out_dtype)
-        ids = top_k_index.reshape(x.shape[0], -1)
-        w = top_k_weights.reshape(x.shape[0], -1)
+        dev = _device_of(self.weights.gate_up)
+        x = hidden_states.reshape(-1, hidden_states.shape[-1]).to(device=dev, dtype=self.out_dtype)
+        ids = top_k_index.reshape(x.shape[0], -1).to(dev)
+        w = top_k_weights.reshape(x.shape[0], -1).to(dev)
         y = self.backend.moe(x, ids, w, self.weights, self.scheme)
-        return y.to(hidden_states.dtype).reshape(hidden_states.shape)
+        return y.to(device=hidden_states.device, dtype=hidden_states.dtype).reshape(hidden_states.shape)
 
     def extra_repr(self) -> str:
         return (f"num_experts={self.num_experts}, hidden={self.hidden_dim}, intermediate={self.intermediate_dim}, "

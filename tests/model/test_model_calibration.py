@@ -79,7 +79,12 @@ def test_unrouted_expert_gets_documented_fallback(deepseek, calib):
     statistics; it gets the union range of its layer's other experts, is reported, and its scale is sane."""
     with torch.no_grad():
         deepseek.model.layers[1].mlp.gate.e_score_correction_bias[3] = -1e4
+    plan = dsq.plan(deepseek, STATIC_RECIPE)
     dsq.quantize(deepseek, STATIC_RECIPE, calib_data=calib, expert_mode="routed", progress=False)
+    for e in plan.quantized:  # static experts carry input scales and zero points [E, 1]: bytes still as planned
+        mod = deepseek.get_submodule(e.name)
+        packed = [mod.packed] if e.kind == "linear" else [mod.weights.gate_up, mod.weights.down]
+        assert sum(p.nbytes for p in packed) == e.bytes_after, e.name
     rep = deepseek.dsq_info["calibration"]
     block = rep["experts"]["model.layers.1.mlp.experts"]
     assert block["routed_tokens"][3] == 0 and block["fallback_experts"] == [3]
