@@ -1,0 +1,119 @@
+"""Convert one source shard into one output shard.
+
+For each job of the shard (see :mod:`dsq.streaming.plan`), in the source file's order:
+
+* ``quantize``: read the weight (and its float8 block-scale partner, possibly from another shard), quantize
+  it in row chunks with the engine, and turn the PackedWeight into the output format's tensors;
+* ``dequant``: a float8 weight kept float becomes ``float32(q) * s`` rounded once to the model dtype;
+* ``copy``: the tensor as read.
+
+The output tensors of the shard are held in memory (at most about one source shard: quantized weights are
+smaller than their source, copies the same size) and then streamed to a temporary file by
+:class:`~dsq.streaming.st_format.StreamWriter`, fsynced and renamed; only then is the shard's record written.
+Any failure names the source file and tensor and leaves no partial output behind.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+
+from dsq.errors import CheckpointError, DsqError
+
+from .engine import Engine
+from .formats import OutputFormat
+from .manifest import Staging
+from .plan import ShardPlan
+from .source import ShardReader, SourceCheckpoint
+from .st_format import StreamWriter
+
+__all__ = ["convert_shard", "add_stats"]
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def add_stats(total: dict, part: dict) -> dict:
+    """Sum per-kind statistics ({kind: {counter: int}})."""
+    for kind, counters in part.items():
+        dst = total.setdefault(kind, {})
+        for k, v in counters.items():
+            dst[k] = dst.get(k, 0) + v
+    return total
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def convert_shard(sp: ShardPlan, src: SourceCheckpoint, fmt: OutputFormat, engine: Engine, staging: Staging,
+                  model_dtype: str, on_bytes=None, opener=open, reopen_bytes: int | None = None) -> dict:
+    """Write output shard ``sp.output`` into the staging directory; returns its record."""
+    t0 = time.perf_counter()
+    shard = src.by_name[sp.source]
+    kw = {} if reopen_bytes is None else {"reopen_bytes": reopen_bytes}
+    readers = {shard.name: ShardReader(shard, **kw)}
+
+    def read(tensor: str) -> torch.Tensor:
+        fname = src.where[tensor]
+        if fname not in readers:  # a scale partner stored in another shard
+            readers[fname] = ShardReader(src.by_name[fname], **kw)
+        return readers[fname].get(tensor)
+
+    out: dict[str, torch.Tensor] = {}
+    types: dict[str, str] = {}
+    modules: dict[str, dict] = {}
+    stats: dict[str, dict[str, int]] = {}
+    dtype = _DTYPES[model_dtype]
+    for job in sp.jobs:
+        try:
+            w = read(job.tensor)
+            s = read(job.scale_inv) if job.scale_inv else None
+            if job.kind == "quantize":
+                packed = engine.quantize(w, s, job.scheme, job.name)
+                tensors, ty, stored = fmt.module_tensors(job.name, job.scheme, packed)
+                modules[job.name] = {"scheme": stored.to_dict(), "shape": list(w.shape)}
+                key = job.scheme.name
+            elif job.kind == "dequant":
+                tensors, ty, key = {job.tensor: engine.dequant(w, s, dtype, job.name)}, {}, "dequantized float8"
+            else:
+                tensors, ty, key = {job.tensor: w}, {}, "copied"
+            del w, s
+        except DsqError as exc:
+            raise CheckpointError(f"{shard.path}: tensor {job.tensor!r}: {exc}") from exc
+        if job.kind != "quantize" and fmt.float_type():
+            ty = {n: fmt.float_type() for n in tensors}
+        for n, t in tensors.items():
+            if n in out:
+                raise CheckpointError(f"{shard.path}: output tensor {n!r} is produced twice (from {job.tensor!r})")
+            out[n] = t
+        types.update(ty)
+        st = stats.setdefault(key, {"modules": 0, "tensors_out": 0, "bytes_in": 0, "bytes_out": 0})
+        st["modules"] += 1
+        st["tensors_out"] += len(tensors)
+        st["bytes_in"] += job.src_bytes
+        st["bytes_out"] += sum(_nbytes(t) for t in tensors.values())
+        if on_bytes is not None:
+            on_bytes(job.src_bytes)
+    for r in readers.values():
+        r.close()
+    tmp = staging.dir / f".{sp.output}.tmp-{os.getpid()}"
+    writer = StreamWriter(tmp, [(n, t.dtype, tuple(t.shape)) for n, t in out.items()], {"format": "pt"}, opener)
+    for n in list(out):
+        writer.write(n, out.pop(n))  # drop each tensor as soon as it is on disk
+    writer.close()
+    final = staging.dir / sp.output
+    try:
+        os.replace(tmp, final)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot rename {tmp} to {final}: {exc}") from exc
+    specs = {n: {"dtype": d, "shape": list(shape)} for n, d, shape in writer.specs}
+    record = {
+        "source": sp.source, "source_size": shard.size, "output": sp.output, "size": final.stat().st_size,
+        "tensors": {n: {**specs[n], "crc32": writer.crcs[n]} for n in specs},
+        "modules": modules, "types": types, "stats": stats, "seconds": round(time.perf_counter() - t0, 3),
+    }
+    staging.add_record(record)
+    return record

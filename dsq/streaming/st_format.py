@@ -1,0 +1,218 @@
+"""The safetensors file layout, read from headers and written one tensor at a time.
+
+A safetensors file is ``u64 little-endian header length H``, ``H`` bytes of JSON, then the data buffer. The
+JSON maps every tensor name to ``{"dtype", "shape", "data_offsets": [begin, end]}`` (offsets relative to the
+start of the buffer) plus an optional ``"__metadata__"`` dict of strings. The buffer is fully covered by the
+tensors, without holes or overlaps, in row-major little-endian order.
+
+Why dsq reads and writes the layout itself here (and still reads tensor data through ``safe_open``):
+
+* :func:`read_header` parses only the first ``8 + H`` bytes, so a whole model's plan (names, shapes, dtypes,
+  byte sizes) costs kilobytes per shard, and a truncated file is caught before any tensor is read: the end
+  of the last tensor must equal the file size.
+* :class:`StreamWriter` writes the header first and then each tensor's bytes straight from its storage. The
+  safetensors ``save_file`` serialises every tensor to ``bytes`` first, a second full copy of the shard in
+  memory; the streaming writer keeps peak memory at the tensors already computed, reports the tensor it was
+  writing when the disk fills up, and computes each tensor's CRC-32 as it goes (the manifest's checksums).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dsq.errors import CheckpointError
+
+__all__ = ["TensorInfo", "read_header", "StreamWriter", "DTYPE_CODES", "TORCH_DTYPES", "tensor_bytes", "crc32_of"]
+
+#: safetensors dtype codes of the torch dtypes dsq reads and writes
+DTYPE_CODES = {
+    torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+    torch.bool: "BOOL", torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2",
+}
+TORCH_DTYPES = {v: k for k, v in DTYPE_CODES.items()}
+_ITEMSIZE = {code: torch.empty(0, dtype=dt).element_size() for dt, code in DTYPE_CODES.items()}
+_MAX_HEADER = 100 * 1024 * 1024  # the safetensors library's own limit
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor's entry in a safetensors header: dtype code (``"BF16"``), shape and byte range in the buffer."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.begin
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return TORCH_DTYPES[self.dtype]
+
+
+def read_header(path: str | os.PathLike) -> tuple[dict[str, TensorInfo], dict[str, str], int]:
+    """(tensors by name in file order, ``__metadata__``, byte offset of the data buffer) of a safetensors file.
+
+    Raises CheckpointError naming the file when it is missing, truncated (shorter than its header says),
+    has a malformed header, an unknown dtype, or a tensor whose byte range does not match its shape.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            raw = f.read(8)
+            if len(raw) < 8:
+                raise CheckpointError(f"{path} is truncated: {size} bytes, too short for a safetensors header")
+            (hlen,) = struct.unpack("<Q", raw)
+            if hlen > _MAX_HEADER or 8 + hlen > size:
+                raise CheckpointError(f"{path} is corrupt or truncated: header length {hlen} bytes, file {size} bytes")
+            text = f.read(hlen)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} does not exist") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc}") from exc
+    try:
+        header = json.loads(text)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{path} is corrupt: its safetensors header is not valid JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path} is corrupt: its safetensors header is not a JSON object")
+    meta = header.pop("__metadata__", None) or {}
+    tensors: dict[str, TensorInfo] = {}
+    for name, d in header.items():
+        try:
+            dtype, shape, (b, e) = d["dtype"], tuple(int(x) for x in d["shape"]), d["data_offsets"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: header entry for tensor {name!r} is malformed ({exc})") from None
+        if dtype not in _ITEMSIZE:
+            raise CheckpointError(f"{path}: tensor {name!r} has dtype {dtype}, which dsq does not handle "
+                                  f"(known: {', '.join(_ITEMSIZE)})")
+        numel = 1
+        for s in shape:
+            numel *= s
+        if e - b != numel * _ITEMSIZE[dtype] or b < 0:
+            raise CheckpointError(f"{path}: tensor {name!r} {dtype}{list(shape)} needs {numel * _ITEMSIZE[dtype]} "
+                                  f"bytes but its data_offsets are [{b}, {e}]")
+        tensors[name] = TensorInfo(name, dtype, shape, int(b), int(e))
+    ordered = dict(sorted(tensors.items(), key=lambda kv: kv[1].begin))
+    data_start = 8 + hlen
+    end = max((t.end for t in ordered.values()), default=0)
+    if data_start + end > size:
+        last = max(ordered.values(), key=lambda t: t.end)
+        raise CheckpointError(f"{path} is truncated: {size} bytes, but tensor {last.name!r} ends at byte "
+                              f"{data_start + end}")
+    return ordered, dict(meta), data_start
+
+
+def tensor_bytes(t: torch.Tensor) -> memoryview:
+    """The raw little-endian bytes of a contiguous CPU tensor, without a copy."""
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    t = t.contiguous()
+    if t.numel() == 0:
+        return memoryview(b"")
+    return memoryview(t.view(-1).view(torch.uint8).numpy())
+
+
+def crc32_of(t: torch.Tensor) -> str:
+    """CRC-32 of a tensor's bytes, as 8 hex digits (zlib releases the GIL on large buffers)."""
+    return f"{zlib.crc32(tensor_bytes(t)) & 0xFFFFFFFF:08x}"
+
+
+class StreamWriter:
+    """Write one safetensors file tensor by tensor, into ``path`` (normally a temporary name).
+
+    ``specs`` fixes the names, dtypes and shapes (and so the header) up front; :meth:`write` must then be
+    called once per tensor in the same order. ``opener`` opens the file (tests pass one that simulates a full
+    disk). An ``OSError`` while writing is re-raised as CheckpointError naming the file and the tensor.
+    """
+
+    def __init__(self, path: str | os.PathLike, specs: list[tuple[str, torch.dtype, tuple[int, ...]]],
+                 metadata: dict[str, str] | None = None, opener=open):
+        self.path = Path(path)
+        header: dict[str, object] = {}
+        if metadata:
+            header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+        offset = 0
+        self._order: list[tuple[str, int]] = []
+        self.specs: list[tuple[str, str, tuple[int, ...]]] = []  # (name, dtype code, shape)
+        for name, dtype, shape in specs:
+            if dtype not in DTYPE_CODES:
+                raise CheckpointError(f"tensor {name!r}: dtype {dtype} cannot be stored in safetensors by dsq")
+            numel = 1
+            for s in shape:
+                numel *= int(s)
+            nb = numel * _ITEMSIZE[DTYPE_CODES[dtype]]
+            header[name] = {"dtype": DTYPE_CODES[dtype], "shape": [int(s) for s in shape],
+                            "data_offsets": [offset, offset + nb]}
+            self._order.append((name, nb))
+            self.specs.append((name, DTYPE_CODES[dtype], tuple(int(x) for x in shape)))
+            offset += nb
+        text = json.dumps(header, separators=(",", ":")).encode()
+        text += b" " * ((-len(text)) % 8)  # keep the data buffer 8-byte aligned, as safetensors does
+        self.total_bytes = 8 + len(text) + offset
+        self._next = 0
+        self.crcs: dict[str, str] = {}
+        self._f = None
+        try:
+            self._f = opener(self.path, "wb")
+            self._f.write(struct.pack("<Q", len(text)) + text)
+        except OSError as exc:
+            self._fail(exc, "the header")
+
+    def _fail(self, exc: OSError, what: str) -> None:
+        self.abort()
+        reason = "the disk is full" if getattr(exc, "errno", None) == 28 else str(exc)
+        raise CheckpointError(f"cannot write {what} of {self.path}: {reason}") from exc
+
+    def write(self, name: str, t: torch.Tensor) -> None:
+        """Append tensor ``name`` (must be the next spec, same dtype and shape)."""
+        exp_name, nb = self._order[self._next]
+        if name != exp_name:
+            raise CheckpointError(f"{self.path}: tensor {name!r} written out of order (expected {exp_name!r})")
+        data = tensor_bytes(t)
+        if data.nbytes != nb:
+            raise CheckpointError(f"{self.path}: tensor {name!r} has {data.nbytes} bytes, its header says {nb}")
+        self.crcs[name] = f"{zlib.crc32(data) & 0xFFFFFFFF:08x}"
+        try:
+            self._f.write(data)
+        except OSError as exc:
+            self._fail(exc, f"tensor {name!r}")
+        self._next += 1
+
+    def close(self) -> None:
+        """Flush to disk (fsync: a shard is only recorded as finished once its bytes are durable)."""
+        if self._next != len(self._order):
+            missing = self._order[self._next][0]
+            self.abort()
+            raise CheckpointError(f"{self.path}: closed before tensor {missing!r} was written")
+        try:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+        except OSError as exc:
+            self._fail(exc, "the end")
+
+    def abort(self) -> None:
+        """Close and delete the partial file."""
+        try:
+            if self._f is not None:
+                self._f.close()
+        except OSError:  # already failing; deleting the partial file is what matters
+            pass
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
