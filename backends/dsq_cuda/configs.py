@@ -53,10 +53,12 @@ def _largest_divisor_block(g: int, want: int) -> int:
 @functools.lru_cache(maxsize=4096)
 def pick(kind: str, m: int, n: int, k: int, group: int, device: str) -> Config:
     """The config for one GEMM. ``kind``: 'wonly', 'int8' or 'fp8'; ``group``: K inputs per scale (or 0)."""
-    mb = m_bucket(m)
+    mb = triton.next_power_of_2(max(1, m)) if kind == "gemv" else m_bucket(m)
     key = (kind, mb, n, k)
-    if key in TUNED and (not group or group % TUNED[key].block_k == 0):
+    if key in TUNED and (not group or group % abs(TUNED[key].block_k) == 0):
         return TUNED[key]
+    if kind == "gemv":
+        return _pick_gemv(m, n, k, group, device)
     if interpreting() or device == "cpu":  # the interpreter: small tiles keep numpy fast
         bk = _largest_divisor_block(group, 32) if group else 32
         return Config(16, 32, bk, 2 if k > 2 * bk else 1, 4, 1)
@@ -77,3 +79,16 @@ def pick(kind: str, m: int, n: int, k: int, group: int, device: str) -> Config:
     if tiles < 2 * sms:  # too few output tiles to keep every SM streaming weights: split K
         split = max(1, min(k_tiles // 4, triton.cdiv(2 * sms, tiles)))
     return Config(bm, bn, bk, split, warps, stages)
+
+
+def _pick_gemv(m: int, n: int, k: int, group: int, device: str) -> Config:
+    """Decode kernel config; block_k is stored negated (the marker that selects gemv_kernel)."""
+    bm = triton.next_power_of_2(max(1, m))
+    bk = min(128, group) if group else 128
+    if interpreting() or device == "cpu":
+        return Config(bm, 16, -min(bk, 64), 2 if k > 128 else 1, 4, 1)
+    sms = _sm_count(torch.device(device).index or 0)
+    bn = 64
+    tiles = triton.cdiv(n, bn)
+    split = max(1, min(triton.cdiv(k, bk) // 4, triton.cdiv(2 * sms, tiles))) if tiles < 2 * sms else 1
+    return Config(bm, bn, -bk, split, 4, 3)

@@ -1,4 +1,8 @@
-"""matmul host side: prepare a PackedWeight's device layout once, quantize the activation, launch qmm_kernel.
+"""matmul host side: prepare a PackedWeight's device layout once, quantize the activation, launch a kernel.
+
+Paths: weight-only schemes use gemv_kernel for M <= GEMV_MAX_M, dequantize + cuBLAS for M >= DENSE_MIN_M and
+qmm_kernel in between; every other scheme quantizes x (act_quant) and runs qmm_kernel. A Config passed by
+the caller (benchmarks) forces qmm_kernel, or gemv_kernel when its block_k is negative.
 
 Device layout (cached in ``PackedWeight.device_layout[device]``; the canonical tensors are left untouched):
     w     the canonical codes (int32 words, or int8/fp8 [N, K]) contiguous on the device
@@ -18,6 +22,8 @@ from dsq.schemes import ActGranularity, Granularity, QType, QuantScheme
 from dsq_cuda import act_quant
 from dsq_cuda._env import interpreting
 from dsq_cuda.configs import Config, pick
+from dsq_cuda.dequant_kernel import dequantize
+from dsq_cuda.gemv_kernel import gemv_kernel
 from dsq_cuda.mm_kernel import (
     ACT_FLOAT,
     ACT_FP8_GROUP,
@@ -67,6 +73,39 @@ def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> 
     return lay
 
 
+#: weight-only schemes use the tensor-core-free decode kernel up to this many rows ...
+GEMV_MAX_M = 4
+#: ... and dequantize-then-cuBLAS from this many rows on (None: never). Tests lower these to reach every path.
+DENSE_MIN_M: int | None = 256
+
+
+def _weight_only(x, lay, scheme, bias, config: Config | None) -> torch.Tensor:
+    """W4A16 / W4A16_ASYM / W8A16: GEMV kernel (small M), tiled kernel, or dequantize + cuBLAS (large M)."""
+    m, n, k = x.shape[0], lay["n"], lay["k"]
+    group = group_of(scheme)
+    dev = x.device
+    if config is None and DENSE_MIN_M is not None and m >= DENSE_MIN_M:
+        wd = dequantize(lay, scheme.weight_bits, group, x.dtype)
+        y = x @ wd.t()
+        return y if bias is None else y + bias.to(y.dtype)
+    if (config is None and m <= GEMV_MAX_M) or (config is not None and config.block_k < 0):
+        cfg = config or pick("gemv", m, n, k, group, str(dev))
+        bk = abs(cfg.block_k)
+        epw = 32 // scheme.weight_bits
+        out = torch.zeros((m, n), dtype=torch.float32, device=dev) if cfg.split_k > 1 else \
+            torch.empty((m, n), dtype=x.dtype, device=dev)
+        grid = (-(-m // cfg.block_m), -(-n // cfg.block_n), cfg.split_k)
+        ws = lay["ws"]
+        gemv_kernel[grid](x, lay["w"], ws, lay.get("wz", ws), bias if bias is not None else ws, out,
+                          m, n, k, lay["w"].shape[-1], ws.shape[-1], x.stride(0), out.stride(0),
+                          G=group or bk, BITS=scheme.weight_bits, ASYM="wz" in lay,
+                          GROUP_SCALE=scheme.weight_granularity is Granularity.GROUP, HAS_BIAS=bias is not None,
+                          SPLIT_K=cfg.split_k, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_W=bk // epw,
+                          num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        return out.to(x.dtype) if cfg.split_k > 1 else out
+    return None
+
+
 def _act_mode(scheme: QuantScheme) -> int:
     if scheme.act_dtype is None:
         return ACT_FLOAT
@@ -93,6 +132,9 @@ def matmul(x: torch.Tensor, packed: PackedWeight, scheme: QuantScheme, bias: tor
     xs = xz = None
     if act == ACT_FLOAT:
         xq = x.contiguous()
+        y = _weight_only(xq, lay, scheme, bias, config)
+        if y is not None:
+            return y
     elif act == ACT_INT8_STATIC:
         xs, xz = lay["input_scale"], lay["input_zero_point"]
         xq = act_quant.quantize_static_int8(x, xs, xz, half_away=scheme.act_rounding.value == "half_away")

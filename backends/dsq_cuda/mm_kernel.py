@@ -75,18 +75,40 @@ def qmm_kernel(x_ptr, xs_ptr, xz_ptr, w_ptr, ws_ptr, wz_ptr, s2_ptr, corr_ptr, b
     for t in range(t_lo, t_hi):
         k0 = t * BLOCK_K
         offs_k = k0 + tl.arange(0, BLOCK_K)
-        x = tl.load(x_ptr + m64 * stride_xm + offs_k[None, :], mask=mmask[:, None] & (offs_k[None, :] < K),
-                    other=0.0)
-        q = _load_weight_tile(w_ptr, offs_n, k0, N, K, NW, BLOCK_N, BLOCK_K, WBITS, WPACKED)
+        if not (ACT == 0 and WPACKED):
+            x = tl.load(x_ptr + m64 * stride_xm + offs_k[None, :], mask=mmask[:, None] & (offs_k[None, :] < K),
+                        other=0.0)
         g = k0 // G
-        if ACT == 0:
+        if ACT == 0 and WPACKED:
+            # weight-only: bit field j of every word holds the elements k0 + EPW*c + j, so instead of
+            # unpacking and reshaping the weights, gather the matching x columns (x is small and cached) and
+            # run EPW tensor-core dots of depth BLOCK_K / EPW. Codes become floats with the OR/subtract trick.
+            EPW: tl.constexpr = 32 // WBITS
+            WK: tl.constexpr = BLOCK_K // EPW
+            offs_c = tl.arange(0, WK)
+            wcols = k0 // EPW + offs_c
+            words = tl.load(w_ptr + offs_n[:, None].to(tl.int64) * NW + wcols[None, :],
+                            mask=nmask[:, None] & (wcols[None, :] < NW), other=0)
+            sub = 8388608.0 + (1 << (WBITS - 1))
             if ASYM:
-                zp = tl.load(wz_ptr + offs_n * NG + g, mask=nmask, other=0).to(tl.int32)
-                q = q - zp[:, None]
-            if IEEE:  # float32 x, or the interpreter (its bf16 dot is wrong): exact float32 products
+                zp = tl.load(wz_ptr + offs_n * NG + g, mask=nmask, other=0).to(tl.float32)
+                sub = (sub + zp)[:, None]
+            part = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+            for j in tl.static_range(EPW):
+                u = ((words >> (j * WBITS)) & ((1 << WBITS) - 1)) | 0x4B000000
+                qf = u.to(tl.float32, bitcast=True) - sub
+                kk = k0 + offs_c * EPW + j
+                xj = tl.load(x_ptr + m64 * stride_xm + kk[None, :], mask=mmask[:, None] & (kk[None, :] < K),
+                             other=0.0)
+                if IEEE:
+                    part += tl.dot(xj.to(tl.float32), tl.trans(qf), input_precision="ieee")
+                else:
+                    part += tl.dot(xj, tl.trans(qf.to(xj.dtype)))
+        else:
+            q = _load_weight_tile(w_ptr, offs_n, k0, N, K, NW, BLOCK_N, BLOCK_K, WBITS, WPACKED)
+        if ACT == 0:
+            if not WPACKED:  # (no preset stores weight-only codes unpacked; kept for completeness)
                 part = tl.dot(x.to(tl.float32), tl.trans(q.to(tl.float32)), input_precision="ieee")
-            else:
-                part = tl.dot(x, tl.trans(q.to(x.dtype)))
         elif INT_ACC:
             if TWO_LEVEL:
                 s2 = tl.load(s2_ptr + offs_n * NG + g, mask=nmask, other=0).to(tl.int32)

@@ -161,7 +161,11 @@ def timings(log, ms, shapes) -> list[dict]:
 
 
 def sweep(log) -> list[dict]:
-    """Decode configs for the weight-only kernels (BLOCK_N x SPLIT_K x warps x stages)."""
+    """Weight-only configs at decode sizes: GEMV kernel for M <= 4, tiled kernel for M = 16, 64.
+
+    Winners go into dsq_cuda.configs.TUNED for the rest of this run (and are printed for committing).
+    """
+    import dsq_cuda.configs as configs
     cuda = dsq.get_backend("cuda")
     rows = []
     for k, n in [(7168, 18432), (7168, 2048), (2048, 7168)]:
@@ -169,23 +173,31 @@ def sweep(log) -> list[dict]:
         for name in ["W4A16", "W8A16"]:
             s = dsq.get_scheme(name)
             p = cuda.quantize_weight(w, s)
-            for m in (1, 16):
+            for m in (1, 4, 16, 64):
                 x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+                if m <= 4:
+                    kind = "gemv"
+                    cands = [Config(m, bn, -128, sp, wp, 3) for bn in (32, 64, 128) for sp in (1, 4, 8)
+                             for wp in (4, 8)]
+                else:
+                    kind = "wonly"
+                    cands = [Config(min(m, 64), bn, 128, sp, 4, st) for bn in (32, 64, 128) for sp in (1, 4, 8)
+                             for st in (3, 4)]
                 best = None
-                for bn in (32, 64, 128):
-                    for split in (1, 4, 8):
-                        for warps, stages in ((4, 3), (4, 5)):
-                            for bk in (128,):
-                                cfg = Config(16, bn, bk, split, warps, stages)
-                                try:
-                                    t = bench(lambda cfg=cfg, x=x, p=p, s=s: dsq_mm(x, p, s, config=cfg), rep=20)
-                                except Exception as exc:  # noqa: BLE001 - a config may not compile
-                                    log(f"  {cfg}: {type(exc).__name__}")
-                                    continue
-                                rows.append({"scheme": name, "k": k, "n": n, "m": m, "cfg": cfg.__dict__, "us": t})
-                                if best is None or t < best[0]:
-                                    best = (t, cfg)
+                for cfg in cands:
+                    try:
+                        t = bench(lambda cfg=cfg, x=x, p=p, s=s: dsq_mm(x, p, s, config=cfg), rep=20)
+                    except Exception as exc:  # noqa: BLE001 - a config may not compile
+                        log(f"  {cfg}: {type(exc).__name__}: {str(exc)[:200]}")
+                        continue
+                    rows.append({"scheme": name, "k": k, "n": n, "m": m, "cfg": cfg.__dict__, "us": t})
+                    if best is None or t < best[0]:
+                        best = (t, cfg)
+                mb = triton.next_power_of_2(m) if kind == "gemv" else configs.m_bucket(m)
+                if name == "W4A16":  # one table for both weight-only formats keeps the key simple
+                    configs.TUNED[(kind, mb, n, k)] = best[1]
                 log(f"sweep {name} K={k} N={n} M={m}: best {best[0]:.1f}us {best[1]}")
+    configs.pick.cache_clear()
     return rows
 
 
