@@ -120,12 +120,28 @@ def packed_of(model) -> dict[str, dict[str, torch.Tensor]]:
     return out
 
 
+def _ensure_backends(name: str) -> None:
+    """Without `pip install -e .` (a bare GPU machine) the entry points are missing: register in-process."""
+    try:
+        dsq.get_backend(name), dsq.get_backend("cpu")
+    except dsq.DsqError:
+        import importlib
+
+        from dsq.plugins import register_plugin
+        from dsq.registry import refresh
+
+        for ep, module in (("cpu-reference", "dsq_cpu_reference"), (name, f"dsq_{name}")):
+            register_plugin(importlib.import_module(module), ep)
+        refresh()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--backend", default="cuda")
     ap.add_argument("--out", default=None)
     ap.add_argument("--dtype", default="bfloat16")
     args = ap.parse_args()
+    _ensure_backends(args.backend)
     torch.manual_seed(0)
     dtype = getattr(torch, args.dtype)
     fm = ToyModel().to(dtype).eval()
