@@ -173,3 +173,13 @@ def test_bfloat16_model(float_deepseek):
     assert out.dtype == torch.bfloat16
     per_token = (out.float() - ref).norm(dim=-1) / ref.norm(dim=-1)
     assert float(per_token.median()) < 0.05
+
+
+@pytest.mark.parametrize("preset", ["w8a16", "deepseek-w4a8", "deepseek-w4afp8"])
+def test_presets_survive_a_file_round_trip(preset, tmp_path):
+    recipe = get_recipe(preset)
+    path = tmp_path / "r.yaml"
+    recipe.save(path)
+    again = resolve_recipe(str(path))
+    assert again == recipe  # scheme overrides (scale_rule, act_rounding) included
+    assert Recipe.from_dict(json.loads(json.dumps(recipe.to_dict()))) == recipe
