@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -100,6 +101,11 @@ def save(model: nn.Module, directory, format: str = "compressed-tensors", overwr
     bar = _bar(progress, len(col.entries), f"writing {format}")
     if format == ct.FORMAT_NAME:
         entries = [ct.storable_entry(e) for e in col.entries]
+        converted = sum(e.scheme.two_level for e in col.entries)
+        if converted:
+            warnings.warn(f"{converted} W4A8_DYNAMIC modules are written as the W8A8_DYNAMIC layers they equal "
+                          "(int8 on disk): compressed-tensors has no two-level int4 form; save format='ascend' "
+                          "to keep them 4-bit", stacklevel=2)
         for e in entries:
             ct.check_scheme(e.name, e.scheme, dtype)
             tensors.update(ct.entry_tensors(e))

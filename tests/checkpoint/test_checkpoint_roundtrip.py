@@ -33,7 +33,11 @@ def test_roundtrip_bit_identical(quantized, tmp_path, recipe, fmt):
     model = quantized(recipe)
     with torch.no_grad():
         before = model(TOKENS).logits
-    out = dsq.save(model, tmp_path / "ckpt", format=fmt)
+    if fmt == "compressed-tensors" and recipe == "deepseek-w4a8":
+        with pytest.warns(UserWarning, match="12 W4A8_DYNAMIC modules are written as the W8A8_DYNAMIC"):
+            out = dsq.save(model, tmp_path / "ckpt", format=fmt)
+    else:
+        out = dsq.save(model, tmp_path / "ckpt", format=fmt)
     loaded = dsq.load(out, backend="cpu")
     with torch.no_grad():
         after = loaded(TOKENS).logits
