@@ -111,7 +111,7 @@ def convert_shard(sp: ShardPlan, src: SourceCheckpoint, fmt: OutputFormat, engin
         raise CheckpointError(f"cannot rename {tmp} to {final}: {exc}") from exc
     specs = {n: {"dtype": d, "shape": list(shape)} for n, d, shape in writer.specs}
     record = {
-        "source": sp.source, "source_size": shard.size, "output": sp.output, "size": final.stat().st_size,
+        "source": sp.source, "source_size": shard.size, "source_mtime_ns": shard.mtime_ns, "output": sp.output, "size": final.stat().st_size,
         "tensors": {n: {**specs[n], "crc32": writer.crcs[n]} for n in specs},
         "modules": modules, "types": types, "stats": stats, "seconds": round(time.perf_counter() - t0, 3),
     }

@@ -5,12 +5,13 @@ destination; ``DST`` itself appears only at the end, by one rename, so a crash n
 checkpoint at ``DST``. Inside the staging directory:
 
 * output shards, each written under a temporary name (``.<shard>.tmp-<pid>``), fsynced and renamed;
-* ``.dsq-stream/settings.json``: what is being made (source shard names and sizes, recipe, format, scale
-  dtype). A rerun with different settings is refused instead of mixing two conversions;
+* ``.dsq-stream/settings.json``: what is being made (source shard names, recipe, format, scale dtype). A
+  rerun with different settings is refused instead of mixing two conversions;
 * ``.dsq-stream/shards/<shard>.json``: one record per finished output shard (written atomically after the
-  shard's rename): its size and every tensor's dtype, shape and CRC-32, plus the modules it quantized.
-  A shard counts as finished only when its record exists and the file on disk has the recorded size, so a
-  rerun skips exactly the finished shards and redoes the rest. Each rank writes its own records: no shared
+  shard's rename): its size and every tensor's dtype, shape and CRC-32, the modules it quantized, and the
+  size and modification time of its source shard. A shard counts as finished only when its record exists,
+  the file on disk has the recorded size and its source shard is unchanged, so a rerun skips exactly the
+  finished shards and redoes the rest (including any whose source was replaced, e.g. re-downloaded). Each rank writes its own records: no shared
   file is ever written concurrently.
 
 At the end the records are merged into ``dsq_manifest.json`` in the destination, which ``dsq verify``
@@ -95,16 +96,22 @@ class Staging:
     def record_path(self, output: str) -> Path:
         return self.records_dir / f"{output}.json"
 
-    def finished(self) -> dict[str, dict]:
-        """Records of finished shards whose file is present with the recorded size."""
+    def finished(self, src=None) -> dict[str, dict]:
+        """Records of finished shards whose file is present with the recorded size (and, given the source
+        checkpoint, whose source shard still has the recorded size and modification time)."""
         out = {}
         if not self.records_dir.is_dir():
             return out
         for p in sorted(self.records_dir.glob("*.json")):
             rec = read_json(p)
             f = self.dir / rec["output"]
-            if f.is_file() and f.stat().st_size == rec["size"]:
-                out[rec["output"]] = rec
+            if not (f.is_file() and f.stat().st_size == rec["size"]):
+                continue
+            if src is not None:
+                shard = src.by_name.get(rec["source"])
+                if shard is None or [shard.size, shard.mtime_ns] != [rec["source_size"], rec.get("source_mtime_ns")]:
+                    continue  # the source shard changed since: convert it again
+            out[rec["output"]] = rec
         return out
 
     def add_record(self, record: dict) -> None:

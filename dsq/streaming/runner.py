@@ -30,7 +30,7 @@ from .convert import add_stats, convert_shard
 from .engine import make_engine
 from .formats import get_format
 from .manifest import MANIFEST, Staging, read_json, write_json_atomic
-from .plan import StreamPlan, make_plan, model_dtype
+from .plan import StreamPlan, make_plan, model_dtype, natural_key
 from .report import Progress, format_summary, peak_rss_bytes
 from .source import DEFAULT_REOPEN_BYTES, SourceCheckpoint
 
@@ -44,7 +44,7 @@ _WRITTEN = {"config.json", SIDECAR, MANIFEST, "quant_model_description.json"}
 def _settings(src: SourceCheckpoint, plan: StreamPlan, fmt_name: str, scale_dtype: str | None) -> dict:
     from dsq import __version__
 
-    return {"dsq_version": __version__, "source": [[s.name, s.size] for s in src.shards],
+    return {"dsq_version": __version__, "source": [s.name for s in src.shards],
             "recipe": plan.recipe.to_dict(), "format": fmt_name, "scale_dtype": scale_dtype,
             "model_dtype": plan.model_dtype}
 
@@ -75,6 +75,7 @@ def _finish(staging: Staging, src: SourceCheckpoint, plan: StreamPlan, fmt, sett
         for m, info in rec["modules"].items():
             modules[m] = QuantScheme.from_dict(info["scheme"])
         types.update(rec["types"])
+    modules = {m: modules[m] for m in sorted(modules, key=natural_key)}
     qconfig, description = fmt.finish(modules, types, plan.float_linears)
     outputs = [sp.output for sp in plan.shards]
     if len(outputs) > 1:
@@ -154,7 +155,7 @@ def quantize_checkpoint(src_dir, dst_dir, recipe, backend: str = "cpu", format: 
     if d.is_main:
         staging.open(settings)
         staging.clean_temporaries()
-        finished = sorted(staging.finished())
+        finished = sorted(staging.finished(src))
     else:
         finished = None
     finished = d.broadcast(finished)
@@ -206,7 +207,7 @@ def quantize_checkpoint(src_dir, dst_dir, recipe, backend: str = "cpu", format: 
         "skipped_calibrated": plan.skipped_calibrated, "unmatched": plan.unmatched, "complete": False,
     }
     if d.is_main:
-        records = staging.finished()
+        records = staging.finished(src)
         missing = [sp.output for sp in plan.shards if sp.output not in records]
         if not missing:
             _finish(staging, src, plan, fmt, settings, records, engine.name)

@@ -39,6 +39,7 @@ class Shard:
     size: int
     tensors: dict[str, TensorInfo]
     data_start: int
+    mtime_ns: int = 0
 
 
 class SourceCheckpoint:
@@ -55,7 +56,8 @@ class SourceCheckpoint:
         for fname in files:
             path = self.directory / fname
             tensors, _, data_start = read_header(path)
-            self.shards.append(Shard(fname, path, path.stat().st_size, tensors, data_start))
+            st = path.stat()
+            self.shards.append(Shard(fname, path, st.st_size, tensors, data_start, st.st_mtime_ns))
             for t in tensors:
                 if t in self.where:
                     raise CheckpointError(f"tensor {t!r} is stored twice: in {self.where[t]} and in {fname}")
@@ -144,7 +146,8 @@ class ShardReader:
         return self._handle
 
     def get(self, name: str) -> torch.Tensor:
-        """Tensor ``name`` (a private copy, not a view of the mapping)."""
+        """Tensor ``name``: a view of the file's memory mapping (no copy; pages are read on first touch and
+        stay mapped while the tensor lives). The source must not change while a conversion reads it."""
         info = self.shard.tensors.get(name)
         if info is None:
             raise CheckpointError(f"tensor {name!r} is not in {self.shard.path}")
