@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import torch
 
-from dsq.errors import QuantInputError
+from dsq.backend import YES, Capability
+from dsq.errors import QuantInputError, UnsupportedError
 from dsq.qtypes import ExpertWeights, PackedWeight, weight_tensor_name
 from dsq.schemes import ActGranularity, QuantScheme
 from dsq.validate import check_moe_inputs
 from dsq_cuda._env import interpreting
 from dsq_cuda.moe_align import align_pairs
-from dsq_cuda.moe_plan import block_config, k_limit, plan
+from dsq_cuda.moe_plan import block_config, k_limit, plan, weight_tile_bytes
 
 TINY_F32 = float(torch.finfo(torch.float32).tiny)
 _EMPTY: dict[tuple, torch.Tensor] = {}
@@ -93,7 +94,8 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
         # Triton's interpreter multiplies bf16 tiles as raw integers; float32 products of bf16/fp16 values
         # are exact, so the float32 IEEE dot computes the same thing.
         up_sw["DOT"] = down_sw["DOT"] = 5
-    cfg = block_config(t, up_sw["DOT"] in (1, 2), k_limit(scheme))
+    cfg = block_config(t, up_sw["DOT"] in (1, 2), k_limit(scheme),
+                       weight_tile_bytes(up_sw["W_KIND"], unique_load, x.element_size()))
     al = align_pairs(topk_ids, num_experts, cfg.block_m, expert_range)
     rows = al.max_blocks * cfg.block_m
     x = x if x.stride(-1) == 1 else x.contiguous()
@@ -144,6 +146,16 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
         **down_sw, **launch)
     y.copy_(out.view(t, top_k, h).sum(dim=1))
     return y
+
+
+def supports(backend, scheme: QuantScheme) -> Capability:
+    """Whether the fused kernel runs ``scheme`` exactly (moe_plan says which combinations it cannot)."""
+    try:
+        plan(scheme, torch.bfloat16)
+        k_limit(scheme)
+    except UnsupportedError as exc:
+        return Capability(False, str(exc))
+    return YES
 
 
 def moe(backend, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,

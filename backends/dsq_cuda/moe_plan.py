@@ -37,14 +37,30 @@ class BlockConfig:
     num_stages: int
 
 
-def block_config(num_tokens: int, eight_bit_dot: bool, k_limit: int) -> BlockConfig:
-    """Block shapes for a layer call with ``num_tokens`` tokens; BLOCK_K capped at ``k_limit`` (a group)."""
+def block_config(num_tokens: int, eight_bit_dot: bool, k_limit: int, w_tile_bytes: float = 2.0) -> BlockConfig:
+    """Block shapes for a layer call with ``num_tokens`` tokens; BLOCK_K capped at ``k_limit`` (a group).
+
+    ``w_tile_bytes`` is what one weight element costs in shared memory once loaded (2 for bf16, 0.5 for int4
+    words loaded once, 4 when each int4 is loaded as its whole word): the pipeline depth is chosen so that
+    the two weight tiles of a gate_up stage stay within about 112 KB.
+    """
     if num_tokens <= 64:
-        cfg = BlockConfig(16, 64, 64, 128, 4, 4)
+        bm, bn_up, bn_down, bk, warps = 16, 64, 64, 128, 4
     else:
-        cfg = BlockConfig(64, 64, 128, 128 if eight_bit_dot else 64, 4, 3)
-    bk = min(cfg.block_k, k_limit)
-    return BlockConfig(cfg.block_m, cfg.block_n_up, cfg.block_n_down, bk, cfg.num_warps, cfg.num_stages)
+        bm, bn_up, bn_down, bk, warps = 64, 64, 128, (128 if eight_bit_dot else 64), 4
+    bk = min(bk, k_limit)
+    stage_bytes = 2 * bk * bn_up * w_tile_bytes + bm * bk * 2
+    stages = int(max(2, min(4, (112 * 1024) // stage_bytes)))
+    return BlockConfig(bm, bn_up, bn_down, bk, warps, stages)
+
+
+def weight_tile_bytes(w_kind: int, unique_load: bool, x_bytes: int) -> float:
+    """Shared-memory bytes per loaded weight element (see block_config)."""
+    if w_kind == W_FLOAT:
+        return float(x_bytes)
+    if w_kind in (W_INT4, W_INT8_PACKED):
+        return (0.5 if w_kind == W_INT4 else 1.0) if unique_load else 4.0
+    return 1.0
 
 
 def _w_switches(scheme: QuantScheme | None) -> dict:

@@ -7,6 +7,7 @@ import os
 import torch
 
 import dsq
+import dsq.errors
 from dsq.qtypes import ActStats, ExpertWeights, PackedWeight
 from dsq.schemes import get_scheme
 
@@ -15,7 +16,11 @@ ALL_SCHEMES = ["W8A16", "W4A16", "W4A16_ASYM", "W8A8", "W8A8_DYNAMIC", "W4A8_DYN
 
 
 def reference():
-    return dsq.get_backend("cpu")
+    try:
+        return dsq.get_backend("cpu")
+    except dsq.errors.DsqError:  # run from a source tree without installed entry points (the GPU machine)
+        from dsq_cpu_reference.backend import CpuReferenceBackend
+        return CpuReferenceBackend()
 
 
 def to_device(p: PackedWeight) -> PackedWeight:
