@@ -15,6 +15,7 @@ Steps:
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from dsq.adapters import get_adapter
@@ -22,6 +23,7 @@ from dsq.calibration import collect_act_stats
 from dsq.errors import QuantInputError
 from dsq.nn import QuantLinear
 from dsq.planning import Plan, plan
+from dsq.recipes import resolve_recipe
 from dsq.registry import get_backend
 from dsq.validate import check_weight
 
@@ -46,8 +48,16 @@ def _check_weights(model: nn.Module, p: Plan, adapter) -> None:
             check_weight(down.detach(), e.scheme, f"{e.name}.down_proj")
 
 
+def _apply_scale_dtype(recipe, model: nn.Module, scale_dtype: str | None):
+    if scale_dtype == "auto":
+        dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+        floats = dtypes & {torch.bfloat16, torch.float16}
+        scale_dtype = str(floats.pop()).removeprefix("torch.") if len(floats) == 1 and len(dtypes) == 1 else None
+    return recipe if scale_dtype is None else recipe.with_scale_dtype(scale_dtype)
+
+
 def quantize(model: nn.Module, recipe, backend="cpu", calib_data=None, *, expert_mode: str = "all",
-             progress: bool = True) -> nn.Module:
+             scale_dtype: str | None = "auto", progress: bool = True) -> nn.Module:
     """Quantize ``model`` in place with ``recipe`` on ``backend`` and return it.
 
     Args:
@@ -57,6 +67,10 @@ def quantize(model: nn.Module, recipe, backend="cpu", calib_data=None, *, expert
         backend: backend name or object whose kernels quantize and later run the weights.
         calib_data: batches for static activation schemes (see :mod:`dsq.calibration`); unused otherwise.
         expert_mode: ``"all"`` (every expert sees every calibration token) or ``"routed"``.
+        scale_dtype: dtype every scheme stores its weight scales in. ``"auto"`` (default): the model's dtype
+            when it is bfloat16 or float16 (what compressed-tensors checkpoints hold, so ``dsq.save`` writes
+            them exactly), else the recipe's own; ``None``: keep the recipe's; or an explicit
+            ``"float32"``/``"bfloat16"``/``"float16"``.
         progress: show tqdm progress bars.
     """
     from tqdm.auto import tqdm
@@ -65,6 +79,7 @@ def quantize(model: nn.Module, recipe, backend="cpu", calib_data=None, *, expert
         raise QuantInputError("model is already quantized by dsq (it has dsq_info); quantize a float model")
     be = get_backend(backend)
     adapter = get_adapter(model)
+    recipe = _apply_scale_dtype(resolve_recipe(recipe, model), model, scale_dtype)
     p = plan(model, recipe, backend=be)
     p.check()
     _check_weights(model, p, adapter)

@@ -170,6 +170,16 @@ class Recipe:
             seen.setdefault(json.dumps(r.scheme.to_dict(), sort_keys=True), r.scheme)
         return list(seen.values())
 
+    def with_scale_dtype(self, scale_dtype: str) -> Recipe:
+        """The same recipe with every rule's scheme storing its weight scales in ``scale_dtype``.
+
+        compressed-tensors (vLLM, SGLang, transformers) keeps weight scales in the model dtype, so a bf16
+        model saved in that format needs bf16 scales *before* its weights are quantized for the stored codes
+        and scales to agree; ``dsq.quantize(..., scale_dtype="auto")`` does this for you.
+        """
+        rules = tuple(dataclasses.replace(r, scheme=r.scheme.replace(scale_dtype=scale_dtype)) for r in self.rules)
+        return dataclasses.replace(self, rules=rules)
+
     # -- serialisation ------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {"name": self.name, "description": self.description,

@@ -42,14 +42,6 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _with_scale_dtype(recipe, scale_dtype: str):
-    from dsq.recipes import Recipe
-
-    data = recipe.to_dict()
-    data["rules"] = [{**r, "scheme": {**r["scheme"], "scale_dtype": scale_dtype}} for r in data["rules"]]
-    return Recipe.from_dict(data)
-
-
 def load_calibration(path: str, model_dir: str) -> list:
     """Calibration batches ([1, S] int64 token-id tensors) from a file; see the module docstring."""
     import torch
@@ -121,7 +113,7 @@ def run(args) -> int:
     if scale_dtype == "auto":
         scale_dtype = dtype_name if args.format == "compressed-tensors" else None
     if scale_dtype is not None:
-        recipe = _with_scale_dtype(recipe, scale_dtype)
+        recipe = recipe.with_scale_dtype(scale_dtype)
     plan = dsq.plan(model, recipe, args.backend)
     if args.dry_run:
         print(plan.format())
@@ -129,7 +121,7 @@ def run(args) -> int:
     plan.check()
     preflight({e.name: e.scheme for e in plan.quantized}, args.format, model_dtype(model))
     calib = load_calibration(args.calib, args.model) if args.calib else None
-    dsq.quantize(model, recipe, backend=args.backend, calib_data=calib, progress=True)
+    dsq.quantize(model, recipe, backend=args.backend, calib_data=calib, scale_dtype=None, progress=True)
     out = dsq.save(model, args.out, format=args.format, overwrite=args.overwrite,
                    max_shard_bytes=int(args.max_shard_gb * 1024**3), progress=True)
     from dsq.checkpoint.summary import format_summary

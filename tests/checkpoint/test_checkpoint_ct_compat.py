@@ -136,7 +136,18 @@ def test_formats_and_scale_dtypes(quantized, tmp_path):
 
 def test_scale_dtype_mismatch_is_refused(tmp_path):
     model = tiny_model(torch.bfloat16)
-    dsq.quantize(model, with_scale_dtype("w4a16", "float32"), backend="cpu", progress=False)
+    # scale_dtype=None keeps the recipe's float32 scales instead of following the bf16 model ("auto")
+    dsq.quantize(model, with_scale_dtype("w4a16", "float32"), backend="cpu", scale_dtype=None, progress=False)
     with pytest.raises(CheckpointError, match=r"scale_dtype=float32.*bfloat16"):
         dsq.save(model, tmp_path / "ckpt")
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_quantize_follows_the_model_dtype_for_scales_by_default(tmp_path):
+    """With the default scale_dtype="auto", a bf16 model quantized with a float32-scale preset saves as-is."""
+    model = tiny_model(torch.bfloat16)
+    dsq.quantize(model, "w4a16", backend="cpu", progress=False)
+    assert {m["scale_dtype"] for m in model.dsq_info["modules"].values()} == {"bfloat16"}
+    out = dsq.save(model, tmp_path / "ckpt")
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert f.get_tensor("model.layers.0.self_attn.o_proj.weight_scale").dtype == torch.bfloat16
