@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from dsq.backend import Backend
-from dsq.errors import DsqError
+from dsq.errors import DsqError, UnsupportedError
 from dsq.qtypes import ExpertWeights, PackedWeight, QParams
 from dsq.schemes import QuantScheme
 
@@ -58,7 +58,7 @@ def _guard(name: str, ref_call: Callable, run: Callable[[object], CaseResult]) -
     """Run the reference; if it rejects the input, ``run`` must see the backend reject it too."""
     try:
         want = ref_call()
-    except DsqError as exc:
+    except (DsqError, UnsupportedError) as exc:
         try:
             run(None)
         except DsqError:
@@ -67,6 +67,9 @@ def _guard(name: str, ref_call: Callable, run: Callable[[object], CaseResult]) -
             return CaseResult(name, False, 1, message=f"reference raises {type(exc).__name__} ({exc}); "
                                                       f"backend raises {type(bexc).__name__}: {bexc}")
         return CaseResult(name, False, 1, message=f"backend accepts input the reference rejects: {exc}")
+    except Exception as exc:  # noqa: BLE001 - a bug in the reference or the suite, reported as such
+        return CaseResult(name, False, float("inf"), message=f"the REFERENCE raised {type(exc).__name__}: {exc} "
+                                                             "(a reference or suite bug, not the backend's)")
     try:
         return run(want)
     except Exception as exc:  # noqa: BLE001
