@@ -37,8 +37,9 @@ Activations (``act_dtype`` x ``act_granularity``)
     * fp8 per token / per token-group of 128 (dynamic): ``s = max(amax / 448, tiny_f32)``,
       ``q = e4m3(clip(x / s, -448, 448))``.
 
-The matmul result is ``y = dequant(x_q) @ dequant(W)^T + bias`` computed exactly (float64 in the reference)
-and rounded once to the activation's dtype; backends may differ only by accumulation order and the
+The matmul result is ``y = dequant(x_q) @ dequant(W)^T + bias`` computed exactly (float64 in the reference),
+rounded to float32 and then to the activation's dtype (a double rounding that can differ from a single one by
+one ulp at rare ties, well inside the tolerances); backends may differ only by accumulation order and the
 intermediate roundings the conformance tolerances allow (docs/conformance.md).
 """
 
