@@ -50,8 +50,9 @@ def tiny_config():
 
 
 def default_model_dir() -> Path:
-    """Folder with the shipped ``config.json`` and ``model.safetensors`` (bf16 weights)."""
-    return HERE
+    """Folder with the shipped ``config.json`` and ``model.safetensors`` (bf16 weights) and nothing else:
+    ``dsq.save`` carries the other files of a model's source folder into every checkpoint."""
+    return HERE / "model"
 
 
 def load_model(path: str | os.PathLike | None = None, dtype: torch.dtype = torch.float32):
@@ -66,7 +67,7 @@ def load_model(path: str | os.PathLike | None = None, dtype: torch.dtype = torch
     for name in ("config.json", "model.safetensors"):
         if not (d / name).is_file():
             raise CheckpointError(f"{d / name} is missing: a float model folder needs config.json and "
-                                  "model.safetensors (the tiny model ships them in dsq/tiny/)")
+                                  "model.safetensors (the tiny model ships them in dsq/tiny/model/)")
     from transformers.utils import logging as hf_logging
 
     was_on = hf_logging.is_progress_bar_enabled()

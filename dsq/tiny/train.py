@@ -9,9 +9,10 @@ Expert balance: DeepSeek-V3's auxiliary-loss-free rule. After every step each ro
 (added to the sigmoid scores only when choosing experts, never to the mixing weights) moves by
 ``bias_e += gamma * sign(mean_load - load_e)``, where ``load_e`` counts the step's picks of expert e.
 
-Output (``--out``, default this package's folder): ``config.json`` and ``model.safetensors`` (bf16
-weights, router correction biases fp32) written through a temporary folder and renamed into place, and
-``training_summary.json`` (steps, tokens, wall time, machine, held-out perplexity, per-expert load).
+Output: ``config.json`` and ``model.safetensors`` (bf16 weights, router correction biases fp32) in ``--out``
+(default ``dsq/tiny/model/``), written through a temporary folder and renamed into place, and ``--summary``
+(default ``dsq/tiny/training_summary.json``: steps, tokens, wall time, machine, held-out perplexity,
+per-expert load).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def save_bf16(model, out: Path) -> None:
     with tempfile.TemporaryDirectory(dir=out, prefix=".save-") as tmp:
         model.save_pretrained(tmp)
         for name in ("config.json", "model.safetensors"):
+            os.chmod(Path(tmp) / name, 0o644)  # package data, readable by everyone
             os.replace(Path(tmp) / name, out / name)
 
 
@@ -130,9 +132,10 @@ def train(args) -> dict:
                     "torch": torch.__version__, "transformers": __import__("transformers").__version__},
         "date": time.strftime("%Y-%m-%d"),
     }
-    tmp = out / ".training_summary.json.tmp"
+    dest = Path(args.summary)
+    tmp = dest.with_name("." + dest.name + ".tmp")
     tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, out / "training_summary.json")
+    os.replace(tmp, dest)
     print(json.dumps(summary, indent=2), flush=True)
     return summary
 
@@ -147,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--log-every", type=int, default=20)
-    ap.add_argument("--out", default=str(HERE), help="folder for config.json/model.safetensors")
+    ap.add_argument("--out", default=str(HERE / "model"), help="folder for config.json/model.safetensors")
+    ap.add_argument("--summary", default=str(HERE / "training_summary.json"), help="training summary JSON")
     args = ap.parse_args(argv)
     if shutil.disk_usage(Path(args.out).parent if not Path(args.out).exists() else args.out).free < 100 << 20:
         print("less than 100 MB free in the output folder", file=sys.stderr)
