@@ -10,7 +10,7 @@ import sys
 from dsq.errors import DsqError
 
 #: subcommand modules, in the order ``dsq --help`` lists them
-SUBCOMMANDS = ["backends", "recipes", "plan", "eval", "conformance", "quantize", "inspect", "quantize_checkpoint", "verify"]
+SUBCOMMANDS = ["backends", "recipes", "plan", "eval", "demo", "conformance", "quantize", "inspect", "quantize_checkpoint", "verify"]
 
 
 def build_parser() -> argparse.ArgumentParser:
