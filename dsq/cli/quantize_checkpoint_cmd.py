@@ -25,8 +25,9 @@ def add_parser(sub) -> None:
                         "cuda, or another installed backend")
     p.add_argument("--format", default="compressed-tensors", choices=FORMAT_NAMES, help="output format")
     p.add_argument("--scale-dtype", default="auto",
-                   help="weight scale dtype for every rule: auto (compressed-tensors: the model dtype; ascend: "
-                        "float32), recipe (keep each rule's), float32, bfloat16 or float16")
+                   help="weight scale dtype for every rule: auto (as dsq quantize: the model dtype when it is "
+                        "bf16/fp16, which compressed-tensors loaders need), recipe (keep each rule's), float32, "
+                        "bfloat16 or float16")
     p.add_argument("--skip-calibrated", action="store_true",
                    help="keep modules whose scheme needs calibration (static activations) float instead of failing")
     p.add_argument("--overwrite", action="store_true", help="replace an existing DST")

@@ -7,6 +7,11 @@ For each job of the shard (see :mod:`dsq.streaming.plan`), in the source file's 
 * ``dequant``: a float8 weight kept float becomes ``float32(q) * s`` rounded once to the model dtype;
 * ``copy``: the tensor as read.
 
+Reads happen on the calling thread in file order; the arithmetic runs on ``workers`` threads (each with its
+own engine and work buffers; torch kernels release the GIL), and results are collected in job order. On a
+shared or small CPU, several single-threaded workers beat one multi-threaded torch: every torch op with
+OpenMP threads ends in a barrier that stalls whenever one of its threads is descheduled.
+
 The output tensors of the shard are held in memory (at most about one source shard: quantized weights are
 smaller than their source, copies the same size) and then streamed to a temporary file by
 :class:`~dsq.streaming.st_format.StreamWriter`, fsynced and renamed; only then is the shard's record written.
@@ -16,7 +21,10 @@ Any failure names the source file and tensor and leaves no partial output behind
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -29,7 +37,7 @@ from .plan import ShardPlan
 from .source import ShardReader, SourceCheckpoint
 from .st_format import StreamWriter
 
-__all__ = ["convert_shard", "add_stats"]
+__all__ = ["convert_shard", "add_stats", "EnginePool"]
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -47,8 +55,24 @@ def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
-def convert_shard(sp: ShardPlan, src: SourceCheckpoint, fmt: OutputFormat, engine: Engine, staging: Staging,
-                  model_dtype: str, on_bytes=None, opener=open, reopen_bytes: int | None = None) -> dict:
+class EnginePool:
+    """One engine per worker thread (engines keep work buffers), made by ``factory()`` on first use."""
+
+    def __init__(self, factory, workers: int = 1):
+        self.factory, self.workers = factory, max(1, int(workers))
+        self._local = threading.local()
+        self.name = factory().name
+
+    def get(self) -> Engine:
+        eng = getattr(self._local, "engine", None)
+        if eng is None:
+            eng = self._local.engine = self.factory()
+        return eng
+
+
+def convert_shard(sp: ShardPlan, src: SourceCheckpoint, fmt: OutputFormat, engines: EnginePool,
+                  staging: Staging, model_dtype: str, on_bytes=None, opener=open,
+                  reopen_bytes: int | None = None) -> dict:
     """Write output shard ``sp.output`` into the staging directory; returns its record."""
     t0 = time.perf_counter()
     shard = src.by_name[sp.source]
@@ -66,22 +90,25 @@ def convert_shard(sp: ShardPlan, src: SourceCheckpoint, fmt: OutputFormat, engin
     modules: dict[str, dict] = {}
     stats: dict[str, dict[str, int]] = {}
     dtype = _DTYPES[model_dtype]
-    for job in sp.jobs:
+
+    def compute(job, w, s):
+        """Runs on a worker thread (torch ops release the GIL): the job's output tensors."""
+        eng = engines.get()
+        if job.kind == "quantize":
+            packed = eng.quantize(w, s, job.scheme, job.name)
+            tensors, ty, stored = fmt.module_tensors(job.name, job.scheme, packed)
+            return tensors, ty, job.scheme.name, {"scheme": stored.to_dict(), "shape": list(w.shape)}
+        if job.kind == "dequant":
+            return {job.tensor: eng.dequant(w, s, dtype, job.name)}, {}, "dequantized float8", None
+        return {job.tensor: w}, {}, "copied", None
+
+    def collect(job, future) -> None:
         try:
-            w = read(job.tensor)
-            s = read(job.scale_inv) if job.scale_inv else None
-            if job.kind == "quantize":
-                packed = engine.quantize(w, s, job.scheme, job.name)
-                tensors, ty, stored = fmt.module_tensors(job.name, job.scheme, packed)
-                modules[job.name] = {"scheme": stored.to_dict(), "shape": list(w.shape)}
-                key = job.scheme.name
-            elif job.kind == "dequant":
-                tensors, ty, key = {job.tensor: engine.dequant(w, s, dtype, job.name)}, {}, "dequantized float8"
-            else:
-                tensors, ty, key = {job.tensor: w}, {}, "copied"
-            del w, s
+            tensors, ty, key, module = future.result()
         except DsqError as exc:
             raise CheckpointError(f"{shard.path}: tensor {job.tensor!r}: {exc}") from exc
+        if module is not None:
+            modules[job.name] = module
         if job.kind != "quantize" and fmt.float_type():
             ty = {n: fmt.float_type() for n in tensors}
         for n, t in tensors.items():
@@ -96,6 +123,26 @@ def convert_shard(sp: ShardPlan, src: SourceCheckpoint, fmt: OutputFormat, engin
         st["bytes_out"] += sum(_nbytes(t) for t in tensors.values())
         if on_bytes is not None:
             on_bytes(job.src_bytes)
+
+    # reads stay on this thread, in file order; at most 2 * workers jobs are in flight
+    pending: deque = deque()
+    with ThreadPoolExecutor(max_workers=engines.workers) as pool:
+        try:
+            for job in sp.jobs:
+                try:
+                    w = read(job.tensor)
+                    s = read(job.scale_inv) if job.scale_inv else None
+                except DsqError as exc:
+                    raise CheckpointError(f"{shard.path}: tensor {job.tensor!r}: {exc}") from exc
+                pending.append((job, pool.submit(compute, job, w, s)))
+                del w, s
+                while len(pending) > 2 * engines.workers:
+                    collect(*pending.popleft())
+            while pending:
+                collect(*pending.popleft())
+        finally:
+            for _, f in pending:
+                f.cancel()
     for r in readers.values():
         r.close()
     tmp = staging.dir / f".{sp.output}.tmp-{os.getpid()}"

@@ -27,12 +27,12 @@ from dsq.errors import CheckpointError
 from dsq.qtypes import PackedWeight
 from dsq.schemes import QuantScheme
 
-from .fastquant import concat_rows, fast_supported, quantize_rows
+from .fastquant import FastQuantizer, concat_rows, fast_supported
 
 __all__ = ["dequant_fp8", "Engine", "TorchCpuEngine", "BackendEngine", "make_engine", "ROW_UNIT"]
 
 ROW_UNIT = 128
-DEFAULT_CHUNK_ELEMS = 4 * 1024 * 1024  # 16 MiB of float32 per chunk
+DEFAULT_CHUNK_ELEMS = 1024 * 1024  # 4 MiB of float32 per chunk: the work buffers stay cache-sized
 
 
 def check_fp8_scale(name: str, w_shape: tuple[int, ...], s: torch.Tensor, block: tuple[int, int]) -> None:
@@ -108,10 +108,25 @@ class TorchCpuEngine(Engine):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._reference = None
+        self.fq = FastQuantizer()
+
+    def _chunks(self, w: torch.Tensor, s: torch.Tensor | None):
+        """Like Engine._chunks, into the FastQuantizer's reused buffer (each chunk is consumed before the next)."""
+        n, k = w.shape
+        step = self._rows_per_chunk(k)
+        bn = self.fp8_block[0]
+        for r0 in range(0, n, step):
+            r1 = min(n, r0 + step)
+            if s is not None:
+                yield self.fq.dequant_fp8(w[r0:r1], s[r0 // bn: -(-r1 // bn)], self.fp8_block)
+            else:
+                buf = self.fq.buf("w", (r1 - r0, k))
+                buf.copy_(w[r0:r1])
+                yield buf
 
     def _quantize_chunk(self, w: torch.Tensor, scheme: QuantScheme, name: str) -> PackedWeight:
         if fast_supported(scheme):
-            return quantize_rows(w, scheme, name)
+            return self.fq.quantize(w, scheme, name)
         if self._reference is None:
             from dsq.registry import get_backend
 

@@ -32,10 +32,6 @@ class OutputFormat:
     def __init__(self, model_dtype: str):
         self.model_dtype = _DTYPES[model_dtype]
 
-    def default_scale_dtype(self) -> str | None:
-        """The scale dtype every rule gets with ``scale_dtype="auto"`` (None: keep the recipe's)."""
-        return None
-
     def check_scheme(self, module: str, scheme: QuantScheme) -> None:
         """Raise (before anything is written) when this format cannot store ``scheme`` for ``module``."""
 
@@ -57,10 +53,6 @@ class CompressedTensorsOut(OutputFormat):
     name = ct.FORMAT_NAME
     prefix = "model"
 
-    def default_scale_dtype(self) -> str | None:
-        # compressed-tensors loaders keep weight scales in the model dtype (see dsq.checkpoint.compressed_tensors)
-        return {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}[self.model_dtype]
-
     def check_scheme(self, module: str, scheme: QuantScheme) -> None:
         ct.check_scheme(module, scheme, self.model_dtype)
 
@@ -77,9 +69,6 @@ class CompressedTensorsOut(OutputFormat):
 class AscendOut(OutputFormat):
     name = ms.FORMAT_NAME
     prefix = "quant_model_weights"
-
-    def default_scale_dtype(self) -> str | None:
-        return "float32"  # msModelSlim stores float32 scales
 
     def check_scheme(self, module: str, scheme: QuantScheme) -> None:
         ms.ascend_type(scheme, module)

@@ -27,7 +27,7 @@ from types import SimpleNamespace
 
 from dsq.errors import CheckpointError, SchemeError
 from dsq.planning import _resolve, fit_problems
-from dsq.recipes import Recipe, Rule, resolve_recipe, target_matches
+from dsq.recipes import Recipe, resolve_recipe, target_matches
 from dsq.schemes import QuantScheme
 
 from .source import SourceCheckpoint
@@ -139,8 +139,7 @@ def make_plan(src: SourceCheckpoint, recipe, prefix: str = "model", scale_dtype:
     cfg = src.config()
     recipe = resolve_recipe(recipe, _recipe_model(cfg))
     if scale_dtype is not None:
-        rules = tuple(Rule(r.targets, r.scheme.replace(scale_dtype=scale_dtype), r.note) for r in recipe.rules)
-        recipe = Recipe(rules, recipe.ignore, recipe.name, recipe.description, recipe.optional)
+        recipe = recipe.with_scale_dtype(scale_dtype)
     names = set(src.where)
     # float8 weights and their scale partners
     scale_of: dict[str, str] = {}

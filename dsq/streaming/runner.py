@@ -22,11 +22,13 @@ import json
 import shutil
 import time
 
+import torch
+
 from dsq.errors import CheckpointError, DsqError
 from dsq.schemes import QuantScheme
 
 from . import dist as distmod
-from .convert import add_stats, convert_shard
+from .convert import EnginePool, add_stats, convert_shard
 from .engine import make_engine
 from .formats import get_format
 from .manifest import MANIFEST, Staging, read_json, write_json_atomic
@@ -49,11 +51,12 @@ def _settings(src: SourceCheckpoint, plan: StreamPlan, fmt_name: str, scale_dtyp
             "model_dtype": plan.model_dtype}
 
 
-def _resolve_scale_dtype(scale_dtype: str | None, fmt) -> str | None:
+def _resolve_scale_dtype(scale_dtype: str | None, model_dtype: str) -> str | None:
+    """As ``dsq.quantize(scale_dtype=...)``: "auto" is the model dtype when it is bf16/fp16, else the recipe's."""
     if scale_dtype in (None, "recipe"):
         return None
     if scale_dtype == "auto":
-        return fmt.default_scale_dtype()
+        return model_dtype if model_dtype in ("bfloat16", "float16") else None
     if scale_dtype not in ("float32", "bfloat16", "float16"):
         raise CheckpointError(f"scale_dtype must be auto, recipe, float32, bfloat16 or float16; got {scale_dtype!r}")
     return scale_dtype
@@ -121,7 +124,7 @@ def quantize_checkpoint(src_dir, dst_dir, recipe, backend: str = "cpu", format: 
                         scale_dtype: str | None = "auto", skip_calibrated: bool = False, overwrite: bool = False,
                         progress: bool = True, chunk_elems: int | None = None,
                         reopen_bytes: int = DEFAULT_REOPEN_BYTES, max_shards: int | None = None,
-                        opener=open) -> dict:
+                        workers: int | None = None, opener=open) -> dict:
     """Quantize checkpoint ``src_dir`` into ``dst_dir`` without building the model; returns the summary dict.
 
     Args:
@@ -129,10 +132,12 @@ def quantize_checkpoint(src_dir, dst_dir, recipe, backend: str = "cpu", format: 
         backend: ``"cpu"`` (torch fast path, bit-identical to the reference), ``"cpu-reference"`` (numpy
             oracle), ``"cuda"`` (Triton kernels on the rank's GPU) or any installed backend.
         format: ``"compressed-tensors"`` or ``"ascend"``.
-        scale_dtype: ``"auto"`` (the format's: model dtype for compressed-tensors, float32 for ascend),
-            ``"recipe"`` (keep each rule's), or a dtype name applied to every rule.
+        scale_dtype: ``"auto"`` (as ``dsq.quantize``: the model dtype when it is bf16/fp16, which
+            compressed-tensors loaders require), ``"recipe"`` (keep each rule's), or a dtype for every rule.
         skip_calibrated: keep modules whose scheme needs calibration float instead of raising.
         max_shards: stop after converting this many shards on this rank (to test resuming).
+        workers: compute threads per rank (default: torch's thread count on the CPU, 2 for a GPU backend);
+            with more than one, torch itself runs single-threaded meanwhile.
         opener: ``open``-like function for output shards (tests simulate a full disk with it).
     Rerunning the same call after a crash resumes: finished shards are kept, the rest redone.
     """
@@ -141,7 +146,7 @@ def quantize_checkpoint(src_dir, dst_dir, recipe, backend: str = "cpu", format: 
     src = SourceCheckpoint(src_dir)
     cfg = src.config()
     fmt = get_format(format, model_dtype(src))
-    sdt = _resolve_scale_dtype(scale_dtype, fmt)
+    sdt = _resolve_scale_dtype(scale_dtype, model_dtype(src))
     plan = make_plan(src, recipe, prefix=fmt.prefix, scale_dtype=sdt, skip_calibrated=skip_calibrated)
     for m, s in list(plan.linears.items()) + [(b, s) for b, (s, _) in plan.experts.items()]:
         fmt.check_scheme(m, s)
@@ -163,14 +168,16 @@ def quantize_checkpoint(src_dir, dst_dir, recipe, backend: str = "cpu", format: 
     mine = distmod.assign({name: sp.src_bytes for name, sp in todo.items()}, d.world)[d.rank]
     if max_shards is not None:
         mine = mine[:max_shards]
-    import torch
-
     if backend == "cuda" and torch.cuda.is_available() and d.world > 1:
         torch.cuda.set_device(d.local_rank % torch.cuda.device_count())
     kw = {"fp8_block": _fp8_block(cfg)}
     if chunk_elems is not None:
         kw["chunk_elems"] = chunk_elems
-    engine = make_engine(backend, **kw)
+    workers = workers or (torch.get_num_threads() if backend in ("cpu", "torch") else 2)
+    engines = EnginePool(lambda: make_engine(backend, **kw), workers)
+    threads = torch.get_num_threads()
+    if workers > 1 and engines.get().device == "cpu":
+        torch.set_num_threads(1)  # parallelism comes from the workers (see dsq.streaming.convert)
     bar = Progress(sum(todo[n].src_bytes for n in mine), progress and d.is_main)
     stats: dict = {}
     error = None
@@ -178,7 +185,7 @@ def quantize_checkpoint(src_dir, dst_dir, recipe, backend: str = "cpu", format: 
     t_work = time.perf_counter()
     try:
         for name in mine:
-            rec = convert_shard(todo[name], src, fmt, engine, staging, plan.model_dtype, bar.update, opener,
+            rec = convert_shard(todo[name], src, fmt, engines, staging, plan.model_dtype, bar.update, opener,
                                 reopen_bytes)
             add_stats(stats, rec["stats"])
             done_bytes += todo[name].src_bytes
@@ -188,6 +195,7 @@ def quantize_checkpoint(src_dir, dst_dir, recipe, backend: str = "cpu", format: 
             raise
     finally:
         bar.close()
+        torch.set_num_threads(threads)
     work_seconds = time.perf_counter() - t_work
     results = d.all_gather({"error": error, "stats": stats, "bytes": done_bytes, "rss": peak_rss_bytes(),
                             "done": len(mine), "seconds": work_seconds})
@@ -198,7 +206,7 @@ def quantize_checkpoint(src_dir, dst_dir, recipe, backend: str = "cpu", format: 
     for r in results:
         add_stats(total_stats, r["stats"])
     summary = {
-        "output": str(staging.dst), "stats": total_stats, "world": d.world, "engine": engine.name,
+        "output": str(staging.dst), "stats": total_stats, "world": d.world, "engine": engines.name,
         "shards_total": len(plan.shards), "shards_skipped": len(finished),
         "shards_done": sum(r["done"] for r in results), "bytes_done": sum(r["bytes"] for r in results),
         "seconds": max(r["seconds"] for r in results), "wall_seconds": 0.0,
@@ -210,7 +218,7 @@ def quantize_checkpoint(src_dir, dst_dir, recipe, backend: str = "cpu", format: 
         records = staging.finished(src)
         missing = [sp.output for sp in plan.shards if sp.output not in records]
         if not missing:
-            _finish(staging, src, plan, fmt, settings, records, engine.name)
+            _finish(staging, src, plan, fmt, settings, records, engines.name)
             staging.commit(overwrite)
             summary["complete"] = True
         summary["missing"] = missing

@@ -7,8 +7,6 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from dsq.recipes import Recipe, Rule, resolve_recipe
-
 
 def read_all(directory) -> dict[str, torch.Tensor]:
     """Every tensor of every *.safetensors file in ``directory``."""
@@ -26,13 +24,6 @@ def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
         x, y = a[k], b[k]
         assert x.dtype == y.dtype and tuple(x.shape) == tuple(y.shape), (k, x.dtype, y.dtype, x.shape, y.shape)
         assert torch.equal(x.contiguous().view(torch.uint8), y.contiguous().view(torch.uint8)), k
-
-
-def with_scale_dtype(recipe, scale_dtype: str, model=None) -> Recipe:
-    """The recipe with every rule's scale dtype replaced (what quantize-checkpoint's --scale-dtype does)."""
-    r = resolve_recipe(recipe, model)
-    rules = tuple(Rule(x.targets, x.scheme.replace(scale_dtype=scale_dtype), x.note) for x in r.rules)
-    return Recipe(rules, r.ignore, r.name, r.description, r.optional)
 
 
 def tiny_deepseek_model(seed: int = 0):

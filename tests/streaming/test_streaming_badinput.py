@@ -177,7 +177,7 @@ def test_nan_weight_names_file_and_tensor_then_resume(src, pristine, tmp_path):
 
     _rewrite_shard(shard, poison)
     dst = tmp_path / "out"
-    with pytest.raises(CheckpointError, match=f"{shard.name}: tensor '{victim}'.*NaN or Inf"):
+    with pytest.raises(CheckpointError, match=f"{shard.name}: tensor '{victim}'.*NaN"):
         quantize_checkpoint(src, dst, RECIPE, progress=False)
     _nothing_at(dst)
     shutil.copy(pristine[0] / shard.name, shard)

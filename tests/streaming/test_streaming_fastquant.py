@@ -113,3 +113,42 @@ def test_reference_engine_is_the_oracle():
     eng = make_engine("cpu-reference")
     w = _weights((64, 128))
     _same(eng.quantize(w, None, dsq.get_scheme("W4A16"), "m"), REF.quantize_weight(w, dsq.get_scheme("W4A16")))
+
+
+@pytest.mark.parametrize("scale_range", [(1e-4, 1e-2), (1e-40, 1e-37), (1.0, 300.0)])
+def test_fast_fp8_dequant_is_bit_identical_for_every_code(scale_range):
+    """Every non-NaN e4m3 code (subnormals, -0, 448) times block scales, incl. subnormal float32 products and
+    scales large enough to take the plain-conversion path, in a chunk with short edge blocks."""
+    from dsq.streaming.fastquant import FastQuantizer
+
+    codes = torch.tensor([b for b in range(256) if b & 0x7F != 0x7F], dtype=torch.uint8)
+    g = torch.Generator().manual_seed(7)
+    for rows, cols in ((256, 508), (130, 254), (128, 256)):
+        idx = torch.randint(0, codes.numel(), (rows, cols), generator=g)
+        q = codes[idx]
+        q[0, : codes.numel()] = codes[: min(cols, codes.numel())]
+        w8 = q.view(torch.float8_e4m3fn)
+        lo, hi = scale_range
+        s = torch.rand(-(-rows // 128), -(-cols // 128), generator=g) * (hi - lo) + lo
+        got = FastQuantizer().dequant_fp8(w8, s, (128, 128))
+        want = dequant_fp8(w8, s)
+        assert torch.equal(got.view(torch.int32), want.view(torch.int32))
+
+
+def test_fast_fp8_dequant_refuses_nan_codes():
+    from dsq.streaming.fastquant import FastQuantizer
+
+    q = torch.zeros(128, 128, dtype=torch.uint8)
+    q[5, 9] = 0xFF
+    with pytest.raises(QuantInputError, match="NaN codes"):
+        FastQuantizer().dequant_fp8(q.view(torch.float8_e4m3fn), torch.ones(1, 1), (128, 128))
+
+
+def test_engine_from_fp8_matches_reference_on_the_product():
+    g = torch.Generator().manual_seed(9)
+    w8 = (torch.randn(300, 256, generator=g) * 60).to(torch.float8_e4m3fn)
+    s = torch.rand(3, 2, generator=g) * 1e-3
+    eng = TorchCpuEngine(chunk_elems=128 * 256)
+    for name in SCHEMES:
+        scheme = dsq.get_scheme(name)
+        _same(eng.quantize(w8, s, scheme, "m"), REF.quantize_weight(dequant_fp8(w8, s), scheme))

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from streaming_helpers import assert_same_tensors, read_all, tiny_deepseek_model, with_scale_dtype
+from streaming_helpers import assert_same_tensors, read_all, tiny_deepseek_model
 
 import dsq
 from dsq.checkpoint import compressed_tensors as ct
@@ -50,17 +50,20 @@ def _normalised(qcfg: dict | None):
 
 
 @pytest.mark.parametrize("recipe,fmt,scale_dtype", [
-    ("deepseek-w4afp8", "compressed-tensors", "bfloat16"),
-    ("w4a16", "compressed-tensors", "bfloat16"),
-    ("w8a16", "compressed-tensors", "bfloat16"),
+    ("deepseek-w4afp8", "compressed-tensors", "auto"),
+    ("w4a16", "compressed-tensors", "auto"),
+    ("w8a16", "compressed-tensors", "auto"),
+    (None, "ascend", "auto"),
     (None, "ascend", "float32"),
 ])
 def test_stream_equals_quantize_then_save(hf_source, tmp_path, recipe, fmt, scale_dtype):
+    """Same recipe and scale dtype policy on both paths (defaults: scale dtype = the bf16 model's)."""
     model, src = hf_source
-    r = with_scale_dtype(recipe or _ascend_recipe(), scale_dtype, model)
-    q = dsq.quantize(copy.deepcopy(model), r, backend="cpu", progress=False)
+    r = recipe or _ascend_recipe()
+    q = dsq.quantize(copy.deepcopy(model), r, backend="cpu", scale_dtype=scale_dtype, progress=False)
     dsq.save(q, tmp_path / "saved", format=fmt)
-    summary = quantize_checkpoint(src, tmp_path / "streamed", r, format=fmt, scale_dtype="recipe", progress=False)
+    summary = quantize_checkpoint(src, tmp_path / "streamed", r, format=fmt, scale_dtype=scale_dtype,
+                                  progress=False)
     assert summary["complete"] and summary["shards_done"] == summary["shards_total"] > 3
     assert_same_tensors(read_all(tmp_path / "streamed"), read_all(tmp_path / "saved"))
     a = json.loads((tmp_path / "saved" / "config.json").read_text()).get("quantization_config")
@@ -113,8 +116,7 @@ def test_fp8_source_equals_reference_on_dequantized_weights(tmp_path, fmt, recip
     from dsq.streaming.plan import make_plan
     from dsq.streaming.source import SourceCheckpoint
 
-    sdt = "bfloat16" if fmt == "compressed-tensors" else "float32"
-    plan = make_plan(SourceCheckpoint(tmp_path / "src"), r, scale_dtype=sdt)
+    plan = make_plan(SourceCheckpoint(tmp_path / "src"), r, scale_dtype="bfloat16")  # auto: the bf16 model's
     jobs = {j.name: j for sp in plan.shards for j in sp.jobs if j.kind == "quantize"}
     assert set(jobs) == set(schemes) and len(jobs) > 30
     expected = {}
