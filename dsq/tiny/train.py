@@ -9,7 +9,8 @@ Expert balance: DeepSeek-V3's auxiliary-loss-free rule. After every step each ro
 (added to the sigmoid scores only when choosing experts, never to the mixing weights) moves by
 ``bias_e += gamma * sign(mean_load - load_e)``, where ``load_e`` counts the step's picks of expert e.
 
-Output: ``config.json`` and ``model.safetensors`` (bf16 weights, router correction biases fp32) in ``--out``
+Output: ``config.json`` and ``model.safetensors`` (bf16 weights; router correction biases bf16-rounded, stored
+fp32) in ``--out``
 (default ``dsq/tiny/model/``), written through a temporary folder and renamed into place, and ``--summary``
 (default ``dsq/tiny/training_summary.json``: steps, tokens, wall time, machine, held-out perplexity,
 per-expert load).
@@ -22,7 +23,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -53,11 +53,15 @@ def _cpu_name() -> str:
 
 
 def save_bf16(model, out: Path) -> None:
-    """Write config.json + model.safetensors (bf16; correction biases fp32) atomically into ``out``."""
+    """Write config.json + model.safetensors atomically into ``out``.
+
+    Every tensor is rounded to bf16. The router correction biases are rounded to bf16 too and then stored as
+    float32 (transformers keeps that buffer in fp32); the shipped weights were made this way.
+    """
     out.mkdir(parents=True, exist_ok=True)
     model = model.to(torch.bfloat16)
     for _, r in routers(model):
-        r.e_score_correction_bias.data = r.e_score_correction_bias.data.float()
+        r.e_score_correction_bias.data = r.e_score_correction_bias.data.float()  # bf16 values, fp32 storage
     with tempfile.TemporaryDirectory(dir=out, prefix=".save-") as tmp:
         model.save_pretrained(tmp)
         for name in ("config.json", "model.safetensors"):
@@ -119,8 +123,8 @@ def train(args) -> dict:
     out = Path(args.out)
     save_bf16(model, out)
     shipped = load_model(out)
-    full = perplexity(shipped, held, progress=False, track_experts=True)
-    uni = unigram_perplexity(text, held)
+    full = perplexity(shipped, held, progress=False, track_experts=True, max_tokens=args.eval_tokens)
+    uni = unigram_perplexity(text, held, args.eval_tokens)
     summary = {
         "steps": args.steps, "batch": args.batch, "context": CONTEXT, "tokens": args.steps * args.batch * CONTEXT,
         "lr": args.lr, "warmup": args.warmup, "bias_gamma": args.bias_gamma, "seed": args.seed,
@@ -140,7 +144,7 @@ def train(args) -> dict:
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description="Train the embedded tiny DeepSeek-V3 model (CPU, deterministic).")
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--batch", type=int, default=12)
@@ -152,11 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--out", default=str(HERE / "model"), help="folder for config.json/model.safetensors")
     ap.add_argument("--summary", default=str(HERE / "training_summary.json"), help="training summary JSON")
-    args = ap.parse_args(argv)
-    if shutil.disk_usage(Path(args.out).parent if not Path(args.out).exists() else args.out).free < 100 << 20:
-        print("less than 100 MB free in the output folder", file=sys.stderr)
-        return 1
-    train(args)
+    ap.add_argument("--eval-tokens", type=int, default=None, help="held-out bytes for the final eval (all)")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    train(parse_args(argv))
     return 0
 
 
