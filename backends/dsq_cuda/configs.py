@@ -28,8 +28,19 @@ class Config:
     num_stages: int = 3
 
 
-#: measured winners: (kind, m_bucket, N, K) -> Config; filled from the GPU sweep (docs/benchmarks/cuda.md)
-TUNED: dict[tuple[str, int, int, int], Config] = {}
+#: measured winners: (kind, m_bucket, N, K) -> Config, from the H200 sweep of benchmarks/cuda/run_gpu.py
+#: (benchmarks/cuda/results/h200_v2.log; W4A16 winners, used for W8A16 too). gemv configs store -BLOCK_K.
+TUNED: dict[tuple[str, int, int, int], Config] = {
+    ("gemv", 1, 18432, 7168): Config(1, 128, -128, 8, 4, 3),
+    ("gemv", 1, 2048, 7168): Config(1, 32, -128, 8, 4, 3),
+    ("gemv", 1, 7168, 2048): Config(1, 64, -128, 8, 4, 3),
+    ("wonly", 16, 18432, 7168): Config(16, 128, 128, 4, 4, 3),
+    ("wonly", 16, 2048, 7168): Config(16, 64, 128, 8, 4, 3),
+    ("wonly", 16, 7168, 2048): Config(16, 128, 128, 8, 4, 3),
+    ("wonly", 64, 18432, 7168): Config(64, 128, 128, 8, 4, 3),
+    ("wonly", 64, 2048, 7168): Config(64, 128, 128, 8, 4, 4),
+    ("wonly", 64, 7168, 2048): Config(64, 128, 128, 4, 4, 3),
+}
 
 
 def m_bucket(m: int) -> int:
@@ -64,13 +75,13 @@ def pick(kind: str, m: int, n: int, k: int, group: int, device: str) -> Config:
         return Config(16, 32, bk, 2 if k > 2 * bk else 1, 4, 1)
     sms = _sm_count(torch.device(device).index or 0)
     if mb <= 16:
-        bm, bn, bk, warps, stages = 16, 64, 128, 4, 4
+        bm, bn, bk, warps, stages = 16, 128, 128, 4, 3
     elif mb <= 64:
         bm, bn, bk, warps, stages = mb, 64, 128, 4, 4
     elif mb <= 256:
-        bm, bn, bk, warps, stages = 64, 128, 64 if kind == "wonly" else 128, 4, 4
-    else:
-        bm, bn, bk, warps, stages = 128, 128, 64 if kind == "wonly" else 128, 8, 3
+        bm, bn, bk, warps, stages = 64, 128, 128, 4, 4
+    else:  # weight-only needs BLOCK_K = 128: its field-wise dots are BLOCK_K / 8 deep, and MMAs need >= 16
+        bm, bn, bk, warps, stages = 128, 128, 128, 8, 3
     if group:
         bk = _largest_divisor_block(group, bk)
     tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
@@ -88,7 +99,7 @@ def _pick_gemv(m: int, n: int, k: int, group: int, device: str) -> Config:
     if interpreting() or device == "cpu":
         return Config(bm, 16, -min(bk, 64), 2 if k > 128 else 1, 4, 1)
     sms = _sm_count(torch.device(device).index or 0)
-    bn = 64
+    bn = 128 if n >= 8192 else 64 if n >= 4096 else 32  # the sweep's winners by N
     tiles = triton.cdiv(n, bn)
     split = max(1, min(triton.cdiv(k, bk) // 4, triton.cdiv(2 * sms, tiles))) if tiles < 2 * sms else 1
     return Config(bm, bn, -bk, split, 4, 3)

@@ -73,8 +73,9 @@ def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> 
     return lay
 
 
-#: weight-only schemes use the tensor-core-free decode kernel up to this many rows ...
-GEMV_MAX_M = 4
+#: weight-only schemes use the tensor-core-free decode kernel up to this many rows (measured on H200: at M=4
+#: it was 1.4x slower than the tiled kernel with BLOCK_M=16, at M=1 1.1x faster) ...
+GEMV_MAX_M = 1
 #: ... and dequantize-then-cuBLAS from this many rows on (None: never). Tests lower these to reach every path.
 DENSE_MIN_M: int | None = 256
 
@@ -84,7 +85,9 @@ def _weight_only(x, lay, scheme, bias, config: Config | None) -> torch.Tensor:
     m, n, k = x.shape[0], lay["n"], lay["k"]
     group = group_of(scheme)
     dev = x.device
-    if config is None and DENSE_MIN_M is not None and m >= DENSE_MIN_M:
+    # the tiled kernel's field-wise dots are group / (32 / bits) deep; MMAs need 16: smaller groups go dense
+    too_shallow = bool(group) and group // (32 // scheme.weight_bits) < 16
+    if config is None and ((DENSE_MIN_M is not None and m >= DENSE_MIN_M) or (too_shallow and m > GEMV_MAX_M)):
         wd = dequantize(lay, scheme.weight_bits, group, x.dtype)
         y = x @ wd.t()
         return y if bias is None else y + bias.to(y.dtype)

@@ -92,3 +92,13 @@ def test_weight_only_paths(cuda_backend, ref_backend, monkeypatch, name, path):
         monkeypatch.setattr(mm, "DENSE_MIN_M", 1)
     y = raw_matmul(x, pw, scheme, bias, config=cfg)
     assert _rel(y, ref) < TOL[torch.bfloat16], f"{name} {path}: {_rel(y, ref):.3g}"
+
+
+@pytest.mark.parametrize("m", [2, 9])
+def test_small_group_size(cuda_backend, ref_backend, m):
+    """group 32 (shallower than one MMA after unpacking): GEMV at tiny M, dequantize + GEMM above."""
+    scheme = dsq.get_scheme("W4A16", group_size=32)
+    _, w, x, bias, _ = _problem("W4A16", 24, 200, m, torch.bfloat16, seed=5)
+    pw = ref_backend.quantize_weight(w, scheme)
+    y = cuda_backend.matmul(x, pw, scheme, bias)
+    assert _rel(y, ref_backend.matmul(x, pw, scheme, bias)) < TOL[torch.bfloat16]
