@@ -48,6 +48,29 @@ def check_activation(x: torch.Tensor, k: int | None, name: str = "x") -> None:
     _check_finite(x, name)
 
 
+def check_bias(bias: torch.Tensor | None, n: int) -> None:
+    """A bias is None or a tensor of shape [N]."""
+    if bias is not None and tuple(bias.shape) != (n,):
+        raise QuantInputError(f"bias has shape {tuple(bias.shape)}; expected [N] = [{n}]")
+
+
+def act_stats_range(act_stats, lead: tuple[int, ...], scheme: QuantScheme) -> tuple[torch.Tensor, torch.Tensor]:
+    """Observed (min, max) of static-scheme activations as float32 tensors of shape [*lead, 1].
+
+    ``act_stats`` is one ActStats (shared by every stacked weight) or a list with one per leading index
+    (one per expert for stacked [E, N, K] weights).
+    """
+    if act_stats is None:
+        raise QuantInputError(f"{scheme.name} has static activations: calibrate needs act_stats "
+                              "(ActStats from calibration data; one per expert for stacked weights)")
+    stats = act_stats if isinstance(act_stats, (list, tuple)) else [act_stats] * (lead[0] if lead else 1)
+    if lead and len(stats) != lead[0]:
+        raise QuantInputError(f"got {len(stats)} ActStats for {lead[0]} stacked weights")
+    lo = torch.tensor([s.min_val for s in stats], dtype=torch.float32).reshape(lead + (1,))
+    hi = torch.tensor([s.max_val for s in stats], dtype=torch.float32).reshape(lead + (1,))
+    return lo, hi
+
+
 def check_packed(packed: PackedWeight, scheme: QuantScheme, ndim: int = 2) -> None:
     """A PackedWeight matches the scheme it is used with and has the expected number of dims."""
     if packed.scheme.lower() != scheme.name.lower():

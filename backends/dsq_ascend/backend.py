@@ -24,7 +24,14 @@ from dsq.backend import YES, Backend, Capability
 from dsq.errors import QuantInputError
 from dsq.qtypes import ExpertWeights, PackedWeight, QParams, QuantizedActivation
 from dsq.schemes import ActGranularity, Granularity, QType, QuantScheme
-from dsq.validate import check_activation, check_moe_inputs, check_packed, check_weight
+from dsq.validate import (
+    act_stats_range,
+    check_activation,
+    check_bias,
+    check_moe_inputs,
+    check_packed,
+    check_weight,
+)
 
 from . import activations, canonical, prepare, runtime
 from .moe import run_moe
@@ -91,21 +98,9 @@ class AscendBackend(Backend):
         check_weight(weight, scheme)
         qp = canonical.calibrate_weight(weight.detach().cpu().to(torch.float32), scheme)
         if scheme.static_activations:
-            lo, hi = self._stats(act_stats, tuple(weight.shape[:-2]), scheme)
+            lo, hi = act_stats_range(act_stats, tuple(weight.shape[:-2]), scheme)
             qp.input_scale, qp.input_zero_point = canonical.calibrate_static_activation(lo, hi, scheme)
         return qp
-
-    @staticmethod
-    def _stats(act_stats, lead: tuple[int, ...], scheme: QuantScheme):
-        if act_stats is None:
-            raise QuantInputError(f"{scheme.name} has static activations: calibrate needs act_stats "
-                                  "(ActStats from calibration data; one per expert for stacked weights)")
-        stats = act_stats if isinstance(act_stats, (list, tuple)) else [act_stats] * (lead[0] if lead else 1)
-        if lead and len(stats) != lead[0]:
-            raise QuantInputError(f"got {len(stats)} ActStats for {lead[0]} stacked weights")
-        lo = torch.tensor([s.min_val for s in stats], dtype=torch.float32).reshape(lead + (1,))
-        hi = torch.tensor([s.max_val for s in stats], dtype=torch.float32).reshape(lead + (1,))
-        return lo, hi
 
     def pack(self, weight: torch.Tensor, qparams: QParams, scheme: QuantScheme) -> PackedWeight:
         self.require(scheme, "pack")
@@ -150,7 +145,7 @@ class AscendBackend(Backend):
         check_packed(packed, scheme, ndim=2)
         n, k = packed.shape
         check_activation(x, k)
-        prepare.check_bias(bias, n)
+        check_bias(bias, n)
         ops, dev = self.ops, self.device
         dl = prepare.prepare(packed, scheme, ops, dev)
         x = x.to(dev)

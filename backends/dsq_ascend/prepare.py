@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import torch
 
-from dsq.errors import QuantInputError
 from dsq.qtypes import PackedWeight
 from dsq.schemes import QType, QuantScheme
 
@@ -98,11 +97,6 @@ def _weight_only(codes, qp, scheme: QuantScheme, ops, device: str, n: int, k: in
     out["offset"] = None if offset is None else offset.to(device)
     out["n_pad"] = n_pad
     return out
-
-
-def check_bias(bias: torch.Tensor | None, n: int) -> None:
-    if bias is not None and tuple(bias.shape) != (n,):
-        raise QuantInputError(f"bias has shape {tuple(bias.shape)}; expected [N] = [{n}]")
 
 
 def dequantized_f32(packed: PackedWeight, scheme: QuantScheme, device: str) -> torch.Tensor:

@@ -14,7 +14,14 @@ from dsq.backend import YES, Backend, Capability
 from dsq.errors import QuantInputError
 from dsq.qtypes import ActStats, ExpertWeights, PackedWeight, QParams, QuantizedActivation, weight_tensor_name
 from dsq.schemes import QType, QuantScheme
-from dsq.validate import check_activation, check_moe_inputs, check_packed, check_weight
+from dsq.validate import (
+    act_stats_range,
+    check_activation,
+    check_bias,
+    check_moe_inputs,
+    check_packed,
+    check_weight,
+)
 
 from . import activations, gemm, weights
 from .packing import pack_codes, pack_zero_points, unpack_codes, unpack_zero_points
@@ -86,24 +93,12 @@ class CpuReferenceBackend(Backend):
         if qp["weight_group_scale"] is not None:
             out.weight_group_scale = torch.from_numpy(qp["weight_group_scale"])
         if scheme.static_activations:
-            lo, hi = self._stats_arrays(act_stats, weight.shape[:-2], scheme)
-            s, zp = weights.calibrate_static_activation(lo, hi, scheme)
+            lo, hi = act_stats_range(act_stats, tuple(weight.shape[:-2]), scheme)
+            s, zp = weights.calibrate_static_activation(lo.numpy(), hi.numpy(), scheme)
             out.input_scale = torch.from_numpy(s)
             if not scheme.act_symmetric:
                 out.input_zero_point = torch.from_numpy(zp)
         return out
-
-    @staticmethod
-    def _stats_arrays(act_stats, lead: tuple[int, ...], scheme: QuantScheme):
-        if act_stats is None:
-            raise QuantInputError(f"{scheme.name} has static activations: calibrate needs act_stats "
-                                  "(ActStats from calibration data; one per expert for stacked weights)")
-        stats = act_stats if isinstance(act_stats, (list, tuple)) else [act_stats] * (lead[0] if lead else 1)
-        if lead and len(stats) != lead[0]:
-            raise QuantInputError(f"got {len(stats)} ActStats for {lead[0]} stacked weights")
-        lo = np.array([s.min_val for s in stats], np.float32).reshape(lead + (1,))
-        hi = np.array([s.max_val for s in stats], np.float32).reshape(lead + (1,))
-        return lo, hi
 
     def pack(self, weight: torch.Tensor, qparams: QParams, scheme: QuantScheme) -> PackedWeight:
         check_weight(weight, scheme)
@@ -177,8 +172,7 @@ class CpuReferenceBackend(Backend):
         check_packed(packed, scheme, ndim=2)
         n, k = packed.shape
         check_activation(x, k)
-        if bias is not None and tuple(bias.shape) != (n,):
-            raise QuantInputError(f"bias has shape {tuple(bias.shape)}; expected [N] = [{n}]")
+        check_bias(bias, n)
         w = weights.dequantize_weight(self._codes(packed, scheme), _qparams_np(packed, scheme, packed.shape), scheme)
         y = gemm.exact_matmul(self._x_exact(x, scheme, packed), w, None if bias is None else _np32(bias))
         return torch.from_numpy(y.astype(np.float32)).to(x.dtype)

@@ -19,7 +19,7 @@ from dsq.backend import YES, Backend, Capability
 from dsq.errors import QuantInputError
 from dsq.qtypes import ExpertWeights, PackedWeight, QParams, QuantizedActivation
 from dsq.schemes import ActGranularity, Granularity, QType, QuantScheme
-from dsq.validate import check_activation, check_moe_inputs, check_packed, check_weight
+from dsq.validate import check_activation, check_bias, check_moe_inputs, check_packed, check_weight
 
 from . import int8
 
@@ -92,8 +92,7 @@ class ExampleTorchBackend(Backend):
         check_packed(packed, scheme, ndim=2)
         n, k = packed.shape
         check_activation(x, k)
-        if bias is not None and tuple(bias.shape) != (n,):
-            raise QuantInputError(f"bias has shape {tuple(bias.shape)}; expected [N] = [{n}]")
+        check_bias(bias, n)
         q = self._codes(packed)
         s_w = packed["weight_scale"].float()  # [N, 1]
         if scheme.weight_only:
