@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     except DsqError as exc:
         print(f"dsq {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `dsq backends | head`: the reader left; not an error
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -25,7 +25,7 @@ def add_parser(sub) -> None:
 def collect() -> dict:
     """Everything ``dsq backends`` shows, as plain data."""
     out = {"backends": [], "plugin_errors": plugin_errors()}
-    for b in list_backends():
+    for b in sorted(list_backends(), key=lambda b: b.name):
         ok, why = b.is_available()
         caps = b.capabilities()
         out["backends"].append({
@@ -42,9 +42,12 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
-    rows = [[b["name"], ", ".join(b["aliases"]), "yes" if b["available"] else "no", b["reason"] or "-"]
-            for b in data["backends"]]
-    print(format_table(["backend", "aliases", "available", "reason"], rows))
+    rows = [[b["name"], ", ".join(b["aliases"]), b["device"], "yes" if b["available"] else "no",
+             (b["reason"].split(";")[0] if b["reason"] else "-")] for b in data["backends"]]
+    print(format_table(["backend", "aliases", "device", "available", "reason (first clause)"], rows))
+    for b in data["backends"]:
+        if not b["available"]:
+            print(f"\n{b['name']} is unavailable: {b['reason']}")
     for name, err in data["plugin_errors"].items():
         print(f"plugin {name!r} failed to load: {err}")
     legend = ", ".join(f"{v}={k}" for k, v in _SHORT.items())
