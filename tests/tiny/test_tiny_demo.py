@@ -51,3 +51,13 @@ def test_tiny_demo_refuses_to_overwrite(demo_out):
 def test_tiny_demo_unknown_preset(tmp_path):
     with pytest.raises(DsqError, match="unknown recipe"):
         run_demo(backend="cpu", out=tmp_path, presets=["w3a3"], progress=False)
+
+
+def test_tiny_eval_reads_demo_checkpoint(demo_out, capsys):
+    rows = {r["preset"]: r for r in json.loads((demo_out / "results.json").read_text())["rows"]}
+    capsys.readouterr()
+    ckpt = demo_out / "checkpoints" / "w4a16"
+    assert main(["eval", str(ckpt), "--backend", "cpu", "--max-tokens", "300", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["kind"] == "dsq" and out["backend"] == "cpu"
+    assert out["ppl"] == pytest.approx(rows["w4a16"]["ppl"], rel=1e-9)  # reloaded == in-memory quantized model
