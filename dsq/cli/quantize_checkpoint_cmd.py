@@ -30,6 +30,8 @@ def add_parser(sub) -> None:
                         "bfloat16 or float16")
     p.add_argument("--skip-calibrated", action="store_true",
                    help="keep modules whose scheme needs calibration (static activations) float instead of failing")
+    p.add_argument("--workers", type=int, default=None,
+                   help="compute threads per process (default: torch's thread count on the CPU, 2 with a GPU)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing DST")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -41,7 +43,7 @@ def run(args) -> int:
 
     summary = quantize_checkpoint(args.src, args.dst, args.recipe, backend=args.backend, format=args.format,
                                   scale_dtype=args.scale_dtype, skip_calibrated=args.skip_calibrated,
-                                  overwrite=args.overwrite, progress=not args.no_progress)
+                                  overwrite=args.overwrite, progress=not args.no_progress, workers=args.workers)
     if int(os.environ.get("RANK", "0")) == 0:
         if args.json:
             print(summary_json(summary))

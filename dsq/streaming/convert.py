@@ -12,10 +12,10 @@ own engine and work buffers; torch kernels release the GIL), and results are col
 shared or small CPU, several single-threaded workers beat one multi-threaded torch: every torch op with
 OpenMP threads ends in a barrier that stalls whenever one of its threads is descheduled.
 
-The output tensors of the shard are held in memory (at most about one source shard: quantized weights are
-smaller than their source, copies the same size) and then streamed to a temporary file by
-:class:`~dsq.streaming.st_format.StreamWriter`, fsynced and renamed; only then is the shard's record written.
-Any failure names the source file and tensor and leaves no partial output behind.
+Output tensors go to a temporary file as soon as each job finishes (in job order), through
+:class:`~dsq.streaming.st_format.StreamWriter` with a reserved header, so memory holds only the jobs in
+flight, never the shard's output; the file is then completed, fsynced and renamed, and only then is the
+shard's record written. Any failure names the source file and tensor and leaves no partial output behind.
 """
 
 from __future__ import annotations
@@ -85,7 +85,10 @@ def convert_shard(sp: ShardPlan, src: SourceCheckpoint, fmt: OutputFormat, engin
             readers[fname] = ShardReader(src.by_name[fname], **kw)
         return readers[fname].get(tensor)
 
-    out: dict[str, torch.Tensor] = {}
+    tmp = staging.dir / f".{sp.output}.tmp-{os.getpid()}"
+    # one JSON header entry is < 160 bytes plus its name; a quantized module writes at most 8 tensors
+    reserve = 4096 + sum((8 if j.kind == "quantize" else 1) * (len(j.name) + 200) for j in sp.jobs)
+    writer = StreamWriter(tmp, None, {"format": "pt"}, opener, reserve=reserve)
     types: dict[str, str] = {}
     modules: dict[str, dict] = {}
     stats: dict[str, dict[str, int]] = {}
@@ -112,9 +115,9 @@ def convert_shard(sp: ShardPlan, src: SourceCheckpoint, fmt: OutputFormat, engin
         if job.kind != "quantize" and fmt.float_type():
             ty = {n: fmt.float_type() for n in tensors}
         for n, t in tensors.items():
-            if n in out:
+            if n in writer.crcs:
                 raise CheckpointError(f"{shard.path}: output tensor {n!r} is produced twice (from {job.tensor!r})")
-            out[n] = t
+            writer.write(n, t)  # straight to disk: the shard's output never accumulates in memory
         types.update(ty)
         st = stats.setdefault(key, {"modules": 0, "tensors_out": 0, "bytes_in": 0, "bytes_out": 0})
         st["modules"] += 1
@@ -140,15 +143,13 @@ def convert_shard(sp: ShardPlan, src: SourceCheckpoint, fmt: OutputFormat, engin
                     collect(*pending.popleft())
             while pending:
                 collect(*pending.popleft())
-        finally:
+        except BaseException:
             for _, f in pending:
                 f.cancel()
+            writer.abort()
+            raise
     for r in readers.values():
         r.close()
-    tmp = staging.dir / f".{sp.output}.tmp-{os.getpid()}"
-    writer = StreamWriter(tmp, [(n, t.dtype, tuple(t.shape)) for n, t in out.items()], {"format": "pt"}, opener)
-    for n in list(out):
-        writer.write(n, out.pop(n))  # drop each tensor as soon as it is on disk
     writer.close()
     final = staging.dir / sp.output
     try:

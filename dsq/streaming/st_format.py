@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 import zlib
 from dataclasses import dataclass
@@ -134,43 +135,65 @@ def crc32_of(t: torch.Tensor) -> str:
 class StreamWriter:
     """Write one safetensors file tensor by tensor, into ``path`` (normally a temporary name).
 
-    ``specs`` fixes the names, dtypes and shapes (and so the header) up front; :meth:`write` must then be
-    called once per tensor in the same order. ``opener`` opens the file (tests pass one that simulates a full
-    disk). An ``OSError`` while writing is re-raised as CheckpointError naming the file and the tensor.
+    Two modes:
+
+    * ``specs`` given: names, dtypes and shapes (so the header) are fixed up front and written first;
+      :meth:`write` is then called once per tensor in that order.
+    * ``specs=None, reserve=R``: the header is not known yet. ``R`` bytes are reserved for it, tensors are
+      appended as they are produced (nothing accumulates in memory), and :meth:`close` writes the header into
+      the reserved space, padded with spaces, which the safetensors format allows after its JSON. Data offsets
+      are relative to the end of the header, so they do not depend on its length. A header that outgrows
+      the reservation is still handled: the data is copied behind a larger header.
+
+    ``opener`` opens the file (tests pass one that simulates a full disk). An ``OSError`` while writing is
+    re-raised as CheckpointError naming the file and the tensor.
     """
 
-    def __init__(self, path: str | os.PathLike, specs: list[tuple[str, torch.dtype, tuple[int, ...]]],
-                 metadata: dict[str, str] | None = None, opener=open):
+    def __init__(self, path: str | os.PathLike, specs: list[tuple[str, torch.dtype, tuple[int, ...]]] | None,
+                 metadata: dict[str, str] | None = None, opener=open, reserve: int = 0):
         self.path = Path(path)
-        header: dict[str, object] = {}
-        if metadata:
-            header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-        offset = 0
+        self._meta = {str(k): str(v) for k, v in (metadata or {}).items()}
+        self._fixed = specs is not None
         self._order: list[tuple[str, int]] = []
         self.specs: list[tuple[str, str, tuple[int, ...]]] = []  # (name, dtype code, shape)
-        for name, dtype, shape in specs:
-            if dtype not in DTYPE_CODES:
-                raise CheckpointError(f"tensor {name!r}: dtype {dtype} cannot be stored in safetensors by dsq")
-            numel = 1
-            for s in shape:
-                numel *= int(s)
-            nb = numel * _ITEMSIZE[DTYPE_CODES[dtype]]
-            header[name] = {"dtype": DTYPE_CODES[dtype], "shape": [int(s) for s in shape],
-                            "data_offsets": [offset, offset + nb]}
-            self._order.append((name, nb))
-            self.specs.append((name, DTYPE_CODES[dtype], tuple(int(x) for x in shape)))
-            offset += nb
-        text = json.dumps(header, separators=(",", ":")).encode()
-        text += b" " * ((-len(text)) % 8)  # keep the data buffer 8-byte aligned, as safetensors does
-        self.total_bytes = 8 + len(text) + offset
+        self._offset = 0
         self._next = 0
         self.crcs: dict[str, str] = {}
         self._f = None
+        for name, dtype, shape in specs or []:
+            self._add_spec(name, dtype, shape)
+        if self._fixed:
+            text = self._header_bytes()
+        else:
+            self._reserved = max(64, reserve + (-reserve) % 8)
+            text = b" " * self._reserved
+        self._header_len = len(text)
         try:
             self._f = opener(self.path, "wb")
             self._f.write(struct.pack("<Q", len(text)) + text)
         except OSError as exc:
             self._fail(exc, "the header")
+
+    def _add_spec(self, name: str, dtype: torch.dtype, shape) -> int:
+        if dtype not in DTYPE_CODES:
+            raise CheckpointError(f"tensor {name!r}: dtype {dtype} cannot be stored in safetensors by dsq")
+        numel = 1
+        for d in shape:
+            numel *= int(d)
+        nb = numel * _ITEMSIZE[DTYPE_CODES[dtype]]
+        self._order.append((name, nb))
+        self.specs.append((name, DTYPE_CODES[dtype], tuple(int(x) for x in shape)))
+        return nb
+
+    def _header_bytes(self, pad_to: int = 0) -> bytes:
+        header: dict[str, object] = {"__metadata__": self._meta} if self._meta else {}
+        offset = 0
+        for (name, code, shape), (_, nb) in zip(self.specs, self._order):
+            header[name] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + nb]}
+            offset += nb
+        text = json.dumps(header, separators=(",", ":")).encode()
+        text += b" " * ((-len(text)) % 8)  # keep the data buffer 8-byte aligned, as safetensors does
+        return text + b" " * max(0, pad_to - len(text))
 
     def _fail(self, exc: OSError, what: str) -> None:
         self.abort()
@@ -178,13 +201,18 @@ class StreamWriter:
         raise CheckpointError(f"cannot write {what} of {self.path}: {reason}") from exc
 
     def write(self, name: str, t: torch.Tensor) -> None:
-        """Append tensor ``name`` (must be the next spec, same dtype and shape)."""
-        exp_name, nb = self._order[self._next]
-        if name != exp_name:
-            raise CheckpointError(f"{self.path}: tensor {name!r} written out of order (expected {exp_name!r})")
+        """Append tensor ``name`` (with fixed specs: the next one, same dtype and shape)."""
         data = tensor_bytes(t)
-        if data.nbytes != nb:
-            raise CheckpointError(f"{self.path}: tensor {name!r} has {data.nbytes} bytes, its header says {nb}")
+        if self._fixed:
+            exp_name, nb = self._order[self._next]
+            if name != exp_name:
+                raise CheckpointError(f"{self.path}: tensor {name!r} written out of order (expected {exp_name!r})")
+            if data.nbytes != nb:
+                raise CheckpointError(f"{self.path}: tensor {name!r} has {data.nbytes} bytes, its header says {nb}")
+        else:
+            if name in self.crcs:
+                raise CheckpointError(f"{self.path}: tensor {name!r} is written twice")
+            self._add_spec(name, t.dtype, tuple(t.shape))
         self.crcs[name] = f"{zlib.crc32(data) & 0xFFFFFFFF:08x}"
         try:
             self._f.write(data)
@@ -192,18 +220,38 @@ class StreamWriter:
             self._fail(exc, f"tensor {name!r}")
         self._next += 1
 
+    def _finish_header(self) -> None:
+        text = self._header_bytes(pad_to=self._reserved)
+        if len(text) == self._reserved:
+            self._f.seek(8)
+            self._f.write(text)
+            return
+        # the header outgrew its reservation: move the data behind the full header (rare; costs a copy)
+        self._f.flush()
+        data_path = self.path.with_name(self.path.name + ".data")
+        os.replace(self.path, data_path)
+        self._f.close()
+        self._f = open(self.path, "wb")
+        self._f.write(struct.pack("<Q", len(text)) + text)
+        with open(data_path, "rb") as src:
+            src.seek(8 + self._reserved)
+            shutil.copyfileobj(src, self._f, 64 * 1024 * 1024)
+        data_path.unlink()
+
     def close(self) -> None:
-        """Flush to disk (fsync: a shard is only recorded as finished once its bytes are durable)."""
-        if self._next != len(self._order):
+        """Complete the header and flush to disk (fsync: a shard counts as finished only once durable)."""
+        if self._fixed and self._next != len(self._order):
             missing = self._order[self._next][0]
             self.abort()
             raise CheckpointError(f"{self.path}: closed before tensor {missing!r} was written")
         try:
+            if not self._fixed:
+                self._finish_header()
             self._f.flush()
             os.fsync(self._f.fileno())
             self._f.close()
         except OSError as exc:
-            self._fail(exc, "the end")
+            self._fail(exc, "the header and end")
 
     def abort(self) -> None:
         """Close and delete the partial file."""
@@ -212,7 +260,8 @@ class StreamWriter:
                 self._f.close()
         except OSError:  # already failing; deleting the partial file is what matters
             pass
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
+        for p in (self.path, self.path.with_name(self.path.name + ".data")):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass

@@ -169,7 +169,8 @@ class _Values:
             return self._block_quant(name, w)
         nb = _nbytes(dtype, shape)
         pool = self.pool[dtype]
-        start = int(torch.randint(0, pool.numel(), (1,), generator=self.gen))
+        size = torch.empty(0, dtype=dtype).element_size()
+        start = int(torch.randint(0, pool.numel() // size, (1,), generator=self.gen)) * size  # whole elements
         reps = -(-(start + nb) // pool.numel())
         flat = pool.repeat(reps)[start:start + nb] if reps > 1 else pool[start:start + nb]
         t = flat.clone().view(dtype).view(shape)
