@@ -88,7 +88,7 @@ def markdown_report(results: dict, rows) -> str:
         "replace. checkpoint: all files of the saved checkpoint folder (compressed-tensors; msModelSlim/Ascend "
         "layout for deepseek-w4a8; float tensors in float32). "
         "delta ppl: against the shipped bf16 weights, float32 compute. reload: logits of the model reloaded "
-        "with dsq.load on a 256-byte probe, compared with the in-memory quantized model.",
+        f"with dsq.load on a {results['probe_bytes']}-byte probe, compared with the in-memory quantized model.",
         "",
         "![size vs perplexity](size_vs_ppl.png)",
     ]

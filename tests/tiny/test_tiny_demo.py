@@ -1,4 +1,4 @@
-"""``dsq demo`` on a shortened run: two presets, 300 held-out bytes, cpu reference backend."""
+"""``dsq demo`` on a shortened run: two presets, 200 held-out bytes, cpu reference backend."""
 
 import json
 
@@ -12,7 +12,7 @@ from dsq.tiny.demo import run_demo
 @pytest.fixture(scope="module")
 def demo_out(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    rc = main(["demo", "--backend", "cpu", "--presets", "w8a16", "w4a16", "--max-tokens", "300",
+    rc = main(["demo", "--backend", "cpu", "--presets", "w8a16", "w4a16", "--max-tokens", "200",
                "--out", str(out), "--no-progress"])
     assert rc == 0
     return out
@@ -22,7 +22,7 @@ def test_tiny_demo_table(demo_out, capsys):
     res = json.loads((demo_out / "results.json").read_text())
     rows = {r["preset"]: r for r in res["rows"]}
     assert list(rows) == ["bf16", "w8a16", "w4a16"]
-    assert res["backend"] == "cpu-reference" and res["max_tokens"] == 300
+    assert res["backend"] == "cpu-reference" and res["max_tokens"] == 200
     # int8 per channel: 8 bits + one scale per 256- or 128-wide row; int4 group 128: 4 bits + a scale per 128
     assert 8.0 < rows["w8a16"]["bits_per_weight"] < 8.6
     assert 4.0 < rows["w4a16"]["bits_per_weight"] < 4.6
@@ -57,7 +57,7 @@ def test_tiny_eval_reads_demo_checkpoint(demo_out, capsys):
     rows = {r["preset"]: r for r in json.loads((demo_out / "results.json").read_text())["rows"]}
     capsys.readouterr()
     ckpt = demo_out / "checkpoints" / "w4a16"
-    assert main(["eval", str(ckpt), "--backend", "cpu", "--max-tokens", "300", "--json"]) == 0
+    assert main(["eval", str(ckpt), "--backend", "cpu", "--max-tokens", "200", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["kind"] == "dsq" and out["backend"] == "cpu"
     assert out["ppl"] == pytest.approx(rows["w4a16"]["ppl"], rel=1e-9)  # reloaded == in-memory quantized model
