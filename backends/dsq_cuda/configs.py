@@ -31,15 +31,15 @@ class Config:
 #: measured winners: (kind, m_bucket, N, K) -> Config, from the H200 sweep of benchmarks/cuda/run_gpu.py
 #: (benchmarks/cuda/results/h200_v2.log; W4A16 winners, used for W8A16 too). gemv configs store -BLOCK_K.
 TUNED: dict[tuple[str, int, int, int], Config] = {
-    ("gemv", 1, 18432, 7168): Config(1, 128, -128, 8, 4, 3),
-    ("gemv", 1, 2048, 7168): Config(1, 32, -128, 8, 4, 3),
-    ("gemv", 1, 7168, 2048): Config(1, 64, -128, 8, 4, 3),
-    ("wonly", 16, 18432, 7168): Config(16, 128, 128, 4, 4, 3),
-    ("wonly", 16, 2048, 7168): Config(16, 64, 128, 8, 4, 3),
-    ("wonly", 16, 7168, 2048): Config(16, 128, 128, 8, 4, 3),
-    ("wonly", 64, 18432, 7168): Config(64, 128, 128, 8, 4, 3),
-    ("wonly", 64, 2048, 7168): Config(64, 128, 128, 8, 4, 4),
-    ("wonly", 64, 7168, 2048): Config(64, 128, 128, 4, 4, 3),
+    ("gemv4", 1, 18432, 7168): Config(1, 128, -128, 8, 4, 3),
+    ("gemv4", 1, 2048, 7168): Config(1, 32, -128, 8, 4, 3),
+    ("gemv4", 1, 7168, 2048): Config(1, 64, -128, 8, 4, 3),
+    ("wonly4", 16, 18432, 7168): Config(16, 128, 128, 4, 4, 3),
+    ("wonly4", 16, 2048, 7168): Config(16, 64, 128, 8, 4, 3),
+    ("wonly4", 16, 7168, 2048): Config(16, 128, 128, 8, 4, 3),
+    ("wonly4", 64, 18432, 7168): Config(64, 128, 128, 8, 4, 3),
+    ("wonly4", 64, 2048, 7168): Config(64, 128, 128, 8, 4, 4),
+    ("wonly4", 64, 7168, 2048): Config(64, 128, 128, 4, 4, 3),
 }
 
 
@@ -63,12 +63,13 @@ def _largest_divisor_block(g: int, want: int) -> int:
 
 @functools.lru_cache(maxsize=4096)
 def pick(kind: str, m: int, n: int, k: int, group: int, device: str) -> Config:
-    """The config for one GEMM. ``kind``: 'wonly', 'int8' or 'fp8'; ``group``: K inputs per scale (or 0)."""
-    mb = triton.next_power_of_2(max(1, m)) if kind == "gemv" else m_bucket(m)
+    """The config for one GEMM. ``kind``: dsq_cuda.mm.kind_of ('wonly4', 'int8', 'fp84', ...) or 'gemv4' /
+    'gemv8' (decode kernel); ``group``: K inputs per scale (or 0)."""
+    mb = triton.next_power_of_2(max(1, m)) if kind.startswith("gemv") else m_bucket(m)
     key = (kind, mb, n, k)
     if key in TUNED and (not group or group % abs(TUNED[key].block_k) == 0):
         return TUNED[key]
-    if kind == "gemv":
+    if kind.startswith("gemv"):
         return _pick_gemv(m, n, k, group, device)
     if interpreting() or device == "cpu":  # the interpreter: small tiles keep numpy fast
         bk = _largest_divisor_block(group, 32) if group else 32

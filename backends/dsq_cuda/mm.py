@@ -5,7 +5,9 @@ qmm_kernel in between; every other scheme quantizes x (act_quant) and runs qmm_k
 the caller (benchmarks) forces qmm_kernel, or gemv_kernel when its block_k is negative.
 
 Device layout (cached in ``PackedWeight.device_layout[device]``; the canonical tensors are left untouched):
-    w     the canonical codes (int32 words, or int8/fp8 [N, K]) contiguous on the device
+    w     packed int4/int8 words in the slab layout of dsq_cuda.slab, int32 ``[ceil(K/LBK) * SL, N]``
+          (LBK = SL * 32/bits), or the canonical int8/fp8 codes [N, K] contiguous on the device
+    sl    the slab length SL of packed weights (dsq_cuda.slab.slab_length of the scale group)
     ws    weight_scale as float32 [N, G] / [N, 1] / [N/128, K/128]
     wz    zero points unpacked to int8 [N, G] (W4A16_ASYM)
     s2    integer group scales int8 [N, G] (W4A8_DYNAMIC)
@@ -22,7 +24,7 @@ from dsq.schemes import ActGranularity, Granularity, QType, QuantScheme
 from dsq_cuda import act_quant
 from dsq_cuda._env import interpreting
 from dsq_cuda.configs import Config, pick
-from dsq_cuda.dequant_kernel import dequantize
+from dsq_cuda.dequant_kernel import dequantize_t
 from dsq_cuda.gemv_kernel import gemv_kernel
 from dsq_cuda.mm_kernel import (
     ACT_FLOAT,
@@ -32,13 +34,15 @@ from dsq_cuda.mm_kernel import (
     ACT_INT8_TOKEN,
     qmm_kernel,
 )
+from dsq_cuda.slab import slab_length, to_slabs
 from dsq_cuda.unpack import unpack_words
 
 
 def kind_of(scheme: QuantScheme) -> str:
-    if scheme.weight_only:
-        return "wonly"
-    return "fp8" if scheme.act_dtype is QType.FP8_E4M3 else "int8"
+    """Config class: 'wonly', 'int8' or 'fp8', with the code bits appended for packed weights ('wonly4')."""
+    base = "wonly" if scheme.weight_only else "fp8" if scheme.act_dtype is QType.FP8_E4M3 else "int8"
+    packed = scheme.weight_only or scheme.weight_bits == 4
+    return f"{base}{scheme.weight_bits}" if packed else base
 
 
 def group_of(scheme: QuantScheme) -> int:
@@ -58,8 +62,13 @@ def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> 
     n, k = packed.shape[-2:]
     t = {name: v.to(device) for name, v in packed.tensors.items()}
     lay: dict = {"n": n, "k": k}
-    w = (t["weight_packed"] if "weight_packed" in t else t["weight"]).contiguous()
-    lay["w"] = w.view(torch.uint8) if w.dtype == torch.float8_e4m3fn else w
+    if "weight_packed" in t:
+        # the backend supports groups that are multiples of 16 only (see backend.supports), so a slab fits
+        lay["sl"] = sl = slab_length(group_of(scheme))
+        lay["w"] = to_slabs(t["weight_packed"], k, scheme.weight_bits, sl)
+    else:
+        w = t["weight"].contiguous()
+        lay["w"] = w.view(torch.uint8) if w.dtype == torch.float8_e4m3fn else w
     lay["ws"] = t["weight_scale"].float().contiguous()
     if "weight_zero_point" in t:
         zpw = t["weight_zero_point"]  # [ceil(N/8), G] int32, 8 zero points per word along N
@@ -80,30 +89,27 @@ GEMV_MAX_M = 1
 DENSE_MIN_M: int | None = 256
 
 
-def _weight_only(x, lay, scheme, bias, config: Config | None) -> torch.Tensor:
-    """W4A16 / W4A16_ASYM / W8A16: GEMV kernel (small M), tiled kernel, or dequantize + cuBLAS (large M)."""
+def _weight_only(x, lay, scheme, bias, config: Config | None) -> torch.Tensor | None:
+    """W4A16 / W4A16_ASYM / W8A16: GEMV kernel (small M) or dequantize + cuBLAS (large M); None: tiled kernel."""
     m, n, k = x.shape[0], lay["n"], lay["k"]
     group = group_of(scheme)
     dev = x.device
-    # the tiled kernel's field-wise dots are group / (32 / bits) deep; MMAs need 16: smaller groups go dense
-    too_shallow = bool(group) and group // (32 // scheme.weight_bits) < 16
-    if config is None and ((DENSE_MIN_M is not None and m >= DENSE_MIN_M) or (too_shallow and m > GEMV_MAX_M)):
-        wd = dequantize(lay, scheme.weight_bits, group, x.dtype)
-        y = x @ wd.t()
+    if config is None and DENSE_MIN_M is not None and m >= DENSE_MIN_M:
+        wd = dequantize_t(lay, scheme.weight_bits, group, x.dtype)
+        y = x @ wd
         return y if bias is None else y + bias.to(y.dtype)
     if (config is None and m <= GEMV_MAX_M) or (config is not None and config.block_k < 0):
-        cfg = config or pick("gemv", m, n, k, group, str(dev))
-        bk = abs(cfg.block_k)
-        epw = 32 // scheme.weight_bits
+        cfg = config or pick(f"gemv{scheme.weight_bits}", m, n, k, group, str(dev))
         out = torch.zeros((m, n), dtype=torch.float32, device=dev) if cfg.split_k > 1 else \
             torch.empty((m, n), dtype=x.dtype, device=dev)
-        grid = (-(-m // cfg.block_m), -(-n // cfg.block_n), cfg.split_k)
+        grid = (m, -(-n // cfg.block_n), cfg.split_k)
         ws = lay["ws"]
+        sl = lay["sl"]
         gemv_kernel[grid](x, lay["w"], ws, lay.get("wz", ws), bias if bias is not None else ws, out,
-                          m, n, k, lay["w"].shape[-1], ws.shape[-1], x.stride(0), out.stride(0),
-                          G=group or bk, BITS=scheme.weight_bits, ASYM="wz" in lay,
+                          n, k, ws.shape[-1], x.stride(0), out.stride(0),
+                          G=group or sl * 32 // scheme.weight_bits, BITS=scheme.weight_bits, ASYM="wz" in lay,
                           GROUP_SCALE=scheme.weight_granularity is Granularity.GROUP, HAS_BIAS=bias is not None,
-                          SPLIT_K=cfg.split_k, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_W=bk // epw,
+                          SPLIT_K=cfg.split_k, BLOCK_N=cfg.block_n, SL=sl,
                           num_warps=cfg.num_warps, num_stages=cfg.num_stages)
         return out.to(x.dtype) if cfg.split_k > 1 else out
     return None
@@ -146,7 +152,11 @@ def matmul(x: torch.Tensor, packed: PackedWeight, scheme: QuantScheme, bias: tor
         xq, xs = qa.values, qa.scale
     group = group_of(scheme)
     cfg = config or pick(kind_of(scheme), m, n, k, group, str(dev))
-    if group and group % cfg.block_k:
+    sl = lay.get("sl", 16)
+    packed_w = "sl" in lay
+    # packed weights: the tile is the layout's (EPW slabs); cfg.block_k applies to one-per-byte weights
+    block_k = sl * 32 // scheme.weight_bits if packed_w else abs(cfg.block_k)
+    if not packed_w and group and group % block_k:
         raise QuantInputError(f"config block_k={cfg.block_k} does not divide the scale group {group}")
     split = cfg.split_k
     out = torch.zeros((m, n), dtype=torch.float32, device=dev) if split > 1 else \
@@ -159,12 +169,12 @@ def matmul(x: torch.Tensor, packed: PackedWeight, scheme: QuantScheme, bias: tor
         xq, xs if xs is not None else dummy, xz if xz is not None else dummy, w, ws,
         lay.get("wz", dummy), lay.get("s2", dummy), lay.get("corr", dummy),
         bias if bias is not None else dummy, out,
-        m, n, k, w.shape[-1], lay["s2"].shape[-1] if "s2" in lay else ws.shape[-1], xs.shape[-1] if xs is not None else 1, xq.stride(0), out.stride(0),
-        G=group or cfg.block_k, GN=scheme.block_size[0], ACT=act, WBITS=scheme.weight_bits,
-        WPACKED=w.dtype == torch.int32, GROUP_SCALE=scheme.weight_granularity is Granularity.GROUP and
+        m, n, k, lay["s2"].shape[-1] if "s2" in lay else ws.shape[-1], xs.shape[-1] if xs is not None else 1, xq.stride(0), out.stride(0),
+        G=group or block_k, GN=scheme.block_size[0], ACT=act, WBITS=scheme.weight_bits,
+        WPACKED=packed_w, GROUP_SCALE=scheme.weight_granularity is Granularity.GROUP and
         not scheme.two_level, BLOCK_SCALE=scheme.weight_granularity is Granularity.BLOCK,
         ASYM=not scheme.weight_symmetric, TWO_LEVEL=scheme.two_level, HAS_BIAS=bias is not None,
         IEEE=act == ACT_FLOAT and (x.dtype == torch.float32 or interpreting()), SPLIT_K=split,
-        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=block_k, SL=sl,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return out.to(out_dtype) if split > 1 else out

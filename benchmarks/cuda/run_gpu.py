@@ -8,7 +8,7 @@ Usage (on a GPU machine, from the repository root):
 2. ceilings: device-to-device copy bandwidth (bytes read + written) in the same run;
 3. timings (triton.testing.do_bench, median, L2 flushed) on DeepSeek-V3 shapes, M in 1..4096, for dsq's
    schemes (activation quantization included) and the peers in peers.py;
-4. --sweep: decode (M=1, 16) W4A16/W8A16 configs, to fill dsq_cuda.configs.TUNED.
+4. --sweep: decode (M=1..64) configs of the packed schemes (GEMV and tiled), to fill dsq_cuda.configs.TUNED.
 Writes results.json and a markdown table (results.md) to --out; prints the table last.
 """
 
@@ -174,50 +174,55 @@ def timings(log, ms, shapes) -> list[dict]:
             r["quant_GBps"] = qrate
             rows.append(r)
             log(f"K={k:5d} N={n:5d} M={m:4d} bf16 {r['bf16']:8.1f}us " +
-                " ".join(f"{nm} {r[nm] and r['bf16'] / r[nm]:.2f}x" for nm in ["tinygemm", "int_mm", "scaled_mm"]
+                " ".join(f"{nm} {r[nm] and r['bf16'] / r[nm]:.2f}x/{r[nm] or 0:.1f}" for nm in ["tinygemm", "int_mm", "scaled_mm"]
                          + SCHEMES))
         del packs, w
         torch.cuda.empty_cache()
     return rows
 
 
-def sweep(log) -> list[dict]:
-    """Weight-only configs at decode sizes: GEMV kernel for M <= 4, tiled kernel for M = 16, 64.
+SWEEP_SCHEMES = ["W4A16", "W8A16", "W4A8_DYNAMIC", "W4AFP8"]
 
-    Winners go into dsq_cuda.configs.TUNED for the rest of this run (and are printed for committing).
+
+def sweep(log, shapes=((7168, 18432), (18432, 7168), (7168, 2048)), ms=(1, 4, 16, 64)) -> list[dict]:
+    """Decode configs of the packed (slab-layout) schemes: GEMV kernel (weight-only, M <= 4) and tiled kernel.
+
+    For every (scheme, shape, M) the winner goes into dsq_cuda.configs.TUNED for the rest of this run (and
+    is printed for committing); for weight-only M <= 4 the faster of GEMV and tiled is logged, which sets
+    dsq_cuda.mm.GEMV_MAX_M.
     """
     import dsq_cuda.configs as configs
+    from dsq_cuda.mm import kind_of
     cuda = dsq.get_backend("cuda")
     rows = []
-    for k, n in [(7168, 18432), (7168, 2048), (2048, 7168)]:
+    for k, n in shapes:
         w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
-        for name in ["W4A16", "W8A16"]:
+        for name in SWEEP_SCHEMES:
             s = dsq.get_scheme(name)
             p = cuda.quantize_weight(w, s)
-            for m in (1, 4, 16, 64):
+            for m in ms:
                 x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-                if m <= 4:
-                    kind = "gemv"
-                    cands = [Config(m, bn, -128, sp, wp, 3) for bn in (32, 64, 128) for sp in (1, 4, 8)
-                             for wp in (4, 8)]
-                else:
-                    kind = "wonly"
-                    cands = [Config(min(m, 64), bn, 128, sp, 4, st) for bn in (32, 64, 128) for sp in (1, 4, 8)
-                             for st in (3, 4)]
-                best = None
-                for cfg in cands:
+                cands = [("tiled", Config(16 if m <= 16 else 64, bn, 128, sp, 4, st))
+                         for bn in (64, 128) for sp in (1, 4, 8) for st in (3,)]
+                if s.weight_only and m <= 4:
+                    cands += [("gemv", Config(1, bn, -128, sp, wp, 2)) for bn in (64, 128, 256)
+                              for sp in (1, 4, 8) for wp in (4, 8)]
+                best: dict = {}
+                for path, cfg in cands:
                     try:
                         t = bench(lambda cfg=cfg, x=x, p=p, s=s: dsq_mm(x, p, s, config=cfg), rep=20)
                     except Exception as exc:  # noqa: BLE001 - a config may not compile
-                        log(f"  {cfg}: {type(exc).__name__}: {str(exc)[:200]}")
+                        log(f"  {name} {cfg}: {type(exc).__name__}: {str(exc)[:200]}")
                         continue
-                    rows.append({"scheme": name, "k": k, "n": n, "m": m, "cfg": cfg.__dict__, "us": t})
-                    if best is None or t < best[0]:
-                        best = (t, cfg)
-                mb = triton.next_power_of_2(m) if kind == "gemv" else configs.m_bucket(m)
-                if name == "W4A16":  # one table for both weight-only formats keeps the key simple
-                    configs.TUNED[(kind, mb, n, k)] = best[1]
-                log(f"sweep {name} K={k} N={n} M={m}: best {best[0]:.1f}us {best[1]}")
+                    rows.append({"scheme": name, "k": k, "n": n, "m": m, "path": path, "cfg": cfg.__dict__, "us": t})
+                    if path not in best or t < best[path][0]:
+                        best[path] = (t, cfg)
+                for path, (t, cfg) in best.items():
+                    kind = f"gemv{s.weight_bits}" if path == "gemv" else kind_of(s)
+                    mb = triton.next_power_of_2(m) if path == "gemv" else configs.m_bucket(m)
+                    if path == "gemv" or m >= 16 or "gemv" not in best:
+                        configs.TUNED[(kind, mb, n, k)] = cfg
+                    log(f"sweep {name} K={k} N={n} M={m} {path}: best {t:.1f}us {cfg}  TUNED[{(kind, mb, n, k)}]")
     configs.pick.cache_clear()
     return rows
 
@@ -254,6 +259,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="two shapes, three M values")
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--skip-correctness", action="store_true")
+    ap.add_argument("--ms", default="", help="comma-separated M values for the timing table")
+    ap.add_argument("--schemes", default="", help="comma-separated schemes for the timing table")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     logf = open(os.path.join(args.out, "log.txt"), "w")
@@ -284,7 +291,10 @@ def main() -> int:
         log(f"sweep done at {time.time() - t0:.0f}s")
         save()
     shapes = SHAPES[:2] + SHAPES[2:4] if args.quick else SHAPES
-    res["timings"] = timings(log, [1, 16, 4096] if args.quick else MS, shapes)
+    if args.schemes:
+        SCHEMES[:] = args.schemes.split(",")
+    ms = [int(v) for v in args.ms.split(",")] if args.ms else [1, 16, 4096] if args.quick else MS
+    res["timings"] = timings(log, ms, shapes)
     res["graph_failures"] = GRAPH_FAILURES
     log(f"graph capture fell back to eager {len(GRAPH_FAILURES)} times: {GRAPH_FAILURES[:3]}")
     save()

@@ -102,3 +102,38 @@ def test_small_group_size(cuda_backend, ref_backend, m):
     pw = ref_backend.quantize_weight(w, scheme)
     y = cuda_backend.matmul(x, pw, scheme, bias)
     assert _rel(y, ref_backend.matmul(x, pw, scheme, bias)) < TOL[torch.bfloat16]
+
+
+@pytest.mark.parametrize("bits,sl,k", [(4, 32, 600), (4, 16, 256), (8, 32, 300)])
+def test_slab_layout_round_trip(bits, sl, k):
+    """The slab layout holds exactly the canonical codes, with word s of tile t / field j = input t*LBK+j*SL+s."""
+    from dsq_cuda.slab import from_slabs, to_slabs
+    from dsq_cuda.unpack import unpack_words
+
+    g = torch.Generator().manual_seed(7)
+    epw = 32 // bits
+    words = torch.randint(-2**31, 2**31 - 1, (5, -(-k // epw)), generator=g, dtype=torch.int64).to(torch.int32)
+    slabs = to_slabs(words, k, bits, sl)
+    lbk = epw * sl
+    assert slabs.shape == (-(-k // lbk) * sl, 5)
+    codes = unpack_words(words, bits, k)
+    assert torch.equal(from_slabs(slabs, k, bits, sl), codes)
+    # one element by hand: input k0 = LBK + 2*SL + 3 of row 4 sits in word LBK/EPW... of tile 1, field 2
+    kk = lbk + 2 * sl + 3
+    if kk < k:
+        field = (int(slabs[sl + 3, 4]) >> (2 * bits)) & ((1 << bits) - 1)
+        assert field - (1 << (bits - 1)) == int(codes[4, kk])
+
+
+@pytest.mark.parametrize("name,group", [("W4A16", 512), ("W8A16", 256), ("W4A16_ASYM", 64)])
+@pytest.mark.parametrize("path", ["gemv", "tiled"])
+def test_groups_wider_than_a_tile(cuda_backend, ref_backend, monkeypatch, name, group, path):
+    """Scale groups spanning several layout tiles (or one slab pair) scale each group exactly once."""
+    import dsq_cuda.mm as mm
+
+    scheme = dsq.get_scheme(name, group_size=group)
+    _, w, x, bias, _ = _problem(name, 24, 1100, 2, torch.bfloat16, seed=6)
+    pw = ref_backend.quantize_weight(w, scheme)
+    monkeypatch.setattr(mm, "GEMV_MAX_M", 4 if path == "gemv" else 0)
+    y = raw_matmul(x, pw, scheme, bias)
+    assert _rel(y, ref_backend.matmul(x, pw, scheme, bias)) < TOL[torch.bfloat16]

@@ -1,0 +1,64 @@
+"""Slab device layout of packed int4/int8 weights for the GEMM, GEMV and dequantize kernels (made once).
+
+Canonical words (dsq.qtypes) hold the codes of inputs ``EPW*c .. EPW*c + EPW-1`` in word ``c`` of a row
+(EPW = 32 / bits: 8 for int4, 4 for int8). Kernels that read that layout must either reshape the unpacked
+``[BN, BK/EPW, EPW]`` fields to ``[BN, BK]`` (a register shuffle through shared memory per tile) or gather
+x with stride EPW (not pipelinable). The slab layout removes both: K is cut into tiles of ``LBK = EPW * SL``
+inputs, and word ``s`` of tile ``t`` holds in bit field ``j`` the code of input ``t*LBK + j*SL + s``:
+
+    slab[t*SL + s, n] = OR_j  u[n, t*LBK + j*SL + s] << (bits * j)          (u: raw unsigned field)
+
+stored ``[ceil(K/LBK) * SL, N]`` int32 with N contiguous (a ``[SL, BN]`` tile load is coalesced along N).
+Bit field j of a ``[SL, BN]`` word tile is then the weight slab ``[SL, BN]`` that multiplies the contiguous
+activation columns ``t*LBK + j*SL .. + SL-1``: EPW shift+mask ops and EPW dots per tile, no reshape.
+K is padded to whole tiles with the field ``2**(bits-1)`` (code 0); kernels also mask x beyond K to 0.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: slab length (words per tile along K): 32 gives int8/fp8 MMAs their native depth of 32; 16 is the minimum
+#: depth of a tensor-core dot, used when the scale group is 16-deep.
+SLAB_LENGTHS = (32, 16)
+#: rows converted per chunk: bounds the int64 temporaries (8 B per code) to ~0.5 GB on a 7168-wide weight
+_CHUNK_N = 8192
+
+
+def slab_length(group: int) -> int:
+    """The slab length for a scale group of ``group`` inputs (0 = per channel); 0 if none divides it."""
+    for sl in SLAB_LENGTHS:
+        if not group or group % sl == 0:
+            return sl
+    return 0
+
+
+def to_slabs(words: torch.Tensor, k: int, bits: int, sl: int) -> torch.Tensor:
+    """Canonical int32 words ``[N, ceil(K/EPW)]`` -> slab words int32 ``[ceil(K/LBK) * SL, N]``."""
+    epw = 32 // bits
+    lbk = epw * sl
+    n = words.shape[0]
+    tiles = -(-k // lbk)
+    shifts = torch.arange(epw, device=words.device, dtype=torch.int64) * bits
+    out = torch.empty((tiles * sl, n), dtype=torch.int32, device=words.device)
+    for lo in range(0, n, _CHUNK_N):
+        w = words[lo:lo + _CHUNK_N].to(torch.int64) & 0xFFFFFFFF
+        u = ((w.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)).reshape(w.shape[0], -1)[:, :k]
+        if tiles * lbk > k:
+            u = torch.cat([u, u.new_full((u.shape[0], tiles * lbk - k), 1 << (bits - 1))], dim=1)
+        u = u.reshape(u.shape[0], tiles, epw, sl)
+        s = (u << shifts.view(1, 1, epw, 1)).sum(dim=2)  # fields are disjoint: the sum is an OR
+        s = torch.where(s >= 2**31, s - 2**32, s).to(torch.int32)  # the int32 with the same bits
+        out[:, lo:lo + _CHUNK_N] = s.reshape(s.shape[0], tiles * sl).t()
+    return out
+
+
+def from_slabs(slabs: torch.Tensor, k: int, bits: int, sl: int) -> torch.Tensor:
+    """Inverse of :func:`to_slabs` on the codes: int8 signed codes ``[N, K]`` (tests and debugging)."""
+    epw = 32 // bits
+    tiles = slabs.shape[0] // sl
+    w = slabs.to(torch.int64) & 0xFFFFFFFF  # [tiles*SL, N]
+    shifts = torch.arange(epw, device=slabs.device, dtype=torch.int64) * bits
+    u = (w.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)  # [tiles*SL, N, EPW]
+    u = u.reshape(tiles, sl, -1, epw).permute(2, 0, 3, 1).reshape(-1, tiles * epw * sl)[:, :k]
+    return (u - (1 << (bits - 1))).to(torch.int8)
