@@ -27,6 +27,7 @@ from dsq.schemes import ActGranularity, QuantScheme
 from dsq.validate import check_moe_inputs
 from dsq_cuda._env import interpreting
 from dsq_cuda.moe_align import align_pairs
+from dsq_cuda.moe_decode import DECODE_MAX_T, run_decode
 from dsq_cuda.moe_plan import block_config, k_limit, plan, weight_tile_bytes
 
 TINY_F32 = float(torch.finfo(torch.float32).tiny)
@@ -77,8 +78,13 @@ def _static_args(packed: PackedWeight, scheme: QuantScheme, device) -> list:
 def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
             gate_up: PackedWeight | torch.Tensor, down: PackedWeight | torch.Tensor,
             scheme: QuantScheme | None, num_experts: int,
-            expert_range: tuple[int, int] | None = None, unique_load: bool = True) -> torch.Tensor:
-    """The fused layer for already-validated inputs; ``scheme=None`` runs float [E, N, K] weights."""
+            expert_range: tuple[int, int] | None = None, unique_load: bool = True, path: str = "auto",
+            decode_cfg: dict | None = None) -> torch.Tensor:
+    """The fused layer for already-validated inputs; ``scheme=None`` runs float [E, N, K] weights.
+
+    ``path``: "auto" (decode kernels for T <= DECODE_MAX_T, else the tiled kernel), "decode" or "tiled";
+    ``decode_cfg`` overrides moe_decode.DEFAULTS (benchmark sweeps).
+    """
     from dsq_cuda.act_quant import quantize_per_group_fp8, quantize_per_token_fp8, quantize_per_token_int8
     from dsq_cuda.moe_kernels import moe_gemm_kernel
 
@@ -89,6 +95,10 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
     y = torch.empty((t, h), dtype=x.dtype, device=device)
     if t == 0:
         return y
+    if path == "decode" or (path == "auto" and unique_load and t <= DECODE_MAX_T):
+        return run_decode(x, topk_ids, topk_weights, gate_up, down, scheme, num_experts, expert_range,
+                          lambda p: _static_args(p, scheme, device), [_dummy(device), _dummy(device, torch.int8)],
+                          _dummy(device), TINY_F32, decode_cfg)
     up_sw, down_sw = plan(scheme, x.dtype)
     if interpreting() and up_sw["DOT"] in (0, 3, 4):
         # Triton's interpreter multiplies bf16 tiles as raw integers; float32 products of bf16/fp16 values

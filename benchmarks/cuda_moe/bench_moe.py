@@ -133,6 +133,8 @@ def main() -> None:
     ap.add_argument("--schemes", default=",".join(SCHEMES))
     ap.add_argument("--tokens", default="1,8,64,512,4096")
     ap.add_argument("--check-only", action="store_true")
+    ap.add_argument("--variants", default="", help="JSON list of decode_cfg dicts timed at T <= 64 (sweep)")
+    ap.add_argument("--no-loop", action="store_true", help="skip the torch per-expert loop")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     h, i, e, k = (256, 128, 16, 8) if args.small else (7168, 2048, 256, 8)
@@ -148,6 +150,7 @@ def main() -> None:
         return
 
     results = []
+    variants = json.loads(args.variants) if args.variants else []
     x_all = (torch.randn(max(tokens), h, device=device) * 0.5).to(torch.bfloat16)
     routes = {(t, kind): routing(t, e, k, kind, device, seed=t) for t in tokens for kind in ("uniform", "skewed")}
     wg = torch.randn(e, 2 * i, h, device=device, dtype=torch.bfloat16) * 0.02
@@ -166,7 +169,12 @@ def main() -> None:
     for (t, kind), (ids, tw) in routes.items():
         x = x_all[:t]
         record("bf16-fused", t, kind, bench(functools.partial(moe_float, x, ids, tw, wg, wd), device, True), bf16_bytes)
-        record("torch-loop", t, kind, bench(functools.partial(torch_loop, x, ids, tw, wg, wd), device, False), bf16_bytes)
+        if t <= 64:
+            fn = functools.partial(run_moe, x, ids, tw, wg, wd, None, e, path="tiled")
+            record("bf16-tiled", t, kind, bench(fn, device, True), bf16_bytes)
+        if not args.no_loop:
+            record("torch-loop", t, kind, bench(functools.partial(torch_loop, x, ids, tw, wg, wd), device, False),
+                   bf16_bytes)
     del wg, wd
     torch.cuda.empty_cache() if device.type == "cuda" else None
     for name in args.schemes.split(","):
@@ -176,9 +184,9 @@ def main() -> None:
         for (t, kind), (ids, tw) in routes.items():
             x = x_all[:t]
             record(name, t, kind, bench(functools.partial(run_moe, x, ids, tw, ew.gate_up, ew.down, scheme, e), device, True), nbytes)
-            if name == "W4A16" and t in (1, 64) and kind == "uniform":  # the other int4 unpacking variant
-                fn = functools.partial(run_moe, x, ids, tw, ew.gate_up, ew.down, scheme, e, None, unique_load=False)
-                record("W4A16-rep", t, kind, bench(fn, device, True), nbytes)
+            for v in variants if t <= 64 else []:
+                fn = functools.partial(run_moe, x, ids, tw, ew.gate_up, ew.down, scheme, e, decode_cfg=v)
+                record(name + json.dumps(v, separators=(",", ":")), t, kind, bench(fn, device, True), nbytes)
         del ew
         torch.cuda.empty_cache() if device.type == "cuda" else None
 

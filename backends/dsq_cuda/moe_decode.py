@@ -1,0 +1,144 @@
+"""Decode path of the fused MoE (T <= DECODE_MAX_T): slab-layout weights, gate/up as one N = 2I GEMM, split-K.
+
+Steps (no host synchronisation; capturable in a CUDA graph):
+    1. align pairs by expert in 16-row blocks (moe_align.py); quantize x once per token (dynamic schemes).
+    2. h[P, 2I] = x[token(p)] @ gate_up[e(p)]^T in float32, scales applied (moe_slab_kernel, split-K atomics).
+    3. a[P, I] = round(silu(round(h[:, :I])) * round(h[:, I:])) in x.dtype (swiglu_kernel); dynamic schemes
+       then quantize ``a`` once per pair (act_quant.py: per token int8/fp8 or per 128-group fp8) - at decode
+       this is a few rows, cheaper than quantizing on load in every N tile of the down GEMM.
+    4. o[P, H] = a[p] @ down[e(p)]^T in float32 (moe_slab_kernel).
+    5. y[t] = sum_j round(o[t*top_k + j]) * topk_weights[t, j] (float32 sum), cast to x.dtype.
+Compared with the prefill kernel (moe_kernels.py) this has no reshape-unpacking, twice the N tiles per
+gate_up launch (gate and up columns are separate tiles), and split-K when the blocks alone cannot fill the
+GPU. Numerics are the same formulas; only float32 summation order differs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dsq.qtypes import PackedWeight
+from dsq.schemes import ActGranularity, QuantScheme
+from dsq_cuda._env import interpreting
+from dsq_cuda.moe_align import align_pairs
+from dsq_cuda.moe_layout import bits_of, prepare
+from dsq_cuda.moe_plan import A_CODES, A_DYNAMIC, k_limit, plan
+
+DECODE_MAX_T = 64
+BLOCK_M = 16
+#: K inputs per slab-layout tile for packed int4 / int8-in-words weights (SL = LBK / EPW = 32 words).
+LBK = {4: 256, 8: 128}
+#: defaults; the benchmark overrides them (decode_cfg) to sweep.
+DEFAULTS = dict(block_n=64, num_warps=4, num_stages=4, target_programs=1024, lbk4=512, lbk8=128, sl1=128, swap=0)
+
+
+def _split(blocks: int, n_tiles: int, k_tiles: int, target: int) -> int:
+    """Split K so that about ``target`` programs run, each keeping at least two K tiles."""
+    base = blocks * n_tiles
+    if base >= target or k_tiles < 4:
+        return 1
+    return int(max(1, min(-(-target // base), k_tiles // 2)))
+
+
+def _launch(a, a_scale, static, lay, packed, scheme, al, out, n, k, top_k, gate_up, sw, cfg, tiny, dummy):
+    from dsq_cuda.moe_decode_kernels import moe_slab_kernel
+
+    bits = bits_of(scheme) if scheme is not None else 0
+    epw = 32 // bits if bits else 1
+    if bits:
+        sl = lay["lbk"] // epw
+    else:
+        sl = min(cfg["sl1"], k_limit(scheme))
+    bk = sl * epw
+    k_tiles = -(-k // bk)
+    n_tiles = -(-n // cfg["block_n"])
+    split = _split(al.max_blocks, n_tiles, k_tiles, cfg["target_programs"])
+    if isinstance(packed, torch.Tensor):
+        w, ws, zp, gs = packed, dummy, dummy, dummy
+    else:
+        w = lay["w"]
+        if w.dtype == torch.float8_e4m3fn:
+            w = w.view(torch.uint8)
+        ws = packed["weight_scale"]
+        zp = packed.tensors.get("weight_zero_point", dummy)
+        gs = packed.tensors.get("weight_group_scale", dummy)
+    corr = lay.get("corr", dummy) if lay else dummy
+
+    def st(t):
+        return (t.stride(0), t.stride(1)) if t.ndim >= 2 else (0, 0)
+
+    if split > 1:
+        out.zero_()
+    grid = (al.max_blocks, n_tiles, split)
+    moe_slab_kernel[grid](
+        a, a.stride(0), a_scale, a_scale.stride(0) if a_scale.ndim else 0, *static, corr,
+        corr.stride(0) if corr.ndim == 2 else 0, w, w.stride(0), w.stride(1), ws, *st(ws), zp, *st(zp), gs, *st(gs),
+        al.sorted_ids, al.block_expert, out, out.stride(0), n, k, al.num_pairs, top_k, tiny,
+        GATE_UP=gate_up, W_KIND=sw["W_KIND"], W_ZP=sw["W_ZP"], W_GS=sw["W_GS"], W_SCALE=sw["W_SCALE"],
+        GROUP=sw["GROUP"], BLOCK_N_W=sw["BLOCK_N_W"], BLOCK_K_W=sw["BLOCK_K_W"], A_KIND=sw["A_KIND"],
+        A_FP8=sw["A_FP8"], A_GROUPED=sw["A_GROUPED"], A_GROUP=sw["A_GROUP"], HALF_AWAY=sw["HALF_AWAY"],
+        DOT=sw["DOT"], TILE_SCALED=sw["TILE_SCALED"], EVEN_K=k % bk == 0, EPW=epw, SWAP=bool(cfg["swap"]), SPLIT_K=split,
+        BLOCK_M=BLOCK_M, BLOCK_N=cfg["block_n"], SL=sl, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+
+
+def _quantize(v: torch.Tensor, scheme: QuantScheme, fp8: bool):
+    from dsq_cuda.act_quant import quantize_per_group_fp8, quantize_per_token_fp8, quantize_per_token_int8
+
+    if scheme.act_granularity is ActGranularity.TOKEN_GROUP:
+        codes, scales = quantize_per_group_fp8(v, scheme.act_group_size)
+    elif fp8:
+        codes, scales = quantize_per_token_fp8(v)
+    else:
+        codes, scales = quantize_per_token_int8(v)
+    return (codes.view(torch.uint8) if codes.dtype == torch.float8_e4m3fn else codes), scales
+
+
+def run_decode(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
+               gate_up: PackedWeight | torch.Tensor, down: PackedWeight | torch.Tensor,
+               scheme: QuantScheme | None, num_experts: int, expert_range: tuple[int, int] | None,
+               static_args, no_static: list, dummy: torch.Tensor, tiny: float, decode_cfg: dict | None = None) -> torch.Tensor:
+    """The decode path for already-validated inputs (see the module docstring); returns y [T, H]."""
+    from dsq_cuda.moe_decode_kernels import swiglu_kernel
+
+    cfg = dict(DEFAULTS, **(decode_cfg or {}))
+    t, h = x.shape
+    i = gate_up.shape[1] // 2
+    top_k = topk_ids.shape[1]
+    device = x.device
+    up_sw, down_sw = plan(scheme, x.dtype)
+    if interpreting() and up_sw["DOT"] in (0, 3, 4):
+        # Triton's interpreter multiplies bf16 tiles as raw integers; float32 products of bf16/fp16 codes
+        # are exact, so the float32 IEEE dot computes the same thing.
+        up_sw["DOT"] = down_sw["DOT"] = 5
+    if down_sw["A_KIND"] == A_DYNAMIC:  # quantized once per pair after the SwiGLU pass (step 3)
+        down_sw["A_KIND"] = A_CODES
+    lays = [None, None]
+    if scheme is not None:
+        for idx, p in enumerate((gate_up, down)):
+            bits = bits_of(scheme)
+            lays[idx] = prepare(p, scheme, device, cfg["lbk4"] if bits == 4 else cfg["lbk8"])
+    al = align_pairs(topk_ids, num_experts, BLOCK_M, expert_range)
+    p = al.num_pairs
+    full = expert_range is None or tuple(expert_range) == (0, num_experts)
+    alloc = torch.empty if full else torch.zeros
+
+    a, a_scale = (x if x.stride(-1) == 1 else x.contiguous()), dummy
+    if up_sw["A_KIND"] == A_CODES:
+        a, a_scale = _quantize(a, scheme, up_sw["A_FP8"])
+    st = static_args(gate_up) if up_sw["A_KIND"] == 3 else no_static
+    hbuf = alloc((p, 2 * i), dtype=torch.float32, device=device)
+    _launch(a, a_scale, st, lays[0], gate_up, scheme, al, hbuf, 2 * i, h, top_k, True, up_sw, cfg, tiny, dummy)
+
+    inter = torch.empty((p, i), dtype=x.dtype, device=device)
+    block = min(1024, max(16, 1 << (i - 1).bit_length()))
+    swiglu_kernel[(p, -(-i // block))](hbuf, inter, i, hbuf.stride(0), inter.stride(0),
+                                       OUT_KIND=up_sw["OUT_KIND"], BLOCK=block, num_warps=4)
+    a, a_scale = inter, dummy
+    if down_sw["A_KIND"] == A_CODES:
+        a, a_scale = _quantize(inter, scheme, down_sw["A_FP8"])
+    st = static_args(down) if down_sw["A_KIND"] == 3 else no_static
+    out = alloc((p, h), dtype=torch.float32, device=device)
+    _launch(a, a_scale, st, lays[1], down, scheme, al, out, h, i, top_k, False, down_sw, cfg, tiny, dummy)
+    # Each expert output is rounded to x.dtype before the routing weight (the reference's order).
+    o = out.view(t, top_k, h).to(x.dtype).float() * topk_weights.view(t, top_k, 1).float()
+    return o.sum(dim=1).to(x.dtype)
