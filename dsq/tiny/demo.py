@@ -81,7 +81,10 @@ def pick_backend(name: str | None):
             be = dsq.get_backend(cand)
         except DsqError:
             continue
-        if be.is_available()[0]:
+        # an accelerator backend that is "available" only through an emulator or the Triton interpreter on
+        # the CPU (DSQ_EMULATE=1, TRITON_INTERPRET=1) is for testing, not the best choice for the demo
+        emulated = be.name != "cpu-reference" and str(be.device).startswith("cpu")
+        if be.is_available()[0] and not emulated:
             return be
     raise DsqError(f"none of the backends {PREFERENCE} is available")
 
