@@ -29,17 +29,33 @@ class Config:
 
 
 #: measured winners: (kind, m_bucket, N, K) -> Config, from the H200 sweep of benchmarks/cuda/run_gpu.py
-#: (benchmarks/cuda/results/h200_v2.log; W4A16 winners, used for W8A16 too). gemv configs store -BLOCK_K.
+#: --sweep on the slab layout (docs/benchmarks/cuda.md, 2026-11-22; the M=1, 4 and 16 timings share the
+#: bucket 16, whose entry is the best over them). Packed kinds ignore block_k (the layout fixes the tile).
 TUNED: dict[tuple[str, int, int, int], Config] = {
-    ("gemv4", 1, 18432, 7168): Config(1, 128, -128, 8, 4, 3),
-    ("gemv4", 1, 2048, 7168): Config(1, 32, -128, 8, 4, 3),
-    ("gemv4", 1, 7168, 2048): Config(1, 64, -128, 8, 4, 3),
-    ("wonly4", 16, 18432, 7168): Config(16, 128, 128, 4, 4, 3),
+    ("fp84", 16, 2048, 7168): Config(16, 64, 128, 8, 4, 3),
+    ("fp84", 16, 7168, 18432): Config(16, 64, 128, 8, 4, 3),
+    ("fp84", 16, 18432, 7168): Config(16, 128, 128, 8, 4, 3),
+    ("fp84", 64, 2048, 7168): Config(64, 64, 128, 8, 4, 3),
+    ("fp84", 64, 7168, 18432): Config(64, 64, 128, 8, 4, 3),
+    ("fp84", 64, 18432, 7168): Config(64, 64, 128, 4, 4, 3),
+    ("int84", 16, 2048, 7168): Config(16, 64, 128, 8, 4, 3),
+    ("int84", 16, 7168, 18432): Config(16, 64, 128, 8, 4, 3),
+    ("int84", 16, 18432, 7168): Config(16, 64, 128, 4, 4, 3),
+    ("int84", 64, 2048, 7168): Config(64, 64, 128, 8, 4, 3),
+    ("int84", 64, 7168, 18432): Config(64, 64, 128, 8, 4, 3),
+    ("int84", 64, 18432, 7168): Config(64, 64, 128, 4, 4, 3),
     ("wonly4", 16, 2048, 7168): Config(16, 64, 128, 8, 4, 3),
-    ("wonly4", 16, 7168, 2048): Config(16, 128, 128, 8, 4, 3),
-    ("wonly4", 64, 18432, 7168): Config(64, 128, 128, 8, 4, 3),
-    ("wonly4", 64, 2048, 7168): Config(64, 128, 128, 8, 4, 4),
-    ("wonly4", 64, 7168, 2048): Config(64, 128, 128, 4, 4, 3),
+    ("wonly4", 16, 7168, 18432): Config(16, 64, 128, 8, 4, 3),
+    ("wonly4", 16, 18432, 7168): Config(16, 64, 128, 4, 4, 3),
+    ("wonly4", 64, 2048, 7168): Config(64, 64, 128, 4, 4, 3),
+    ("wonly4", 64, 7168, 18432): Config(64, 128, 128, 4, 4, 3),
+    ("wonly4", 64, 18432, 7168): Config(64, 128, 128, 4, 4, 3),
+    ("wonly8", 16, 2048, 7168): Config(16, 64, 128, 8, 4, 3),
+    ("wonly8", 16, 7168, 18432): Config(16, 64, 128, 8, 4, 3),
+    ("wonly8", 16, 18432, 7168): Config(16, 64, 128, 8, 4, 3),
+    ("wonly8", 64, 2048, 7168): Config(64, 64, 128, 8, 4, 3),
+    ("wonly8", 64, 7168, 18432): Config(64, 128, 128, 4, 4, 3),
+    ("wonly8", 64, 18432, 7168): Config(64, 64, 128, 1, 4, 3),
 }
 
 
@@ -75,6 +91,10 @@ def pick(kind: str, m: int, n: int, k: int, group: int, device: str) -> Config:
         bk = _largest_divisor_block(group, 32) if group else 32
         return Config(16, 32, bk, 2 if k > 2 * bk else 1, 4, 1)
     sms = _sm_count(torch.device(device).index or 0)
+    if mb <= 16 and (kind.startswith("wonly") or kind in ("int84", "fp84")):  # packed decode: the sweep's winners were all BN=64, split 4-8
+        k_tiles = triton.cdiv(k, 256 if kind.endswith("4") else 128)
+        split = max(1, min(8, triton.cdiv(8 * sms, triton.cdiv(n, 64)), k_tiles // 2))
+        return Config(16, 64, 128, split, 4, 3)
     if mb <= 16:
         bm, bn, bk, warps, stages = 16, 128, 128, 4, 3
     elif mb <= 64:

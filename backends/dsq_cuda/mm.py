@@ -82,9 +82,10 @@ def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> 
     return lay
 
 
-#: weight-only schemes use the tensor-core-free decode kernel up to this many rows (measured on H200: at M=4
-#: it was 1.4x slower than the tiled kernel with BLOCK_M=16, at M=1 1.1x faster) ...
-GEMV_MAX_M = 1
+#: weight-only schemes use the tensor-core-free decode kernel up to this many rows. 0: never by default. On
+#: the slab layout (H200 sweep, 2026-11-22) the tiled kernel at BLOCK_M=16 beat the GEMV kernel at M=1 on
+#: 5 of 6 shape x format cases (W4A16 7168x18432: 55 vs 62 us) and tied on the sixth (W8A16: 54 vs 53 us) ...
+GEMV_MAX_M = 0
 #: ... and dequantize-then-cuBLAS from this many rows on (None: never). Tests lower these to reach every path.
 DENSE_MIN_M: int | None = 256
 

@@ -135,7 +135,7 @@ def _bits_equal(a, b) -> bool:
 
 def quantize_all(w: torch.Tensor, backend) -> dict:
     out = {}
-    for name in SCHEMES:
+    for name in dict.fromkeys(SCHEMES + ["W8A8_DYNAMIC"]):  # the int_mm peer uses W8A8_DYNAMIC's codes
         s = dsq.get_scheme(name)
         stats = dsq.ActStats(-4.0, 4.0, 1) if s.static_activations else None
         torch.cuda.synchronize()
