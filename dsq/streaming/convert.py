@@ -35,7 +35,7 @@ from .formats import OutputFormat
 from .manifest import Staging
 from .plan import ShardPlan
 from .source import ShardReader, SourceCheckpoint
-from .st_format import StreamWriter
+from .st_format import StreamWriter, crc32_of
 
 __all__ = ["convert_shard", "add_stats", "EnginePool"]
 
@@ -95,19 +95,24 @@ def convert_shard(sp: ShardPlan, src: SourceCheckpoint, fmt: OutputFormat, engin
     dtype = _DTYPES[model_dtype]
 
     def compute(job, w, s):
-        """Runs on a worker thread (torch ops release the GIL): the job's output tensors."""
+        """Runs on a worker thread (torch ops release the GIL): the job's output tensors (on the CPU, with
+        their CRC-32s). Format builders run on the engine's device, so a GPU does that arithmetic too."""
         eng = engines.get()
+        module = None
         if job.kind == "quantize":
             packed = eng.quantize(w, s, job.scheme, job.name)
             tensors, ty, stored = fmt.module_tensors(job.name, job.scheme, packed)
-            return tensors, ty, job.scheme.name, {"scheme": stored.to_dict(), "shape": list(w.shape)}
-        if job.kind == "dequant":
-            return {job.tensor: eng.dequant(w, s, dtype, job.name)}, {}, "dequantized float8", None
-        return {job.tensor: w}, {}, "copied", None
+            key, module = job.scheme.name, {"scheme": stored.to_dict(), "shape": list(w.shape)}
+        elif job.kind == "dequant":
+            tensors, ty, key = {job.tensor: eng.dequant(w, s, dtype, job.name)}, {}, "dequantized float8"
+        else:
+            tensors, ty, key = {job.tensor: w}, {}, "copied"
+        tensors = {n: t.detach().cpu().contiguous() for n, t in tensors.items()}
+        return tensors, {n: crc32_of(t) for n, t in tensors.items()}, ty, key, module
 
     def collect(job, future) -> None:
         try:
-            tensors, ty, key, module = future.result()
+            tensors, crcs, ty, key, module = future.result()
         except DsqError as exc:
             raise CheckpointError(f"{shard.path}: tensor {job.tensor!r}: {exc}") from exc
         if module is not None:
@@ -117,7 +122,7 @@ def convert_shard(sp: ShardPlan, src: SourceCheckpoint, fmt: OutputFormat, engin
         for n, t in tensors.items():
             if n in writer.crcs:
                 raise CheckpointError(f"{shard.path}: output tensor {n!r} is produced twice (from {job.tensor!r})")
-            writer.write(n, t)  # straight to disk: the shard's output never accumulates in memory
+            writer.write(n, t, crcs[n])  # straight to disk: the shard's output never accumulates in memory
         types.update(ty)
         st = stats.setdefault(key, {"modules": 0, "tensors_out": 0, "bytes_in": 0, "bytes_out": 0})
         st["modules"] += 1

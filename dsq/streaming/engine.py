@@ -82,14 +82,14 @@ class Engine:
                 yield w[r0:r1].to(torch.float32)
 
     def quantize(self, w: torch.Tensor, s: torch.Tensor | None, scheme: QuantScheme, name: str) -> PackedWeight:
-        """Canonical PackedWeight of weight ``w`` ([N, K]; float8 with block scales ``s``, else float)."""
+        """Canonical PackedWeight of weight ``w`` ([N, K]; float8 with block scales ``s``, else float), with its
+        tensors on the engine's device."""
         if s is not None:
             check_fp8_scale(name, tuple(w.shape), s, self.fp8_block)
         w = w.to(self.device)
         s = None if s is None else s.to(self.device)
         parts = [self._quantize_chunk(c, scheme, name) for c in self._chunks(w, s)]
-        packed = concat_rows(parts)
-        return PackedWeight(packed.scheme, packed.shape, {k: v.cpu() for k, v in packed.tensors.items()})
+        return concat_rows(parts)  # on the engine's device: format builders may run there too
 
     def _quantize_chunk(self, w: torch.Tensor, scheme: QuantScheme, name: str) -> PackedWeight:
         raise NotImplementedError
@@ -128,9 +128,7 @@ class TorchCpuEngine(Engine):
         if fast_supported(scheme):
             return self.fq.quantize(w, scheme, name)
         if self._reference is None:
-            from dsq.registry import get_backend
-
-            self._reference = get_backend("cpu-reference")
+            self._reference = _backend("cpu-reference")
         return self._reference.quantize_weight(w, scheme)
 
 
@@ -155,12 +153,29 @@ class BackendEngine(Engine):
         return super().dequant(w.to(self.device), s.to(self.device), dtype, name).cpu()
 
 
+def _backend(name: str):
+    """A registered backend; the built-in ones also when dsq runs from a source tree without its entry
+    points installed (``PYTHONPATH=backends:.``, as on a bare GPU machine)."""
+    from dsq.errors import UnknownNameError
+    from dsq.registry import get_backend
+
+    try:
+        return get_backend(name)
+    except UnknownNameError:
+        if name.lower() in ("cuda", "gpu"):
+            from dsq_cuda import CudaBackend
+
+            return get_backend(CudaBackend())
+        if name.lower() in ("cpu-reference", "numpy", "reference"):
+            from dsq_cpu_reference.backend import CpuReferenceBackend
+
+            return CpuReferenceBackend()
+        raise
+
+
 def make_engine(backend: str = "cpu", chunk_elems: int = DEFAULT_CHUNK_ELEMS,
                 fp8_block: tuple[int, int] = (128, 128)) -> Engine:
     """``"cpu"`` (torch fast path), ``"cpu-reference"``/``"numpy"`` (the oracle), or any backend name."""
-    from dsq.registry import get_backend
-
     if backend in ("cpu", "torch"):
         return TorchCpuEngine(chunk_elems, fp8_block)
-    be = get_backend(backend)
-    return BackendEngine(be, chunk_elems, fp8_block)
+    return BackendEngine(_backend(backend), chunk_elems, fp8_block)

@@ -29,6 +29,13 @@ FORMAT_NAMES = (ct.FORMAT_NAME, ms.FORMAT_NAME)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def _cpu(packed: PackedWeight) -> PackedWeight:
+    """The package's builders assume CPU tensors; the fast two-level ones run on any device."""
+    if all(t.device.type == "cpu" for t in packed.tensors.values()):
+        return packed
+    return PackedWeight(packed.scheme, packed.shape, {k: v.cpu() for k, v in packed.tensors.items()})
+
+
 class OutputFormat:
     name = ""
     prefix = "model"
@@ -61,6 +68,8 @@ class CompressedTensorsOut(OutputFormat):
         ct.check_scheme(module, scheme, self.model_dtype)
 
     def module_tensors(self, name, scheme, packed):
+        if not scheme.two_level:
+            packed = _cpu(packed)
         entry = QuantEntry(name, scheme, packed)
         entry = ct_two_level_entry(entry) if scheme.two_level else ct.storable_entry(entry)
         ct.check_scheme(name, entry.scheme, self.model_dtype)
@@ -79,6 +88,8 @@ class AscendOut(OutputFormat):
         ms.ascend_type(scheme, module)
 
     def module_tensors(self, name, scheme, packed):
+        if not scheme.two_level:
+            packed = _cpu(packed)
         entry = QuantEntry(name, scheme, packed)
         if scheme.two_level:
             tensors, types = ascend_two_level_tensors(entry)

@@ -200,8 +200,9 @@ class StreamWriter:
         reason = "the disk is full" if getattr(exc, "errno", None) == 28 else str(exc)
         raise CheckpointError(f"cannot write {what} of {self.path}: {reason}") from exc
 
-    def write(self, name: str, t: torch.Tensor) -> None:
-        """Append tensor ``name`` (with fixed specs: the next one, same dtype and shape)."""
+    def write(self, name: str, t: torch.Tensor, crc: str | None = None) -> None:
+        """Append tensor ``name`` (with fixed specs: the next one, same dtype and shape). ``crc``: its CRC-32
+        when the caller computed it already (on another thread)."""
         data = tensor_bytes(t)
         if self._fixed:
             exp_name, nb = self._order[self._next]
@@ -213,7 +214,7 @@ class StreamWriter:
             if name in self.crcs:
                 raise CheckpointError(f"{self.path}: tensor {name!r} is written twice")
             self._add_spec(name, t.dtype, tuple(t.shape))
-        self.crcs[name] = f"{zlib.crc32(data) & 0xFFFFFFFF:08x}"
+        self.crcs[name] = crc or f"{zlib.crc32(data) & 0xFFFFFFFF:08x}"
         try:
             self._f.write(data)
         except OSError as exc:
