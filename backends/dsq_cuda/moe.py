@@ -7,7 +7,8 @@ expert ``e = topk_ids[t, j]`` is in range,
     o = matmul(a, down[e])           rounded to x.dtype, [H]
     y[t] += topk_weights[t, j] * o   float32 here (float64 in the reference), rounded to x.dtype at the end.
 
-Steps (no host synchronisation, so a decode step can be captured in a CUDA graph):
+Up to DECODE_MAX_T tokens the decode path of moe_decode.py runs instead (slab layout, split-K). Tiled path
+steps (no host synchronisation, so a decode step can be captured in a CUDA graph):
     1. moe_align.align_pairs: sort pairs by expert, pad each expert's run to BLOCK_M rows.
     2. dynamic activation schemes: quantize x once per token (act_quant.py, the linear kernels' quantizer).
     3. grouped GEMM gate+up, SwiGLU and the amax of the next quantization in the epilogue (moe_kernels.py).

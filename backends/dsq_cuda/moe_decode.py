@@ -32,6 +32,26 @@ LBK = {4: 256, 8: 128}
 DEFAULTS = dict(block_n=64, num_warps=4, num_stages=4, target_programs=1024, lbk4=512, lbk8=128, sl1=128, swap=0)
 
 
+def tuned(up_sw: dict) -> dict:
+    """Per-kind launch defaults, from the H200 sweep in docs/benchmarks/cuda-moe.md (bench_moe --variants).
+
+    Swapping the operands (weights as the MMA's A operand) won for bf16/fp8 dots on int4/int8-in-words and
+    for int8/fp8 one-per-byte weights; the static W8A8 path (activation quantized on load) prefers wide N
+    tiles and 8 warps; int4 with int8 dots (W4A8) was fastest unswapped; fp8 weights (FP8_BLOCK) stay
+    unswapped because the swapped form (wgmma) lost accuracy there, for no measurable gain.
+    """
+    kind, dot, act = up_sw["W_KIND"], up_sw["DOT"], up_sw["A_KIND"]
+    if act == 3:
+        return dict(block_n=128, num_warps=8)
+    if kind == 1 and dot == 1:
+        return {}
+    if kind == 4:  # swapped fp8 dots on fp8 weights missed the test tolerance on the H200 (0.46% vs 0.4%)
+        return {}
+    if kind in (1, 2, 3):
+        return dict(swap=1)
+    return {}
+
+
 def _split(blocks: int, n_tiles: int, k_tiles: int, target: int) -> int:
     """Split K so that about ``target`` programs run, each keeping at least two K tiles."""
     base = blocks * n_tiles
@@ -67,6 +87,9 @@ def _launch(a, a_scale, static, lay, packed, scheme, al, out, n, k, top_k, gate_
     def st(t):
         return (t.stride(0), t.stride(1)) if t.ndim >= 2 else (0, 0)
 
+    # fp8 dots with the weight as the A operand lower to wgmma, whose fp8 accumulation is imprecise over
+    # long K: measured 0.8% error at 128-wide slabs on the H200 (fine at 32-wide int4 slabs, scaled per slab).
+    swap = bool(cfg["swap"]) and not (sw["DOT"] == 2 and sl > 32)
     if split > 1:
         out.zero_()
     grid = (al.max_blocks, n_tiles, split)
@@ -77,7 +100,7 @@ def _launch(a, a_scale, static, lay, packed, scheme, al, out, n, k, top_k, gate_
         GATE_UP=gate_up, W_KIND=sw["W_KIND"], W_ZP=sw["W_ZP"], W_GS=sw["W_GS"], W_SCALE=sw["W_SCALE"],
         GROUP=sw["GROUP"], BLOCK_N_W=sw["BLOCK_N_W"], BLOCK_K_W=sw["BLOCK_K_W"], A_KIND=sw["A_KIND"],
         A_FP8=sw["A_FP8"], A_GROUPED=sw["A_GROUPED"], A_GROUP=sw["A_GROUP"], HALF_AWAY=sw["HALF_AWAY"],
-        DOT=sw["DOT"], TILE_SCALED=sw["TILE_SCALED"], EVEN_K=k % bk == 0, EPW=epw, SWAP=bool(cfg["swap"]), SPLIT_K=split,
+        DOT=sw["DOT"], TILE_SCALED=sw["TILE_SCALED"], EVEN_K=k % bk == 0, EPW=epw, SWAP=swap, SPLIT_K=split,
         BLOCK_M=BLOCK_M, BLOCK_N=cfg["block_n"], SL=sl, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
 
 
@@ -100,12 +123,12 @@ def run_decode(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tens
     """The decode path for already-validated inputs (see the module docstring); returns y [T, H]."""
     from dsq_cuda.moe_decode_kernels import swiglu_kernel
 
-    cfg = dict(DEFAULTS, **(decode_cfg or {}))
     t, h = x.shape
     i = gate_up.shape[1] // 2
     top_k = topk_ids.shape[1]
     device = x.device
     up_sw, down_sw = plan(scheme, x.dtype)
+    cfg = {**DEFAULTS, **tuned(up_sw), **(decode_cfg or {})}
     if interpreting() and up_sw["DOT"] in (0, 3, 4):
         # Triton's interpreter multiplies bf16 tiles as raw integers; float32 products of bf16/fp16 codes
         # are exact, so the float32 IEEE dot computes the same thing.
