@@ -117,9 +117,13 @@ def moe_slab_kernel(
                 words = tl.load(wbase + ks[:, None], mask=(ks < K)[:, None] & nmask[None, :], other=0)
             for j in tl.static_range(EPW):
                 kj = k0 + j * SL
+                # the last tile may run past K (slab layouts pad K to whole tiles): its activations load as 0,
+                # but scale/zero-point columns past the last group do not exist, so look them up at a clamped
+                # position (0 x a finite scale = 0; an out-of-bounds read could be inf/NaN or fault)
+                kc = tl.minimum(kj, K - 1)
                 a = load_a(a_ptr, a_rows, rmask, offs, kj, K, stride_am, as_ptr, stride_asm, st_s, st_zp,
                            A_KIND, A_FP8, A_GROUPED, A_GROUP, HALF_AWAY, DOT, EVEN_K, tiny)
-                w = _slab(words, j, zp_ptr, gs_ptr, e64, cols, nmask, kj // GROUP, stride_ze, stride_zn,
+                w = _slab(words, j, zp_ptr, gs_ptr, e64, cols, nmask, kc // GROUP, stride_ze, stride_zn,
                           stride_ge, stride_gn, W_KIND, W_ZP, W_GS, DOT)
                 if SWAP:
                     lhs = tl.trans(w)
@@ -135,11 +139,11 @@ def moe_slab_kernel(
                     part = tl.dot(lhs, rhs)
                 if TILE_SCALED:
                     if A_GROUPED:
-                        sa = a_group_scale(as_ptr, a_rows, rmask, kj, stride_asm, A_KIND, A_FP8, A_GROUP, tiny)
+                        sa = a_group_scale(as_ptr, a_rows, rmask, kc, stride_asm, A_KIND, A_FP8, A_GROUP, tiny)
                     else:
                         sa = tl.full([BLOCK_M], 1.0, tl.float32)
                     if W_SCALE == 2 or W_SCALE == 3:
-                        sw = w_tile_scale(ws_ptr, e64, cols, kj, N, stride_se, stride_sn, W_SCALE, GROUP,
+                        sw = w_tile_scale(ws_ptr, e64, cols, kc, N, stride_se, stride_sn, W_SCALE, GROUP,
                                           BLOCK_N_W, BLOCK_K_W)
                     else:
                         sw = tl.full([BLOCK_N], 1.0, tl.float32)

@@ -146,7 +146,7 @@ def load_a(a_ptr, rows, rmask, offs_k, k0, K, stride_am, as_ptr, stride_asm, st_
         if DOT == 5:
             a = a.to(tl.float32)
     elif A_KIND == 2:
-        col = k0 // A_GROUP if A_GROUPED else 0
+        col = tl.minimum(k0, K - 1) // A_GROUP if A_GROUPED else 0  # clamped: a tile may run past K
         amax = tl.load(as_ptr + rows.to(tl.int64) * stride_asm + col, mask=rmask, other=0.0)
         if A_FP8:
             s = tl.maximum(tl.math.div_rn(amax, 448.0), tiny)
