@@ -248,7 +248,7 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:.3f}"
 
 
-def _resolve(recipe: Recipe, unit: Unit, hits: dict[str, int]) -> tuple[QuantScheme | None, int | None, str]:
+def resolve_unit(recipe: Recipe, unit: Unit, hits: dict[str, int]) -> tuple[QuantScheme | None, int | None, str]:
     """(scheme, rule index, reason) for one unit; counts target hits as a side effect."""
     ignored_by = None
     for target in recipe.ignore:
@@ -294,7 +294,7 @@ def plan(model: nn.Module, recipe, backend=None, warn: bool = True) -> Plan:
     entries = []
     unit_param_bytes = 0
     for u in units:
-        scheme, rule, reason = _resolve(recipe, u, hits)
+        scheme, rule, reason = resolve_unit(recipe, u, hits)
         if u.kind == "linear":
             w = u.module.weight
             before = w.numel() * w.element_size()

@@ -48,7 +48,8 @@ VERSION = "1.0.0"
 SUPPORTED = ("W8A8", "W8A8_DYNAMIC", "W8A16", "W4A8_DYNAMIC")
 #: model_quant_type is the first of these present (W4A8_DYNAMIC only when nothing else is quantized)
 _PRIORITY = ("W8A8", "W8A8_DYNAMIC", "W8A16", "W4A8_DYNAMIC")
-_CHUNKED = ("down_proj", "o_proj")
+#: projections whose scale_bias msModelSlim stores per K chunk ([out, 16], tensor parallel up to 16)
+CHUNKED_SCALE_BIAS = ("down_proj", "o_proj")
 SCALE_BIAS_CHUNKS = 16
 
 
@@ -77,7 +78,7 @@ def _f32(t: torch.Tensor) -> torch.Tensor:
 def _scale_bias(name: str, deq_w: torch.Tensor) -> torch.Tensor:
     """8 * row sums of the dequantized weight (float64 sums of exact products, rounded once to float32)."""
     n, k = deq_w.shape
-    if name.rsplit(".", 1)[-1] in _CHUNKED:
+    if name.rsplit(".", 1)[-1] in CHUNKED_SCALE_BIAS:
         if k % SCALE_BIAS_CHUNKS:
             raise CheckpointError(f"module {name}: scale_bias splits K={k} into {SCALE_BIAS_CHUNKS} chunks; "
                                   f"K must be a multiple of {SCALE_BIAS_CHUNKS}")

@@ -73,7 +73,7 @@ def ascend_two_level_tensors(entry: QuantEntry) -> tuple[dict[str, torch.Tensor]
     lo, hi = q4[0::2] & 0xF, (q4[1::2] & 0xF) << 4
     pairs = (lo | hi).to(torch.uint8).view(torch.int8)  # two's-complement nibbles, even row low
     s2f = p["weight_group_scale"].to(torch.float32)
-    if m.rsplit(".", 1)[-1] in ms._CHUNKED:
+    if m.rsplit(".", 1)[-1] in ms.CHUNKED_SCALE_BIAS:
         chunks = ms.SCALE_BIAS_CHUNKS
         if k % chunks:
             raise CheckpointError(f"module {m}: scale_bias splits K={k} into {chunks} chunks; K must be a "

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 from dsq.errors import CheckpointError, SchemeError
-from dsq.planning import _resolve, fit_problems
+from dsq.planning import fit_problems, resolve_unit
 from dsq.recipes import Recipe, resolve_recipe, target_matches
 from dsq.schemes import QuantScheme
 
@@ -184,7 +184,7 @@ def make_plan(src: SourceCheckpoint, recipe, prefix: str = "model", scale_dtype:
     for target in recipe.ignore:  # an ignore entry may name any module (a router, a whole layer)
         hits[target] += sum(target_matches(target, m) for m in modules)
     for u in recipe_units:
-        scheme, _, _ = _resolve(recipe, u, hits)
+        scheme, _, _ = resolve_unit(recipe, u, hits)
         members = u.aliases or [u.name]
         if scheme is not None and scheme.static_activations:
             if not skip_calibrated:
