@@ -93,7 +93,7 @@ def _as_scheme(spec) -> QuantScheme:
             spec["block_size"] = tuple(spec["block_size"])
         try:
             return get_scheme(base, **spec)
-        except TypeError as exc:
+        except (TypeError, SchemeError) as exc:
             raise RecipeError(f"scheme {base!r}: bad override in {spec}: {exc}") from None
     raise RecipeError(f"a rule's scheme must be a scheme name, a dict or a QuantScheme, got {type(spec).__name__}")
 

@@ -46,6 +46,7 @@ intermediate roundings the conformance tolerances allow (docs/conformance.md).
 from __future__ import annotations
 
 import dataclasses
+import operator
 from dataclasses import dataclass
 from enum import Enum
 
@@ -165,6 +166,7 @@ class QuantScheme:
         def bad(msg: str) -> SchemeError:
             return SchemeError(f"scheme {self.name}: {msg}")
 
+        self._coerce_fields(bad)
         if self.scale_dtype not in _SCALE_DTYPES:
             raise bad(f"scale_dtype must be one of {_SCALE_DTYPES}, got {self.scale_dtype!r}")
         if self.weight_granularity is Granularity.GROUP or self.two_level:
@@ -183,6 +185,38 @@ class QuantScheme:
             raise bad("asymmetric activations are supported per tensor (static) only")
         if self.act_granularity is ActGranularity.TOKEN_GROUP and self.act_group_size <= 0:
             raise bad(f"act_group_size must be positive, got {self.act_group_size}")
+
+    def _coerce_fields(self, bad) -> None:
+        """Enum fields given as their string values (from JSON, YAML, keyword overrides) become enums;
+        any other wrong type raises SchemeError naming the field and the accepted values."""
+        for key, enum in _ENUM_FIELDS.items():
+            v = getattr(self, key)
+            if v is None and key in ("act_dtype", "act_granularity"):
+                continue
+            if not isinstance(v, enum):
+                try:
+                    v = enum(str(v).strip().lower())
+                except ValueError:
+                    raise bad(f"{key}={v!r} is not one of {', '.join(e.value for e in enum)}") from None
+                object.__setattr__(self, key, v)
+
+        def as_int(v):  # int, numpy or torch integer scalars; not bool, float or str
+            if isinstance(v, bool):
+                raise TypeError(v)
+            return int(operator.index(v))
+
+        try:
+            for key in ("group_size", "act_group_size"):
+                object.__setattr__(self, key, as_int(getattr(self, key)))
+        except TypeError:
+            raise bad(f"{key} must be an integer, got {getattr(self, key)!r}") from None
+        try:
+            block = tuple(as_int(b) for b in self.block_size)
+        except TypeError:
+            block = None
+        if block is None or len(block) != 2:
+            raise bad(f"block_size must be a pair of integers (rows, cols), got {self.block_size!r}")
+        object.__setattr__(self, "block_size", block)
 
     # -- derived facts -------------------------------------------------------------------------------
     @property
@@ -215,16 +249,17 @@ class QuantScheme:
         return (-(-n // bn), -(-k // bk))
 
     def replace(self, **changes) -> QuantScheme:
-        """A copy with some fields changed (validated), e.g. ``get_scheme("w4a16").replace(group_size=64)``."""
-        for key in ("weight_dtype", "act_dtype"):
-            if isinstance(changes.get(key), str):
-                changes[key] = QType(changes[key])
-        enums = {"weight_granularity": Granularity, "act_granularity": ActGranularity,
-                 "scale_rule": ScaleRule, "act_rounding": RoundMode}
-        for key, enum in enums.items():
-            if isinstance(changes.get(key), str):
-                changes[key] = enum(changes[key])
-        return dataclasses.replace(self, **changes)
+        """A copy with some fields changed (validated), e.g. ``get_scheme("w4a16").replace(group_size=64)``.
+
+        Enum fields accept their string values (``scale_rule="qmax"``). An unknown field or value raises
+        SchemeError listing the valid ones.
+        """
+        fields = [f.name for f in dataclasses.fields(self)]
+        unknown = sorted(set(changes) - set(fields))
+        if unknown:
+            raise SchemeError(f"scheme {self.name}: unknown field(s) {', '.join(unknown)}; "
+                              f"valid fields: {', '.join(fields)}")
+        return dataclasses.replace(self, **changes)  # __post_init__ converts and validates
 
     def to_dict(self) -> dict:
         """JSON-friendly form (enums as their string values)."""
@@ -236,14 +271,20 @@ class QuantScheme:
 
     @classmethod
     def from_dict(cls, data: dict) -> QuantScheme:
-        """Inverse of :meth:`to_dict`."""
-        base = get_scheme(data["name"]) if data.get("name", "").lower() in _PRESETS else None
+        """Inverse of :meth:`to_dict`. A preset's name starts from the preset; another name needs at least
+        ``weight_dtype`` and ``weight_granularity``."""
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            raise SchemeError(f"a scheme dict needs a string 'name' and the QuantScheme fields, got {data!r}")
         fields = {k: v for k, v in data.items() if k != "name"}
-        if "block_size" in fields:
-            fields["block_size"] = tuple(fields["block_size"])
-        if base is not None:
-            return base.replace(**fields)
-        return cls(name=data["name"], **fields).replace()
+        if data["name"].lower() in _PRESETS:
+            return get_scheme(data["name"]).replace(**fields)
+        known = [f.name for f in dataclasses.fields(cls)]
+        missing = [k for k in ("weight_dtype", "weight_granularity") if k not in fields]
+        unknown = sorted(set(fields) - set(known))
+        if missing or unknown:
+            raise SchemeError(f"scheme dict {data['name']!r}: missing field(s) {missing}, unknown field(s) "
+                              f"{unknown}; valid fields: {', '.join(known)}")
+        return cls(name=data["name"], **fields)
 
     def describe(self) -> str:
         """One line a person reads in tables: weights / activations."""
@@ -260,6 +301,9 @@ class QuantScheme:
         a += " static asym" if self.static_activations else " dynamic"
         return f"W: {w}; A: {a}"
 
+
+_ENUM_FIELDS = {"weight_dtype": QType, "weight_granularity": Granularity, "scale_rule": ScaleRule,
+                "act_rounding": RoundMode, "act_dtype": QType, "act_granularity": ActGranularity}
 
 _I8, _I4, _F8 = QType.INT8, QType.INT4, QType.FP8_E4M3
 _CH, _GR, _BL = Granularity.CHANNEL, Granularity.GROUP, Granularity.BLOCK

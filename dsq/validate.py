@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from dsq.errors import QuantInputError
@@ -49,9 +51,16 @@ def check_activation(x: torch.Tensor, k: int | None, name: str = "x") -> None:
 
 
 def check_bias(bias: torch.Tensor | None, n: int) -> None:
-    """A bias is None or a tensor of shape [N]."""
-    if bias is not None and tuple(bias.shape) != (n,):
+    """A bias is None or a finite float32/bf16/fp16 tensor of shape [N]."""
+    if bias is None:
+        return
+    if not isinstance(bias, torch.Tensor):
+        raise QuantInputError(f"bias must be a torch.Tensor or None, got {type(bias).__name__}")
+    if tuple(bias.shape) != (n,):
         raise QuantInputError(f"bias has shape {tuple(bias.shape)}; expected [N] = [{n}]")
+    if bias.dtype not in FLOAT_DTYPES:
+        raise QuantInputError(f"bias has dtype {bias.dtype}; expected one of float32, bfloat16, float16")
+    _check_finite(bias, "bias")
 
 
 def act_stats_range(act_stats, lead: tuple[int, ...], scheme: QuantScheme) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,8 +75,25 @@ def act_stats_range(act_stats, lead: tuple[int, ...], scheme: QuantScheme) -> tu
     stats = act_stats if isinstance(act_stats, (list, tuple)) else [act_stats] * (lead[0] if lead else 1)
     if lead and len(stats) != lead[0]:
         raise QuantInputError(f"got {len(stats)} ActStats for {lead[0]} stacked weights")
-    lo = torch.tensor([s.min_val for s in stats], dtype=torch.float32).reshape(lead + (1,))
-    hi = torch.tensor([s.max_val for s in stats], dtype=torch.float32).reshape(lead + (1,))
+    bounds: list[tuple[float, float]] = []
+    for i, s in enumerate(stats):
+        name = "act_stats" if not isinstance(act_stats, (list, tuple)) else f"act_stats[{i}]"
+        try:  # python, numpy or 0-d torch numbers; not str, bool or None
+            if any(isinstance(v, (str, bool)) for v in (s.min_val, s.max_val)):
+                raise TypeError
+            lo_i, hi_i = float(s.min_val), float(s.max_val)
+        except (AttributeError, TypeError, ValueError, RuntimeError):
+            shown = repr(s) if len(repr(s)) <= 80 else type(s).__name__
+            raise QuantInputError(f"{name} is {shown}; expected dsq.ActStats(min_val, max_val) with numeric "
+                                  "bounds (or a list of them, one per stacked weight)") from None
+        if not (math.isfinite(lo_i) and math.isfinite(hi_i)):
+            raise QuantInputError(f"{name} has min_val={lo_i}, max_val={hi_i}; expected finite bounds "
+                                  "(an ActStats.empty() that never saw calibration data has infinite ones)")
+        if lo_i > hi_i:
+            raise QuantInputError(f"{name} has min_val={lo_i} > max_val={hi_i}; expected min_val <= max_val")
+        bounds.append((lo_i, hi_i))
+    lo = torch.tensor([b[0] for b in bounds], dtype=torch.float32).reshape(lead + (1,))
+    hi = torch.tensor([b[1] for b in bounds], dtype=torch.float32).reshape(lead + (1,))
     return lo, hi
 
 
