@@ -48,12 +48,28 @@ def _check_weights(model: nn.Module, p: Plan, adapter) -> None:
             check_weight(down.detach(), e.scheme, f"{e.name}.down_proj")
 
 
-def _apply_scale_dtype(recipe, model: nn.Module, scale_dtype: str | None):
-    if scale_dtype == "auto":
-        dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
-        floats = dtypes & {torch.bfloat16, torch.float16}
-        scale_dtype = str(floats.pop()).removeprefix("torch.") if len(floats) == 1 and len(dtypes) == 1 else None
-    return recipe if scale_dtype is None else recipe.with_scale_dtype(scale_dtype)
+def _planned_weight_dtypes(model: nn.Module, p: Plan, adapter) -> set[torch.dtype]:
+    """dtypes of the weights the plan quantizes (fused experts: both stacked tensors)."""
+    dtypes = set()
+    for e in p.quantized:
+        mod = model.get_submodule(e.name)
+        if e.kind == "linear":
+            dtypes.add(mod.weight.dtype)
+        else:
+            dtypes.update(t.dtype for t in adapter.expert_tensors(mod, e.name))
+    return dtypes
+
+
+def _auto_scale_dtype(model: nn.Module, p: Plan, adapter) -> str | None:
+    """``scale_dtype="auto"``: the dtype of the weights being quantized when all are bfloat16 or all float16.
+
+    Only the planned weights count: transformers keeps some float parameters of a bf16 model in float32
+    (DeepSeek-V3's router ``gate.weight`` and ``e_score_correction_bias``), which recipes leave float anyway.
+    """
+    dtypes = _planned_weight_dtypes(model, p, adapter)
+    if len(dtypes) == 1 and next(iter(dtypes)) in (torch.bfloat16, torch.float16):
+        return str(dtypes.pop()).removeprefix("torch.")
+    return None
 
 
 def quantize(model: nn.Module, recipe, backend="cpu", calib_data=None, *, expert_mode: str = "all",
@@ -67,9 +83,10 @@ def quantize(model: nn.Module, recipe, backend="cpu", calib_data=None, *, expert
         backend: backend name or object whose kernels quantize and later run the weights.
         calib_data: batches for static activation schemes (see :mod:`dsq.calibration`); unused otherwise.
         expert_mode: ``"all"`` (every expert sees every calibration token) or ``"routed"``.
-        scale_dtype: dtype every scheme stores its weight scales in. ``"auto"`` (default): the model's dtype
-            when it is bfloat16 or float16 (what compressed-tensors checkpoints hold, so ``dsq.save`` writes
-            them exactly), else the recipe's own; ``None``: keep the recipe's; or an explicit
+        scale_dtype: dtype every scheme stores its weight scales in. ``"auto"`` (default): the dtype of the
+            weights being quantized when they are all bfloat16 or all float16 (what compressed-tensors
+            checkpoints hold, so ``dsq.save`` writes them exactly; float32 parameters transformers keeps in a
+            bf16 model, such as router gates, do not count), else the recipe's own; ``None``: keep the recipe's; or an explicit
             ``"float32"``/``"bfloat16"``/``"float16"``.
         progress: show tqdm progress bars.
     """
@@ -79,7 +96,11 @@ def quantize(model: nn.Module, recipe, backend="cpu", calib_data=None, *, expert
         raise QuantInputError("model is already quantized by dsq (it has dsq_info); quantize a float model")
     be = get_backend(backend)
     adapter = get_adapter(model)
-    recipe = _apply_scale_dtype(resolve_recipe(recipe, model), model, scale_dtype)
+    recipe = resolve_recipe(recipe, model)
+    if scale_dtype == "auto":
+        scale_dtype = _auto_scale_dtype(model, plan(model, recipe, backend=be, warn=False), adapter)
+    if scale_dtype is not None:
+        recipe = recipe.with_scale_dtype(scale_dtype)
     p = plan(model, recipe, backend=be)
     p.check()
     _check_weights(model, p, adapter)

@@ -137,53 +137,87 @@ def _linear_shape(model: nn.Module, name: str) -> tuple[nn.Module, int, int]:
     return m, int(w.shape[0]), int(w.shape[1])
 
 
+def _listed(problems: list[str], limit: int = 20) -> str:
+    more = f"\n  (+{len(problems) - limit} more)" if len(problems) > limit else ""
+    return "\n  " + "\n  ".join(problems[:limit]) + more
+
+
 def populate(model: nn.Module, linears: dict[str, QuantScheme], experts: dict[str, QuantScheme],
              read_entry: Callable[[str, QuantScheme, int, int], PackedWeight], reader, backend,
              dtype: torch.dtype, progress=None) -> nn.Module:
-    """Swap quantized modules into a skeleton, then load every float tensor of ``reader``."""
+    """Swap quantized modules into a skeleton, then load every float tensor of ``reader``.
+
+    Every missing, mis-shaped or mistyped tensor is found before anything is raised: one CheckpointError
+    names them all (the first 20), so a damaged checkpoint is diagnosed in one run.
+    """
     adapter = get_adapter(model)
     fused = adapter.find_experts(model)
     owned: list[str] = []
+    problems: list[str] = []
+
+    def read(name: str, scheme: QuantScheme, n: int, k: int) -> PackedWeight | None:
+        try:
+            return read_entry(name, scheme, n, k)
+        except CheckpointError as exc:
+            problems.append(str(exc))
+            return None
+
     for name, scheme in linears.items():
         m, n, k = _linear_shape(model, name)
+        owned.append(name + ".")
         bias = None
         if getattr(m, "bias", None) is not None:
-            bias = reader.get(f"{name}.bias").to(dtype)
-            if tuple(bias.shape) != (n,):
-                raise CheckpointError(f"tensor {name}.bias has shape {tuple(bias.shape)}; expected ({n},)")
-        _replace(model, name, QuantLinear(read_entry(name, scheme, n, k), scheme, bias, backend, dtype))
-        owned.append(name + ".")
+            try:
+                bias = reader.get(f"{name}.bias").to(dtype)
+            except CheckpointError as exc:
+                problems.append(str(exc))
+            if bias is not None and tuple(bias.shape) != (n,):
+                problems.append(f"tensor {name}.bias has shape {tuple(bias.shape)}; expected ({n},)")
+        packed = read(name, scheme, n, k)
+        if packed is not None and not problems:
+            _replace(model, name, QuantLinear(packed, scheme, bias, backend, dtype))
         if progress is not None:
             progress.update(1)
     for name, scheme in experts.items():
         if name not in fused:
             raise CheckpointError(f"checkpoint has quantized experts {name}, which the model built from config.json lacks")
+        owned += [name + ".", adapter.disk_prefix(name) + "."]
         e, inter, hidden = adapter.expert_shape(fused[name])
-        parts = []
-        for names in adapter.expert_names(name, e):
-            parts.append((read_entry(names["gate"], scheme, inter, hidden), read_entry(names["up"], scheme, inter, hidden),
-                          read_entry(names["down"], scheme, hidden, inter)))
-        _replace(model, name, QuantExperts(stack_experts(name, parts, scheme), scheme, backend, dtype))
-        owned.append(adapter.disk_prefix(name) + ".")
+        parts = [(read(names["gate"], scheme, inter, hidden), read(names["up"], scheme, inter, hidden),
+                  read(names["down"], scheme, hidden, inter)) for names in adapter.expert_names(name, e)]
+        if not problems:
+            _replace(model, name, QuantExperts(stack_experts(name, parts, scheme), scheme, backend, dtype))
         if progress is not None:
             progress.update(1)
-    floats = {k: reader.get(k) for k in reader.keys() if not any(k.startswith(p) for p in owned)}
+    floats = {}
+    for key in reader.keys():
+        if not any(key.startswith(p) for p in owned):
+            try:
+                floats[key] = reader.get(key)
+            except CheckpointError as exc:
+                problems.append(str(exc))
     expected = model.state_dict()
     unexpected = sorted(k for k in floats if k not in expected)
     if unexpected:
-        raise CheckpointError(f"checkpoint has tensors the model does not: {', '.join(unexpected[:8])}"
-                              + (f" (+{len(unexpected) - 8} more)" if len(unexpected) > 8 else ""))
+        problems.append(f"checkpoint has tensors the model does not: {', '.join(unexpected[:8])}"
+                        + (f" (+{len(unexpected) - 8} more)" if len(unexpected) > 8 else ""))
     for k, t in floats.items():
-        if tuple(t.shape) != tuple(expected[k].shape):
-            raise CheckpointError(f"tensor {k} has shape {tuple(t.shape)}; the model expects {tuple(expected[k].shape)}")
-    model.load_state_dict(floats, strict=False, assign=True)
-    if getattr(model.config, "tie_word_embeddings", False) and hasattr(model, "tie_weights"):
-        model.tie_weights()
+        if k in expected and tuple(t.shape) != tuple(expected[k].shape):
+            problems.append(f"tensor {k} has shape {tuple(t.shape)}; the model expects {tuple(expected[k].shape)}")
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
-    missing = [k for k, v in model.state_dict().items() if k not in floats and not any(k.startswith(p) for p in owned)
-               and (v.device.type == "meta" or not tied)]  # a tied weight is filled by tie_weights
+    filled_by_tie = set()  # a tied output head is filled from the input embedding by tie_weights
+    if tied and hasattr(model, "get_output_embeddings") and model.get_output_embeddings() is not None:
+        out_head = model.get_output_embeddings()
+        filled_by_tie = {f"{n}.weight" for n, m in model.named_modules() if m is out_head}
+    missing = [k for k in expected if k not in floats and k not in filled_by_tie
+               and not any(k.startswith(p) for p in owned)]
     if missing:
-        raise CheckpointError(f"checkpoint is missing tensors: {', '.join(missing[:8])}"
-                              + (f" (+{len(missing) - 8} more)" if len(missing) > 8 else ""))
+        problems.append(f"checkpoint is missing tensors: {', '.join(missing[:8])}"
+                        + (f" (+{len(missing) - 8} more)" if len(missing) > 8 else ""))
+    if problems:
+        head = problems[0] if len(problems) == 1 else f"{len(problems)} problems with the checkpoint's tensors:"
+        raise CheckpointError(head + (_listed(problems) if len(problems) > 1 else ""))
+    model.load_state_dict(floats, strict=False, assign=True)
+    if tied and hasattr(model, "tie_weights"):
+        model.tie_weights()
     return model
-

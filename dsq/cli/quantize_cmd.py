@@ -59,8 +59,16 @@ def load_calibration(path: str, model_dir: str) -> list:
     if p.suffix == ".txt":
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
         lines = [ln for ln in p.read_text().splitlines() if ln.strip()]
+        if not lines:
+            raise CheckpointError(f"calibration file {p} holds no samples (expected one text sample per line)")
+        try:
+            tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        except Exception as exc:  # OSError (no tokenizer files), ValueError (no usable backend), ...
+            raise CheckpointError(
+                f"calibration file {p} is text, but no tokenizer loads from {model_dir} "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}); give token ids "
+                "instead: a .json/.jsonl list of token-id lists or a .safetensors 'input_ids' [B, S]") from None
         return [tok(ln, return_tensors="pt", truncation=True, max_length=512)["input_ids"] for ln in lines]
     try:
         text = p.read_text()

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import TOKENS, tiny_model
+from ckpt_builders import TOKENS, tiny_model
 
 import dsq
 from dsq.cli import main
@@ -77,3 +77,18 @@ def test_bad_inputs(tmp_path, hf_folder, capsys):
     assert main(["quantize", str(hf_folder), "-r", "w4a16", "-o", str(tmp_path / "z"), "--format", "ascend"]) == 2
     assert "no msModelSlim/ascend on-disk form" in capsys.readouterr().err
     assert not (tmp_path / "z").exists()
+
+
+def test_text_calibration_without_a_tokenizer(tmp_path, hf_folder, capsys):
+    """A .txt calibration file needs MODEL_DIR's tokenizer; without one the error says what to give instead."""
+    text = tmp_path / "calib.txt"
+    text.write_text("def f(x):\n    return x\n")
+    args = ["quantize", str(hf_folder), "-r", "deepseek-w4a8", "-o", str(tmp_path / "t"), "--format", "ascend"]
+    assert main([*args, "--calib", str(text)]) == 2
+    err = capsys.readouterr().err
+    assert f"no tokenizer loads from {hf_folder}" in err and ".json/.jsonl list of token-id lists" in err
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    assert main([*args, "--calib", str(empty)]) == 2
+    assert "empty.txt holds no samples" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()

@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import CALIB, tiny_model, with_scale_dtype
+from ckpt_builders import CALIB, tiny_model, with_scale_dtype
 
 import dsq
 from dsq.errors import CheckpointError
@@ -151,3 +151,19 @@ def test_quantize_follows_the_model_dtype_for_scales_by_default(tmp_path):
     out = dsq.save(model, tmp_path / "ckpt")
     with safe_open(str(out / "model.safetensors"), "pt") as f:
         assert f.get_tensor("model.layers.0.self_attn.o_proj.weight_scale").dtype == torch.bfloat16
+
+
+def test_auto_scale_dtype_counts_only_the_quantized_weights(tmp_path):
+    """A bf16 model whose router gate stays float32 (as transformers keeps it) still gets bf16 scales: the
+    gate is not quantized. If a float32 weight is quantized too, "auto" keeps the recipe's float32."""
+    model = tiny_model(torch.bfloat16)
+    gate = model.model.layers[1].mlp.gate
+    gate.weight.data = gate.weight.data.float()
+    dsq.quantize(model, "w4a16", backend="cpu", progress=False)
+    assert {m["scale_dtype"] for m in model.dsq_info["modules"].values()} == {"bfloat16"}
+    dsq.save(model, tmp_path / "ckpt")
+
+    mixed = tiny_model(torch.bfloat16)
+    mixed.model.layers[0].mlp.down_proj.float()
+    dsq.quantize(mixed, "w8a16", backend="cpu", progress=False)
+    assert {m["scale_dtype"] for m in mixed.dsq_info["modules"].values()} == {"float32"}

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import TOKENS
+from ckpt_builders import TOKENS
 from safetensors.torch import load_file, save_file
 
 import dsq
@@ -103,6 +103,30 @@ def test_missing_float_tensor_named(quantized, tmp_path):
     _rewrite(out / "model.safetensors", lambda t: t.pop("model.layers.1.mlp.gate.e_score_correction_bias"))
     with pytest.raises(CheckpointError, match=r"missing tensors: model\.layers\.1\.mlp\.gate\.e_score_correction_bias"):
         dsq.load(out)
+
+
+def test_every_damaged_tensor_is_named_at_once(quantized, tmp_path):
+    """Missing and mis-shaped tensors, quantized and float, are all listed by one error."""
+    out = dsq.save(quantized("w4a16"), tmp_path / "ckpt")
+    gone = ["model.layers.1.mlp.experts.2.up_proj.weight_scale", "model.layers.1.mlp.experts.3.down_proj.weight_packed",
+            "model.layers.1.mlp.gate.e_score_correction_bias"]
+    short = ["model.layers.0.self_attn.o_proj.weight_scale", "model.norm.weight"]
+
+    def damage(t):
+        for k in gone:
+            t.pop(k)
+        for k in short:
+            t[k] = t[k][:5]
+
+    _rewrite(out / "model.safetensors", damage)
+    with pytest.raises(CheckpointError) as info:
+        dsq.load(out)
+    text = str(info.value)
+    assert text.startswith("5 problems with the checkpoint's tensors:")
+    for k in gone + short:
+        assert k in text, k
+    assert "missing tensors: model.layers.1.mlp.gate.e_score_correction_bias" in text
+    assert "model.norm.weight has shape (5,); the model expects (128,)" in text
 
 
 def test_misshaped_tensors_named(quantized, tmp_path):

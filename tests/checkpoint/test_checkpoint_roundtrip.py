@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import TOKENS
+from ckpt_builders import TOKENS, tiny_config
 
 import dsq
 from dsq.nn import QuantExperts, QuantLinear
@@ -116,3 +116,23 @@ def test_inspect_summary(quantized, tmp_path):
     assert total == s["tensor_bytes"]
     shard = next(f for f in s["files"] if f["name"] == "quant_model_weights.safetensors")
     assert 0 < s["tensor_bytes"] < shard["bytes"]
+
+
+def test_tied_embeddings_roundtrip(tmp_path):
+    """A model whose lm_head is tied to the input embedding: stored once, re-tied on load, same logits."""
+    import transformers
+
+    cfg = tiny_config()
+    cfg.tie_word_embeddings = True
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
+    dsq.quantize(model, "w8a16", backend="cpu", progress=False)
+    out = dsq.save(model, tmp_path / "ckpt")
+    from safetensors import safe_open
+
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert "lm_head.weight" not in set(f.keys())
+    loaded = dsq.load(out)
+    assert loaded.lm_head.weight is loaded.model.embed_tokens.weight
+    with torch.no_grad():
+        assert torch.equal(model(TOKENS).logits, loaded(TOKENS).logits)
