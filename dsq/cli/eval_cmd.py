@@ -37,7 +37,7 @@ def run(args) -> int:
     res = perplexity(model, data, max_tokens=args.max_tokens, batch_size=args.batch_size,
                      progress=not args.json, desc=f"eval {args.model}", track_experts=args.expert_load)
     uni = unigram_perplexity(load_train_bytes(), data, args.max_tokens)
-    out = {"model": str(args.model), "kind": kind, "backend": args.backend if kind == "dsq" else "torch",
+    out = {"model": str(args.model), "kind": kind, "backend": (args.backend or "cpu") if kind == "dsq" else "torch",
            "data": args.data or "held-out (dsq/tiny/heldout.txt)", **res.to_dict(), "unigram_ppl": uni}
     if args.json:
         print(json.dumps(out, indent=2))

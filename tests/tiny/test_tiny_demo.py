@@ -61,3 +61,5 @@ def test_tiny_eval_reads_demo_checkpoint(demo_out, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["kind"] == "dsq" and out["backend"] == "cpu"
     assert out["ppl"] == pytest.approx(rows["w4a16"]["ppl"], rel=1e-9)  # reloaded == in-memory quantized model
+    assert main(["eval", str(ckpt), "--max-tokens", "50", "--json"]) == 0  # no --backend: the default, named
+    assert json.loads(capsys.readouterr().out)["backend"] == "cpu"

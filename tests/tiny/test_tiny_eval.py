@@ -2,6 +2,8 @@
 
 import json
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +16,7 @@ from dsq.tiny.model import load_model
 #: the model card's (docs/tiny-deepseek.md) perplexity of the shipped weights on held-out bytes [0, 4096)
 CARD_SLICE_BYTES = 4096
 CARD_SLICE_PPL = 11.681
+MODEL_CARD = Path(__file__).resolve().parents[2] / "docs" / "tiny-deepseek.md"
 
 
 class _Fixed(torch.nn.Module):
@@ -78,6 +81,10 @@ def test_tiny_slice_below_unigram_and_experts_used(shipped):
 
 
 def test_tiny_shipped_ppl_matches_model_card(shipped):
+    # the number the card states, read from the card itself (its results table row for the test slice)
+    row = re.search(r"^\| first 4,096 bytes[^|]*\| \*\*([0-9.]+)\*\* \|", MODEL_CARD.read_text(), re.M)
+    assert row, f"{MODEL_CARD} has no results row for the first 4,096 held-out bytes"
+    assert float(row.group(1)) == CARD_SLICE_PPL
     res = perplexity(shipped, load_heldout_bytes(), max_tokens=CARD_SLICE_BYTES, progress=False)
     assert res.ppl == pytest.approx(CARD_SLICE_PPL, rel=0.01)
 
