@@ -114,13 +114,16 @@ def pick(kind: str, m: int, n: int, k: int, group: int, device: str) -> Config:
 
 
 def _pick_gemv(m: int, n: int, k: int, group: int, device: str) -> Config:
-    """Decode kernel config; block_k is stored negated (the marker that selects gemv_kernel)."""
+    """Decode kernel config; block_k holds the row-tile width SW negated (the marker that selects gemv_kernel).
+
+    From the H200 sweep of benchmarks/cuda/gemv_lab.py (2026-11-29): the kernel is latency-bound unless many
+    programs stream weights at once, so every shape wanted the largest split tried (16 chunks' worth of
+    programs per output tile) with SW = 16 and BLOCK_N = 128 (32-64 when N is small)."""
+    from dsq_cuda.slab import ROW_TILE_WORDS
+
     bm = triton.next_power_of_2(max(1, m))
-    bk = min(128, group) if group else 128
     if interpreting() or device == "cpu":
-        return Config(bm, 16, -min(bk, 64), 2 if k > 128 else 1, 4, 1)
-    sms = _sm_count(torch.device(device).index or 0)
-    bn = 128 if n >= 8192 else 64 if n >= 4096 else 32  # the sweep's winners by N
-    tiles = triton.cdiv(n, bn)
-    split = max(1, min(triton.cdiv(k, bk) // 4, triton.cdiv(2 * sms, tiles))) if tiles < 2 * sms else 1
-    return Config(bm, bn, -bk, split, 4, 3)
+        return Config(bm, 16, -ROW_TILE_WORDS, 2 if k > 256 else 1, 4, 1)
+    bn = 128 if n >= 4096 else 32
+    chunks = triton.cdiv(k, max(group or 0, 128))
+    return Config(bm, bn, -ROW_TILE_WORDS, max(1, min(16, chunks)), 4, 3)

@@ -2,11 +2,14 @@
 
 Paths: weight-only schemes use gemv_kernel for M <= GEMV_MAX_M, dequantize + cuBLAS for M >= DENSE_MIN_M and
 qmm_kernel in between; every other scheme quantizes x (act_quant) and runs qmm_kernel. A Config passed by
-the caller (benchmarks) forces qmm_kernel, or gemv_kernel when its block_k is negative.
+the caller (benchmarks) forces qmm_kernel, or gemv_kernel when its block_k is negative (-block_k = the
+row-tile width SW).
 
 Device layout (cached in ``PackedWeight.device_layout[device]``; the canonical tensors are left untouched):
     w     packed int4/int8 words in the slab layout of dsq_cuda.slab, int32 ``[ceil(K/LBK) * SL, N]``
           (LBK = SL * 32/bits), or the canonical int8/fp8 codes [N, K] contiguous on the device
+    wt    the same codes in the row-tile layout of the M = 1 decode kernel, int32 ``[tiles, N, SW]``
+          (dsq_cuda.slab.to_row_tiles; made at the first M = 1 call, so prefill-only use never pays for it)
     sl    the slab length SL of packed weights (dsq_cuda.slab.slab_length of the scale group)
     ws    weight_scale as float32 [N, G] / [N, 1] / [N/128, K/128]
     wz    zero points unpacked to int8 [N, G] (W4A16_ASYM)
@@ -34,7 +37,7 @@ from dsq_cuda.mm_kernel import (
     ACT_INT8_TOKEN,
     qmm_kernel,
 )
-from dsq_cuda.slab import slab_length, to_slabs
+from dsq_cuda.slab import ROW_TILE_WORDS, row_tile_chunk, slab_length, to_row_tiles, to_slabs
 from dsq_cuda.unpack import unpack_words
 
 
@@ -63,6 +66,7 @@ def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> 
     t = {name: v.to(device) for name, v in packed.tensors.items()}
     lay: dict = {"n": n, "k": k}
     if "weight_packed" in t:
+        lay["packed"] = packed.tensors["weight_packed"]  # where it lives: the row-tile layout is made on first use
         # the backend supports groups that are multiples of 16 only (see backend.supports), so a slab fits
         lay["sl"] = sl = slab_length(group_of(scheme))
         lay["w"] = to_slabs(t["weight_packed"], k, scheme.weight_bits, sl)
@@ -82,10 +86,10 @@ def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> 
     return lay
 
 
-#: weight-only schemes use the tensor-core-free decode kernel up to this many rows. 0: never by default. On
-#: the slab layout (H200 sweep, 2026-11-22) the tiled kernel at BLOCK_M=16 beat the GEMV kernel at M=1 on
-#: 5 of 6 shape x format cases (W4A16 7168x18432: 55 vs 62 us) and tied on the sixth (W8A16: 54 vs 53 us) ...
-GEMV_MAX_M = 0
+#: weight-only schemes use the tensor-core-free decode kernel up to this many rows. On the row-tile layout
+#: (H200, benchmarks/cuda/gemv_lab.py, 2026-11-29) it beats the tiled kernel at M = 1 (W4A16 7168x18432:
+#: 40.6 vs 55 us); it reads the weights once per row, so M > 1 belongs to the tiled kernel ...
+GEMV_MAX_M = 1
 #: ... and dequantize-then-cuBLAS from this many rows on (None: never). Tests lower these to reach every path.
 DENSE_MIN_M: int | None = 256
 
@@ -101,18 +105,23 @@ def _weight_only(x, lay, scheme, bias, config: Config | None) -> torch.Tensor | 
         return y if bias is None else y + bias.to(y.dtype)
     if (config is None and m <= GEMV_MAX_M) or (config is not None and config.block_k < 0):
         cfg = config or pick(f"gemv{scheme.weight_bits}", m, n, k, group, str(dev))
-        out = torch.zeros((m, n), dtype=torch.float32, device=dev) if cfg.split_k > 1 else \
+        bits, sw = scheme.weight_bits, -cfg.block_k if cfg.block_k < 0 else ROW_TILE_WORDS
+        key = f"wt{sw}"
+        if key not in lay:  # made once, at the first decode call
+            lay[key] = to_row_tiles(lay["packed"].to(dev), k, bits, group, sw)
+        # float32 output for split-K, and in the interpreter, whose float32 -> bf16 cast truncates
+        f32_out = cfg.split_k > 1 or interpreting()
+        out = torch.zeros((m, n), dtype=torch.float32, device=dev) if f32_out else \
             torch.empty((m, n), dtype=x.dtype, device=dev)
         grid = (m, -(-n // cfg.block_n), cfg.split_k)
         ws = lay["ws"]
-        sl = lay["sl"]
-        gemv_kernel[grid](x, lay["w"], ws, lay.get("wz", ws), bias if bias is not None else ws, out,
+        gemv_kernel[grid](x, lay[key], ws, lay.get("wz", ws), bias if bias is not None else ws, out,
                           n, k, ws.shape[-1], x.stride(0), out.stride(0),
-                          G=group or sl * 32 // scheme.weight_bits, BITS=scheme.weight_bits, ASYM="wz" in lay,
+                          G=group or (32 // bits) * sw, BITS=bits, ASYM="wz" in lay,
                           GROUP_SCALE=scheme.weight_granularity is Granularity.GROUP, HAS_BIAS=bias is not None,
-                          SPLIT_K=cfg.split_k, BLOCK_N=cfg.block_n, SL=sl,
+                          SPLIT_K=cfg.split_k, BLOCK_N=cfg.block_n, SW=sw, CH=row_tile_chunk(bits, group, sw),
                           num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-        return out.to(x.dtype) if cfg.split_k > 1 else out
+        return out.to(x.dtype) if f32_out else out
     return None
 
 

@@ -1,4 +1,5 @@
-"""Slab device layout of packed int4/int8 weights for the GEMM, GEMV and dequantize kernels (made once).
+"""Device layouts of packed int4/int8 weights (made once): slabs for the GEMM and dequantize kernels, row
+tiles for the M = 1 decode kernel (bottom of this file).
 
 Canonical words (dsq.qtypes) hold the codes of inputs ``EPW*c .. EPW*c + EPW-1`` in word ``c`` of a row
 (EPW = 32 / bits: 8 for int4, 4 for int8). Kernels that read that layout must either reshape the unpacked
@@ -15,6 +16,8 @@ K is padded to whole tiles with the field ``2**(bits-1)`` (code 0); kernels also
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -62,3 +65,42 @@ def from_slabs(slabs: torch.Tensor, k: int, bits: int, sl: int) -> torch.Tensor:
     u = (w.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)  # [tiles*SL, N, EPW]
     u = u.reshape(tiles, sl, -1, epw).permute(2, 0, 3, 1).reshape(-1, tiles * epw * sl)[:, :k]
     return (u - (1 << (bits - 1))).to(torch.int8)
+
+
+#: words per row per tile in the row-tile layout of the M = 1 decode kernel: 16 words = 64 bytes per row, read
+#: by one thread as four 16-byte loads (the H200 sweep of benchmarks/cuda/gemv_lab.py: 16 beat 8 and 4)
+ROW_TILE_WORDS = 16
+
+
+def row_tile_chunk(bits: int, group: int, sw: int = ROW_TILE_WORDS) -> int:
+    """Inputs per chunk of the row-tile layout: the least common multiple of a tile (EPW * SW inputs) and the
+    scale group (0: per channel), so every chunk starts a tile and a group."""
+    return math.lcm(group or 1, (32 // bits) * sw)
+
+
+def to_row_tiles(words: torch.Tensor, k: int, bits: int, group: int, sw: int = ROW_TILE_WORDS) -> torch.Tensor:
+    """Canonical int32 words ``[N, ceil(K/EPW)]`` -> row-tile words int32 ``[tiles, N, SW]``.
+
+    Word ``s`` of (tile t, row n) holds in bit field j the code of input ``t*LBK + j*SW + s`` (LBK = EPW * SW):
+    a thread that owns row n reads the tile as SW contiguous words, and field j multiplies the SW contiguous x
+    values ``t*LBK + j*SW + [0, SW)``, the same for every row. K is padded with code 0 (field ``2**(bits-1)``)
+    to whole chunks (:func:`row_tile_chunk`), so a chunk never straddles a scale group or a tile.
+    """
+    epw = 32 // bits
+    lbk = epw * sw
+    chunk = row_tile_chunk(bits, group, sw)
+    kp = -(-k // chunk) * chunk
+    tiles = kp // lbk
+    n = words.shape[0]
+    shifts = torch.arange(epw, device=words.device, dtype=torch.int64) * bits
+    out = torch.empty((tiles, n, sw), dtype=torch.int32, device=words.device)
+    for lo in range(0, n, _CHUNK_N):
+        w = words[lo:lo + _CHUNK_N].to(torch.int64) & 0xFFFFFFFF
+        u = ((w.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)).reshape(w.shape[0], -1)[:, :k]
+        if kp > k:
+            u = torch.cat([u, u.new_full((u.shape[0], kp - k), 1 << (bits - 1))], dim=1)
+        u = u.reshape(u.shape[0], tiles, epw, sw)
+        s = (u << shifts.view(1, 1, epw, 1)).sum(dim=2)  # disjoint fields: the sum is an OR
+        s = torch.where(s >= 2**31, s - 2**32, s).to(torch.int32)
+        out[:, lo:lo + _CHUNK_N] = s.permute(1, 0, 2)
+    return out

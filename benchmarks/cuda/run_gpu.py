@@ -204,9 +204,9 @@ def sweep(log, shapes=((7168, 18432), (18432, 7168), (7168, 2048)), ms=(1, 4, 16
                 x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
                 cands = [("tiled", Config(16 if m <= 16 else 64, bn, 128, sp, 4, st))
                          for bn in (64, 128) for sp in (1, 4, 8) for st in (3,)]
-                if s.weight_only and m <= 4:
-                    cands += [("gemv", Config(1, bn, -128, sp, wp, 2)) for bn in (64, 128, 256)
-                              for sp in (1, 4, 8) for wp in (4, 8)]
+                if s.weight_only and m == 1:  # -16: the row-tile width SW (dsq_cuda.slab.ROW_TILE_WORDS)
+                    cands += [("gemv", Config(1, bn, -16, sp, wp, 3)) for bn in (32, 64, 128)
+                              for sp in (8, 16, 32) for wp in (2, 4)]
                 best: dict = {}
                 for path, cfg in cands:
                     try:
