@@ -117,13 +117,14 @@ def _pick_gemv(m: int, n: int, k: int, group: int, device: str) -> Config:
     """Decode kernel config; block_k holds the row-tile width SW negated (the marker that selects gemv_kernel).
 
     From the H200 sweep of benchmarks/cuda/gemv_lab.py (2026-11-29): the kernel is latency-bound unless many
-    programs stream weights at once, so every shape wanted the largest split tried (16 chunks' worth of
-    programs per output tile) with SW = 16 and BLOCK_N = 128 (32-64 when N is small)."""
+    programs stream weights at once, so every shape wanted the largest split tried (16 programs per output
+    tile; a second sweep up to 32 gained 0-10% more) with SW = 16 (SW = 32 and 8 were
+    slower) and BLOCK_N = 128 (64 when N is small; 256 within 1%)."""
     from dsq_cuda.slab import ROW_TILE_WORDS
 
     bm = triton.next_power_of_2(max(1, m))
     if interpreting() or device == "cpu":
         return Config(bm, 16, -ROW_TILE_WORDS, 2 if k > 256 else 1, 4, 1)
-    bn = 128 if n >= 4096 else 32
+    bn = 128 if n >= 4096 else 64
     chunks = triton.cdiv(k, max(group or 0, 128))
-    return Config(bm, bn, -ROW_TILE_WORDS, max(1, min(16, chunks)), 4, 3)
+    return Config(bm, bn, -ROW_TILE_WORDS, max(1, min(32, chunks)), 4, 3)

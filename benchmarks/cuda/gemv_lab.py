@@ -293,7 +293,7 @@ def main() -> int:
         scales = [torch.rand(n, k // G, device=dev) * 0.01 + 0.001 for _ in range(copies)]
         words = [row_slabs(c, bits, SL) for c in codes]
         kw = words[0].shape[1]
-        tiles_by_sw = {sw: [row_tiles(c, bits, sw) for c in codes] for sw in (8, 16)} if "tile" in a.kernels else {}
+        tiles_by_sw = {sw: [row_tiles(c, bits, sw) for c in codes] for sw in (16, 32)} if "tile" in a.kernels else {}
         wbf = [torch.randn(n, k, device=dev, dtype=torch.bfloat16) for _ in range(max(2, min(8, int(3 * 60e6 // (n * k * 2)) + 1)))]
         wbytes = n * k * bits / 8 + n * (k // G) * 4
         # load-only roofline
@@ -313,7 +313,7 @@ def main() -> int:
             cands = []
             bms = [triton.next_power_of_2(m)]
             if m == 1 and "tile" in a.kernels:
-                for bn, sw, split, warps, mant in itertools.product((32, 64, 128), (8, 16), (4, 8, 16), (2, 4),
+                for bn, sw, split, warps, mant in itertools.product((64, 128, 256), (16, 32), (8, 16, 32), (4, 8),
                                                                      (0,)):
                     cands.append(("tile" + ("/mant" if mant else "/magic"), gemv_tile_kernel,
                                   dict(BN=bn, SW=sw, SPLIT=split, MANT=mant), warps))
@@ -335,8 +335,13 @@ def main() -> int:
                 def call(w, s, cfg=cfg, kern=kern, warps=warps, grid=grid, split=split):
                     out = torch.zeros((m, n), dtype=torch.float32, device=dev) if split > 1 else \
                         torch.empty((m, n), dtype=torch.bfloat16, device=dev)
-                    if kern is gemv_tile_kernel:
-                        kern[grid](x, w, s, out, n, k, k // G, G=G, BITS=bits, num_warps=warps, **cfg)
+                    if kern is gemv_tile_kernel:  # the backend's kernel (dsq_cuda.gemv_kernel) on the same layout
+                        from dsq_cuda.gemv_kernel import gemv_kernel
+                        from dsq_cuda.slab import row_tile_chunk
+                        gemv_kernel[(1, grid[0], grid[1])](
+                            x, w, s, s, s, out, n, k, k // G, x.stride(0), out.stride(0), G=G, BITS=bits, ASYM=False,
+                            GROUP_SCALE=True, HAS_BIAS=False, SPLIT_K=cfg["SPLIT"], BLOCK_N=cfg["BN"], SW=cfg["SW"],
+                            CH=row_tile_chunk(bits, G, cfg["SW"]), num_warps=warps)
                     else:
                         kern[grid](x, w, s, out, m, n, k, kw, k // G, x.stride(0), out.stride(0), G=G, BITS=bits,
                                    SL=SL, num_warps=warps, **cfg)
