@@ -15,7 +15,8 @@ OpenMP threads ends in a barrier that stalls whenever one of its threads is desc
 Output tensors go to a temporary file as soon as each job finishes (in job order), through
 :class:`~dsq.streaming.st_format.StreamWriter` with a reserved header, so memory holds only the jobs in
 flight, never the shard's output; the file is then completed, fsynced and renamed, and only then is the
-shard's record written. Any failure names the source file and tensor and leaves no partial output behind.
+shard's record written (by a :class:`Committer` thread while the next shard is converted). Any failure names
+the source file and tensor and leaves no partial output behind.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from .plan import ShardPlan
 from .source import ShardReader, SourceCheckpoint
 from .st_format import StreamWriter, crc32_of
 
-__all__ = ["convert_shard", "add_stats", "EnginePool"]
+__all__ = ["convert_shard", "add_stats", "EnginePool", "Committer"]
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -72,8 +73,10 @@ class EnginePool:
 
 def convert_shard(sp: ShardPlan, src: SourceCheckpoint, fmt: OutputFormat, engines: EnginePool,
                   staging: Staging, model_dtype: str, on_bytes=None, opener=open,
-                  reopen_bytes: int | None = None) -> dict:
-    """Write output shard ``sp.output`` into the staging directory; returns its record."""
+                  reopen_bytes: int | None = None, committer: Committer | None = None) -> dict:
+    """Write output shard ``sp.output`` into the staging directory; returns its record. With a ``committer``
+    the file is completed, fsynced, renamed and recorded on its thread (``size`` and ``seconds`` are filled in
+    then); otherwise before returning."""
     t0 = time.perf_counter()
     shard = src.by_name[sp.source]
     kw = {} if reopen_bytes is None else {"reopen_bytes": reopen_bytes}
@@ -99,7 +102,11 @@ def convert_shard(sp: ShardPlan, src: SourceCheckpoint, fmt: OutputFormat, engin
         their CRC-32s). Format builders run on the engine's device, so a GPU does that arithmetic too."""
         eng = engines.get()
         module = None
-        if job.kind == "quantize":
+        if job.kind == "quantize" and job.scheme.two_level:  # unpacked codes straight to the format builder
+            codes = eng.two_level_codes(w, s, job.scheme, job.name)
+            tensors, ty, stored = fmt.two_level_tensors(job.name, job.scheme, codes)
+            key, module = job.scheme.name, {"scheme": stored.to_dict(), "shape": list(w.shape)}
+        elif job.kind == "quantize":
             packed = eng.quantize(w, s, job.scheme, job.name)
             tensors, ty, stored = fmt.module_tensors(job.name, job.scheme, packed)
             key, module = job.scheme.name, {"scheme": stored.to_dict(), "shape": list(w.shape)}
@@ -155,18 +162,52 @@ def convert_shard(sp: ShardPlan, src: SourceCheckpoint, fmt: OutputFormat, engin
             raise
     for r in readers.values():
         r.close()
-    writer.close()
-    final = staging.dir / sp.output
-    try:
-        os.replace(tmp, final)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"cannot rename {tmp} to {final}: {exc}") from exc
     specs = {n: {"dtype": d, "shape": list(shape)} for n, d, shape in writer.specs}
     record = {
-        "source": sp.source, "source_size": shard.size, "source_mtime_ns": shard.mtime_ns, "output": sp.output, "size": final.stat().st_size,
-        "tensors": {n: {**specs[n], "crc32": writer.crcs[n]} for n in specs},
-        "modules": modules, "types": types, "stats": stats, "seconds": round(time.perf_counter() - t0, 3),
+        "source": sp.source, "source_size": shard.size, "source_mtime_ns": shard.mtime_ns, "output": sp.output,
+        "size": None, "tensors": {n: {**specs[n], "crc32": writer.crcs[n]} for n in specs},
+        "modules": modules, "types": types, "stats": stats, "seconds": None,
     }
-    staging.add_record(record)
+
+    def commit() -> None:
+        """Header, fsync, rename, then the shard's record: only a durable, complete file counts as finished."""
+        writer.close()
+        final = staging.dir / sp.output
+        try:
+            os.replace(tmp, final)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise CheckpointError(f"cannot rename {tmp} to {final}: {exc}") from exc
+        record["size"] = final.stat().st_size
+        record["seconds"] = round(time.perf_counter() - t0, 3)
+        staging.add_record(record)
+
+    if committer is None:
+        commit()
+    else:
+        committer.submit(commit)
     return record
+
+
+class Committer:
+    """Finishes written shards (:func:`convert_shard`'s last step: header, fsync, rename, record) on one
+    background thread while the next shard is converted, so the compute threads do not sit idle while the disk
+    catches up. At most one shard waits: :meth:`submit` first waits for the previous one (bounding dirty pages to
+    one shard). A failure is re-raised by the next :meth:`submit` or by :meth:`wait`; :meth:`close` lets a
+    running commit finish (a complete shard is worth keeping for the resume) without raising."""
+
+    def __init__(self):
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsq-commit")
+        self._pending = None
+
+    def submit(self, fn) -> None:
+        self.wait()
+        self._pending = self._pool.submit(fn)
+
+    def wait(self) -> None:
+        f, self._pending = self._pending, None
+        if f is not None:
+            f.result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)

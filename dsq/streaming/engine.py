@@ -27,6 +27,7 @@ from dsq.errors import CheckpointError
 from dsq.qtypes import PackedWeight
 from dsq.schemes import QuantScheme
 
+from .fastformat import TwoLevelCodes, codes_of
 from .fastquant import FastQuantizer, concat_rows, fast_supported
 
 __all__ = ["dequant_fp8", "Engine", "TorchCpuEngine", "BackendEngine", "make_engine", "ROW_UNIT"]
@@ -94,10 +95,22 @@ class Engine:
     def _quantize_chunk(self, w: torch.Tensor, scheme: QuantScheme, name: str) -> PackedWeight:
         raise NotImplementedError
 
+    def two_level_codes(self, w: torch.Tensor, s: torch.Tensor | None, scheme: QuantScheme,
+                        name: str) -> TwoLevelCodes:
+        """The unpacked codes of a two-level (W4A8_DYNAMIC) weight, on the engine's device: what
+        :meth:`quantize` packs (here: quantized, then unpacked by :func:`codes_of`)."""
+        return codes_of(self.quantize(w, s, scheme, name), scheme.group_size)
+
     def dequant(self, w: torch.Tensor, s: torch.Tensor, dtype: torch.dtype, name: str) -> torch.Tensor:
-        """A float8 weight that stays float, in the model dtype (float32 product rounded once)."""
+        """A float8 weight that stays float, in the model dtype (float32 product rounded once), written chunk
+        by chunk into the output (no concatenation copy)."""
         check_fp8_scale(name, tuple(w.shape), s, self.fp8_block)
-        return torch.cat([c.to(dtype) for c in self._chunks(w, s)], dim=0)
+        out = torch.empty(tuple(w.shape), dtype=dtype, device=w.device)
+        r0 = 0
+        for c in self._chunks(w, s):
+            out[r0: r0 + c.shape[0]].copy_(c)
+            r0 += c.shape[0]
+        return out
 
 
 class TorchCpuEngine(Engine):
@@ -123,6 +136,25 @@ class TorchCpuEngine(Engine):
                 buf = self.fq.buf("w", (r1 - r0, k))
                 buf.copy_(w[r0:r1])
                 yield buf
+
+    def two_level_codes(self, w: torch.Tensor, s: torch.Tensor | None, scheme: QuantScheme,
+                        name: str) -> TwoLevelCodes:
+        """Two-level codes written chunk by chunk straight into one int8 [N, K] tensor: no int4 packing, no
+        unpacking, no concatenation (the same codes and scales as :meth:`quantize`, by test)."""
+        if not fast_supported(scheme):
+            return super().two_level_codes(w, s, scheme, name)
+        if s is not None:
+            check_fp8_scale(name, tuple(w.shape), s, self.fp8_block)
+        n, k = w.shape
+        q4 = torch.empty(n, k, dtype=torch.int8)
+        s1, s2 = [], []
+        r0 = 0
+        for c in self._chunks(w, s):
+            a, b = self.fq.two_level_codes(c, scheme, name, q4[r0: r0 + c.shape[0]])
+            s1.append(a)
+            s2.append(b)
+            r0 += c.shape[0]
+        return TwoLevelCodes(q4, torch.cat(s1), torch.cat(s2), scheme.group_size)
 
     def _quantize_chunk(self, w: torch.Tensor, scheme: QuantScheme, name: str) -> PackedWeight:
         if fast_supported(scheme):

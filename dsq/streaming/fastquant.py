@@ -207,24 +207,47 @@ class FastQuantizer:
             return {"codes": self._codes_out(a, k, torch.int8), "weight_scale": s, "zero_point": zp_words}
         return {"packed": self._pack(a.add_(-qt.qmin), k, qt.bits), "weight_scale": s, "zero_point": zp_words}
 
-    def _two_level(self, w: torch.Tensor, scheme: QuantScheme, name: str) -> dict[str, torch.Tensor]:
+    def _two_level_core(self, w: torch.Tensor, scheme: QuantScheme, name: str):
+        """(q4 as float32 in a work buffer [R, Kp], zero past K; s1 [R, 1] in the scale dtype; s2 int32 [R, G]).
+
+        ``max |q8|`` per group is taken as ``clamp(round(max|w| / s1), 0, 119)`` from the group amax of ``|w|``
+        instead of a second pass over ``|q8|``: IEEE division by ``s1 > 0``, round-half-to-even and the clamp
+        are all monotone and odd (``fl(-x / s) = -fl(x / s)``, ``round(-x) = -round(x)``), so they commute with
+        ``max |.|`` and give the same integer. The row amax for ``s1`` is the max of the group amaxes (zero
+        padding changes neither).
+        """
         r, k = w.shape
         g = scheme.group_size
         kp = -(-k // g) * g
         a = self.buf("a", (r, kp))
-        b = self.buf("b", (r, kp))
         torch.abs(w, out=a[:, :k])
-        s1 = self._scale(a[:, :k].amax(dim=-1, keepdim=True), _TWO_LEVEL_RANGE, scheme, name)
-        torch.div(w, s1.to(_F32), out=a[:, :k])
-        a[:, :k].round_().clamp_(-_TWO_LEVEL_RANGE, _TWO_LEVEL_RANGE)  # q8
         a[:, k:] = 0.0
-        torch.abs(a, out=b)
-        amax8 = b.view(r, kp // g, g).amax(dim=-1).to(torch.int32)
+        gmax = a.view(r, kp // g, g).amax(dim=-1)  # [R, G]; NaN propagates into the row amax
+        s1 = self._scale(gmax.amax(dim=-1, keepdim=True), _TWO_LEVEL_RANGE, scheme, name)
+        s1f = s1.to(_F32)
+        amax8 = gmax.div_(s1f).round_().clamp_(max=_TWO_LEVEL_RANGE).to(torch.int32)
         s2 = torch.clamp((amax8 + 6) // 7, min=1)  # ceil(amax8 / 7), at least 1
-        bg = b.view(r, kp // g, g)
-        torch.div(a.view(r, kp // g, g), s2.to(_F32).unsqueeze(-1), out=bg)
-        b.round_().clamp_(-8, 7).add_(8)
-        return {"packed": self._pack(b, k, 4), "weight_scale": s1, "group_scale": s2.to(torch.int8)}
+        torch.div(w, s1f, out=a[:, :k])
+        a[:, :k].round_().clamp_(-_TWO_LEVEL_RANGE, _TWO_LEVEL_RANGE)  # q8 (padding stays 0)
+        ag = a.view(r, kp // g, g)
+        ag.div_(s2.to(_F32).unsqueeze(-1)).round_().clamp_(-8, 7)  # q4
+        return a, s1, s2
+
+    def _two_level(self, w: torch.Tensor, scheme: QuantScheme, name: str) -> dict[str, torch.Tensor]:
+        q4, s1, s2 = self._two_level_core(w, scheme, name)
+        return {"packed": self._pack(q4.add_(8), w.shape[1], 4), "weight_scale": s1,
+                "group_scale": s2.to(torch.int8)}
+
+    def two_level_codes(self, w: torch.Tensor, scheme: QuantScheme, name: str,
+                        out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two-level quantization of a float32 chunk [R, K] without packing: the int4 codes ``q4`` (-8..7) go
+        into ``out`` (int8 [R, K]); returns ``(s1 [R, 1], s2 int8 [R, ceil(K/g)])``. Same codes and scales as
+        :meth:`quantize` (whose ``weight_packed`` is these codes packed)."""
+        if not (scheme.two_level and fast_supported(scheme)):
+            raise QuantInputError(f"{name}: {scheme.name} is not a two-level scheme the fast path handles")
+        q4, s1, s2 = self._two_level_core(w, scheme, name)
+        out.copy_(q4[:, : w.shape[1]])
+        return s1, s2.to(torch.int8)
 
     def _fp8_block(self, w: torch.Tensor, scheme: QuantScheme, name: str) -> dict[str, torch.Tensor]:
         r, k = w.shape

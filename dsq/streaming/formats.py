@@ -7,7 +7,8 @@ bytes are identical to ``dsq.quantize`` + ``dsq.save`` for the same weights. The
 (``quantization_config``, ``quant_model_description.json``, ``dsq_quantization.json``) use the same builders
 on the lightweight per-module facts the shard records carry (name and stored scheme). The one exception is
 W4A8_DYNAMIC, whose two builders are replaced by the faster, test-proven equivalents of
-:mod:`dsq.streaming.fastformat` (they dominate the time of ``deepseek-w4a8`` otherwise).
+:mod:`dsq.streaming.fastformat` (they dominate the time of ``deepseek-w4a8`` otherwise); they take the
+unpacked codes (:meth:`OutputFormat.two_level_tensors`), which the CPU engine produces without packing.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dsq.errors import UnknownNameError
 from dsq.qtypes import PackedWeight
 from dsq.schemes import QuantScheme
 
-from .fastformat import ascend_two_level_tensors, ct_two_level_entry
+from .fastformat import TwoLevelCodes, ascend_two_level_from_codes, codes_of, ct_two_level_tensors
 
 __all__ = ["OutputFormat", "CompressedTensorsOut", "AscendOut", "get_format", "FORMAT_NAMES"]
 
@@ -49,6 +50,17 @@ class OutputFormat:
     def module_tensors(self, name: str, scheme: QuantScheme,
                        packed: PackedWeight) -> tuple[dict[str, torch.Tensor], dict[str, str], QuantScheme]:
         """(on-disk tensors by full name, description type by tensor name, scheme as stored)."""
+        if scheme.two_level:
+            return self.two_level_tensors(name, scheme, codes_of(packed, scheme.group_size))
+        return self._module_tensors(name, scheme, _cpu(packed))
+
+    def _module_tensors(self, name: str, scheme: QuantScheme,
+                        packed: PackedWeight) -> tuple[dict[str, torch.Tensor], dict[str, str], QuantScheme]:
+        raise NotImplementedError
+
+    def two_level_tensors(self, name: str, scheme: QuantScheme,
+                          codes: TwoLevelCodes) -> tuple[dict[str, torch.Tensor], dict[str, str], QuantScheme]:
+        """:meth:`module_tensors` of a two-level module from its unpacked codes (on any device)."""
         raise NotImplementedError
 
     def float_type(self) -> str | None:
@@ -67,13 +79,15 @@ class CompressedTensorsOut(OutputFormat):
     def check_scheme(self, module: str, scheme: QuantScheme) -> None:
         ct.check_scheme(module, scheme, self.model_dtype)
 
-    def module_tensors(self, name, scheme, packed):
-        if not scheme.two_level:
-            packed = _cpu(packed)
-        entry = QuantEntry(name, scheme, packed)
-        entry = ct_two_level_entry(entry) if scheme.two_level else ct.storable_entry(entry)
+    def _module_tensors(self, name, scheme, packed):
+        entry = ct.storable_entry(QuantEntry(name, scheme, packed))
         ct.check_scheme(name, entry.scheme, self.model_dtype)
         return ct.entry_tensors(entry), {}, entry.scheme
+
+    def two_level_tensors(self, name, scheme, codes):
+        tensors, stored = ct_two_level_tensors(name, scheme, codes)
+        ct.check_scheme(name, stored, self.model_dtype)
+        return tensors, {}, stored
 
     def finish(self, modules, types, float_linears):
         entries = [QuantEntry(n, s, None) for n, s in modules.items()]
@@ -87,14 +101,12 @@ class AscendOut(OutputFormat):
     def check_scheme(self, module: str, scheme: QuantScheme) -> None:
         ms.ascend_type(scheme, module)
 
-    def module_tensors(self, name, scheme, packed):
-        if not scheme.two_level:
-            packed = _cpu(packed)
-        entry = QuantEntry(name, scheme, packed)
-        if scheme.two_level:
-            tensors, types = ascend_two_level_tensors(entry)
-        else:
-            tensors, types = ms.entry_tensors(entry, self.model_dtype)
+    def _module_tensors(self, name, scheme, packed):
+        tensors, types = ms.entry_tensors(QuantEntry(name, scheme, packed), self.model_dtype)
+        return tensors, types, scheme
+
+    def two_level_tensors(self, name, scheme, codes):
+        tensors, types = ascend_two_level_from_codes(name, codes)
         return tensors, types, scheme
 
     def float_type(self) -> str | None:

@@ -28,7 +28,7 @@ from dsq.errors import CheckpointError, DsqError
 from dsq.schemes import QuantScheme
 
 from . import dist as distmod
-from .convert import EnginePool, add_stats, convert_shard
+from .convert import Committer, EnginePool, add_stats, convert_shard
 from .engine import make_engine
 from .formats import get_format
 from .manifest import MANIFEST, Staging, read_json, write_json_atomic
@@ -120,6 +120,22 @@ def _tensor_bytes(info: dict) -> int:
     return n * _ITEMSIZE[info["dtype"]]
 
 
+def _engine_factory(backend: str, kw: dict, d: distmod.Dist):
+    """Makes one engine per worker thread; on a GPU it first selects this rank's device on the calling thread
+    (CUDA's current device is per thread, so worker threads would otherwise all use GPU 0)."""
+    probe = make_engine(backend, **kw)
+    index = None
+    if str(probe.device).startswith("cuda") and torch.cuda.is_available():
+        index = d.device_index(torch.cuda.device_count())
+
+    def factory():
+        if index is not None:
+            torch.cuda.set_device(index)
+        return make_engine(backend, **kw)
+
+    return factory
+
+
 def quantize_checkpoint(src_dir, dst_dir, recipe, backend: str = "cpu", format: str = "compressed-tensors",
                         scale_dtype: str | None = "auto", skip_calibrated: bool = False, overwrite: bool = False,
                         progress: bool = True, chunk_elems: int | None = None,
@@ -141,8 +157,17 @@ def quantize_checkpoint(src_dir, dst_dir, recipe, backend: str = "cpu", format: 
         opener: ``open``-like function for output shards (tests simulate a full disk with it).
     Rerunning the same call after a crash resumes: finished shards are kept, the rest redone.
     """
-    t0 = time.perf_counter()
     d = distmod.init()
+    try:
+        return _quantize(d, src_dir, dst_dir, recipe, backend, format, scale_dtype, skip_calibrated, overwrite,
+                         progress, chunk_elems, reopen_bytes, max_shards, workers, opener)
+    finally:
+        d.close()
+
+
+def _quantize(d: distmod.Dist, src_dir, dst_dir, recipe, backend, format, scale_dtype, skip_calibrated, overwrite,
+              progress, chunk_elems, reopen_bytes, max_shards, workers, opener) -> dict:
+    t0 = time.perf_counter()
     src = SourceCheckpoint(src_dir)
     cfg = src.config()
     fmt = get_format(format, model_dtype(src))
@@ -168,13 +193,11 @@ def quantize_checkpoint(src_dir, dst_dir, recipe, backend: str = "cpu", format: 
     mine = distmod.assign({name: sp.src_bytes for name, sp in todo.items()}, d.world)[d.rank]
     if max_shards is not None:
         mine = mine[:max_shards]
-    if backend == "cuda" and torch.cuda.is_available() and d.world > 1:
-        torch.cuda.set_device(d.local_rank % torch.cuda.device_count())
     kw = {"fp8_block": _fp8_block(cfg)}
     if chunk_elems is not None:
         kw["chunk_elems"] = chunk_elems
     workers = workers or (torch.get_num_threads() if backend in ("cpu", "torch") else 2)
-    engines = EnginePool(lambda: make_engine(backend, **kw), workers)
+    engines = EnginePool(_engine_factory(backend, kw, d), workers)
     threads = torch.get_num_threads()
     if workers > 1 and engines.get().device == "cpu":
         torch.set_num_threads(1)  # parallelism comes from the workers (see dsq.streaming.convert)
@@ -183,17 +206,20 @@ def quantize_checkpoint(src_dir, dst_dir, recipe, backend: str = "cpu", format: 
     error = None
     done_bytes = 0
     t_work = time.perf_counter()
+    committer = Committer()  # shard i is fsynced and recorded while shard i + 1 is converted
     try:
         for name in mine:
             rec = convert_shard(todo[name], src, fmt, engines, staging, plan.model_dtype, bar.update, opener,
-                                reopen_bytes)
+                                reopen_bytes, committer)
             add_stats(stats, rec["stats"])
             done_bytes += todo[name].src_bytes
+        committer.wait()
     except DsqError as exc:
         error = f"rank {d.rank}: {exc}" if d.world > 1 else None
         if d.world == 1:
             raise
     finally:
+        committer.close()
         bar.close()
         torch.set_num_threads(threads)
     work_seconds = time.perf_counter() - t_work

@@ -79,3 +79,14 @@ def test_a_failing_rank_stops_every_rank_and_the_rerun_resumes(src, tmp_path):
     summary = json.loads(r.stdout[r.stdout.index("{"):])
     assert summary["shards_skipped"] == done and summary["complete"]
     verify_checkpoint(tmp_path / "out")
+
+
+def test_ranks_beyond_the_gpu_count_share_gpus():
+    """cuda:(LOCAL_RANK % device_count): 4 ranks on one GPU all use GPU 0; 8 ranks on 4 GPUs two per GPU."""
+    from dsq.streaming.dist import Dist
+
+    assert [Dist(r, 4, r, True).device_index(1) for r in range(4)] == [0, 0, 0, 0]
+    assert [Dist(r, 8, r, True).device_index(4) for r in range(8)] == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert Dist(3, 8, 3, True).device_index(8) == 3
+    with pytest.raises(ValueError):
+        Dist().device_index(0)
