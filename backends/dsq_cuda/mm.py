@@ -115,8 +115,8 @@ def _weight_only(x, lay, scheme, bias, config: Config | None) -> torch.Tensor | 
             torch.empty((m, n), dtype=x.dtype, device=dev)
         grid = (m, -(-n // cfg.block_n), cfg.split_k)
         ws = lay["ws"]
-        gemv_kernel[grid](x, lay[key], ws, lay.get("wz", ws), bias if bias is not None else ws, out,
-                          n, k, ws.shape[-1], x.stride(0), out.stride(0),
+        gemv_kernel[grid](x, lay[key], ws, lay.get("wz", ws), bias if bias is not None else ws, out, ws,
+                          n, k, ws.shape[-1], x.stride(0), out.stride(0), 0, 0, 0, 1,
                           G=group or (32 // bits) * sw, BITS=bits, ASYM="wz" in lay,
                           GROUP_SCALE=scheme.weight_granularity is Granularity.GROUP, HAS_BIAS=bias is not None,
                           SPLIT_K=cfg.split_k, BLOCK_N=cfg.block_n, SW=sw, CH=row_tile_chunk(bits, group, sw),

@@ -7,7 +7,8 @@ expert ``e = topk_ids[t, j]`` is in range,
     o = matmul(a, down[e])           rounded to x.dtype, [H]
     y[t] += topk_weights[t, j] * o   float32 here (float64 in the reference), rounded to x.dtype at the end.
 
-Up to DECODE_MAX_T tokens the decode path of moe_decode.py runs instead (slab layout, split-K). Tiled path
+One token with a weight-only scheme runs moe_gemv.py (a CUDA-core GEMV per pair); up to DECODE_MAX_T tokens
+the decode path of moe_decode.py runs instead (slab layout, split-K). Tiled path
 steps (no host synchronisation, so a decode step can be captured in a CUDA graph):
     1. moe_align.align_pairs: sort pairs by expert, pad each expert's run to BLOCK_M rows.
     2. dynamic activation schemes: quantize x once per token (act_quant.py, the linear kernels' quantizer).
@@ -26,6 +27,7 @@ from dsq.errors import QuantInputError, UnsupportedError
 from dsq.qtypes import ExpertWeights, PackedWeight, weight_tensor_name
 from dsq.schemes import ActGranularity, QuantScheme
 from dsq.validate import check_moe_inputs
+from dsq_cuda import moe_gemv
 from dsq_cuda._env import interpreting
 from dsq_cuda.moe_align import align_pairs
 from dsq_cuda.moe_decode import DECODE_MAX_T, run_decode
@@ -83,7 +85,8 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
             decode_cfg: dict | None = None) -> torch.Tensor:
     """The fused layer for already-validated inputs; ``scheme=None`` runs float [E, N, K] weights.
 
-    ``path``: "auto" (decode kernels for T <= DECODE_MAX_T, else the tiled kernel), "decode" or "tiled";
+    ``path``: "auto" (one GEMV per pair for weight-only schemes at T = 1, the decode kernels for
+    T <= DECODE_MAX_T, else the tiled kernel), "gemv", "decode" or "tiled";
     ``decode_cfg`` overrides moe_decode.DEFAULTS (benchmark sweeps).
     """
     from dsq_cuda.act_quant import quantize_per_group_fp8, quantize_per_token_fp8, quantize_per_token_int8
@@ -96,6 +99,8 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
     y = torch.empty((t, h), dtype=x.dtype, device=device)
     if t == 0:
         return y
+    if path == "gemv" or (path == "auto" and unique_load and moe_gemv.eligible(scheme, t, top_k)):
+        return moe_gemv.run_gemv(x, topk_ids, topk_weights, gate_up, down, scheme, num_experts, expert_range)
     if path == "decode" or (path == "auto" and unique_load and t <= DECODE_MAX_T):
         return run_decode(x, topk_ids, topk_weights, gate_up, down, scheme, num_experts, expert_range,
                           lambda p: _static_args(p, scheme, device), [_dummy(device), _dummy(device, torch.int8)],

@@ -339,7 +339,8 @@ def main() -> int:
                         from dsq_cuda.gemv_kernel import gemv_kernel
                         from dsq_cuda.slab import row_tile_chunk
                         gemv_kernel[(1, grid[0], grid[1])](
-                            x, w, s, s, s, out, n, k, k // G, x.stride(0), out.stride(0), G=G, BITS=bits, ASYM=False,
+                            x, w, s, s, s, out, s, n, k, k // G, x.stride(0), out.stride(0), 0, 0, 0, 1, G=G,
+                            BITS=bits, ASYM=False,
                             GROUP_SCALE=True, HAS_BIAS=False, SPLIT_K=cfg["SPLIT"], BLOCK_N=cfg["BN"], SW=cfg["SW"],
                             CH=row_tile_chunk(bits, G, cfg["SW"]), num_warps=warps)
                     else:

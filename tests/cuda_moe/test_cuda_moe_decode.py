@@ -44,3 +44,28 @@ def test_decode_variants_match_reference(scheme_name, cfg):
     y = run_moe(x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev.gate_up, dev.down, scheme, e, path="decode",
                 decode_cfg=cfg)
     assert rel_err(y, r) < 4e-3, rel_err(y, r)
+
+
+@pytest.mark.parametrize("scheme_name", ["W4A16", "W4A16_ASYM", "W8A16"])
+@pytest.mark.parametrize("top_k", [1, 4])
+def test_one_token_gemv_path_matches_reference(scheme_name, top_k):
+    # T = 1 with a weight-only scheme: one CUDA-core GEMV per (token, expert) pair (moe_gemv.py); ragged H/I.
+    e, h, i = 6, 520, 48
+    scheme, cpu, dev = make_experts(scheme_name, e, h, i, seed=5)
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randperm(e, generator=g)[:top_k].view(1, top_k)
+    w = torch.rand(1, top_k, generator=g) + 0.1
+    x = torch.randn(1, h, generator=g).to(torch.bfloat16)
+    r = reference().moe(x, ids, w, cpu, scheme)
+    y = run_moe(x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev.gate_up, dev.down, scheme, e)  # auto -> gemv
+    assert rel_err(y, r) < 4e-3, rel_err(y, r)
+    # expert parallelism: a rank owning experts [2, 5) adds only its experts' share; the ranks sum to y
+    parts = [run_moe(x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev.gate_up, dev.down, scheme, e,
+                     expert_range=rng, path="gemv") for rng in ((0, 2), (2, 5), (5, 6))]
+    r_mid = reference().moe(x, ids, w, cpu, scheme, expert_range=(2, 5))
+    if r_mid.abs().sum() > 0:
+        assert rel_err(parts[1], r_mid) < 4e-3, rel_err(parts[1], r_mid)
+    else:
+        assert not parts[1].float().abs().sum()
+    total = sum(p.float() for p in parts)
+    assert rel_err(total.to(torch.bfloat16), r) < 8e-3

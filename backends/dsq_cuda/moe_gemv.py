@@ -1,0 +1,106 @@
+"""One-token decode of the fused MoE for weight-only schemes (W4A16, W4A16_ASYM, W8A16): one GEMV per pair.
+
+When a step routes a single token (T = 1, the latency-bound case of single-stream decoding), every touched
+expert sees exactly one row, so the layer is ``top_k`` matrix-vector products per projection, bound by the
+bytes of the touched experts. Tensor-core tiles would waste 15 of 16 rows; this path instead runs the M = 1
+CUDA-core kernel of dsq_cuda.gemv_kernel on every (token, expert) pair at once (MOE mode: the program row
+is the pair, the expert comes from ``topk_ids``):
+
+    1. h[p, :] = x[p // top_k] @ gate_up[e(p)]^T      float32, scales applied (split-K atomics)
+    2. a[p, :] = round(silu(round(h[p, :I])) * round(h[p, I:]))   (moe_decode_kernels.swiglu_kernel)
+    3. o[p, :] = a[p] @ down[e(p)]^T                 float32
+    4. y[t] = sum_j round(o[t*top_k + j]) * topk_weights[t, j], cast to x.dtype
+the reference's formulas and rounding points (dsq_cuda.moe); only float32 summation order differs.
+
+Layout (cached in ``PackedWeight.device_layout["dsq_cuda_moe_gemv:<device>"]``): each expert's codes in
+the row-tile layout of dsq_cuda.slab (``w`` int32 ``[E, tiles, N, SW]``), scales float32 ``[E, N, G]``
+(``ws``) and, for W4A16_ASYM, zero points unpacked to int8 ``[E, N, G]`` (``wz``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dsq.qtypes import PackedWeight
+from dsq.schemes import Granularity, QuantScheme
+from dsq_cuda.slab import row_tile_chunk, to_row_tiles
+from dsq_cuda.unpack import unpack_words
+
+#: the largest token count this path serves (more tokens share experts: the tensor-core paths win)
+GEMV_MAX_T = 1
+
+
+def eligible(scheme: QuantScheme | None, t: int, top_k: int) -> bool:
+    """Whether a step of ``t`` tokens with a weight-only packed scheme takes this path."""
+    return (scheme is not None and scheme.weight_only and scheme.weight_bits in (4, 8) and 1 <= t <= GEMV_MAX_T
+            and top_k >= 1)
+
+
+def group_of(scheme: QuantScheme) -> int:
+    return scheme.group_size if scheme.weight_granularity is Granularity.GROUP else 0
+
+
+def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> dict:
+    """Row-tile layout of stacked experts ``[E, N, K]`` (made once per device, one expert at a time)."""
+    key = f"dsq_cuda_moe_gemv:{device}"
+    if key in packed.device_layout:
+        return packed.device_layout[key]
+    e, n, k = packed.shape
+    bits, group = scheme.weight_bits, group_of(scheme)
+    words = packed["weight_packed"]
+    lay = {"w": torch.stack([to_row_tiles(words[i].to(device), k, bits, group) for i in range(e)]).contiguous(),
+           "ws": packed["weight_scale"].to(device).float().contiguous()}
+    if "weight_zero_point" in packed:  # [E, ceil(N/8), G] int32, 8 zero points per word along N
+        zpw = packed["weight_zero_point"].to(device)
+        lay["wz"] = torch.stack([unpack_words(zpw[i].transpose(0, 1).contiguous(), 4, n).transpose(0, 1)
+                                 for i in range(e)]).contiguous()
+    packed.device_layout[key] = lay
+    return lay
+
+
+def _gemv(a, lay, scheme, out, pair_ids, n, k, x_div, expert_range, num_experts):
+    from dsq_cuda.configs import pick
+    from dsq_cuda.gemv_kernel import gemv_kernel
+
+    bits, group = scheme.weight_bits, group_of(scheme)
+    cfg = pick(f"gemv{bits}", 1, n, k, group, str(a.device))
+    sw = -cfg.block_k
+    w, ws = lay["w"], lay["ws"]
+    if w.shape[-1] != sw:  # prepare() builds dsq_cuda.slab.ROW_TILE_WORDS, which the configs pick
+        raise RuntimeError(f"moe_gemv: layout width {w.shape[-1]} != config width {sw}")
+    e_lo, e_hi = expert_range if expert_range is not None else (0, num_experts)
+    grid = (pair_ids.shape[0], -(-n // cfg.block_n), cfg.split_k)
+    gemv_kernel[grid](a, w, ws, lay.get("wz", ws), ws, out, pair_ids, n, k, ws.shape[-1], a.stride(0),
+                      out.stride(0), w[0].numel(), ws[0].numel(), e_lo, e_hi,
+                      G=group or (32 // bits) * sw, BITS=bits, ASYM="wz" in lay,
+                      GROUP_SCALE=scheme.weight_granularity is Granularity.GROUP, HAS_BIAS=False,
+                      SPLIT_K=cfg.split_k, BLOCK_N=cfg.block_n, SW=sw, CH=row_tile_chunk(bits, group, sw),
+                      MOE=True, X_DIV=x_div, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+
+
+def run_gemv(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor, gate_up: PackedWeight,
+             down: PackedWeight, scheme: QuantScheme, num_experts: int,
+             expert_range: tuple[int, int] | None) -> torch.Tensor:
+    """y [T, H] for already-validated inputs (see the module docstring)."""
+    from dsq_cuda.moe_decode_kernels import swiglu_kernel
+    from dsq_cuda.moe_plan import OUT_KIND
+
+    t, h = x.shape
+    i = gate_up.shape[1] // 2
+    top_k = topk_ids.shape[1]
+    device = x.device
+    up, dn = prepare(gate_up, scheme, device), prepare(down, scheme, device)
+    ids = topk_ids.reshape(-1).to(torch.int32).contiguous()
+    p = ids.shape[0]
+    x = x if x.stride(-1) == 1 else x.contiguous()
+    hbuf = torch.zeros((p, 2 * i), dtype=torch.float32, device=device)
+    _gemv(x, up, scheme, hbuf, ids, 2 * i, h, top_k, expert_range, num_experts)
+    inter = torch.empty((p, i), dtype=x.dtype, device=device)
+    block = min(1024, max(16, 1 << (i - 1).bit_length()))
+    swiglu_kernel[(p, -(-i // block))](hbuf, inter, i, hbuf.stride(0), inter.stride(0),
+                                       OUT_KIND=OUT_KIND[x.dtype], BLOCK=block, num_warps=4)
+    out = torch.zeros((p, h), dtype=torch.float32, device=device)
+    _gemv(inter, dn, scheme, out, ids, h, i, 1, expert_range, num_experts)
+    # each expert output is rounded to x.dtype before the routing weight (the reference's order)
+    o = out.view(t, top_k, h).to(x.dtype).float() * topk_weights.view(t, top_k, 1).float()
+    return o.sum(dim=1).to(x.dtype)
