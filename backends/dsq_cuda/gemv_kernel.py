@@ -9,20 +9,22 @@ of :func:`dsq_cuda.slab.to_row_tiles` (words ``[tiles, N, SW]``):
   and no value ever crosses threads until the final group reduction (which is within a thread);
 * field j of the tile multiplies the SW contiguous x values ``t*LBK + j*SW + [0, SW)``: the same for every
   row, one broadcast load;
-* a code costs three instructions: a shift and an and-or put the unsigned field u into the top mantissa bits
-  of 1.0, so the word read as float32 is exactly ``f = 1 + u / 2**b``, and one FMA adds ``x * f`` (exact in
-  float32 for bf16/fp16 x, at most 11 significant bits, times f's b + 1) into a ``[BLOCK_N, SW]`` tile. With
-  ``q - zp = 2**b * f - (2**b + 2**(b-1) + zp)``, each scale group then needs only the sum of x besides:
-  ``y[n] = sum_g s[n, g] * (2**b * sum_{k in g} x[k] * f[n, k] - (2**b + 2**(b-1) + zp[n, g]) * sum_{k in g} x[k])``
-  (channel scales: one group spanning K, applied in the epilogue).
-
-The differences from the exact result are float32 rounding in the sums and the final rounding: the sum of
-``x * f`` carries ``2**b * 1.5 / E|q - zp|`` times the magnitude of the exact product sum (about 6 for int4,
-3 for int8 on uniform codes), which leaves float32's error orders of magnitude inside the conformance bound
-(docs/conformance.md: 2 u(bf16) per product); float32 x rounds each product once (2**-24).
+* a code becomes a float with bit operations, two ways (constexpr MANT):
+    default   ``(u | 0x4B000000)`` read as float32 is exactly ``2**23 + u``; subtracting ``2**23 + 2**(b-1)
+              + zp`` gives ``q - zp`` exactly, and one FMA adds ``x * (q - zp)`` (exact in float32) into a
+              ``[BLOCK_N, SW]`` tile, summed over SW when a scale group ends and multiplied by its scale
+              (channel scales: in the epilogue): ``y[n] = sum_g s[n, g] * sum_{k in g} x[k] * (q - zp)``;
+    MANT      a shift and an and-or put u into the top mantissa bits of 1.0, ``f = 1 + u / 2**b`` exactly,
+              and ``q - zp = 2**b * f - (2**b + 2**(b-1) + zp)``, so the FMA adds ``x * f`` and each group
+              also needs ``sum x``: one instruction less per code (no subtraction), but float32 sums of
+              ``x * f`` carry about ``2**b * 1.5 / E|q - zp|`` (6 for int4) times the product magnitude.
+  On the H200 the default was faster for int4 (W4A16 7168x18432 at M = 1: 44.2 vs 46.8 us in two runs of
+  benchmarks/cuda/run_gpu.py, 2026-11-29) and the two were within 2% for int8, so MANT stays a variant
+  (MANT_DECODE below) for benchmarks. The only differences from the exact result are float32 summation order (and
+  rounding of fp32 x products) and the final rounding.
 
 Split-K (SPLIT_K > 1: the H200 sweep wants many programs in flight, up to 32 per output tile) adds float32
-partial partial sums atomically into a zeroed buffer. One program row per token (grid axis 0 = M): for M > 1 the
+partial sums atomically into a zeroed buffer. One program row per token (grid axis 0 = M): for M > 1 the
 tiled tensor-core kernel is the better choice, and the dispatcher uses this kernel at M = 1 only.
 
 MOE: the same kernel serves a decode step of the fused MoE layer (dsq_cuda.moe_gemv) when every routed
@@ -36,20 +38,26 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+#: the decode variant the dispatchers (dsq_cuda.mm, dsq_cuda.moe_gemv) pass as MANT (see above); benchmarks
+#: set it to time the other variant
+MANT_DECODE = False
+
 
 @triton.jit
 def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, N, K, NG, stride_xm, stride_om,
                 stride_we, stride_se, e_lo, e_hi,
                 G: tl.constexpr, BITS: tl.constexpr, ASYM: tl.constexpr, GROUP_SCALE: tl.constexpr,
                 HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK_N: tl.constexpr, SW: tl.constexpr,
-                CH: tl.constexpr, MOE: tl.constexpr = False, X_DIV: tl.constexpr = 1):
+                CH: tl.constexpr, MOE: tl.constexpr = False, X_DIV: tl.constexpr = 1,
+                MANT: tl.constexpr = False):
     EPW: tl.constexpr = 32 // BITS
     LBK: tl.constexpr = EPW * SW  # inputs per tile
     # CH: inputs per chunk (dsq_cuda.slab.row_tile_chunk), a multiple of the tile and of the scale group
     TPC: tl.constexpr = CH // LBK  # tiles per chunk
     FPG: tl.constexpr = G // SW  # fields per scale group (G: the group, or LBK when scales are per channel)
     OFF: tl.constexpr = 1 << (BITS - 1)
-    ONE: tl.constexpr = 1 << BITS  # f = 1 + u / ONE
+    MASK: tl.constexpr = (1 << BITS) - 1
+    ONE: tl.constexpr = 1 << BITS  # MANT: f = 1 + u / ONE
     TOP: tl.constexpr = ((1 << BITS) - 1) << (23 - BITS)  # the top BITS mantissa bits of a float32
     row = tl.program_id(0).to(tl.int64)
     pid_n = tl.program_id(1)
@@ -73,8 +81,8 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, N, K, 
         x_row = x_ptr + (row // X_DIV) * stride_xm
     wbase = w_ptr + rows[:, None] * SW + offs_s[None, :]
     acc = tl.zeros([BLOCK_N], dtype=tl.float32)
-    part = tl.zeros([BLOCK_N, SW], dtype=tl.float32)  # sum of x * f per (row, lane), f = 1 + u / 2**BITS
-    xacc = tl.zeros([SW], dtype=tl.float32)  # sum of x per lane over the same inputs
+    part = tl.zeros([BLOCK_N, SW], dtype=tl.float32)  # sum of x * (q - zp), or of x * f (MANT), per lane
+    xacc = tl.zeros([SW], dtype=tl.float32)  # MANT: sum of x per lane over the same inputs
     for c in range(c_lo, c_hi):
         for tt in tl.static_range(TPC):
             t = c * TPC + tt
@@ -83,31 +91,47 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, N, K, 
                 k0 = t * LBK + j * SW
                 ks = k0 + offs_s
                 xj = tl.load(x_row + ks, mask=ks < K, other=0.0).to(tl.float32)
-                # field j moved to the top mantissa bits of 1.0: f = 1 + u / 2**BITS exactly (one shift, one
-                # and-or); x * f is exact in float32 (8 + BITS + 1 significant bits)
-                SH = 23 - BITS - BITS * j
-                if SH >= 0:
-                    f = ((words << SH) & TOP) | 0x3F800000
+                if MANT:
+                    # field j moved to the top mantissa bits of 1.0: f = 1 + u / 2**BITS exactly (a shift and
+                    # an and-or); sum x * (q - zp) is rebuilt per group from sum x * f and sum x
+                    SH = 23 - BITS - BITS * j
+                    if SH >= 0:
+                        f = ((words << SH) & TOP) | 0x3F800000
+                    else:
+                        f = ((words >> (-SH)) & TOP) | 0x3F800000
+                    part += xj[None, :] * f.to(tl.float32, bitcast=True)
+                    xacc += xj
                 else:
-                    f = ((words >> (-SH)) & TOP) | 0x3F800000
-                part += xj[None, :] * f.to(tl.float32, bitcast=True)
-                xacc += xj
+                    # (u | 0x4B000000) as float32 is 2**23 + u: one subtraction gives q - zp exactly
+                    sub = 8388608.0 + OFF
+                    if ASYM:
+                        g = tl.minimum(k0 // G, NG - 1)  # padding past K reads the last group (x is 0 there)
+                        zp = tl.load(wz_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
+                        sub = (sub + zp)[:, None]
+                    q = (((words >> (j * BITS)) & MASK) | 0x4B000000).to(tl.float32, bitcast=True) - sub
+                    part += xj[None, :] * q
                 if GROUP_SCALE:
                     if (tt * EPW + j + 1) % FPG == 0:  # the last field of a scale group
                         g = tl.minimum(k0 // G, NG - 1)  # padding past K reads the last group (x is 0 there)
                         s = tl.load(ws_ptr + rows * NG + g, mask=nmask, other=0.0)
-                        sub = ONE + OFF
-                        if ASYM:
-                            sub = sub + tl.load(wz_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
-                        # sum x * (q - zp) = 2**BITS * sum x * f - (2**BITS + 2**(BITS-1) + zp) * sum x
-                        acc += (tl.sum(part, axis=1) * ONE - sub * tl.sum(xacc, axis=0)) * s
+                        if MANT:
+                            sub = ONE + OFF
+                            if ASYM:
+                                sub = sub + tl.load(wz_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
+                            # sum x * (q - zp) = 2**BITS * sum x * f - (2**BITS + 2**(BITS-1) + zp) * sum x
+                            acc += (tl.sum(part, axis=1) * ONE - sub * tl.sum(xacc, axis=0)) * s
+                            xacc = tl.zeros([SW], dtype=tl.float32)
+                        else:
+                            acc += tl.sum(part, axis=1) * s
                         part = tl.zeros([BLOCK_N, SW], dtype=tl.float32)
-                        xacc = tl.zeros([SW], dtype=tl.float32)
     if GROUP_SCALE:
         y = acc
-    else:
+    elif MANT:
         s = tl.load(ws_ptr + rows, mask=nmask, other=0.0)
         y = (tl.sum(part, axis=1) * ONE - (ONE + OFF) * tl.sum(xacc, axis=0)) * s
+    else:
+        s = tl.load(ws_ptr + rows, mask=nmask, other=0.0)
+        y = tl.sum(part, axis=1) * s
     if HAS_BIAS:
         b = tl.load(bias_ptr + rows, mask=nmask, other=0.0).to(tl.float32)
         y = y + tl.where(pid_k == 0, 1.0, 0.0) * b

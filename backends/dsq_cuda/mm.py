@@ -25,6 +25,7 @@ from dsq.errors import QuantInputError
 from dsq.qtypes import PackedWeight
 from dsq.schemes import ActGranularity, Granularity, QType, QuantScheme
 from dsq_cuda import act_quant
+from dsq_cuda import gemv_kernel as gemv_mod
 from dsq_cuda._env import interpreting
 from dsq_cuda.configs import Config, pick
 from dsq_cuda.dequant_kernel import dequantize_t
@@ -120,7 +121,7 @@ def _weight_only(x, lay, scheme, bias, config: Config | None) -> torch.Tensor | 
                           G=group or (32 // bits) * sw, BITS=bits, ASYM="wz" in lay,
                           GROUP_SCALE=scheme.weight_granularity is Granularity.GROUP, HAS_BIAS=bias is not None,
                           SPLIT_K=cfg.split_k, BLOCK_N=cfg.block_n, SW=sw, CH=row_tile_chunk(bits, group, sw),
-                          num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+                          MANT=gemv_mod.MANT_DECODE, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
         return out.to(x.dtype) if f32_out else out
     return None
 

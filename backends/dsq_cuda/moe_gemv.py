@@ -59,6 +59,7 @@ def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> 
 
 
 def _gemv(a, lay, scheme, out, pair_ids, n, k, x_div, expert_range, num_experts):
+    from dsq_cuda import gemv_kernel as gemv_mod
     from dsq_cuda.configs import pick
     from dsq_cuda.gemv_kernel import gemv_kernel
 
@@ -75,7 +76,8 @@ def _gemv(a, lay, scheme, out, pair_ids, n, k, x_div, expert_range, num_experts)
                       G=group or (32 // bits) * sw, BITS=bits, ASYM="wz" in lay,
                       GROUP_SCALE=scheme.weight_granularity is Granularity.GROUP, HAS_BIAS=False,
                       SPLIT_K=cfg.split_k, BLOCK_N=cfg.block_n, SW=sw, CH=row_tile_chunk(bits, group, sw),
-                      MOE=True, X_DIV=x_div, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+                      MOE=True, X_DIV=x_div, MANT=gemv_mod.MANT_DECODE, num_warps=cfg.num_warps,
+                      num_stages=cfg.num_stages)
 
 
 def run_gemv(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor, gate_up: PackedWeight,

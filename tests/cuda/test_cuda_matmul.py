@@ -96,6 +96,18 @@ def test_weight_only_paths(cuda_backend, ref_backend, monkeypatch, name, path):
     assert _rel(y, ref) < TOL[torch.bfloat16], f"{name} {path}: {_rel(y, ref):.3g}"
 
 
+@pytest.mark.parametrize("name", ["W4A16", "W4A16_ASYM", "W8A16"])
+def test_gemv_mantissa_variant(cuda_backend, ref_backend, monkeypatch, name):
+    """The MANT decode variant of the M = 1 kernel (codes in the top mantissa bits of 1.0) computes the same."""
+    import dsq_cuda.gemv_kernel as gk
+
+    monkeypatch.setattr(gk, "MANT_DECODE", True)
+    scheme, w, x, bias, _ = _problem(name, 40, 300, 1, torch.bfloat16, seed=9)
+    pw = ref_backend.quantize_weight(w, scheme)
+    y = raw_matmul(x, pw, scheme, bias)
+    assert _rel(y, ref_backend.matmul(x, pw, scheme, bias)) < TOL[torch.bfloat16]
+
+
 @pytest.mark.parametrize("m", [1, 2, 9])
 def test_small_group_size(cuda_backend, ref_backend, m):
     """group 32 (shallower than one MMA after unpacking): GEMV at tiny M, dequantize + GEMM above."""
