@@ -135,7 +135,12 @@ def main() -> None:
     ap.add_argument("--check-only", action="store_true")
     ap.add_argument("--variants", default="", help="JSON list of decode_cfg dicts timed at T <= 64 (sweep)")
     ap.add_argument("--no-loop", action="store_true", help="skip the torch per-expert loop")
+    ap.add_argument("--mant", action="store_true",
+                    help="time the mantissa decode variant of the T = 1 GEMV path (dsq_cuda.gemv_kernel.MANT_DECODE)")
     args = ap.parse_args()
+    if args.mant:
+        import dsq_cuda.gemv_kernel
+        dsq_cuda.gemv_kernel.MANT_DECODE = True
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     h, i, e, k = (256, 128, 16, 8) if args.small else (7168, 2048, 256, 8)
     tokens = [1, 8, 70] if args.small else [int(v) for v in args.tokens.split(",")]
