@@ -43,6 +43,8 @@ _LAZY = {
     "list_recipes": ("dsq.recipes", "list_recipes"),
     "save": ("dsq.checkpoint", "save"),
     "load": ("dsq.checkpoint", "load"),
+    "QuantLinear": ("dsq.nn", "QuantLinear"),
+    "QuantMoE": ("dsq.nn", "QuantMoE"),
 }
 
 

@@ -20,7 +20,7 @@ from dsq.registry import get_backend
 from dsq.schemes import QuantScheme
 from dsq.validate import check_weight
 
-__all__ = ["QuantLinear", "QuantExperts"]
+__all__ = ["QuantLinear", "QuantExperts", "QuantMoE"]
 
 
 def _device_of(packed: PackedWeight) -> torch.device:
@@ -122,3 +122,7 @@ class QuantExperts(nn.Module):
     def extra_repr(self) -> str:
         return (f"num_experts={self.num_experts}, hidden={self.hidden_dim}, intermediate={self.intermediate_dim}, "
                 f"scheme={self.scheme.name}, backend={self.backend.name}")
+
+
+#: the name the model-quantization issue and the README use for the quantized MoE expert block
+QuantMoE = QuantExperts

@@ -55,6 +55,7 @@ def test_preset_quantizes_close_and_matches_plan(preset, deepseek, float_deepsee
             continue
         cls = QuantLinear if e.kind == "linear" else QuantExperts
         assert isinstance(mod, cls), f"{e.name} is {type(mod).__name__}, plan said {e.kind}"
+        assert isinstance(mod, dsq.QuantLinear if e.kind == "linear" else dsq.QuantMoE)  # the public names
         assert mod.scheme == e.scheme
         packed = [mod.packed] if e.kind == "linear" else [mod.weights.gate_up, mod.weights.down]
         assert sum(p.nbytes for p in packed) == e.bytes_after, e.name
