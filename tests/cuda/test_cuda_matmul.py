@@ -9,7 +9,7 @@ import torch
 
 import dsq
 from dsq_cuda.configs import Config
-from dsq_cuda.mm import matmul as raw_matmul
+from dsq_cuda.mm import matmul as _mm_matmul
 
 TOL = {torch.float32: 2e-6, torch.bfloat16: 4e-3, torch.float16: 1e-3}
 
@@ -18,6 +18,13 @@ def _rel(y: torch.Tensor, ref: torch.Tensor) -> float:
     y, ref = y.cpu().double(), ref.cpu().double()
     assert torch.isfinite(y).all()
     return float((y - ref).norm() / ref.norm().clamp_min(1e-30))
+
+
+def raw_matmul(x, pw, scheme, bias=None, config=None):
+    """dsq_cuda.mm.matmul (no Backend wrapper) with x and bias on the backend's device (the GPU when there is
+    one, CPU tensors in the interpreter): the raw entry point launches kernels on x's device."""
+    dev = torch.device(dsq.get_backend("cuda").device)
+    return _mm_matmul(x.to(dev), pw, scheme, None if bias is None else bias.to(dev), config=config)
 
 
 def _problem(name, n, k, m, dtype, seed=0):
