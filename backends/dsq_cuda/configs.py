@@ -16,6 +16,7 @@ import torch
 import triton
 
 from dsq_cuda._env import interpreting
+from dsq_cuda.slab import ROW_TILE_WORDS
 
 
 @dataclass(frozen=True)
@@ -120,8 +121,6 @@ def _pick_gemv(m: int, n: int, k: int, group: int, device: str) -> Config:
     programs stream weights at once, so every shape wanted the largest split tried (16 programs per output
     tile; a second sweep up to 32 gained 0-10% more) with SW = 16 (SW = 32 and 8 were
     slower) and BLOCK_N = 128 (64 when N is small; 256 within 1%)."""
-    from dsq_cuda.slab import ROW_TILE_WORDS
-
     bm = triton.next_power_of_2(max(1, m))
     if interpreting() or device == "cpu":
         return Config(bm, 16, -ROW_TILE_WORDS, 2 if k > 256 else 1, 4, 1)

@@ -140,3 +140,23 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, N, K, 
         tl.atomic_add(optr, y, mask=nmask)
     else:
         tl.store(optr, y.to(out_ptr.dtype.element_ty), mask=nmask)
+
+
+def launch(x, words, ws, wz, bias, out, scheme, rows: int, n: int, k: int, cfg, group: int,
+           moe: tuple | None = None) -> None:
+    """Launch :func:`gemv_kernel` over ``rows`` program rows with config ``cfg`` (dsq_cuda.configs; -block_k is
+    the row-tile width SW of ``words``). ``wz``/``bias`` may be None. ``moe``: ``(ids, stride_we, stride_se,
+    e_lo, e_hi, x_div)`` for the MoE mode, where program row p is pair p (see the module docstring)."""
+    from dsq.schemes import Granularity
+    from dsq_cuda.slab import row_tile_chunk
+
+    bits, sw = scheme.weight_bits, -cfg.block_k
+    ids, stride_we, stride_se, e_lo, e_hi, x_div = moe if moe is not None else (ws, 0, 0, 0, 1, 1)
+    grid = (rows, -(-n // cfg.block_n), cfg.split_k)
+    gemv_kernel[grid](x, words, ws, ws if wz is None else wz, ws if bias is None else bias, out, ids,
+                      n, k, ws.shape[-1], x.stride(0), out.stride(0), stride_we, stride_se, e_lo, e_hi,
+                      G=group or (32 // bits) * sw, BITS=bits, ASYM=wz is not None,
+                      GROUP_SCALE=scheme.weight_granularity is Granularity.GROUP, HAS_BIAS=bias is not None,
+                      SPLIT_K=cfg.split_k, BLOCK_N=cfg.block_n, SW=sw, CH=row_tile_chunk(bits, group, sw),
+                      MOE=moe is not None, X_DIV=x_div, MANT=MANT_DECODE,
+                      num_warps=cfg.num_warps, num_stages=cfg.num_stages)

@@ -25,11 +25,10 @@ from dsq.errors import QuantInputError
 from dsq.qtypes import PackedWeight
 from dsq.schemes import ActGranularity, Granularity, QType, QuantScheme
 from dsq_cuda import act_quant
-from dsq_cuda import gemv_kernel as gemv_mod
 from dsq_cuda._env import interpreting
 from dsq_cuda.configs import Config, pick
 from dsq_cuda.dequant_kernel import dequantize_t
-from dsq_cuda.gemv_kernel import gemv_kernel
+from dsq_cuda.gemv_kernel import launch as launch_gemv
 from dsq_cuda.mm_kernel import (
     ACT_FLOAT,
     ACT_FP8_GROUP,
@@ -38,8 +37,8 @@ from dsq_cuda.mm_kernel import (
     ACT_INT8_TOKEN,
     qmm_kernel,
 )
-from dsq_cuda.slab import ROW_TILE_WORDS, row_tile_chunk, slab_length, to_row_tiles, to_slabs
-from dsq_cuda.unpack import unpack_words
+from dsq_cuda.slab import slab_length, to_row_tiles, to_slabs
+from dsq_cuda.unpack import unpack_zero_points
 
 
 def kind_of(scheme: QuantScheme) -> str:
@@ -76,8 +75,7 @@ def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> 
         lay["w"] = w.view(torch.uint8) if w.dtype == torch.float8_e4m3fn else w
     lay["ws"] = t["weight_scale"].float().contiguous()
     if "weight_zero_point" in t:
-        zpw = t["weight_zero_point"]  # [ceil(N/8), G] int32, 8 zero points per word along N
-        lay["wz"] = unpack_words(zpw.transpose(0, 1).contiguous(), 4, n).transpose(0, 1).contiguous()
+        lay["wz"] = unpack_zero_points(t["weight_zero_point"], n)
     if "weight_group_scale" in t:
         lay["s2"] = t["weight_group_scale"].to(torch.int8).contiguous()
     if scheme.static_activations:
@@ -106,22 +104,15 @@ def _weight_only(x, lay, scheme, bias, config: Config | None) -> torch.Tensor | 
         return y if bias is None else y + bias.to(y.dtype)
     if (config is None and m <= GEMV_MAX_M) or (config is not None and config.block_k < 0):
         cfg = config or pick(f"gemv{scheme.weight_bits}", m, n, k, group, str(dev))
-        bits, sw = scheme.weight_bits, -cfg.block_k if cfg.block_k < 0 else ROW_TILE_WORDS
+        sw = -cfg.block_k  # the GEMV configs carry the row-tile width negated
         key = f"wt{sw}"
         if key not in lay:  # made once, at the first decode call
-            lay[key] = to_row_tiles(lay["packed"].to(dev), k, bits, group, sw)
+            lay[key] = to_row_tiles(lay["packed"].to(dev), k, scheme.weight_bits, group, sw)
         # float32 output for split-K, and in the interpreter, whose float32 -> bf16 cast truncates
         f32_out = cfg.split_k > 1 or interpreting()
         out = torch.zeros((m, n), dtype=torch.float32, device=dev) if f32_out else \
             torch.empty((m, n), dtype=x.dtype, device=dev)
-        grid = (m, -(-n // cfg.block_n), cfg.split_k)
-        ws = lay["ws"]
-        gemv_kernel[grid](x, lay[key], ws, lay.get("wz", ws), bias if bias is not None else ws, out, ws,
-                          n, k, ws.shape[-1], x.stride(0), out.stride(0), 0, 0, 0, 1,
-                          G=group or (32 // bits) * sw, BITS=bits, ASYM="wz" in lay,
-                          GROUP_SCALE=scheme.weight_granularity is Granularity.GROUP, HAS_BIAS=bias is not None,
-                          SPLIT_K=cfg.split_k, BLOCK_N=cfg.block_n, SW=sw, CH=row_tile_chunk(bits, group, sw),
-                          MANT=gemv_mod.MANT_DECODE, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        launch_gemv(x, lay[key], lay["ws"], lay.get("wz"), bias, out, scheme, m, n, k, cfg, group)
         return out.to(x.dtype) if f32_out else out
     return None
 

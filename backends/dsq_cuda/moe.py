@@ -99,7 +99,7 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
     y = torch.empty((t, h), dtype=x.dtype, device=device)
     if t == 0:
         return y
-    if path == "gemv" or (path == "auto" and unique_load and moe_gemv.eligible(scheme, t, top_k)):
+    if path == "gemv" or (path == "auto" and unique_load and moe_gemv.eligible(scheme, t)):
         return moe_gemv.run_gemv(x, topk_ids, topk_weights, gate_up, down, scheme, num_experts, expert_range)
     if path == "decode" or (path == "auto" and unique_load and t <= DECODE_MAX_T):
         return run_decode(x, topk_ids, topk_weights, gate_up, down, scheme, num_experts, expert_range,

@@ -22,22 +22,18 @@ from __future__ import annotations
 import torch
 
 from dsq.qtypes import PackedWeight
-from dsq.schemes import Granularity, QuantScheme
-from dsq_cuda.slab import row_tile_chunk, to_row_tiles
-from dsq_cuda.unpack import unpack_words
+from dsq.schemes import QuantScheme
+from dsq_cuda.mm import group_of
+from dsq_cuda.slab import to_row_tiles
+from dsq_cuda.unpack import unpack_zero_points
 
 #: the largest token count this path serves (more tokens share experts: the tensor-core paths win)
 GEMV_MAX_T = 1
 
 
-def eligible(scheme: QuantScheme | None, t: int, top_k: int) -> bool:
+def eligible(scheme: QuantScheme | None, t: int) -> bool:
     """Whether a step of ``t`` tokens with a weight-only packed scheme takes this path."""
-    return (scheme is not None and scheme.weight_only and scheme.weight_bits in (4, 8) and 1 <= t <= GEMV_MAX_T
-            and top_k >= 1)
-
-
-def group_of(scheme: QuantScheme) -> int:
-    return scheme.group_size if scheme.weight_granularity is Granularity.GROUP else 0
+    return scheme is not None and scheme.weight_only and scheme.weight_bits in (4, 8) and 1 <= t <= GEMV_MAX_T
 
 
 def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> dict:
@@ -50,34 +46,24 @@ def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> 
     words = packed["weight_packed"]
     lay = {"w": torch.stack([to_row_tiles(words[i].to(device), k, bits, group) for i in range(e)]).contiguous(),
            "ws": packed["weight_scale"].to(device).float().contiguous()}
-    if "weight_zero_point" in packed:  # [E, ceil(N/8), G] int32, 8 zero points per word along N
-        zpw = packed["weight_zero_point"].to(device)
-        lay["wz"] = torch.stack([unpack_words(zpw[i].transpose(0, 1).contiguous(), 4, n).transpose(0, 1)
-                                 for i in range(e)]).contiguous()
+    if "weight_zero_point" in packed:
+        lay["wz"] = unpack_zero_points(packed["weight_zero_point"].to(device), n)
     packed.device_layout[key] = lay
     return lay
 
 
 def _gemv(a, lay, scheme, out, pair_ids, n, k, x_div, expert_range, num_experts):
-    from dsq_cuda import gemv_kernel as gemv_mod
     from dsq_cuda.configs import pick
-    from dsq_cuda.gemv_kernel import gemv_kernel
+    from dsq_cuda.gemv_kernel import launch
 
-    bits, group = scheme.weight_bits, group_of(scheme)
-    cfg = pick(f"gemv{bits}", 1, n, k, group, str(a.device))
-    sw = -cfg.block_k
+    group = group_of(scheme)
+    cfg = pick(f"gemv{scheme.weight_bits}", 1, n, k, group, str(a.device))
     w, ws = lay["w"], lay["ws"]
-    if w.shape[-1] != sw:  # prepare() builds dsq_cuda.slab.ROW_TILE_WORDS, which the configs pick
-        raise RuntimeError(f"moe_gemv: layout width {w.shape[-1]} != config width {sw}")
+    if w.shape[-1] != -cfg.block_k:  # prepare() builds dsq_cuda.slab.ROW_TILE_WORDS, which the configs pick
+        raise RuntimeError(f"moe_gemv: layout width {w.shape[-1]} != config width {-cfg.block_k}")
     e_lo, e_hi = expert_range if expert_range is not None else (0, num_experts)
-    grid = (pair_ids.shape[0], -(-n // cfg.block_n), cfg.split_k)
-    gemv_kernel[grid](a, w, ws, lay.get("wz", ws), ws, out, pair_ids, n, k, ws.shape[-1], a.stride(0),
-                      out.stride(0), w[0].numel(), ws[0].numel(), e_lo, e_hi,
-                      G=group or (32 // bits) * sw, BITS=bits, ASYM="wz" in lay,
-                      GROUP_SCALE=scheme.weight_granularity is Granularity.GROUP, HAS_BIAS=False,
-                      SPLIT_K=cfg.split_k, BLOCK_N=cfg.block_n, SW=sw, CH=row_tile_chunk(bits, group, sw),
-                      MOE=True, X_DIV=x_div, MANT=gemv_mod.MANT_DECODE, num_warps=cfg.num_warps,
-                      num_stages=cfg.num_stages)
+    launch(a, w, ws, lay.get("wz"), None, out, scheme, pair_ids.shape[0], n, k, cfg, group,
+           moe=(pair_ids, w[0].numel(), ws[0].numel(), e_lo, e_hi, x_div))
 
 
 def run_gemv(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor, gate_up: PackedWeight,

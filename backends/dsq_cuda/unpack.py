@@ -23,6 +23,12 @@ def unpack_words(words: torch.Tensor, bits: int, k: int) -> torch.Tensor:
     return (u - (1 << (bits - 1))).to(torch.int8)
 
 
+def unpack_zero_points(words: torch.Tensor, n: int) -> torch.Tensor:
+    """compressed-tensors zero points, int32 ``[..., ceil(N/8), G]`` with 8 int4 values per word along N ->
+    int8 signed ``[..., N, G]``."""
+    return unpack_words(words.transpose(-1, -2).contiguous(), 4, n).transpose(-1, -2).contiguous()
+
+
 def expand_groups(t: torch.Tensor, group: int, k: int) -> torch.Tensor:
     """[..., G] per-group values -> [..., k] per-element values."""
     return t.repeat_interleave(group, dim=-1)[..., :k]
@@ -53,7 +59,6 @@ def unpack(packed: PackedWeight, scheme: QuantScheme) -> tuple[torch.Tensor, tor
     group = k if scheme.weight_granularity is Granularity.CHANNEL else scheme.group_size
     q = codes.float()
     if not scheme.weight_symmetric:
-        zpw = _get(packed, "weight_zero_point")
-        zp = unpack_words(zpw.transpose(-1, -2).contiguous(), 4, n).transpose(-1, -2)  # [..., N, G]
+        zp = unpack_zero_points(_get(packed, "weight_zero_point"), n)  # [..., N, G]
         q = q - expand_groups(zp.float(), group, k)
     return codes, q * expand_groups(scale, group, k)

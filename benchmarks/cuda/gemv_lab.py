@@ -1,21 +1,21 @@
 # ruff: noqa: B023  (closures are timed inside the loop iteration that defines them)
 """Decode-GEMM lab: candidate kernels for packed int4/int8 weights at M = 1..16, checked and timed in one run.
 
-Run on the GPU machine (one call):  PYTHONPATH=backends:conformance:. python3 benchmarks/cuda/gemv_lab.py --out $OUT
+Run on the GPU machine (one call):
+    PYTHONPATH=backends:conformance:. python3 benchmarks/cuda/gemv_lab.py --out $OUT [--kernels tile,rows,dot,load]
 
-Layout under test ("row slabs"): the slab layout of dsq_cuda.slab, but N-major: words ``[N, ceil(K/LBK)*SL]``
-with K contiguous, word ``t*SL + s`` of row n holding in bit field j the code of input ``t*LBK + j*SL + s``.
-A program reads a ``[BN, SL]`` word tile (rows of SL*4 contiguous bytes: 16-byte loads), and field j of it
-multiplies the contiguous x slab ``t*LBK + j*SL + [0, SL)``.
-
-Code -> float, two ways:
-    magic23  ``(u | 0x4B000000)`` as float32 is ``2**23 + u``; subtract ``2**23 + 2**(b-1)``: q exactly
-             (shift, and/or, fsub, then one FMA per row: 4 instructions per code at M = 1)
-    mant     put u in the top mantissa bits of 1.0: ``f = 1 + u / 2**b`` exactly (shift, and/or);
-             ``sum x*q = 2**b * (sum x*f - 1.5 * sum x)`` per scale group, the correction applied once per
-             group (3 instructions per code at M = 1; products x*f stay exact in float32)
-Timing: CUDA graph of R calls over R distinct weight copies (more bytes than L2), replayed; median of the
-replays / R. bf16 ``x @ W.t()`` timed the same way in the same run. Weight bytes / time vs the device copy rate.
+Kernels (``--kernels``), each checked against a float32 product before it is timed:
+    tile   the backend's M = 1 kernel (dsq_cuda.gemv_kernel) on its row-tile layout (dsq_cuda.slab.to_row_tiles),
+           swept over BLOCK_N, SW, split-K, warps (and the MANT decode variant where the sweep lists it)
+    rows   CUDA-core GEMV for M <= 4 with a 3-D ``[M, BLOCK_N, SL]`` accumulator on row slabs (the row tiles
+           stored N-major, ``[N, tiles*SL]``); the first design tried (85-97 us for W4A16 at M = 1
+           on the two large shapes)
+    dot    tensor-core variant on row slabs for M >= 4, weights as operand B or, swapped, as operand A
+    load   reads the words once and does nothing else: the memory floor of the access pattern
+Code -> float in rows: ``(u | 0x4B000000)`` as float32 is ``2**23 + u`` (subtract ``2**23 + 2**(b-1)``), or
+MANT: u in the top mantissa bits of 1.0, ``f = 1 + u / 2**b``, with ``sum x*q = 2**b * (sum x*f - 1.5 sum x)``
+per scale group. Timing: CUDA graph of R calls over R distinct weight copies (more bytes than L2), replayed;
+median of the replays / R. bf16 ``x @ W.t()`` timed the same way in the same run.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ import sys
 import torch
 import triton
 import triton.language as tl
+
+from dsq_cuda.gemv_kernel import gemv_kernel
+from dsq_cuda.slab import row_tile_chunk, to_row_tiles
 
 
 @triton.jit
@@ -151,89 +154,18 @@ def dot_rows_kernel(x_ptr, w_ptr, ws_ptr, out_ptr, M, N, K, KW, NG, stride_xm, s
         tl.store(optr, acc.to(out_ptr.dtype.element_ty), mask=omask)
 
 
-@triton.jit
-def gemv_tile_kernel(x_ptr, w_ptr, ws_ptr, out_ptr, N, K, NG, G: tl.constexpr, BITS: tl.constexpr,
-                     BN: tl.constexpr, SW: tl.constexpr, SPLIT: tl.constexpr, MANT: tl.constexpr):
-    """M = 1 on CUDA cores, "row tiles" layout: words [tiles, N, SW]; a thread owns whole rows of a tile.
-
-    Field j of word s of (tile t, row n) is the code of input ``t*LBK + j*SW + s`` (LBK = SW * 32/BITS), so the
-    x values of field j are SW contiguous elements, the same for every row (a broadcast load)."""
-    EPW: tl.constexpr = 32 // BITS
-    LBK: tl.constexpr = EPW * SW
-    TPG: tl.constexpr = G // LBK  # tiles per scale group
-    OFF: tl.constexpr = 1 << (BITS - 1)
-    MASK: tl.constexpr = (1 << BITS) - 1
-    pid_n = tl.program_id(0)
-    pid_k = tl.program_id(1)
-    rows = pid_n * BN + tl.arange(0, BN)
-    offs_s = tl.arange(0, SW)
-    rmask = rows < N
-    groups = tl.cdiv(K, G)  # the layout is padded to whole groups
-    per = tl.cdiv(groups, SPLIT)
-    wbase = w_ptr + rows[:, None] * SW + offs_s[None, :]
-    acc = tl.zeros([BN], dtype=tl.float32)
-    for g in range(pid_k * per, tl.minimum(pid_k * per + per, groups)):
-        part = tl.zeros([BN, SW], dtype=tl.float32)
-        xacc = tl.zeros([SW], dtype=tl.float32)
-        for tt in tl.static_range(TPG):
-            t = g * TPG + tt
-            words = tl.load(wbase + t.to(tl.int64) * N * SW, mask=rmask[:, None], other=0)
-            for j in tl.static_range(EPW):
-                ks = t * LBK + j * SW + offs_s
-                xj = tl.load(x_ptr + ks, mask=ks < K, other=0.0).to(tl.float32)
-                if MANT:
-                    SH = 23 - BITS - BITS * j
-                    if SH >= 0:
-                        f = ((words << SH) & (MASK << (23 - BITS))) | 0x3F800000
-                    else:
-                        f = ((words >> (-SH)) & (MASK << (23 - BITS))) | 0x3F800000
-                    q = f.to(tl.float32, bitcast=True)
-                    xacc += xj
-                else:
-                    q = (((words >> (j * BITS)) & MASK) | 0x4B000000).to(tl.float32, bitcast=True) - (8388608.0 + OFF)
-                part += xj[None, :] * q
-        s = tl.load(ws_ptr + rows * NG + g, mask=rmask, other=0.0)
-        if MANT:
-            red = (tl.sum(part, axis=1) - 1.5 * tl.sum(xacc, axis=0)) * (1 << BITS)
-        else:
-            red = tl.sum(part, axis=1)
-        acc += red * s
-    if SPLIT > 1:
-        tl.atomic_add(out_ptr + rows, acc, mask=rmask)
-    else:
-        tl.store(out_ptr + rows, acc.to(out_ptr.dtype.element_ty), mask=rmask)
-
-
-def row_tiles(codes: torch.Tensor, bits: int, sw: int, group: int = 128) -> torch.Tensor:
-    """Signed codes int8 [N, K] -> row-tile words int32 [tiles, N, SW] (K padded with code 0 to whole groups)."""
-    n, k = codes.shape
+def canonical_words(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """Signed codes int8 [N, K] (K a multiple of 32/bits) -> canonical int32 words [N, K*bits/32]."""
     epw = 32 // bits
-    lbk = epw * sw
-    tiles = -(-k // group) * group // lbk
-    u = codes.to(torch.int64) + (1 << (bits - 1))
-    if tiles * lbk > k:
-        u = torch.cat([u, u.new_full((n, tiles * lbk - k), 1 << (bits - 1))], dim=1)
-    u = u.view(n, tiles, epw, sw)
-    shifts = (torch.arange(epw, device=codes.device, dtype=torch.int64) * bits).view(1, 1, epw, 1)
-    w = (u << shifts).sum(dim=2)
-    w = torch.where(w >= 2**31, w - 2**32, w).to(torch.int32)  # [N, tiles, SW]
-    return w.permute(1, 0, 2).contiguous()
+    u = (codes.to(torch.int64) + (1 << (bits - 1))).view(codes.shape[0], -1, epw)
+    w = (u << (torch.arange(epw, device=codes.device, dtype=torch.int64) * bits)).sum(dim=-1)
+    return torch.where(w >= 2**31, w - 2**32, w).to(torch.int32)
 
 
-def row_slabs(codes: torch.Tensor, bits: int, sl: int) -> torch.Tensor:
-    """Signed codes int8 [N, K] -> row-slab words int32 [N, tiles*SL] (K padded with code 0)."""
-    n, k = codes.shape
-    epw = 32 // bits
-    lbk = epw * sl
-    tiles = -(-k // lbk)
-    u = (codes.to(torch.int64) + (1 << (bits - 1)))
-    if tiles * lbk > k:
-        u = torch.cat([u, u.new_full((n, tiles * lbk - k), 1 << (bits - 1))], dim=1)
-    u = u.view(n, tiles, epw, sl)
-    shifts = (torch.arange(epw, device=codes.device, dtype=torch.int64) * bits).view(1, 1, epw, 1)
-    w = (u << shifts).sum(dim=2)
-    w = torch.where(w >= 2**31, w - 2**32, w).to(torch.int32)
-    return w.reshape(n, tiles * sl).contiguous()
+def row_slabs(words: torch.Tensor, k: int, bits: int, sl: int) -> torch.Tensor:
+    """The rows/dot kernels' layout: row tiles (dsq_cuda.slab.to_row_tiles) stored N-major, [N, tiles*SL]."""
+    t = to_row_tiles(words, k, bits, 128, sl)
+    return t.transpose(0, 1).reshape(t.shape[1], -1).contiguous()
 
 
 def graph_time(fns, reps: int = 50) -> float:
@@ -291,9 +223,12 @@ def main() -> int:
         lo, hi = -(1 << (bits - 1)), (1 << (bits - 1))
         codes = [torch.randint(lo, hi, (n, k), dtype=torch.int8, device=dev) for _ in range(copies)]
         scales = [torch.rand(n, k // G, device=dev) * 0.01 + 0.001 for _ in range(copies)]
-        words = [row_slabs(c, bits, SL) for c in codes]
+        canon = [canonical_words(c, bits) for c in codes]
+        words = [row_slabs(c, k, bits, SL) for c in canon]
         kw = words[0].shape[1]
-        tiles_by_sw = {sw: [row_tiles(c, bits, sw) for c in codes] for sw in (16, 32)} if "tile" in a.kernels else {}
+        tiles_by_sw = {sw: [to_row_tiles(c, k, bits, G, sw) for c in canon]
+                       for sw in (16, 32)} if "tile" in a.kernels else {}
+        del canon
         wbf = [torch.randn(n, k, device=dev, dtype=torch.bfloat16) for _ in range(max(2, min(8, int(3 * 60e6 // (n * k * 2)) + 1)))]
         wbytes = n * k * bits / 8 + n * (k // G) * 4
         # load-only roofline
@@ -315,7 +250,7 @@ def main() -> int:
             if m == 1 and "tile" in a.kernels:
                 for bn, sw, split, warps, mant in itertools.product((64, 128, 256), (16, 32), (8, 16, 32), (4, 8),
                                                                      (0,)):
-                    cands.append(("tile" + ("/mant" if mant else "/magic"), gemv_tile_kernel,
+                    cands.append(("tile" + ("/mant" if mant else "/magic"), gemv_kernel,
                                   dict(BN=bn, SW=sw, SPLIT=split, MANT=mant), warps))
             for bn, split, warps, mant in itertools.product((32, 64, 128), (1, 2, 4), (4, 8), (0, 1)):
                 if m > 4 or (bn * bms[0] > 256 and m > 1) or "rows" not in a.kernels:
@@ -335,19 +270,17 @@ def main() -> int:
                 def call(w, s, cfg=cfg, kern=kern, warps=warps, grid=grid, split=split):
                     out = torch.zeros((m, n), dtype=torch.float32, device=dev) if split > 1 else \
                         torch.empty((m, n), dtype=torch.bfloat16, device=dev)
-                    if kern is gemv_tile_kernel:  # the backend's kernel (dsq_cuda.gemv_kernel) on the same layout
-                        from dsq_cuda.gemv_kernel import gemv_kernel
-                        from dsq_cuda.slab import row_tile_chunk
+                    if kern is gemv_kernel:  # the backend's kernel on dsq_cuda.slab's row tiles
                         gemv_kernel[(1, grid[0], grid[1])](
                             x, w, s, s, s, out, s, n, k, k // G, x.stride(0), out.stride(0), 0, 0, 0, 1, G=G,
                             BITS=bits, ASYM=False,
                             GROUP_SCALE=True, HAS_BIAS=False, SPLIT_K=cfg["SPLIT"], BLOCK_N=cfg["BN"], SW=cfg["SW"],
-                            CH=row_tile_chunk(bits, G, cfg["SW"]), num_warps=warps)
+                            CH=row_tile_chunk(bits, G, cfg["SW"]), MANT=cfg["MANT"], num_warps=warps)
                     else:
                         kern[grid](x, w, s, out, m, n, k, kw, k // G, x.stride(0), out.stride(0), G=G, BITS=bits,
                                    SL=SL, num_warps=warps, **cfg)
                     return out.to(torch.bfloat16) if split > 1 else out
-                wl = words if kern is not gemv_tile_kernel else tiles_by_sw[cfg["SW"]]
+                wl = words if kern is not gemv_kernel else tiles_by_sw[cfg["SW"]]
                 try:
                     y = call(wl[0], scales[0]).float()
                     err = ((y - ref).norm() / ref.norm()).item()
