@@ -104,3 +104,42 @@ def to_row_tiles(words: torch.Tensor, k: int, bits: int, group: int, sw: int = R
         s = torch.where(s >= 2**31, s - 2**32, s).to(torch.int32)
         out[:, lo:lo + _CHUNK_N] = s.permute(1, 0, 2)
     return out
+
+
+def to_pair_tiles(words: torch.Tensor, k: int, bits: int, sl: int) -> torch.Tensor:
+    """Canonical int32 words ``[N, ceil(K/EPW)]`` -> pair-tile words int32 ``[N, tiles * SL]`` (the layout of
+    dsq_cuda.mma_decode_kernel, made for decoding two codes per instruction into a bf16x2/f16x2 register).
+
+    K is cut into tiles of ``LBK = EPW * SL`` inputs, and each tile into EPW fields of SL contiguous inputs
+    (field i: inputs ``t*LBK + i*SL + [0, SL)``). A row's tile is SL words; the words ``2p`` and ``2p + 1``
+    (a *pair*) hold the codes of inputs ``s = 2p`` and ``2p + 1`` of every field, as 4-bit nibbles at bit
+    ``4*f + 16*e`` (e = 0 for input 2p, 1 for 2p + 1), so one shift and one ``lop3`` make both inputs of a
+    field a bf16x2 register:
+        int4  word ``2p + h`` holds fields ``4h + f`` (f = 0..3) at nibble f;
+        int8  word 2p holds the low nibbles of fields f = 0..3, word 2p + 1 their high nibbles.
+    K is padded with code 0 (field ``2**(bits-1)``) to whole tiles; kernels also mask x beyond K to 0.
+    """
+    if sl % 2:
+        raise ValueError(f"pair tiles need an even slab length, got {sl}")
+    epw = 32 // bits
+    lbk = epw * sl
+    tiles = -(-k // lbk)
+    n = words.shape[0]
+    shifts = torch.arange(epw, device=words.device, dtype=torch.int64) * bits
+    nib = torch.arange(4, device=words.device, dtype=torch.int64).view(4, 1, 1) * 4 + \
+        torch.tensor([0, 16], device=words.device, dtype=torch.int64).view(1, 1, 2)  # [f, 1, e]
+    out = torch.empty((n, tiles * sl), dtype=torch.int32, device=words.device)
+    for lo in range(0, n, _CHUNK_N):
+        w = words[lo:lo + _CHUNK_N].to(torch.int64) & 0xFFFFFFFF
+        u = ((w.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)).reshape(w.shape[0], -1)[:, :k]
+        if tiles * lbk > k:
+            u = torch.cat([u, u.new_full((u.shape[0], tiles * lbk - k), 1 << (bits - 1))], dim=1)
+        if bits == 4:  # [rows, tiles, h, f, p, e]: field 4h + f
+            v = u.reshape(u.shape[0], tiles, 2, 4, sl // 2, 2)
+        else:  # [rows, tiles, f, p, e] -> low and high nibble planes h
+            u = u.reshape(u.shape[0], tiles, 4, sl // 2, 2)
+            v = torch.stack([u & 15, u >> 4], dim=2)
+        s = (v << nib).sum(dim=(3, 5))  # [rows, tiles, h, p]: disjoint nibbles, the sum is an OR
+        s = torch.where(s >= 2**31, s - 2**32, s).to(torch.int32)
+        out[lo:lo + _CHUNK_N] = s.permute(0, 1, 3, 2).reshape(s.shape[0], tiles * sl)
+    return out

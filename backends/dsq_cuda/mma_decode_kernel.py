@@ -1,0 +1,190 @@
+"""Decode GEMM for packed int4/int8 weights at small M (1 to 64 tokens) on tensor cores, weights as operand A.
+
+``y[M, N] = x @ W^T`` is computed as ``y^T = W @ x^T``: a program owns BLOCK_N weight rows (the MMA's M side,
+64 or more) and all BLOCK_M tokens (the MMA's N side, 16 at M <= 16), so the few tokens of a decode step do
+not waste a 64-row MMA tile, and the decoded weights go from registers straight into the MMA (Hopper's
+wgmma takes operand A from registers) with no trip through shared memory.
+
+Weights are in the pair-tile layout of :func:`dsq_cuda.slab.to_pair_tiles`: a ``[BLOCK_N, SL]`` word tile
+holds EPW fields, and field f is the ``[BLOCK_N, SL]`` weight slab that multiplies the contiguous inputs
+``t*LBK + f*SL + [0, SL)``. Two adjacent inputs of a field sit in one word at bits ``4f'`` and ``4f' + 16``,
+so the decode makes both a bf16x2 (or f16x2) register with one shift and one ``lop3``:
+
+    raw = ((w >> 4f') & 0x000F000F) | 0x43004300     (bf16 pair; f16: 0x64006400)
+        = B + nibble   exactly, B = 128 (bf16) or 1024 (f16), both halves at once
+    int4  a = raw - (B + 8 + zp)          = q - zp, exact (|q - zp| <= 15; one packed subtraction)
+    int8  a = raw_lo + fma(raw_hi, 16, -(17 B + 128))  = 16 hi + lo - 128 = q, exact (two packed FMAs; every
+          intermediate is an integer the 16-bit float represents exactly)
+
+``a`` is the exact integer code, the MMA multiplies it by x (bf16/f16, or the int8 / fp8 e4m3 values of a
+quantized activation, both exact in bf16) with float32 accumulation, so products are exact and only the
+accumulation order differs from the reference. Scales:
+    GROUP_SCALE  part = sum over the group's fields of the MMA; acc += part * s[n, g] (float weight_scale, or
+                 the integer s2 of W4A8's two-level scheme, exact in float32)
+    otherwise    acc = sum of all fields; the channel scale multiplies in the epilogue
+    epilogue     y = acc * s_channel[n] (when per channel / two-level s1) * xs[m] (quantized activations) + bias
+Split-K (SPLIT_K > 1) adds float32 partial sums atomically into a zeroed buffer.
+
+ASM = False decodes with plain Triton ops (reshape/split/join, no inline PTX): the path of the Triton
+interpreter (CPU CI), which cannot run inline assembly. Both give the same values.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+# activation modes (the subset of dsq_cuda.mm_kernel's that this kernel serves)
+ACT_FLOAT, ACT_INT8_TOKEN, ACT_FP8_TOKEN = 0, 1, 3
+
+
+def _asm_text(field: int, bits: int, f16: bool) -> str:
+    """PTX that decodes field ``field`` of a word pair ($1 = word 2p, $2 = word 2p + 1) into $0 (two 16-bit floats)."""
+    magic = "0x64006400" if f16 else "0x43004300"
+    if bits == 4:
+        src, sh = ("$1" if field < 4 else "$2"), (field % 4) * 4
+        if sh == 0:
+            return f"lop3.b32 $0, {src}, 0x000F000F, {magic}, 0xEA;"
+        return f"{{ .reg .b32 t; shr.u32 t, {src}, {sh}; lop3.b32 $0, t, 0x000F000F, {magic}, 0xEA; }}"
+    fma = "fma.rn.f16x2" if f16 else "fma.rn.bf16x2"
+    sixteen, one = ("0x4C004C00", "0x3C003C00") if f16 else ("0x41804180", "0x3F803F80")
+    negc = "0xF448F448" if f16 else "0xC510C510"  # -(17 B + 128): -17536 (f16) / -2304 (bf16)
+    sh = field * 4
+    # packed 16-bit float operands must be registers (no immediates); ptxas folds the movs into constants
+    return (f"{{ .reg .b32 lo, hi, c16, cneg, c1; mov.b32 c16, {sixteen}; mov.b32 cneg, {negc}; mov.b32 c1, {one}; "
+            f"shr.u32 lo, $1, {sh}; shr.u32 hi, $2, {sh}; "
+            f"lop3.b32 lo, lo, 0x000F000F, {magic}, 0xEA; lop3.b32 hi, hi, 0x000F000F, {magic}, 0xEA; "
+            f"{fma} hi, hi, c16, cneg; {fma} $0, lo, c1, hi; }}")
+
+
+# the PTX of every field, per (bits, 16-bit float type), indexed by field inside the kernels
+_ASM_I4_BF16 = tl.constexpr(tuple(_asm_text(f, 4, False) for f in range(8)))
+_ASM_I4_F16 = tl.constexpr(tuple(_asm_text(f, 4, True) for f in range(8)))
+_ASM_I8_BF16 = tl.constexpr(tuple(_asm_text(f, 8, False) for f in range(4)))
+_ASM_I8_F16 = tl.constexpr(tuple(_asm_text(f, 8, True) for f in range(4)))
+
+
+@triton.jit
+def _field_asm(words, F: tl.constexpr, BITS: tl.constexpr, F16: tl.constexpr):
+    """Field F of a pair-tile word tile as exact 16-bit floats: ``B + u`` (int4) or the signed code (int8)."""
+    if BITS == 4:
+        if F16:
+            out = tl.inline_asm_elementwise(_ASM_I4_F16[F], "=r,r,r", [words], dtype=tl.float16, is_pure=True, pack=2)
+        else:
+            out = tl.inline_asm_elementwise(_ASM_I4_BF16[F], "=r,r,r", [words], dtype=tl.bfloat16, is_pure=True,
+                                            pack=2)
+    else:
+        if F16:
+            out = tl.inline_asm_elementwise(_ASM_I8_F16[F], "=r,r,r", [words], dtype=tl.float16, is_pure=True, pack=2)
+        else:
+            out = tl.inline_asm_elementwise(_ASM_I8_BF16[F], "=r,r,r", [words], dtype=tl.bfloat16, is_pure=True,
+                                            pack=2)
+    return out
+
+
+@triton.jit
+def _field_ref(words, F: tl.constexpr, BITS: tl.constexpr, F16: tl.constexpr, BLOCK_N: tl.constexpr,
+               SL: tl.constexpr):
+    """The values of :func:`_field_asm` in float32, with plain Triton ops (the interpreter's path: its 16-bit
+    float arithmetic works on the raw bits, so the caller subtracts in float32 and casts last)."""
+    B: tl.constexpr = 1024 if F16 else 128
+    w_even, w_odd = tl.split(tl.reshape(words, [BLOCK_N, SL // 2, 2]))
+    if BITS == 4:
+        w = w_even if F < 4 else w_odd
+        SH: tl.constexpr = (F % 4) * 4
+        lo = ((w >> SH) & 15) + B
+        hi = ((w >> (SH + 16)) & 15) + B
+    else:
+        SH: tl.constexpr = F * 4
+        lo = ((w_even >> SH) & 15) + ((w_odd >> SH) & 15) * 16 - 128
+        hi = ((w_even >> (SH + 16)) & 15) + ((w_odd >> (SH + 16)) & 15) * 16 - 128
+    return tl.reshape(tl.join(lo, hi), [BLOCK_N, SL]).to(tl.float32)
+
+
+@triton.jit
+def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, out_ptr, M, N, K, KW, NG,
+                      stride_xm, stride_om,
+                      G: tl.constexpr, BITS: tl.constexpr, ACT: tl.constexpr, ASYM: tl.constexpr,
+                      GROUP_SCALE: tl.constexpr, CHANNEL_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr,
+                      SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SL: tl.constexpr,
+                      F16: tl.constexpr, ASM: tl.constexpr, EVEN_K: tl.constexpr):
+    """``ws``: per-group scales [N, NG] (float, or int8 s2 for two-level) when GROUP_SCALE; ``wc``: per-channel
+    scales [N] (float32) when CHANNEL_SCALE; ``wz``: int8 zero points [N, NG] when ASYM; ``xs``: per-token
+    activation scales [M] for ACT != 0. ``KW``: words per row of the pair-tile layout.
+    EVEN_K: K is a multiple of LBK."""
+    EPW: tl.constexpr = 32 // BITS  # fields per tile
+    LBK: tl.constexpr = EPW * SL  # inputs per tile
+    FPG: tl.constexpr = G // SL  # fields per scale group
+    B: tl.constexpr = 1024 if F16 else 128
+    DT: tl.constexpr = tl.float16 if F16 else tl.bfloat16
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_s = tl.arange(0, SL)
+    nmask = rows < N
+    mmask = offs_m < M
+    tiles = KW // SL
+    per = tl.cdiv(tiles, SPLIT_K)
+    t_lo = pid_k * per
+    t_hi = tl.minimum(t_lo + per, tiles)
+    wbase = w_ptr + rows[:, None].to(tl.int64) * KW + offs_s[None, :]
+    # rows past M read the last token (in bounds, so x loads need no mask and vectorise); their results are
+    # never stored
+    xbase = x_ptr + tl.minimum(offs_m, M - 1)[:, None].to(tl.int64) * stride_xm + offs_s[None, :]
+    acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+    part = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+    # x of the next field is loaded one field ahead (fields are consecutive in K, so "next" is always k0 + SL):
+    # the load's latency then overlaps the decode and MMA of the current field. EVEN_K (K % LBK == 0): no K
+    # mask; the prefetch after the last field of the last tile re-reads the last slab instead of running past K
+    if EVEN_K:
+        xn = tl.load(xbase + t_lo * LBK)
+    else:
+        xn = tl.load(xbase + t_lo * LBK, mask=(t_lo * LBK + offs_s)[None, :] < K, other=0)
+    for t in range(t_lo, t_hi):
+        words = tl.load(wbase + t * SL, mask=nmask[:, None], other=0)
+        for f in tl.static_range(EPW):
+            k0 = t * LBK + f * SL
+            xf = xn
+            if EVEN_K:
+                xn = tl.load(xbase + tl.minimum(k0 + SL, K - SL))
+            else:
+                xn = tl.load(xbase + (k0 + SL), mask=(k0 + SL + offs_s)[None, :] < K, other=0)
+            if ACT == 3:  # fp8 activations travel as uint8 bits (masked lanes: +0.0)
+                xf = xf.to(tl.float8e4nv, bitcast=True)
+            # exact: int8 and e4m3 values are bf16 values; the interpreter path stays in float32
+            xf = xf.to(DT) if ASM else xf.to(tl.float32)
+            if ASM:
+                a = _field_asm(words, f, BITS, F16)
+            else:
+                a = _field_ref(words, f, BITS, F16, BLOCK_N, SL)
+            g = tl.minimum(k0 // G, NG - 1)  # padding past K reads the last group (x is 0 there)
+            if BITS == 4:
+                if ASYM:
+                    zp = tl.load(wz_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
+                    a = a - (B + 8 + zp).to(a.dtype)[:, None]
+                else:
+                    a = a - (B + 8)
+            if ASM:
+                part += tl.dot(a, tl.trans(xf))
+            else:
+                part += tl.dot(a, tl.trans(xf), input_precision="ieee")
+            if GROUP_SCALE:
+                if (f + 1) % FPG == 0:  # the last field of a scale group
+                    s = tl.load(ws_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
+                    acc += part * s[:, None]
+                    part = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+    y = acc if GROUP_SCALE else part
+    if CHANNEL_SCALE:
+        y = y * tl.load(wc_ptr + rows, mask=nmask, other=0.0)[:, None]
+    if ACT != 0:
+        y = y * tl.load(xs_ptr + offs_m, mask=mmask, other=0.0)[None, :]
+    if HAS_BIAS:
+        b = tl.load(bias_ptr + rows, mask=nmask, other=0.0).to(tl.float32)
+        y = y + tl.where(pid_k == 0, 1.0, 0.0) * b[:, None]
+    optr = out_ptr + offs_m[None, :].to(tl.int64) * stride_om + rows[:, None]
+    omask = nmask[:, None] & mmask[None, :]
+    if SPLIT_K > 1:
+        tl.atomic_add(optr, y, mask=omask)
+    else:
+        tl.store(optr, y.to(out_ptr.dtype.element_ty), mask=omask)

@@ -1,0 +1,155 @@
+# ruff: noqa: B023  (closures are timed inside the loop iteration that defines them)
+"""Lab for dsq_cuda.mma_decode_kernel (tensor-core decode GEMM, weights as the register operand): checks every
+variant against a float32 product, then sweeps its configs at decode M, with bf16 ``x @ W.t()`` in the same run.
+
+    PYTHONPATH=backends:conformance:. python3 benchmarks/cuda/mma_decode_lab.py --out $OUT
+
+Timing as benchmarks/cuda/gemv_lab.py: a CUDA graph of R calls over R distinct weight copies (more bytes than
+L2), replayed; median per call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+
+import torch
+import triton
+
+sys.path.insert(0, os.path.dirname(__file__))
+from gemv_lab import canonical_words, copy_bandwidth, graph_time  # noqa: E402
+
+from dsq_cuda.mma_decode_kernel import mma_decode_kernel  # noqa: E402
+from dsq_cuda.slab import to_pair_tiles  # noqa: E402
+
+
+def launch(x, w, ws, wc, wz, out, m, n, k, ng, group, bits, bn, split, warps, stages, bm=None, asm=True, act=0,
+           xs=None, sl=32):
+    lbk = (32 // bits) * sl
+    bm = bm or max(16, triton.next_power_of_2(m))
+    mma_decode_kernel[(triton.cdiv(n, bn), split)](
+        x, ws if xs is None else xs, w, ws, ws if wc is None else wc, ws if wz is None else wz, ws, out,
+        m, n, k, w.shape[1], ng, x.stride(0), out.stride(0),
+        G=group or lbk, BITS=bits, ACT=act, ASYM=wz is not None, GROUP_SCALE=bool(group),
+        CHANNEL_SCALE=wc is not None, HAS_BIAS=False, SPLIT_K=split, BLOCK_M=bm, BLOCK_N=bn, SL=sl,
+        F16=x.dtype == torch.float16, ASM=asm, EVEN_K=k % lbk == 0, num_warps=warps, num_stages=stages)
+
+
+def make(n, k, bits, group, asym, dev, seed=0):
+    g = torch.Generator(device=dev).manual_seed(seed)
+    lo, hi = -(1 << (bits - 1)), 1 << (bits - 1)
+    codes = torch.randint(lo, hi, (n, k), dtype=torch.int8, device=dev, generator=g)
+    epw = 32 // bits
+    kp = -(-k // epw) * epw
+    cw = canonical_words(torch.cat([codes, codes.new_zeros(n, kp - k)], 1), bits)
+    w = to_pair_tiles(cw, k, bits, 32)
+    ng = -(-k // group) if group else 1
+    ws = torch.rand(n, ng, device=dev, generator=g) * 0.01 + 0.001
+    zp = torch.randint(-8, 8, (n, ng), dtype=torch.int8, device=dev, generator=g) if asym else None
+    gg = group or k
+    q = codes.float() - (zp.float().repeat_interleave(gg, 1)[:, :k] if asym else 0)
+    wdq = q * ws.repeat_interleave(gg, 1)[:, :k]
+    return w, ws, zp, ng, wdq
+
+
+def check(dev, log) -> list[dict]:
+    rows = []
+    cases = [(4, 128, False, torch.bfloat16), (4, 128, True, torch.bfloat16), (4, 64, False, torch.float16),
+             (8, 0, False, torch.bfloat16), (8, 0, False, torch.float16), (8, 128, False, torch.bfloat16)]
+    for (bits, group, asym, dt), m, (k, n) in itertools.product(cases, (1, 5, 16, 33, 64), ((1024, 320), (896, 192))):
+        w, ws, zp, ng, wdq = make(n, k, bits, group, asym, dev)
+        x = torch.randn(m, k, device=dev, dtype=dt)
+        ref = x.float() @ wdq.t()
+        errs = {}
+        for asm, split in ((True, 1), (True, 3), (False, 2)):
+            out = torch.zeros(m, n, device=dev)
+            launch(x, w, ws if group else ws, None if group else ws.view(-1), zp, out, m, n, k, ng, group, bits,
+                   64, split, 4, 3, asm=asm)
+            errs[f"asm{int(asm)}/s{split}"] = ((out - ref).norm() / ref.norm()).item()
+        ok = all(e < 1e-5 for e in errs.values())
+        rows.append(dict(bits=bits, group=group, asym=asym, dtype=str(dt), m=m, k=k, n=n, errs=errs, ok=ok))
+        if not ok:
+            log(f"FAIL bits={bits} g={group} asym={asym} {dt} m={m} k={k} n={n}: {errs}")
+    log(f"check: {sum(r['ok'] for r in rows)}/{len(rows)} pass")
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=".")
+    ap.add_argument("--shapes", default="7168x18432,18432x7168,7168x2048,2048x7168")
+    ap.add_argument("--ms", default="1,16,64")
+    ap.add_argument("--bits", default="4,8")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--full", action="store_true", help="the wider config grid (BN 256, split 1)")
+    a = ap.parse_args()
+    dev = "cuda"
+    os.makedirs(a.out, exist_ok=True)
+    logf = open(os.path.join(a.out, "mma_decode_lab.log"), "w")
+
+    def log(msg):
+        print(msg, flush=True)
+        logf.write(msg + "\n")
+        logf.flush()
+
+    bw = copy_bandwidth()
+    log(f"device {torch.cuda.get_device_name()} torch {torch.__version__} triton {triton.__version__} copy {bw:.0f} GB/s")
+    result = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__, copy_gbs=bw,
+                  check=check(dev, log), rows=[])
+    for shape, bits in itertools.product(a.shapes.split(","), [int(b) for b in a.bits.split(",")]):
+        k, n = (int(v) for v in shape.split("x"))
+        group = 128 if bits == 4 else 0
+        copies = max(2, min(8, int(3 * 60e6 // (n * k * bits // 8)) + 1))
+        mats = [make(n, k, bits, group, False, dev, seed=i) for i in range(copies)]
+        wbytes = n * k * bits / 8 + n * (k // group if group else 1) * 4
+        wbf = [torch.randn(n, k, device=dev, dtype=torch.bfloat16) for _ in range(max(2, min(8, int(3 * 60e6 // (n * k * 2)) + 1)))]
+        for m in [int(v) for v in a.ms.split(",")]:
+            x = torch.randn(m, k, device=dev, dtype=torch.bfloat16)
+            t_bf16 = graph_time([lambda w=w: x @ w.t() for w in wbf])
+            ref = x.float() @ mats[0][4].t()
+            best = None
+            grid = itertools.product((64, 128, 256), (1, 2, 4, 8, 16), (4, 8), (3,)) if a.full else \
+                itertools.product((64, 128), (2, 4, 8, 16), (4, 8), (3,))
+            if a.quick:
+                grid = itertools.product((128,), (4, 8), (4,), (3,))
+            for bn, split, warps, stages in grid:
+                if (bn == 256 and warps == 4) or (m > 16 and warps == 4 and bn > 64):  # register spills
+                    continue
+                if m <= 16 and warps == 8 and not a.full:
+                    continue
+                def call(mat, bn=bn, split=split, warps=warps, stages=stages):
+                    w, ws, zp, ng, _ = mat
+                    out = torch.zeros((m, n), dtype=torch.float32, device=dev) if split > 1 else \
+                        torch.empty((m, n), dtype=torch.bfloat16, device=dev)
+                    launch(x, w, ws, None if group else ws.view(-1), None, out, m, n, k, ng, group, bits, bn, split,
+                           warps, stages)
+                    return out.to(torch.bfloat16) if split > 1 else out
+                try:
+                    y = call(mats[0]).float()
+                    err = ((y - ref).norm() / ref.norm()).item()
+                    if not err < 8e-3:
+                        log(f"  FAIL bn={bn} split={split} w={warps} st={stages}: rel err {err:.3g}")
+                        continue
+                    us = graph_time([lambda mat=mat: call(mat) for mat in mats])
+                except Exception as exc:  # a config Triton cannot build: skip it, say so
+                    log(f"  skip bn={bn} split={split} w={warps} st={stages}: {type(exc).__name__}: {str(exc)[:100]!r}")
+                    continue
+                row = dict(k=k, n=n, m=m, bits=bits, bn=bn, split=split, warps=warps, stages=stages, us=us,
+                           bf16_us=t_bf16, err=err, bw_frac=wbytes / (us * 1e-6) / 1e9 / (bw / 2))
+                result["rows"].append(row)
+                if best is None or us < best["us"]:
+                    best = row
+            if best:
+                log(f"K={k} N={n} bits={bits} M={m}: bf16 {t_bf16:.1f} us, best {best['us']:.1f} us = "
+                    f"{t_bf16 / best['us']:.2f}x bf16, {100 * best['bw_frac']:.0f}% of copy "
+                    f"(bn {best['bn']} split {best['split']} w {best['warps']} st {best['stages']})")
+        with open(os.path.join(a.out, "mma_decode_lab.json"), "w") as fh:
+            json.dump(result, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
