@@ -127,3 +127,25 @@ def _pick_gemv(m: int, n: int, k: int, group: int, device: str) -> Config:
     bn = 128 if n >= 4096 else 64
     chunks = triton.cdiv(k, max(group or 0, 128))
     return Config(bm, bn, -ROW_TILE_WORDS, max(1, min(32, chunks)), 4, 3)
+
+
+def pick_mma(m: int, n: int, k: int, sl: int, device: str) -> Config:
+    """Config of the tensor-core decode kernel (dsq_cuda.mma_decode_kernel); block_k carries the slab length SL.
+
+    From the H200 sweep of benchmarks/cuda/mma_decode_lab.py (2026-11-29, W4A16/W8A16 on 7168x18432,
+    18432x7168, 7168x2048): at M <= 16 BLOCK_N = 64 with 4 warps and 2 stages won or was within 5%, with
+    split-K bringing the programs to about 8 per SM (split 2-16); at M <= 64 a [128, 64] float32 accumulator
+    needs 8 warps (4 spill), and split 2 (8 on the narrow N = 2048) won. SL = 64 was never more than 3% better.
+    """
+    bm = max(16, triton.next_power_of_2(max(1, m)))
+    tiles = triton.cdiv(k, sl * 8)
+    if interpreting() or device == "cpu":  # the interpreter: small tiles keep numpy fast
+        return Config(bm, 32, sl, 2 if tiles > 1 else 1, 4, 1)
+    sms = _sm_count(torch.device(device).index or 0)
+    if bm <= 16:
+        bn, warps, stages = 64, 4, 2
+        split = triton.next_power_of_2(triton.cdiv(8 * sms, triton.cdiv(n, bn)))
+    else:
+        bn, warps, stages = 128, 8, 3
+        split = 2 if triton.cdiv(n, bn) >= 48 else 8
+    return Config(bm, bn, sl, max(1, min(16, split, tiles)), warps, stages)

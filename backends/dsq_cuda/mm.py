@@ -1,15 +1,18 @@
 """matmul host side: prepare a PackedWeight's device layout once, quantize the activation, launch a kernel.
 
-Paths: weight-only schemes use gemv_kernel for M <= GEMV_MAX_M, dequantize + cuBLAS for M >= DENSE_MIN_M and
-qmm_kernel in between; every other scheme quantizes x (act_quant) and runs qmm_kernel. A Config passed by
-the caller (benchmarks) forces qmm_kernel, or gemv_kernel when its block_k is negative (-block_k = the
-row-tile width SW).
+Paths: packed int4/int8 weights with bf16/fp16 activations (W4A16, W4A16_ASYM, W8A16) use mma_decode_kernel
+for M <= MMA_MAX_M, dequantize + cuBLAS for M >= DENSE_MIN_M and qmm_kernel in between; W4A8_DYNAMIC and
+W4AFP8 quantize x (act_quant) and use mma_decode_kernel for M <= MMA_ACT_MAX_M, qmm_kernel above; every other
+scheme quantizes x and runs qmm_kernel. gemv_kernel (the CUDA-core M = 1 kernel, which serves the MoE
+layer's one-token step) runs here only when asked: GEMV_MAX_M, or a Config whose block_k is negative
+(-block_k = the row-tile width SW). A Config passed by the caller (benchmarks) otherwise forces qmm_kernel.
 
 Device layout (cached in ``PackedWeight.device_layout[device]``; the canonical tensors are left untouched):
     w     packed int4/int8 words in the slab layout of dsq_cuda.slab, int32 ``[ceil(K/LBK) * SL, N]``
           (LBK = SL * 32/bits), or the canonical int8/fp8 codes [N, K] contiguous on the device
-    wt    the same codes in the row-tile layout of the M = 1 decode kernel, int32 ``[tiles, N, SW]``
-          (dsq_cuda.slab.to_row_tiles; made at the first M = 1 call, so prefill-only use never pays for it)
+    pt    the same codes in the pair-tile layout of mma_decode_kernel, int32 ``[N, tiles * SL]``
+          (dsq_cuda.slab.to_pair_tiles; made at the first decode call, so prefill-only use never pays for it)
+    wt    row tiles for gemv_kernel, int32 ``[tiles, N, SW]`` (dsq_cuda.slab.to_row_tiles; only if it runs)
     sl    the slab length SL of packed weights (dsq_cuda.slab.slab_length of the scale group)
     ws    weight_scale as float32 [N, G] / [N, 1] / [N/128, K/128]
     wz    zero points unpacked to int8 [N, G] (W4A16_ASYM)
@@ -26,7 +29,7 @@ from dsq.qtypes import PackedWeight
 from dsq.schemes import ActGranularity, Granularity, QType, QuantScheme
 from dsq_cuda import act_quant
 from dsq_cuda._env import interpreting
-from dsq_cuda.configs import Config, pick
+from dsq_cuda.configs import Config, pick, pick_mma
 from dsq_cuda.dequant_kernel import dequantize_t
 from dsq_cuda.gemv_kernel import launch as launch_gemv
 from dsq_cuda.mm_kernel import (
@@ -37,7 +40,8 @@ from dsq_cuda.mm_kernel import (
     ACT_INT8_TOKEN,
     qmm_kernel,
 )
-from dsq_cuda.slab import slab_length, to_row_tiles, to_slabs
+from dsq_cuda.mma_decode_kernel import mma_decode_kernel
+from dsq_cuda.slab import slab_length, to_pair_tiles, to_row_tiles, to_slabs
 from dsq_cuda.unpack import unpack_zero_points
 
 
@@ -85,12 +89,50 @@ def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> 
     return lay
 
 
-#: weight-only schemes use the tensor-core-free decode kernel up to this many rows. On the row-tile layout
-#: (H200, benchmarks/cuda/gemv_lab.py, 2026-11-29) it beats the tiled kernel at M = 1 (W4A16 7168x18432:
-#: 40.6 vs 55 us); it reads the weights once per row, so M > 1 belongs to the tiled kernel ...
-GEMV_MAX_M = 1
-#: ... and dequantize-then-cuBLAS from this many rows on (None: never). Tests lower these to reach every path.
+#: packed weights use the tensor-core decode kernel up to this many rows (bf16/fp16 x). On the H200
+#: (benchmarks/cuda/mma_decode_lab.py, 2026-11-29) it beat the CUDA-core GEMV at M = 1 (W4A16 7168x18432:
+#: 34.8 vs 44.2 us) and the tiled kernel at M = 16 and 64 (39.4 vs 59 us; 101.6 vs 163.5 us) ...
+MMA_MAX_M = 64
+#: ... and for W4A8_DYNAMIC / W4AFP8 (x quantized first, its int8 / e4m3 codes fed to the MMA as bf16)
+MMA_ACT_MAX_M = 16
+#: the CUDA-core GEMV up to this many rows (0: only when a Config asks for it; see the module docstring)
+GEMV_MAX_M = 0
+#: dequantize-then-cuBLAS from this many rows on (None: never). Tests lower these to reach every path.
 DENSE_MIN_M: int | None = 256
+
+
+def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None,
+                config: Config | None = None) -> torch.Tensor:
+    """mma_decode_kernel on the pair-tile layout; ``xq``: x itself (act 0) or its int8 / fp8 codes with
+    float32 per-token scales ``xs`` [M]. Returns y [M, N] in ``out_dtype``."""
+    m, n, k = xq.shape[0], lay["n"], lay["k"]
+    group = group_of(scheme)
+    dev = xq.device
+    sl = lay["sl"]
+    key = f"pt{sl}"
+    if key not in lay:  # made once, at the first decode call
+        lay[key] = to_pair_tiles(lay["packed"].to(dev), k, scheme.weight_bits, sl)
+    w = lay[key]
+    cfg = config or pick_mma(m, n, k, sl, str(dev))
+    # float32 output for split-K, and in the interpreter, whose float32 -> bf16 cast truncates
+    f32_out = cfg.split_k > 1 or interpreting()
+    out = torch.zeros((m, n), dtype=torch.float32, device=dev) if f32_out else \
+        torch.empty((m, n), dtype=out_dtype, device=dev)
+    two_level = scheme.two_level
+    grouped = scheme.weight_granularity is Granularity.GROUP or two_level
+    ws = lay["s2"] if two_level else lay["ws"]
+    wc = lay["ws"] if not grouped or two_level else ws
+    if xq.dtype == torch.float8_e4m3fn:
+        xq = xq.view(torch.uint8)  # the kernel reinterprets the bits (masked lanes read as +0.0)
+    epw = 32 // scheme.weight_bits
+    mma_decode_kernel[(-(-n // cfg.block_n), cfg.split_k)](
+        xq, ws if xs is None else xs, w, ws, wc, lay.get("wz", ws), ws if bias is None else bias, out,
+        m, n, k, w.shape[1], ws.shape[-1], xq.stride(0), out.stride(0),
+        G=group or epw * sl, BITS=scheme.weight_bits, ACT=act, ASYM="wz" in lay, GROUP_SCALE=grouped,
+        CHANNEL_SCALE=not grouped or two_level, HAS_BIAS=bias is not None, SPLIT_K=cfg.split_k,
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, SL=sl, F16=act == ACT_FLOAT and xq.dtype == torch.float16,
+        ASM=not interpreting(), EVEN_K=k % (epw * sl) == 0, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    return out.to(out_dtype) if f32_out else out
 
 
 def _weight_only(x, lay, scheme, bias, config: Config | None) -> torch.Tensor | None:
@@ -102,6 +144,8 @@ def _weight_only(x, lay, scheme, bias, config: Config | None) -> torch.Tensor | 
         wd = dequantize_t(lay, scheme.weight_bits, group, x.dtype)
         y = x @ wd
         return y if bias is None else y + bias.to(y.dtype)
+    if config is None and m <= MMA_MAX_M and m > GEMV_MAX_M and x.dtype in (torch.bfloat16, torch.float16):
+        return _mma_decode(x, lay, scheme, bias, ACT_FLOAT, x.dtype)
     if (config is None and m <= GEMV_MAX_M) or (config is not None and config.block_k < 0):
         cfg = config or pick(f"gemv{scheme.weight_bits}", m, n, k, group, str(dev))
         sw = -cfg.block_k  # the GEMV configs carry the row-tile width negated
@@ -152,6 +196,8 @@ def matmul(x: torch.Tensor, packed: PackedWeight, scheme: QuantScheme, bias: tor
     else:
         qa = act_quant.quantize_activation(x, scheme)
         xq, xs = qa.values, qa.scale
+        if config is None and "packed" in lay and m <= MMA_ACT_MAX_M and act in (ACT_INT8_TOKEN, ACT_FP8_TOKEN):
+            return _mma_decode(xq, lay, scheme, bias, act, out_dtype, xs=xs.reshape(-1).float().contiguous())
     group = group_of(scheme)
     cfg = config or pick(kind_of(scheme), m, n, k, group, str(dev))
     sl = lay.get("sl", 16)

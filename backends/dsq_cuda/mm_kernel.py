@@ -94,8 +94,10 @@ def qmm_kernel(x_ptr, xs_ptr, xz_ptr, w_ptr, ws_ptr, wz_ptr, s2_ptr, corr_ptr, b
                             part += tl.dot(xj, qf.to(xj.dtype))
                     else:  # W4AFP8: int4 codes are exact in e4m3
                         part += tl.dot(xj, qf.to(tl.float8e4nv))
-                    # a group's slabs are consecutive: scale once when its last slab (or the tile) ends
-                    if (j + 1) % SPG == 0 or j == EPW - 1:
+                    # a group's slabs are consecutive: scale once when its last slab (or the tile) ends; a group
+                    # that neither divides nor holds whole tiles (e.g. 96 in a 256-input tile) is not aligned
+                    # to the tile, so such groups scale every slab
+                    if (j + 1) % SPG == 0 or j == EPW - 1 or (BLOCK_K % G != 0 and G % BLOCK_K != 0):
                         if GROUP_SCALE:
                             ws = tl.load(ws_ptr + offs_n * NG + gj, mask=nmask, other=0.0)
                             acc += part * ws[None, :]

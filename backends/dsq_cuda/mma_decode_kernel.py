@@ -19,8 +19,8 @@ so the decode makes both a bf16x2 (or f16x2) register with one shift and one ``l
 ``a`` is the exact integer code, the MMA multiplies it by x (bf16/f16, or the int8 / fp8 e4m3 values of a
 quantized activation, both exact in bf16) with float32 accumulation, so products are exact and only the
 accumulation order differs from the reference. Scales:
-    GROUP_SCALE  part = sum over the group's fields of the MMA; acc += part * s[n, g] (float weight_scale, or
-                 the integer s2 of W4A8's two-level scheme, exact in float32)
+    GROUP_SCALE  part = sum over the group's fields (within one tile) of the MMA; acc += part * s[n, g] (float
+                 weight_scale, or the integer s2 of W4A8's two-level scheme, exact in float32)
     otherwise    acc = sum of all fields; the channel scale multiplies in the epilogue
     epilogue     y = acc * s_channel[n] (when per channel / two-level s1) * xs[m] (quantized activations) + bias
 Split-K (SPLIT_K > 1) adds float32 partial sums atomically into a zeroed buffer.
@@ -170,7 +170,16 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
             else:
                 part += tl.dot(a, tl.trans(xf), input_precision="ieee")
             if GROUP_SCALE:
-                if (f + 1) % FPG == 0:  # the last field of a scale group
+                # flush the group's partial sum at its last field in this tile. Groups that hold whole tiles
+                # flush at every tile end (the same scale multiplies each tile's part); groups that neither
+                # divide nor hold whole tiles (e.g. 96 with LBK = 256) flush every field (SL divides G)
+                if LBK % G == 0:
+                    flush = (f + 1) % FPG == 0
+                elif G % LBK == 0:
+                    flush = f == EPW - 1
+                else:
+                    flush = True
+                if flush:
                     s = tl.load(ws_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
                     acc += part * s[:, None]
                     part = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)

@@ -82,25 +82,72 @@ def test_capabilities(cuda_backend):
 
 
 @pytest.mark.parametrize("name", ["W4A16", "W4A16_ASYM", "W8A16"])
-@pytest.mark.parametrize("path", ["gemv", "gemv_split", "tiled", "dense"])
+@pytest.mark.parametrize("path", ["mma", "mma_f16", "gemv", "gemv_split", "tiled", "dense"])
 def test_weight_only_paths(cuda_backend, ref_backend, monkeypatch, name, path):
-    """Each weight-only kernel path (decode GEMV, tiled tensor-core, dequantize + GEMM) against the reference."""
+    """Each weight-only kernel path (tensor-core decode, CUDA-core GEMV, tiled tensor-core, dequantize + GEMM)
+    against the reference."""
     import dsq_cuda.mm as mm
 
-    scheme, w, x, bias, _ = _problem(name, 40, 300, 3, torch.bfloat16, seed=4)
+    dtype = torch.float16 if path == "mma_f16" else torch.bfloat16
+    scheme, w, x, bias, _ = _problem(name, 40, 300, 3, dtype, seed=4)
     pw = ref_backend.quantize_weight(w, scheme)
     ref = ref_backend.matmul(x, pw, scheme, bias)
     cfg = None
-    if path == "gemv":
+    if path in ("mma", "mma_f16"):
+        assert mm.MMA_MAX_M >= 3 and mm.GEMV_MAX_M < 3  # the default path at this M
+    elif path == "gemv":
         monkeypatch.setattr(mm, "GEMV_MAX_M", 4)  # the kernel takes any M (one program row per token)
     elif path == "gemv_split":  # -32 / -64: row tiles 32 / 64 words wide (a tile holds 2 scale groups)
         cfg = Config(4, 16, -32 if name != "W8A16" else -64, 3, 4, 1)
     elif path == "tiled":
-        monkeypatch.setattr(mm, "GEMV_MAX_M", 0)
+        monkeypatch.setattr(mm, "MMA_MAX_M", 0)
     elif path == "dense":
         monkeypatch.setattr(mm, "DENSE_MIN_M", 1)
     y = raw_matmul(x, pw, scheme, bias, config=cfg)
-    assert _rel(y, ref) < TOL[torch.bfloat16], f"{name} {path}: {_rel(y, ref):.3g}"
+    assert y.dtype == dtype
+    assert _rel(y, ref) < TOL[dtype], f"{name} {path}: {_rel(y, ref):.3g}"
+
+
+@pytest.mark.parametrize("name", ["W4A8_DYNAMIC", "W4AFP8"])
+@pytest.mark.parametrize("path", ["mma", "tiled"])
+@pytest.mark.parametrize("m", [1, 7])
+def test_quantized_activation_decode_paths(cuda_backend, ref_backend, monkeypatch, name, path, m):
+    """W4A8 (two-level) and W4AFP8 at decode M: the tensor-core decode kernel (int8 / e4m3 codes fed as bf16,
+    exact) and the tiled int8 / fp8 kernel both match the reference."""
+    import dsq_cuda.mm as mm
+
+    if path == "tiled":
+        monkeypatch.setattr(mm, "MMA_ACT_MAX_M", 0)
+    scheme, w, x, bias, _ = _problem(name, 72, 384, m, torch.bfloat16, seed=11)
+    pw = ref_backend.quantize_weight(w, scheme)
+    y = raw_matmul(x, pw, scheme, bias)
+    assert _rel(y, ref_backend.matmul(x, pw, scheme, bias)) < TOL[torch.bfloat16], f"{name} {path} m={m}"
+
+
+@pytest.mark.parametrize("bits,sl,k", [(4, 32, 600), (4, 16, 256), (8, 32, 300), (8, 16, 64)])
+def test_pair_tile_layout(bits, sl, k):
+    """Pair tiles hold exactly the canonical codes: words 2p, 2p+1 of a row's tile t hold inputs 2p, 2p+1 of
+    every field as nibbles at bit 4f + 16e (int4: word 2p+h has fields 4h+f; int8: low / high nibble planes)."""
+    from dsq_cuda.slab import to_pair_tiles
+    from dsq_cuda.unpack import unpack_words
+
+    g = torch.Generator().manual_seed(12)
+    epw = 32 // bits
+    words = torch.randint(-2**31, 2**31 - 1, (5, -(-k // epw)), generator=g, dtype=torch.int64).to(torch.int32)
+    pt = to_pair_tiles(words, k, bits, sl)
+    tiles = -(-k // (epw * sl))
+    assert pt.shape == (5, tiles * sl)
+    codes = unpack_words(words, bits, k).to(torch.int64)
+    w = pt.to(torch.int64) & 0xFFFFFFFF
+    nib = (w.view(5, tiles, sl // 2, 2, 1, 1) >> (torch.arange(4).view(4, 1) * 4 + torch.tensor([0, 16]))) & 15
+    # nib[r, t, p, h, f, e]: nibble f of word 2p+h, half e
+    if bits == 4:  # field 4h + f, input 2p + e
+        u = nib.permute(0, 1, 3, 4, 2, 5).reshape(5, tiles * epw * sl)
+    else:  # u = low + 16 * high, field f, input 2p + e
+        u = (nib[:, :, :, 0] + 16 * nib[:, :, :, 1]).permute(0, 1, 3, 2, 4).reshape(5, tiles * epw * sl)
+    back = u - (1 << (bits - 1))
+    assert torch.equal(back[:, :k], codes)
+    assert not back[:, k:].any()  # padding is code 0
 
 
 @pytest.mark.parametrize("name", ["W4A16", "W4A16_ASYM", "W8A16"])
@@ -171,8 +218,8 @@ def test_row_tile_layout(bits, sw, k, group):
     assert field - (1 << (bits - 1)) == int(codes[4, kk])
 
 
-@pytest.mark.parametrize("name,group", [("W4A16", 512), ("W8A16", 256), ("W4A16_ASYM", 64)])
-@pytest.mark.parametrize("path", ["gemv", "tiled"])
+@pytest.mark.parametrize("name,group", [("W4A16", 512), ("W8A16", 256), ("W4A16_ASYM", 64), ("W4A16", 96)])
+@pytest.mark.parametrize("path", ["mma", "gemv", "tiled"])
 def test_groups_wider_than_a_tile(cuda_backend, ref_backend, monkeypatch, name, group, path):
     """Scale groups spanning several layout tiles (or one slab pair) scale each group exactly once."""
     import dsq_cuda.mm as mm
@@ -180,6 +227,9 @@ def test_groups_wider_than_a_tile(cuda_backend, ref_backend, monkeypatch, name, 
     scheme = dsq.get_scheme(name, group_size=group)
     _, w, x, bias, _ = _problem(name, 24, 1100, 2, torch.bfloat16, seed=6)
     pw = ref_backend.quantize_weight(w, scheme)
-    monkeypatch.setattr(mm, "GEMV_MAX_M", 4 if path == "gemv" else 0)
+    if path == "gemv":
+        monkeypatch.setattr(mm, "GEMV_MAX_M", 4)
+    elif path == "tiled":
+        monkeypatch.setattr(mm, "MMA_MAX_M", 0)
     y = raw_matmul(x, pw, scheme, bias)
     assert _rel(y, ref_backend.matmul(x, pw, scheme, bias)) < TOL[torch.bfloat16]
