@@ -1,11 +1,11 @@
 """matmul host side: prepare a PackedWeight's device layout once, quantize the activation, launch a kernel.
 
-Paths: packed int4/int8 weights with bf16/fp16 activations (W4A16, W4A16_ASYM, W8A16) use mma_decode_kernel
-for M <= MMA_MAX_M, dequantize + cuBLAS for M >= DENSE_MIN_M and qmm_kernel in between; W4A8_DYNAMIC and
-W4AFP8 quantize x (act_quant) and use mma_decode_kernel for M <= MMA_ACT_MAX_M, qmm_kernel above; every other
-scheme quantizes x and runs qmm_kernel. gemv_kernel (the CUDA-core M = 1 kernel, which serves the MoE
-layer's one-token step) runs here only when asked: GEMV_MAX_M, or a Config whose block_k is negative
-(-block_k = the row-tile width SW). A Config passed by the caller (benchmarks) otherwise forces qmm_kernel.
+Paths: weight-only schemes with bf16/fp16 x use mma_decode_kernel for M <= MMA_MAX_M[bits] (int4: up to 64;
+int8: off, the GEMV and the tiled kernel were faster on the H200), gemv_kernel for M <= GEMV_MAX_M otherwise,
+dequantize + cuBLAS for M >= DENSE_MIN_M and qmm_kernel in between; W4A8_DYNAMIC and W4AFP8 quantize x
+(act_quant) and use mma_decode_kernel for M <= MMA_ACT_MAX_M, qmm_kernel above; every other scheme quantizes
+x and runs qmm_kernel. A Config passed by the caller (benchmarks) forces qmm_kernel, or gemv_kernel when its
+block_k is negative (-block_k = the row-tile width SW).
 
 Device layout (cached in ``PackedWeight.device_layout[device]``; the canonical tensors are left untouched):
     w     packed int4/int8 words in the slab layout of dsq_cuda.slab, int32 ``[ceil(K/LBK) * SL, N]``
@@ -89,14 +89,16 @@ def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> 
     return lay
 
 
-#: packed weights use the tensor-core decode kernel up to this many rows (bf16/fp16 x). On the H200
-#: (benchmarks/cuda/mma_decode_lab.py, 2026-11-29) it beat the CUDA-core GEMV at M = 1 (W4A16 7168x18432:
-#: 34.8 vs 44.2 us) and the tiled kernel at M = 16 and 64 (39.4 vs 59 us; 101.6 vs 163.5 us) ...
-MMA_MAX_M = 64
+#: packed weights use the tensor-core decode kernel up to this many rows (bf16/fp16 x), per weight width. On
+#: the H200 (benchmarks/cuda/run_gpu.py, 2026-11-29) it beat the CUDA-core GEMV at M = 1 for int4 (W4A16
+#: 7168x18432: 42.7 vs 44.2 us) and the tiled kernel at M = 16 and 64 (49.6 vs 59.0 us; 112 vs 163 us); for
+#: int8 (two nibble decodes and two packed FMAs per pair) it lost to both (61.7 us at M = 1 against the GEMV's
+#: 54 us, 64.9 against the tiled 57.3 at M = 16), so W8A16 keeps the GEMV at M = 1 and the tiled kernel above
+MMA_MAX_M = {4: 64, 8: 0}
 #: ... and for W4A8_DYNAMIC / W4AFP8 (x quantized first, its int8 / e4m3 codes fed to the MMA as bf16)
 MMA_ACT_MAX_M = 16
-#: the CUDA-core GEMV up to this many rows (0: only when a Config asks for it; see the module docstring)
-GEMV_MAX_M = 0
+#: the CUDA-core GEMV (gemv_kernel) up to this many rows, for widths the decode kernel does not take
+GEMV_MAX_M = 1
 #: dequantize-then-cuBLAS from this many rows on (None: never). Tests lower these to reach every path.
 DENSE_MIN_M: int | None = 256
 
@@ -144,7 +146,7 @@ def _weight_only(x, lay, scheme, bias, config: Config | None) -> torch.Tensor | 
         wd = dequantize_t(lay, scheme.weight_bits, group, x.dtype)
         y = x @ wd
         return y if bias is None else y + bias.to(y.dtype)
-    if config is None and m <= MMA_MAX_M and m > GEMV_MAX_M and x.dtype in (torch.bfloat16, torch.float16):
+    if config is None and m <= MMA_MAX_M[scheme.weight_bits] and x.dtype in (torch.bfloat16, torch.float16):
         return _mma_decode(x, lay, scheme, bias, ACT_FLOAT, x.dtype)
     if (config is None and m <= GEMV_MAX_M) or (config is not None and config.block_k < 0):
         cfg = config or pick(f"gemv{scheme.weight_bits}", m, n, k, group, str(dev))

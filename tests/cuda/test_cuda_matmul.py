@@ -93,14 +93,15 @@ def test_weight_only_paths(cuda_backend, ref_backend, monkeypatch, name, path):
     pw = ref_backend.quantize_weight(w, scheme)
     ref = ref_backend.matmul(x, pw, scheme, bias)
     cfg = None
-    if path in ("mma", "mma_f16"):
-        assert mm.MMA_MAX_M >= 3 and mm.GEMV_MAX_M < 3  # the default path at this M
+    if path in ("mma", "mma_f16"):  # the default path at this M for int4; int8 takes it when enabled
+        monkeypatch.setattr(mm, "MMA_MAX_M", {4: 64, 8: 64})
     elif path == "gemv":
+        monkeypatch.setattr(mm, "MMA_MAX_M", {4: 0, 8: 0})
         monkeypatch.setattr(mm, "GEMV_MAX_M", 4)  # the kernel takes any M (one program row per token)
     elif path == "gemv_split":  # -32 / -64: row tiles 32 / 64 words wide (a tile holds 2 scale groups)
         cfg = Config(4, 16, -32 if name != "W8A16" else -64, 3, 4, 1)
     elif path == "tiled":
-        monkeypatch.setattr(mm, "MMA_MAX_M", 0)
+        monkeypatch.setattr(mm, "MMA_MAX_M", {4: 0, 8: 0})
     elif path == "dense":
         monkeypatch.setattr(mm, "DENSE_MIN_M", 1)
     y = raw_matmul(x, pw, scheme, bias, config=cfg)
@@ -154,8 +155,10 @@ def test_pair_tile_layout(bits, sl, k):
 def test_gemv_mantissa_variant(cuda_backend, ref_backend, monkeypatch, name):
     """The MANT decode variant of the M = 1 kernel (codes in the top mantissa bits of 1.0) computes the same."""
     import dsq_cuda.gemv_kernel as gk
+    import dsq_cuda.mm as mm
 
     monkeypatch.setattr(gk, "MANT_DECODE", True)
+    monkeypatch.setattr(mm, "MMA_MAX_M", {4: 0, 8: 0})  # M = 1 would take the tensor-core kernel for int4
     scheme, w, x, bias, _ = _problem(name, 40, 300, 1, torch.bfloat16, seed=9)
     pw = ref_backend.quantize_weight(w, scheme)
     y = raw_matmul(x, pw, scheme, bias)
@@ -227,9 +230,7 @@ def test_groups_wider_than_a_tile(cuda_backend, ref_backend, monkeypatch, name, 
     scheme = dsq.get_scheme(name, group_size=group)
     _, w, x, bias, _ = _problem(name, 24, 1100, 2, torch.bfloat16, seed=6)
     pw = ref_backend.quantize_weight(w, scheme)
-    if path == "gemv":
-        monkeypatch.setattr(mm, "GEMV_MAX_M", 4)
-    elif path == "tiled":
-        monkeypatch.setattr(mm, "MMA_MAX_M", 0)
+    monkeypatch.setattr(mm, "MMA_MAX_M", {4: 64 if path == "mma" else 0, 8: 64 if path == "mma" else 0})
+    monkeypatch.setattr(mm, "GEMV_MAX_M", 4 if path == "gemv" else 0)
     y = raw_matmul(x, pw, scheme, bias)
     assert _rel(y, ref_backend.matmul(x, pw, scheme, bias)) < TOL[torch.bfloat16]
