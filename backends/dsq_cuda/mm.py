@@ -95,6 +95,12 @@ def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> 
 #: int8 (two nibble decodes and two packed FMAs per pair) it lost to both (61.7 us at M = 1 against the GEMV's
 #: 54 us, 64.9 against the tiled 57.3 at M = 16), so W8A16 keeps the GEMV at M = 1 and the tiled kernel above
 MMA_MAX_M = {4: 64, 8: 0}
+#: ... on weights at least this deep (and at least MMA_WIDE_MIN_K deep above M = 16): its K loop must amortise
+#: its prologue. On K = 512 it lost to the tiled kernel at every M (1.13x vs 1.32x bf16 at M = 1, 0.94x vs
+#: 1.24x at M = 16, 0.40x vs 0.68x at M = 64) and on K = 1536 at M = 64 (0.64x vs 0.70x); K = 2048 won or tied
+#: (H200, run_gpu.py tables v7 and v4 of docs/benchmarks/cuda.md: two runs, bf16 within 2% between them)
+MMA_MIN_K = 1024
+MMA_WIDE_MIN_K = 2048
 #: ... and for W4A8_DYNAMIC / W4AFP8 (x quantized first, its int8 / e4m3 codes fed to the MMA as bf16)
 MMA_ACT_MAX_M = 16
 #: the CUDA-core GEMV (gemv_kernel) up to this many rows, for widths the decode kernel does not take
@@ -146,7 +152,8 @@ def _weight_only(x, lay, scheme, bias, config: Config | None) -> torch.Tensor | 
         wd = dequantize_t(lay, scheme.weight_bits, group, x.dtype)
         y = x @ wd
         return y if bias is None else y + bias.to(y.dtype)
-    if config is None and m <= MMA_MAX_M[scheme.weight_bits] and x.dtype in (torch.bfloat16, torch.float16):
+    deep = k >= MMA_MIN_K and (m <= 16 or k >= MMA_WIDE_MIN_K)
+    if config is None and deep and m <= MMA_MAX_M[scheme.weight_bits] and x.dtype in (torch.bfloat16, torch.float16):
         return _mma_decode(x, lay, scheme, bias, ACT_FLOAT, x.dtype)
     if (config is None and m <= GEMV_MAX_M) or (config is not None and config.block_k < 0):
         cfg = config or pick(f"gemv{scheme.weight_bits}", m, n, k, group, str(dev))
@@ -198,7 +205,8 @@ def matmul(x: torch.Tensor, packed: PackedWeight, scheme: QuantScheme, bias: tor
     else:
         qa = act_quant.quantize_activation(x, scheme)
         xq, xs = qa.values, qa.scale
-        if config is None and "packed" in lay and m <= MMA_ACT_MAX_M and act in (ACT_INT8_TOKEN, ACT_FP8_TOKEN):
+        if config is None and "packed" in lay and m <= MMA_ACT_MAX_M and lay["k"] >= MMA_MIN_K and \
+                act in (ACT_INT8_TOKEN, ACT_FP8_TOKEN):
             return _mma_decode(xq, lay, scheme, bias, act, out_dtype, xs=xs.reshape(-1).float().contiguous())
     group = group_of(scheme)
     cfg = config or pick(kind_of(scheme), m, n, k, group, str(dev))

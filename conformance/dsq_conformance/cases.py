@@ -109,7 +109,9 @@ def matmul_cases(scheme: QuantScheme, quick: bool = False) -> list[MatmulCase]:
     """(M, N, K) draws over dtypes with and without bias, plus edge weights and activations."""
     g = _gen(777)
     shapes = [(3, 5, 7), (4, 17, 130), (0, 6, 40)] if quick else \
-        [(1, 1, 1), (3, 5, 7), (4, 17, 130), (0, 6, 40), (7, 33, 300), (16, 64, 256), (5, 130, 260), (2, 3, 1000)]
+        [(1, 1, 1), (3, 5, 7), (4, 17, 130), (0, 6, 40), (7, 33, 300), (16, 64, 256), (5, 130, 260), (2, 3, 1000),
+         # deep K: backends may switch kernels on depth (the cuda decode kernel serves K >= 1024)
+         (1, 24, 1100), (9, 8, 1024), (5, 40, 2304)]
     out = []
     for i, (m, n, k) in enumerate(shapes):
         dt = DTYPES[i % 3]

@@ -93,8 +93,9 @@ def test_weight_only_paths(cuda_backend, ref_backend, monkeypatch, name, path):
     pw = ref_backend.quantize_weight(w, scheme)
     ref = ref_backend.matmul(x, pw, scheme, bias)
     cfg = None
-    if path in ("mma", "mma_f16"):  # the default path at this M for int4; int8 takes it when enabled
+    if path in ("mma", "mma_f16"):  # the default path at this M for deep int4 weights; int8 when enabled
         monkeypatch.setattr(mm, "MMA_MAX_M", {4: 64, 8: 64})
+        monkeypatch.setattr(mm, "MMA_MIN_K", 0)
     elif path == "gemv":
         monkeypatch.setattr(mm, "MMA_MAX_M", {4: 0, 8: 0})
         monkeypatch.setattr(mm, "GEMV_MAX_M", 4)  # the kernel takes any M (one program row per token)
@@ -119,7 +120,7 @@ def test_quantized_activation_decode_paths(cuda_backend, ref_backend, monkeypatc
 
     if path == "tiled":
         monkeypatch.setattr(mm, "MMA_ACT_MAX_M", 0)
-    scheme, w, x, bias, _ = _problem(name, 72, 384, m, torch.bfloat16, seed=11)
+    scheme, w, x, bias, _ = _problem(name, 72, 1280, m, torch.bfloat16, seed=11)
     pw = ref_backend.quantize_weight(w, scheme)
     y = raw_matmul(x, pw, scheme, bias)
     assert _rel(y, ref_backend.matmul(x, pw, scheme, bias)) < TOL[torch.bfloat16], f"{name} {path} m={m}"
@@ -167,9 +168,9 @@ def test_gemv_mantissa_variant(cuda_backend, ref_backend, monkeypatch, name):
 
 @pytest.mark.parametrize("m", [1, 2, 9])
 def test_small_group_size(cuda_backend, ref_backend, m):
-    """group 32 (shallower than one MMA after unpacking): GEMV at tiny M, dequantize + GEMM above."""
+    """group 32 (shallower than one MMA after unpacking) on a deep weight: the decode kernel at M <= 16."""
     scheme = dsq.get_scheme("W4A16", group_size=32)
-    _, w, x, bias, _ = _problem("W4A16", 24, 200, m, torch.bfloat16, seed=5)
+    _, w, x, bias, _ = _problem("W4A16", 24, 1056, m, torch.bfloat16, seed=5)
     pw = ref_backend.quantize_weight(w, scheme)
     y = cuda_backend.matmul(x, pw, scheme, bias)
     assert _rel(y, ref_backend.matmul(x, pw, scheme, bias)) < TOL[torch.bfloat16]
@@ -231,6 +232,23 @@ def test_groups_wider_than_a_tile(cuda_backend, ref_backend, monkeypatch, name, 
     _, w, x, bias, _ = _problem(name, 24, 1100, 2, torch.bfloat16, seed=6)
     pw = ref_backend.quantize_weight(w, scheme)
     monkeypatch.setattr(mm, "MMA_MAX_M", {4: 64 if path == "mma" else 0, 8: 64 if path == "mma" else 0})
+    monkeypatch.setattr(mm, "MMA_MIN_K", 0)
     monkeypatch.setattr(mm, "GEMV_MAX_M", 4 if path == "gemv" else 0)
     y = raw_matmul(x, pw, scheme, bias)
+    assert _rel(y, ref_backend.matmul(x, pw, scheme, bias)) < TOL[torch.bfloat16]
+
+
+@pytest.mark.parametrize("m,k,expect", [(1, 2048, "mma"), (16, 1024, "mma"), (64, 2048, "mma"), (64, 1536, "tiled"),
+                                        (1, 512, "tiled"), (65, 4096, "tiled")])
+def test_decode_dispatch(cuda_backend, ref_backend, monkeypatch, m, k, expect):
+    """Which kernel serves W4A16 by default: the decode kernel on deep weights at small M, the tiled one else."""
+    import dsq_cuda.mm as mm
+
+    calls = []
+    real = mm._mma_decode
+    monkeypatch.setattr(mm, "_mma_decode", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    scheme, w, x, bias, _ = _problem("W4A16", 16, k, m, torch.bfloat16, seed=13)
+    pw = ref_backend.quantize_weight(w, scheme)
+    y = raw_matmul(x, pw, scheme, bias)
+    assert ("mma" if calls else "tiled") == expect
     assert _rel(y, ref_backend.matmul(x, pw, scheme, bias)) < TOL[torch.bfloat16]
