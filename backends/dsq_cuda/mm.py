@@ -135,7 +135,7 @@ def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None
     epw = 32 // scheme.weight_bits
     mma_decode_kernel[(-(-n // cfg.block_n), cfg.split_k)](
         xq, ws if xs is None else xs, w, ws, wc, lay.get("wz", ws), ws if bias is None else bias, out,
-        m, n, k, w.shape[1], ws.shape[-1], xq.stride(0), out.stride(0),
+        m, n, k, w.shape[1], ws.shape[-1], xq.stride(0), out.stride(0), ws, ws, 0, 0, 0,
         G=group or epw * sl, BITS=scheme.weight_bits, ACT=act, ASYM="wz" in lay, GROUP_SCALE=grouped,
         CHANNEL_SCALE=not grouped or two_level, HAS_BIAS=bias is not None, SPLIT_K=cfg.split_k,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, SL=sl, F16=act == ACT_FLOAT and xq.dtype == torch.float16,

@@ -103,15 +103,22 @@ def _field_ref(words, F: tl.constexpr, BITS: tl.constexpr, F16: tl.constexpr, BL
 
 @triton.jit
 def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, out_ptr, M, N, K, KW, NG,
-                      stride_xm, stride_om,
+                      stride_xm, stride_om, ids_ptr, bexp_ptr, stride_we, stride_se, stride_ce,
                       G: tl.constexpr, BITS: tl.constexpr, ACT: tl.constexpr, ASYM: tl.constexpr,
                       GROUP_SCALE: tl.constexpr, CHANNEL_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr,
                       SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SL: tl.constexpr,
-                      F16: tl.constexpr, ASM: tl.constexpr, EVEN_K: tl.constexpr):
+                      F16: tl.constexpr, ASM: tl.constexpr, EVEN_K: tl.constexpr, MOE: tl.constexpr = False,
+                      X_DIV: tl.constexpr = 1):
     """``ws``: per-group scales [N, NG] (float, or int8 s2 for two-level) when GROUP_SCALE; ``wc``: per-channel
-    scales [N] (float32) when CHANNEL_SCALE; ``wz``: int8 zero points [N, NG] when ASYM; ``xs``: per-token
-    activation scales [M] for ACT != 0. ``KW``: words per row of the pair-tile layout.
-    EVEN_K: K is a multiple of LBK."""
+    scales [N] (float32) when CHANNEL_SCALE; ``wz``: int8 zero points [N, NG] when ASYM; ``xs``: per-row
+    activation scales for ACT != 0. ``KW``: words per row of the pair-tile layout. EVEN_K: K % LBK == 0.
+
+    MOE (the fused MoE layer's grouped GEMMs, dsq_cuda.moe_decode): program axis 2 is block b of the
+    expert-sorted pairs of dsq_cuda.moe_align; its BLOCK_M columns are the pairs ``ids[b*BLOCK_M + i]`` (M =
+    the number of pairs P marks padding) of expert ``bexp[b]`` (-1: no block, the program does nothing),
+    whose weights / group scales / channel scales are ``stride_we`` words / ``stride_se`` / ``stride_ce``
+    elements after expert 0's. Pair p reads x row ``p // X_DIV`` (its token for gate/up, itself for down)
+    and writes output row p."""
     EPW: tl.constexpr = 32 // BITS  # fields per tile
     LBK: tl.constexpr = EPW * SL  # inputs per tile
     FPG: tl.constexpr = G // SL  # fields per scale group
@@ -123,15 +130,28 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
     offs_m = tl.arange(0, BLOCK_M)
     offs_s = tl.arange(0, SL)
     nmask = rows < N
-    mmask = offs_m < M
     tiles = KW // SL
     per = tl.cdiv(tiles, SPLIT_K)
     t_lo = pid_k * per
     t_hi = tl.minimum(t_lo + per, tiles)
+    if MOE:
+        pid_b = tl.program_id(2)
+        e = tl.load(bexp_ptr + pid_b)
+        orow = tl.load(ids_ptr + pid_b * BLOCK_M + offs_m)
+        mmask = orow < tl.where(e >= 0, M, 0)  # padding slots hold M; a block without an expert holds nothing
+        xrow = tl.where(mmask, orow // X_DIV, 0)
+        t_hi = tl.where(e >= 0, t_hi, t_lo)  # no block: no K loop, nothing stored
+        e64 = tl.maximum(e, 0).to(tl.int64)
+        w_ptr += e64 * stride_we
+        ws_ptr += e64 * stride_se
+        wc_ptr += e64 * stride_ce
+    else:
+        orow = offs_m
+        mmask = offs_m < M
+        # rows past M read the last token (in bounds, so x loads need no mask and vectorise); never stored
+        xrow = tl.minimum(offs_m, M - 1)
     wbase = w_ptr + rows[:, None].to(tl.int64) * KW + offs_s[None, :]
-    # rows past M read the last token (in bounds, so x loads need no mask and vectorise); their results are
-    # never stored
-    xbase = x_ptr + tl.minimum(offs_m, M - 1)[:, None].to(tl.int64) * stride_xm + offs_s[None, :]
+    xbase = x_ptr + xrow[:, None].to(tl.int64) * stride_xm + offs_s[None, :]
     acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
     part = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
     # x of the next field is loaded one field ahead (fields are consecutive in K, so "next" is always k0 + SL):
@@ -187,11 +207,11 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
     if CHANNEL_SCALE:
         y = y * tl.load(wc_ptr + rows, mask=nmask, other=0.0)[:, None]
     if ACT != 0:
-        y = y * tl.load(xs_ptr + offs_m, mask=mmask, other=0.0)[None, :]
+        y = y * tl.load(xs_ptr + xrow, mask=mmask, other=0.0)[None, :]
     if HAS_BIAS:
         b = tl.load(bias_ptr + rows, mask=nmask, other=0.0).to(tl.float32)
         y = y + tl.where(pid_k == 0, 1.0, 0.0) * b[:, None]
-    optr = out_ptr + offs_m[None, :].to(tl.int64) * stride_om + rows[:, None]
+    optr = out_ptr + orow[None, :].to(tl.int64) * stride_om + rows[:, None]
     omask = nmask[:, None] & mmask[None, :]
     if SPLIT_K > 1:
         tl.atomic_add(optr, y, mask=omask)

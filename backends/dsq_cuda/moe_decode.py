@@ -18,18 +18,23 @@ from __future__ import annotations
 import torch
 
 from dsq.qtypes import PackedWeight
-from dsq.schemes import ActGranularity, QuantScheme
+from dsq.schemes import ActGranularity, QType, QuantScheme
 from dsq_cuda._env import interpreting
 from dsq_cuda.moe_align import align_pairs
 from dsq_cuda.moe_layout import bits_of, prepare
-from dsq_cuda.moe_plan import A_CODES, A_DYNAMIC, k_limit, plan
+from dsq_cuda.moe_plan import A_CODES, A_DYNAMIC, A_FLOAT, k_limit, plan
 
 DECODE_MAX_T = 64
 BLOCK_M = 16
 #: K inputs per slab-layout tile for packed int4 / int8-in-words weights (SL = LBK / EPW = 32 words).
 LBK = {4: 256, 8: 128}
 #: defaults; the benchmark overrides them (decode_cfg) to sweep.
-DEFAULTS = dict(block_n=64, num_warps=4, num_stages=4, target_programs=1024, lbk4=512, lbk8=128, sl1=128, swap=0)
+DEFAULTS = dict(block_n=64, num_warps=4, num_stages=4, target_programs=1024, lbk4=512, lbk8=128, sl1=128, swap=0,
+                mma=0)
+#: ``mma=1`` runs symmetric int4 experts (W4A16, W4A8_DYNAMIC, W4AFP8 with per-token activations) through the
+#: dense decode GEMM's kernel (dsq_cuda.mma_decode_kernel, MOE mode) on pair tiles instead of moe_slab_kernel.
+#: It is correct (tests/cuda_moe) but off by default until a GPU run has timed it against this path
+#: (``bench_moe.py --variants '[{"mma": 1}]'``).
 
 
 def tuned(up_sw: dict) -> dict:
@@ -60,8 +65,54 @@ def _split(blocks: int, n_tiles: int, k_tiles: int, target: int) -> int:
     return int(max(1, min(-(-target // base), k_tiles // 2)))
 
 
+def mma_eligible(scheme: QuantScheme | None, x_dtype: torch.dtype) -> bool:
+    """Whether the MOE mode of mma_decode_kernel serves this layer (see DEFAULTS['mma'])."""
+    if scheme is None or bits_of(scheme) != 4 or not scheme.weight_symmetric:
+        return False
+    if scheme.act_dtype is None:
+        return x_dtype in (torch.bfloat16, torch.float16)
+    return scheme.act_granularity is ActGranularity.TOKEN
+
+
+def _launch_mma(a, a_scale, packed: PackedWeight, scheme: QuantScheme, al, out, n, k, top_k, gate_up, cfg):
+    """One grouped GEMM of the layer with mma_decode_kernel (MOE mode) on the experts' pair tiles."""
+    from dsq_cuda.mm import group_of
+    from dsq_cuda.mma_decode_kernel import mma_decode_kernel
+    from dsq_cuda.slab import slab_length, to_pair_tiles
+
+    group = group_of(scheme)
+    sl = slab_length(group)
+    key = f"dsq_cuda_moe_pt:{out.device}:{sl}"
+    if key not in packed.device_layout:  # made once per device: [E, N, tiles * SL]
+        canon = packed["weight_packed"].to(out.device)
+        e = canon.shape[0]
+        packed.device_layout[key] = to_pair_tiles(canon.reshape(e * n, -1), k, 4, sl).view(e, n, -1)
+    w = packed.device_layout[key]
+    two_level = scheme.two_level
+    ws = packed["weight_group_scale" if two_level else "weight_scale"].to(out.device).contiguous()
+    wc = packed["weight_scale"].to(out.device).contiguous() if two_level else ws
+    act = 0 if scheme.act_dtype is None else 3 if scheme.act_dtype is QType.FP8_E4M3 else 1
+    xs = a_scale.reshape(-1).float().contiguous() if act else ws
+    block_n = 64
+    k_tiles = -(-k // (8 * sl))
+    split = _split(al.max_blocks, -(-n // block_n), k_tiles, cfg["target_programs"])
+    if split > 1:
+        out.zero_()
+    mma_decode_kernel[(-(-n // block_n), split, al.max_blocks)](
+        a, xs, w, ws, wc, ws, ws, out, al.num_pairs, n, k, w.shape[-1], ws.shape[-1], a.stride(0), out.stride(0),
+        al.sorted_ids, al.block_expert, w.stride(0), ws.stride(0), wc.stride(0),
+        G=group, BITS=4, ACT=act, ASYM=False, GROUP_SCALE=True, CHANNEL_SCALE=two_level, HAS_BIAS=False,
+        SPLIT_K=split, BLOCK_M=BLOCK_M, BLOCK_N=block_n, SL=sl, F16=act == 0 and a.dtype == torch.float16,
+        ASM=not interpreting(), EVEN_K=k % (8 * sl) == 0, MOE=True, X_DIV=top_k if gate_up else 1,
+        num_warps=4, num_stages=2)
+
+
 def _launch(a, a_scale, static, lay, packed, scheme, al, out, n, k, top_k, gate_up, sw, cfg, tiny, dummy):
     from dsq_cuda.moe_decode_kernels import moe_slab_kernel
+
+    if cfg["mma"] and mma_eligible(scheme, a.dtype if sw["A_KIND"] == A_FLOAT else torch.bfloat16):
+        _launch_mma(a, a_scale, packed, scheme, al, out, n, k, top_k, gate_up, cfg)
+        return
 
     bits = bits_of(scheme) if scheme is not None else 0
     epw = 32 // bits if bits else 1

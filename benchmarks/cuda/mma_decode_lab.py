@@ -32,7 +32,7 @@ def launch(x, w, ws, wc, wz, out, m, n, k, ng, group, bits, bn, split, warps, st
     bm = bm or max(16, triton.next_power_of_2(m))
     mma_decode_kernel[(triton.cdiv(n, bn), split)](
         x, ws if xs is None else xs, w, ws, ws if wc is None else wc, ws if wz is None else wz, ws, out,
-        m, n, k, w.shape[1], ng, x.stride(0), out.stride(0),
+        m, n, k, w.shape[1], ng, x.stride(0), out.stride(0), ws, ws, 0, 0, 0,
         G=group or lbk, BITS=bits, ACT=act, ASYM=wz is not None, GROUP_SCALE=bool(group),
         CHANNEL_SCALE=wc is not None, HAS_BIAS=False, SPLIT_K=split, BLOCK_M=bm, BLOCK_N=bn, SL=sl,
         F16=x.dtype == torch.float16, ASM=asm, EVEN_K=k % lbk == 0, num_warps=warps, num_stages=stages)
