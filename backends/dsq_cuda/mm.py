@@ -9,7 +9,8 @@ block_k is negative (-block_k = the row-tile width SW).
 
 Device layout (cached in ``PackedWeight.device_layout[device]``; the canonical tensors are left untouched):
     w     packed int4/int8 words in the slab layout of dsq_cuda.slab, int32 ``[ceil(K/LBK) * SL, N]``
-          (LBK = SL * 32/bits), or the canonical int8/fp8 codes [N, K] contiguous on the device
+          (LBK = SL * 32/bits; made at the first qmm / dequantize call, :func:`slabs`), or the canonical
+          int8/fp8 codes [N, K] contiguous on the device
     pt    the same codes in the pair-tile layout of mma_decode_kernel, int32 ``[N, tiles * SL]``
           (dsq_cuda.slab.to_pair_tiles; made at the first decode call, so prefill-only use never pays for it)
     wt    row tiles for gemv_kernel, int32 ``[tiles, N, SW]`` (dsq_cuda.slab.to_row_tiles; only if it runs)
@@ -70,10 +71,12 @@ def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> 
     t = {name: v.to(device) for name, v in packed.tensors.items()}
     lay: dict = {"n": n, "k": k}
     if "weight_packed" in t:
-        lay["packed"] = packed.tensors["weight_packed"]  # where it lives: the row-tile layout is made on first use
+        # every layout of packed codes is made at its first use (slabs, pair tiles, row tiles), so a weight
+        # only ever decoded holds pair tiles only
+        lay["packed"] = packed.tensors["weight_packed"]
+        lay["device"] = device
         # the backend supports groups that are multiples of 16 only (see backend.supports), so a slab fits
-        lay["sl"] = sl = slab_length(group_of(scheme))
-        lay["w"] = to_slabs(t["weight_packed"], k, scheme.weight_bits, sl)
+        lay["sl"] = slab_length(group_of(scheme))
     else:
         w = t["weight"].contiguous()
         lay["w"] = w.view(torch.uint8) if w.dtype == torch.float8_e4m3fn else w
@@ -87,6 +90,13 @@ def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> 
         lay["input_scale"], lay["input_zero_point"] = act_quant.static_params(packed, scheme, device)
     packed.device_layout[key] = lay
     return lay
+
+
+def slabs(lay: dict, bits: int) -> torch.Tensor:
+    """The slab-layout words of a packed weight (qmm_kernel, dequantize_t), made at their first use."""
+    if "w" not in lay:
+        lay["w"] = to_slabs(lay["packed"].to(lay["device"]), lay["k"], bits, lay["sl"])
+    return lay["w"]
 
 
 #: packed weights use the tensor-core decode kernel up to this many rows (bf16/fp16 x), per weight width. On
@@ -149,6 +159,7 @@ def _weight_only(x, lay, scheme, bias, config: Config | None) -> torch.Tensor | 
     group = group_of(scheme)
     dev = x.device
     if config is None and DENSE_MIN_M is not None and m >= DENSE_MIN_M:
+        slabs(lay, scheme.weight_bits)
         wd = dequantize_t(lay, scheme.weight_bits, group, x.dtype)
         y = x @ wd
         return y if bias is None else y + bias.to(y.dtype)
@@ -219,7 +230,7 @@ def matmul(x: torch.Tensor, packed: PackedWeight, scheme: QuantScheme, bias: tor
     split = cfg.split_k
     out = torch.zeros((m, n), dtype=torch.float32, device=dev) if split > 1 else \
         torch.empty((m, n), dtype=out_dtype, device=dev)
-    w = lay["w"]
+    w = slabs(lay, scheme.weight_bits) if packed_w else lay["w"]
     ws = lay["ws"]
     dummy = ws
     grid = (-(-m // cfg.block_m), -(-n // cfg.block_n), split)

@@ -252,3 +252,19 @@ def test_decode_dispatch(cuda_backend, ref_backend, monkeypatch, m, k, expect):
     y = raw_matmul(x, pw, scheme, bias)
     assert ("mma" if calls else "tiled") == expect
     assert _rel(y, ref_backend.matmul(x, pw, scheme, bias)) < TOL[torch.bfloat16]
+
+
+def test_layouts_are_made_on_first_use(cuda_backend, ref_backend, monkeypatch):
+    """A packed weight holds only the layouts its calls used: decode-only use never builds the slab layout."""
+    import dsq_cuda.mm as mm
+
+    monkeypatch.setattr(mm, "MMA_MIN_K", 0)
+    scheme, w, x, bias, _ = _problem("W4A16", 16, 256, 2, torch.bfloat16, seed=14)
+    pw = ref_backend.quantize_weight(w, scheme)
+    raw_matmul(x, pw, scheme, bias)  # M = 2: decode kernel
+    (lay,) = pw.device_layout.values()
+    assert "pt32" in lay and "w" not in lay and "wt16" not in lay
+    monkeypatch.setattr(mm, "MMA_MAX_M", {4: 0, 8: 0})
+    y = raw_matmul(x, pw, scheme, bias)  # the tiled kernel now: slabs appear
+    assert "w" in lay
+    assert _rel(y, ref_backend.matmul(x, pw, scheme, bias)) < TOL[torch.bfloat16]
