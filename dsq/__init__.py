@@ -45,6 +45,7 @@ _LAZY = {
     "load": ("dsq.checkpoint", "load"),
     "QuantLinear": ("dsq.nn", "QuantLinear"),
     "QuantMoE": ("dsq.nn", "QuantMoE"),
+    "prepare_for_graphs": ("dsq.nn", "prepare_for_graphs"),
 }
 
 

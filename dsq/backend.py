@@ -97,6 +97,13 @@ class Backend:
             expert_range: tuple[int, int] | None = None) -> torch.Tensor:
         raise UnsupportedError(f"backend {self.name!r} does not implement moe")
 
+    def prepare(self, weights: PackedWeight | ExpertWeights, scheme: QuantScheme) -> None:
+        """Build the backend's private device layouts of ``weights`` now instead of at their first use.
+
+        Call it before capturing CUDA graphs (``dsq.prepare_for_graphs(model)`` does it for a whole model):
+        a layout built inside capture would be recorded into the graph. The canonical tensors are not
+        changed. The default has nothing to build."""
+
     # -- convenience --------------------------------------------------------------------------------
     def quantize_weight(self, weight: torch.Tensor, scheme: QuantScheme, act_stats=None) -> PackedWeight:
         """calibrate + pack in one call."""

@@ -126,3 +126,18 @@ class QuantExperts(nn.Module):
 
 #: the name the model-quantization issue and the README use for the quantized MoE expert block
 QuantMoE = QuantExperts
+
+
+def prepare_for_graphs(model: nn.Module) -> int:
+    """Build every dsq layer's backend device layouts now (``Backend.prepare``), so that no layout is built
+    inside CUDA graph capture. Returns the number of layers prepared."""
+    count = 0
+    for module in model.modules():
+        if isinstance(module, QuantLinear):
+            module.backend.prepare(module.packed, module.scheme)
+        elif isinstance(module, QuantExperts):
+            module.backend.prepare(module.weights, module.scheme)
+        else:
+            continue
+        count += 1
+    return count

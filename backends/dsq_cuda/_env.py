@@ -56,3 +56,13 @@ def has_fp8_mma(device: torch.device | str) -> bool:
         return interpreting()
     major, minor = torch.cuda.get_device_capability(dev)
     return (major, minor) >= (8, 9)
+
+
+def check_not_capturing(what: str) -> None:
+    """Device layouts of packed weights are built at their first use. Inside CUDA graph capture that
+    conversion would be recorded into the graph (and rerun at every replay, into the graph's memory pool),
+    so it is refused with the fix instead."""
+    if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+        raise RuntimeError(f"dsq_cuda: the {what} of a packed weight is built at its first use, and that use is "
+                           "inside CUDA graph capture; build it before capturing: backend.prepare(packed, scheme) "
+                           "(or dsq.prepare_for_graphs(model)), or one eager call of the same batch size")

@@ -112,6 +112,16 @@ class CudaBackend(Backend):
         from dsq_cuda.mm import matmul
         return matmul(x.to(dev), packed, scheme, bias)
 
+    def prepare(self, weights: PackedWeight | ExpertWeights, scheme: QuantScheme) -> None:
+        dev = self._ready()
+        if isinstance(weights, ExpertWeights):
+            if _has_moe_module():
+                importlib.import_module("dsq_cuda.moe").prepare_all(weights, scheme, dev)
+            return
+        check_packed(weights, scheme, ndim=2)
+        from dsq_cuda.mm import prepare_all
+        prepare_all(weights, scheme, dev)
+
     def moe(self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
             experts: ExpertWeights, scheme: QuantScheme,
             expert_range: tuple[int, int] | None = None) -> torch.Tensor:

@@ -29,7 +29,7 @@ from dsq.errors import QuantInputError
 from dsq.qtypes import PackedWeight
 from dsq.schemes import ActGranularity, Granularity, QType, QuantScheme
 from dsq_cuda import act_quant
-from dsq_cuda._env import interpreting
+from dsq_cuda._env import check_not_capturing, interpreting
 from dsq_cuda.configs import Config, pick, pick_mma
 from dsq_cuda.dequant_kernel import dequantize_t
 from dsq_cuda.gemv_kernel import launch as launch_gemv
@@ -42,7 +42,7 @@ from dsq_cuda.mm_kernel import (
     qmm_kernel,
 )
 from dsq_cuda.mma_decode_kernel import mma_decode_kernel
-from dsq_cuda.slab import slab_length, to_pair_tiles, to_row_tiles, to_slabs
+from dsq_cuda.slab import ROW_TILE_WORDS, slab_length, to_pair_tiles, to_row_tiles, to_slabs
 from dsq_cuda.unpack import unpack_zero_points
 
 
@@ -67,6 +67,7 @@ def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> 
     key = f"dsq_cuda:{device}"
     if key in packed.device_layout:
         return packed.device_layout[key]
+    check_not_capturing("device layout")
     n, k = packed.shape[-2:]
     t = {name: v.to(device) for name, v in packed.tensors.items()}
     lay: dict = {"n": n, "k": k}
@@ -95,8 +96,39 @@ def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> 
 def slabs(lay: dict, bits: int) -> torch.Tensor:
     """The slab-layout words of a packed weight (qmm_kernel, dequantize_t), made at their first use."""
     if "w" not in lay:
+        check_not_capturing("slab layout")
         lay["w"] = to_slabs(lay["packed"].to(lay["device"]), lay["k"], bits, lay["sl"])
     return lay["w"]
+
+
+def pair_tiles(lay: dict, bits: int) -> torch.Tensor:
+    """The pair-tile words of a packed weight (mma_decode_kernel), made at their first use."""
+    key = f"pt{lay['sl']}"
+    if key not in lay:
+        check_not_capturing("pair-tile layout")
+        lay[key] = to_pair_tiles(lay["packed"].to(lay["device"]), lay["k"], bits, lay["sl"])
+    return lay[key]
+
+
+def row_tiles(lay: dict, bits: int, group: int, sw: int) -> torch.Tensor:
+    """The row-tile words of a packed weight (gemv_kernel) for tile width ``sw``, made at their first use."""
+    key = f"wt{sw}"
+    if key not in lay:
+        check_not_capturing("row-tile layout")
+        lay[key] = to_row_tiles(lay["packed"].to(lay["device"]), lay["k"], bits, group, sw)
+    return lay[key]
+
+
+def prepare_all(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> None:
+    """Build every layout the default dispatch can use for this weight (before CUDA graph capture)."""
+    lay = prepare(packed, scheme, device)
+    if "packed" in lay:
+        bits = scheme.weight_bits
+        slabs(lay, bits)
+        if bits == 4:
+            pair_tiles(lay, bits)
+        elif scheme.weight_only:
+            row_tiles(lay, bits, group_of(scheme), ROW_TILE_WORDS)
 
 
 #: packed weights use the tensor-core decode kernel up to this many rows (bf16/fp16 x), per weight width. On
@@ -127,10 +159,7 @@ def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None
     group = group_of(scheme)
     dev = xq.device
     sl = lay["sl"]
-    key = f"pt{sl}"
-    if key not in lay:  # made once, at the first decode call
-        lay[key] = to_pair_tiles(lay["packed"].to(dev), k, scheme.weight_bits, sl)
-    w = lay[key]
+    w = pair_tiles(lay, scheme.weight_bits)
     cfg = config or pick_mma(m, n, k, sl, str(dev))
     # float32 output for split-K, and in the interpreter, whose float32 -> bf16 cast truncates
     f32_out = cfg.split_k > 1 or interpreting()
@@ -169,14 +198,12 @@ def _weight_only(x, lay, scheme, bias, config: Config | None) -> torch.Tensor | 
     if (config is None and m <= GEMV_MAX_M) or (config is not None and config.block_k < 0):
         cfg = config or pick(f"gemv{scheme.weight_bits}", m, n, k, group, str(dev))
         sw = -cfg.block_k  # the GEMV configs carry the row-tile width negated
-        key = f"wt{sw}"
-        if key not in lay:  # made once, at the first decode call
-            lay[key] = to_row_tiles(lay["packed"].to(dev), k, scheme.weight_bits, group, sw)
+        words = row_tiles(lay, scheme.weight_bits, group, sw)
         # float32 output for split-K, and in the interpreter, whose float32 -> bf16 cast truncates
         f32_out = cfg.split_k > 1 or interpreting()
         out = torch.zeros((m, n), dtype=torch.float32, device=dev) if f32_out else \
             torch.empty((m, n), dtype=x.dtype, device=dev)
-        launch_gemv(x, lay[key], lay["ws"], lay.get("wz"), bias, out, scheme, m, n, k, cfg, group)
+        launch_gemv(x, words, lay["ws"], lay.get("wz"), bias, out, scheme, m, n, k, cfg, group)
         return out.to(x.dtype) if f32_out else out
     return None
 

@@ -78,6 +78,21 @@ def _static_args(packed: PackedWeight, scheme: QuantScheme, device) -> list:
     return [s.reshape(-1).float(), zp]
 
 
+def prepare_all(experts: ExpertWeights, scheme: QuantScheme, device: torch.device) -> None:
+    """Build every layout the default dispatch can use for these experts (before CUDA graph capture)."""
+    from dsq_cuda.moe_decode import DEFAULTS, expert_pair_tiles, mma_eligible
+    from dsq_cuda.moe_layout import bits_of
+    from dsq_cuda.moe_layout import prepare as prepare_slabs
+
+    bits = bits_of(scheme)
+    for p in (experts.gate_up, experts.down):
+        prepare_slabs(p, scheme, device, DEFAULTS["lbk4"] if bits == 4 else DEFAULTS["lbk8"])
+        if scheme.weight_only and bits:
+            moe_gemv.prepare(p, scheme, device)
+        if DEFAULTS["mma"] and mma_eligible(scheme, torch.bfloat16):
+            expert_pair_tiles(p, scheme, device)
+
+
 def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
             gate_up: PackedWeight | torch.Tensor, down: PackedWeight | torch.Tensor,
             scheme: QuantScheme | None, num_experts: int,

@@ -19,7 +19,7 @@ import torch
 
 from dsq.qtypes import PackedWeight
 from dsq.schemes import ActGranularity, QType, QuantScheme
-from dsq_cuda._env import interpreting
+from dsq_cuda._env import check_not_capturing, interpreting
 from dsq_cuda.moe_align import align_pairs
 from dsq_cuda.moe_layout import bits_of, prepare
 from dsq_cuda.moe_plan import A_CODES, A_DYNAMIC, A_FLOAT, k_limit, plan
@@ -74,20 +74,30 @@ def mma_eligible(scheme: QuantScheme | None, x_dtype: torch.dtype) -> bool:
     return scheme.act_granularity is ActGranularity.TOKEN
 
 
+def expert_pair_tiles(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> torch.Tensor:
+    """Stacked pair tiles ``[E, N, tiles * SL]`` of int4 experts (made once per device)."""
+    from dsq_cuda.mm import group_of
+    from dsq_cuda.slab import slab_length, to_pair_tiles
+
+    sl = slab_length(group_of(scheme))
+    key = f"dsq_cuda_moe_pt:{device}:{sl}"
+    if key not in packed.device_layout:
+        check_not_capturing("MoE pair-tile layout")
+        e, n, k = packed.shape
+        canon = packed["weight_packed"].to(device)
+        packed.device_layout[key] = to_pair_tiles(canon.reshape(e * n, -1), k, 4, sl).view(e, n, -1)
+    return packed.device_layout[key]
+
+
 def _launch_mma(a, a_scale, packed: PackedWeight, scheme: QuantScheme, al, out, n, k, top_k, gate_up, cfg):
     """One grouped GEMM of the layer with mma_decode_kernel (MOE mode) on the experts' pair tiles."""
     from dsq_cuda.mm import group_of
     from dsq_cuda.mma_decode_kernel import mma_decode_kernel
-    from dsq_cuda.slab import slab_length, to_pair_tiles
+    from dsq_cuda.slab import slab_length
 
     group = group_of(scheme)
+    w = expert_pair_tiles(packed, scheme, out.device)
     sl = slab_length(group)
-    key = f"dsq_cuda_moe_pt:{out.device}:{sl}"
-    if key not in packed.device_layout:  # made once per device: [E, N, tiles * SL]
-        canon = packed["weight_packed"].to(out.device)
-        e = canon.shape[0]
-        packed.device_layout[key] = to_pair_tiles(canon.reshape(e * n, -1), k, 4, sl).view(e, n, -1)
-    w = packed.device_layout[key]
     two_level = scheme.two_level
     ws = packed["weight_group_scale" if two_level else "weight_scale"].to(out.device).contiguous()
     wc = packed["weight_scale"].to(out.device).contiguous() if two_level else ws

@@ -23,6 +23,7 @@ import torch
 
 from dsq.qtypes import PackedWeight
 from dsq.schemes import QuantScheme
+from dsq_cuda._env import check_not_capturing
 from dsq_cuda.mm import group_of
 from dsq_cuda.slab import to_row_tiles
 from dsq_cuda.unpack import unpack_zero_points
@@ -41,6 +42,7 @@ def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> 
     key = f"dsq_cuda_moe_gemv:{device}"
     if key in packed.device_layout:
         return packed.device_layout[key]
+    check_not_capturing("MoE row-tile layout")
     e, n, k = packed.shape
     bits, group = scheme.weight_bits, group_of(scheme)
     words = packed["weight_packed"]

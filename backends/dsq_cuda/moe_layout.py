@@ -24,6 +24,7 @@ import torch
 
 from dsq.qtypes import PackedWeight, weight_tensor_name
 from dsq.schemes import QType, QuantScheme
+from dsq_cuda._env import check_not_capturing
 
 
 def _unpack_fields(words: torch.Tensor, bits: int) -> torch.Tensor:
@@ -63,6 +64,7 @@ def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device, lbk
     key = f"dsq_cuda_moe:{device}:{lbk}"
     if key in packed.device_layout:
         return packed.device_layout[key]
+    check_not_capturing("MoE slab layout")
     e, n, k = packed.shape
     bits = bits_of(scheme)
     lay: dict = {"lbk": lbk}

@@ -268,3 +268,39 @@ def test_layouts_are_made_on_first_use(cuda_backend, ref_backend, monkeypatch):
     y = raw_matmul(x, pw, scheme, bias)  # the tiled kernel now: slabs appear
     assert "w" in lay
     assert _rel(y, ref_backend.matmul(x, pw, scheme, bias)) < TOL[torch.bfloat16]
+
+
+@pytest.mark.parametrize("name,expect", [("W4A16", {"w", "pt32"}), ("W8A16", {"w", "wt16"}), ("W8A8", set())])
+def test_prepare_builds_every_layout_before_capture(cuda_backend, ref_backend, monkeypatch, name, expect):
+    """Backend.prepare builds the layouts the dispatch can use, so calls afterwards build nothing; a layout
+    missing under CUDA graph capture is refused with the fix instead of being recorded into the graph."""
+    import dsq_cuda.mm as mm
+
+    scheme, w, x, bias, stats = _problem(name, 16, 1024, 2, torch.bfloat16, seed=15)
+    pw = ref_backend.quantize_weight(w, scheme, stats)
+    cuda_backend.prepare(pw, scheme)
+    (lay,) = pw.device_layout.values()
+    built = set(lay) & {"w", "pt32", "wt16"}
+    assert expect <= built
+    for m in (1, 2, 40):
+        raw_matmul(x[:1].expand(m, -1).contiguous(), pw, scheme, bias)
+    assert set(lay) & {"w", "pt32", "wt16"} == built  # nothing new at any M
+
+    fresh = ref_backend.quantize_weight(w, scheme, stats)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    with pytest.raises(RuntimeError, match="backend.prepare"):
+        mm.prepare(fresh, scheme, torch.device(cuda_backend.device))
+
+
+def test_prepare_for_graphs_walks_the_model(cuda_backend, ref_backend):
+    import dsq
+
+    scheme = dsq.get_scheme("W4A16")
+    model = torch.nn.Sequential(torch.nn.Linear(1024, 16), torch.nn.Linear(16, 8))
+    model[0] = dsq.QuantLinear.from_linear(model[0], scheme, cuda_backend)
+    assert dsq.prepare_for_graphs(model) == 1
+    (lay,) = model[0].packed.device_layout.values()
+    assert "pt32" in lay and "w" in lay
+    ref = torch.nn.Sequential(dsq.QuantLinear.from_linear(torch.nn.Linear(256, 8), scheme, ref_backend))
+    assert dsq.prepare_for_graphs(ref) == 1  # the reference has nothing to build; the call is still valid

@@ -106,3 +106,24 @@ def test_mma_variant_eligibility():
     assert not mma_eligible(get_scheme("W4A16_ASYM"), torch.bfloat16)  # zero points: not in MOE mode
     assert not mma_eligible(get_scheme("W8A16"), torch.bfloat16)
     assert not mma_eligible(None, torch.bfloat16)
+
+
+@pytest.mark.parametrize("scheme_name", ["W4A16", "W8A8"])
+def test_prepare_builds_the_moe_layouts(scheme_name):
+    # Backend.prepare on experts builds the decode (and, weight-only, the GEMV) layouts; calls then add none.
+    import dsq
+
+    e, h, i = 4, 256, 64
+    scheme, cpu, dev = make_experts(scheme_name, e, h, i, seed=7)
+    backend = dsq.get_backend("cuda")
+    backend.prepare(dev, scheme)
+    keys = set(dev.gate_up.device_layout)
+    assert any(k.startswith("dsq_cuda_moe:") for k in keys)
+    assert any(k.startswith("dsq_cuda_moe_gemv:") for k in keys) == scheme.weight_only
+    x = torch.randn(1, h).to(torch.bfloat16)
+    ids = torch.tensor([[0, 2]])
+    w = torch.tensor([[0.6, 0.4]])
+    run_moe(x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev.gate_up, dev.down, scheme, e)
+    run_moe(x.expand(3, h).contiguous().to(DEVICE), ids.expand(3, 2).to(DEVICE), w.expand(3, 2).to(DEVICE),
+            dev.gate_up, dev.down, scheme, e)
+    assert set(dev.gate_up.device_layout) == keys
