@@ -30,11 +30,15 @@ TINY_F32 = float(torch.finfo(torch.float32).tiny)
 
 
 @triton.jit
-def _act_dynamic_kernel(x_ptr, q_ptr, s_ptr, K, GROUP, NG, stride_xm, stride_qm, tiny,
+def _act_dynamic_kernel(x_ptr, q_ptr, s_ptr, K, GROUP, NG, CHUNK, stride_xm, stride_qm, tiny,
                         FP8: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Program (m, g): scale and codes of row m, columns [g*GROUP, min(g*GROUP+GROUP, K))."""
+    """Program (m, g, c): the scale of row m's group g = columns [g*GROUP, min(g*GROUP+GROUP, K)) and the
+    codes of chunk c of that group (CHUNK columns). Every chunk's program reads the whole group for its
+    amax, so at small M a long row is quantized by many programs at once instead of one (the host picks
+    one chunk per group when there are rows enough to fill the GPU)."""
     m = tl.program_id(0).to(tl.int64)
     g = tl.program_id(1)
+    c = tl.program_id(2)
     k_lo = g * GROUP
     k_hi = tl.minimum(k_lo + GROUP, K)
     amax = tl.zeros([BLOCK_K], dtype=tl.float32)
@@ -47,8 +51,11 @@ def _act_dynamic_kernel(x_ptr, q_ptr, s_ptr, K, GROUP, NG, stride_xm, stride_qm,
         s = tl.maximum(tl.math.div_rn(a, 448.0), tiny)
     else:
         s = tl.maximum(tl.math.div_rn(a, 127.0), tiny)
-    tl.store(s_ptr + m * NG + g, s)
-    for k0 in range(k_lo, k_hi, BLOCK_K):
+    if c == 0:
+        tl.store(s_ptr + m * NG + g, s)
+    c_lo = k_lo + c * CHUNK
+    k_hi = tl.minimum(c_lo + CHUNK, k_hi)
+    for k0 in range(c_lo, k_hi, BLOCK_K):
         cols = k0 + tl.arange(0, BLOCK_K)
         msk = cols < k_hi
         x = tl.load(x_ptr + m * stride_xm + cols, mask=msk, other=0.0).to(tl.float32)
@@ -86,9 +93,24 @@ def _dynamic(x: torch.Tensor, group: int, fp8: bool) -> tuple[torch.Tensor, torc
     s = torch.empty((m, ng), dtype=torch.float32, device=x.device)
     if m:
         block_k = max(16, min(2048, triton.next_power_of_2(group)))
-        _act_dynamic_kernel[(m, ng)](x, q, s, k, group, ng, x.stride(0), q.stride(0), TINY_F32,
-                                     FP8=fp8, BLOCK_K=block_k, num_warps=4)
+        chunks = _chunks(m * ng, min(group, k), block_k, x.device)
+        chunk = -(-min(group, k) // (chunks * block_k)) * block_k
+        _act_dynamic_kernel[(m, ng, -(-min(group, k) // chunk))](
+            x, q, s, k, group, ng, chunk, x.stride(0), q.stride(0), TINY_F32, FP8=fp8, BLOCK_K=block_k,
+            num_warps=4)
     return q, s
+
+
+def _chunks(programs: int, group: int, block_k: int, device: torch.device) -> int:
+    """Chunks per group for the quantization pass: enough programs for about two per SM, each chunk at
+    least BLOCK_K wide; one in the interpreter and when the rows alone fill the GPU. (At M = 1, K = 18432
+    one program used to quantize the whole row on one SM.)"""
+    if device.type != "cuda":
+        return 1
+    from dsq_cuda.configs import _sm_count
+
+    want = -(-2 * _sm_count(device.index or 0) // programs)
+    return max(1, min(want, -(-group // block_k)))
 
 
 def quantize_per_token_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
