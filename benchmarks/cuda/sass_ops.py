@@ -1,4 +1,5 @@
-"""Instruction mix of the M = 1 decode kernel (dsq_cuda.gemv_kernel), compiled for sm_90 without a GPU.
+"""Instruction mix of the decode kernels (dsq_cuda.gemv_kernel, dsq_cuda.mma_decode_kernel), compiled for sm_90
+without a GPU.
 
     python benchmarks/cuda/sass_ops.py          (from the repository root, with the cuda extra installed)
 
@@ -25,6 +26,7 @@ from triton.compiler import ASTSource
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "backends"))
 
 from dsq_cuda.gemv_kernel import gemv_kernel  # noqa: E402
+from dsq_cuda.mma_decode_kernel import mma_decode_kernel  # noqa: E402
 from dsq_cuda.slab import row_tile_chunk  # noqa: E402
 
 SIGNATURE = {"x_ptr": "*bf16", "w_ptr": "*i32", "ws_ptr": "*fp32", "wz_ptr": "*i8", "bias_ptr": "*fp32",
@@ -53,6 +55,57 @@ def sass_opcodes(bits: int, group: int, mant: bool, block_n: int = 128, sw: int 
     return ops
 
 
+MMA_SIGNATURE = {"x_ptr": "*bf16", "xs_ptr": "*fp32", "w_ptr": "*i32", "ws_ptr": "*fp32", "wc_ptr": "*fp32",
+                 "wz_ptr": "*i8", "bias_ptr": "*fp32", "out_ptr": "*fp32", "M": "i32", "N": "i32", "K": "i32",
+                 "KW": "i32", "NG": "i32", "stride_xm": "i32", "stride_om": "i32", "ids_ptr": "*i32",
+                 "bexp_ptr": "*i32", "stride_we": "i64", "stride_se": "i64", "stride_ce": "i64"}
+#: the arguments the runtime specialises as multiples of 16 on the benchmark shapes (pointers, N, K, strides):
+#: without these hints Triton neither vectorises nor pipelines the x loads, and the counts mislead
+MMA_DIVISIBLE = ("x_ptr", "xs_ptr", "w_ptr", "ws_ptr", "wc_ptr", "wz_ptr", "bias_ptr", "out_ptr", "N", "K", "KW",
+                 "stride_xm", "stride_om")
+
+
+def _compile(fn, signature, consts, attrs, warps, stages):
+    sig = dict(signature, **{name: "constexpr" for name in consts})
+    src = ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs)
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=stages))
+
+
+def _sass(compiled) -> str:
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(compiled.asm["cubin"])
+        f.flush()
+        return subprocess.run([tool, "-sass", f.name], capture_output=True, text=True, check=True).stdout
+
+
+def main_loop_opcodes(sass: str) -> list[str]:
+    """Opcodes of the largest loop (the instructions between a backward branch and its target)."""
+    ins = [(int(m.group(1), 16), m.group(2)) for m in
+           (re.match(r"\s+/\*([0-9a-f]+)\*/\s+(.*?);", line) for line in sass.splitlines()) if m]
+    best: list[str] = []
+    for addr, text in ins:
+        m = re.search(r"BRA\s+(?:`\(\.L_x_\d+\)\s*)?0x([0-9a-f]+)", text)
+        if m and int(m.group(1), 16) < addr:
+            body = [t for a, t in ins if int(m.group(1), 16) <= a <= addr]
+            best = body if len(body) > len(best) else best
+    ops = [re.match(r"(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", t).group(1) for t in best]
+    return [op for op in ops if op != "NOP"]
+
+
+def mma_loop(bits: int, group: int, block_n: int = 64, warps: int = 4, stages: int = 2) -> tuple[list[str], int]:
+    """Main-loop opcodes of the tensor-core decode kernel at M <= 16 and the codes one thread decodes per
+    iteration (one tile: BLOCK_N rows x 256 int4 / 128 int8 inputs)."""
+    epw = 32 // bits
+    consts = dict(G=group or epw * 32, BITS=bits, ACT=0, ASYM=False, GROUP_SCALE=bool(group),
+                  CHANNEL_SCALE=not group, HAS_BIAS=False, SPLIT_K=4, BLOCK_M=16, BLOCK_N=block_n, SL=32,
+                  F16=False, ASM=True, EVEN_K=True, MOE=False, X_DIV=1)
+    names = list(MMA_SIGNATURE)
+    attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in MMA_DIVISIBLE}
+    compiled = _compile(mma_decode_kernel, MMA_SIGNATURE, consts, attrs, warps, stages)
+    return main_loop_opcodes(_sass(compiled)), block_n * 32 * epw // (32 * warps)
+
+
 def main() -> int:
     print(f"triton {triton.__version__}, sm_90, BLOCK_N 128, SW 16, 4 warps")
     print("| scheme | decode | codes per thread per chunk | static instructions | per code | top opcodes |")
@@ -63,6 +116,14 @@ def main() -> int:
             codes = 128 * row_tile_chunk(bits, group, 16) // (32 * 4)
             top = ", ".join(f"{op} {n}" for op, n in collections.Counter(ops).most_common(6))
             print(f"| {name} | {'MANT' if mant else 'default'} | {codes} | {len(ops)} | {len(ops) / codes:.1f} | {top} |")
+    print()
+    print("Tensor-core decode kernel (dsq_cuda.mma_decode_kernel), M <= 16, BLOCK_N 64, 4 warps, 2 stages: main loop")
+    print("| scheme | codes per thread per tile | loop instructions | per code | top opcodes |")
+    print("|---|---|---|---|---|")
+    for name, bits, group in (("W4A16 (group 128)", 4, 128), ("W8A16 (per channel)", 8, 0)):
+        ops, codes = mma_loop(bits, group)
+        top = ", ".join(f"{op} {n}" for op, n in collections.Counter(ops).most_common(6))
+        print(f"| {name} | {codes} | {len(ops)} | {len(ops) / codes:.2f} | {top} |")
     return 0
 
 
