@@ -129,16 +129,17 @@ def _pick_gemv(m: int, n: int, k: int, group: int, device: str) -> Config:
     return Config(bm, bn, -ROW_TILE_WORDS, max(1, min(32, chunks)), 4, 3)
 
 
-def pick_mma(m: int, n: int, k: int, sl: int, device: str) -> Config:
+def pick_mma(m: int, n: int, k: int, sl: int, bits: int, device: str) -> Config:
     """Config of the tensor-core decode kernel (dsq_cuda.mma_decode_kernel); block_k carries the slab length SL.
 
     From the H200 sweep of benchmarks/cuda/mma_decode_lab.py (2026-11-29, W4A16/W8A16 on 7168x18432,
     18432x7168, 7168x2048): at M <= 16 BLOCK_N = 64 with 4 warps and 2 stages won or was within 5%, with
     split-K bringing the programs to about 8 per SM (split 2-16); at M <= 64 a [128, 64] float32 accumulator
-    needs 8 warps (4 spill), and split 2 (8 on the narrow N = 2048) won. SL = 64 was never more than 3% better.
+    needs 8 warps (4 spill), and split 2 (8 on the narrow N = 2048) won. SL = 64 won by up to 7% at M = 16
+    (N = 2048) but lost by up to 32% at M = 1, so SL stays the group's slab length (32 for group 128).
     """
     bm = max(16, triton.next_power_of_2(max(1, m)))
-    tiles = triton.cdiv(k, sl * 8)
+    tiles = triton.cdiv(k, sl * 32 // bits)  # K tiles of the pair-tile layout: split-K never exceeds them
     if interpreting() or device == "cpu":  # the interpreter: small tiles keep numpy fast
         return Config(bm, 32, sl, 2 if tiles > 1 else 1, 4, 1)
     sms = _sm_count(torch.device(device).index or 0)

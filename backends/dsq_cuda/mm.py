@@ -69,9 +69,10 @@ def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> 
         return packed.device_layout[key]
     check_not_capturing("device layout")
     n, k = packed.shape[-2:]
-    t = {name: v.to(device) for name, v in packed.tensors.items()}
+    # packed codes stay where they are: each of their layouts is converted from them at its first use
+    t = {name: v.to(device) for name, v in packed.tensors.items() if name != "weight_packed"}
     lay: dict = {"n": n, "k": k}
-    if "weight_packed" in t:
+    if "weight_packed" in packed.tensors:
         # every layout of packed codes is made at its first use (slabs, pair tiles, row tiles), so a weight
         # only ever decoded holds pair tiles only
         lay["packed"] = packed.tensors["weight_packed"]
@@ -151,8 +152,15 @@ GEMV_MAX_M = 1
 DENSE_MIN_M: int | None = 256
 
 
-def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None,
-                config: Config | None = None) -> torch.Tensor:
+def _out_buffer(m: int, n: int, dtype: torch.dtype, split_k: int, device) -> torch.Tensor:
+    """The output a decode kernel writes: zeroed float32 for split-K atomics, and in the interpreter (whose
+    float32 -> bf16 cast truncates); the caller casts it to ``dtype``."""
+    if split_k > 1 or interpreting():
+        return torch.zeros((m, n), dtype=torch.float32, device=device)
+    return torch.empty((m, n), dtype=dtype, device=device)
+
+
+def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None) -> torch.Tensor:
     """mma_decode_kernel on the pair-tile layout; ``xq``: x itself (act 0) or its int8 / fp8 codes with
     float32 per-token scales ``xs`` [M]. Returns y [M, N] in ``out_dtype``."""
     m, n, k = xq.shape[0], lay["n"], lay["k"]
@@ -160,15 +168,12 @@ def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None
     dev = xq.device
     sl = lay["sl"]
     w = pair_tiles(lay, scheme.weight_bits)
-    cfg = config or pick_mma(m, n, k, sl, str(dev))
-    # float32 output for split-K, and in the interpreter, whose float32 -> bf16 cast truncates
-    f32_out = cfg.split_k > 1 or interpreting()
-    out = torch.zeros((m, n), dtype=torch.float32, device=dev) if f32_out else \
-        torch.empty((m, n), dtype=out_dtype, device=dev)
+    cfg = pick_mma(m, n, k, sl, scheme.weight_bits, str(dev))
+    out = _out_buffer(m, n, out_dtype, cfg.split_k, dev)
     two_level = scheme.two_level
     grouped = scheme.weight_granularity is Granularity.GROUP or two_level
-    ws = lay["s2"] if two_level else lay["ws"]
-    wc = lay["ws"] if not grouped or two_level else ws
+    ws = lay["s2"] if two_level else lay["ws"]  # per-group scales (two-level: the integer s2)
+    wc = lay["ws"]  # per-channel scales (two-level: s1), read only when CHANNEL_SCALE
     if xq.dtype == torch.float8_e4m3fn:
         xq = xq.view(torch.uint8)  # the kernel reinterprets the bits (masked lanes read as +0.0)
     epw = 32 // scheme.weight_bits
@@ -179,7 +184,7 @@ def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None
         CHANNEL_SCALE=not grouped or two_level, HAS_BIAS=bias is not None, SPLIT_K=cfg.split_k,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, SL=sl, F16=act == ACT_FLOAT and xq.dtype == torch.float16,
         ASM=not interpreting(), EVEN_K=k % (epw * sl) == 0, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-    return out.to(out_dtype) if f32_out else out
+    return out.to(out_dtype)
 
 
 def _weight_only(x, lay, scheme, bias, config: Config | None) -> torch.Tensor | None:
@@ -199,12 +204,9 @@ def _weight_only(x, lay, scheme, bias, config: Config | None) -> torch.Tensor | 
         cfg = config or pick(f"gemv{scheme.weight_bits}", m, n, k, group, str(dev))
         sw = -cfg.block_k  # the GEMV configs carry the row-tile width negated
         words = row_tiles(lay, scheme.weight_bits, group, sw)
-        # float32 output for split-K, and in the interpreter, whose float32 -> bf16 cast truncates
-        f32_out = cfg.split_k > 1 or interpreting()
-        out = torch.zeros((m, n), dtype=torch.float32, device=dev) if f32_out else \
-            torch.empty((m, n), dtype=x.dtype, device=dev)
+        out = _out_buffer(m, n, x.dtype, cfg.split_k, dev)
         launch_gemv(x, words, lay["ws"], lay.get("wz"), bias, out, scheme, m, n, k, cfg, group)
-        return out.to(x.dtype) if f32_out else out
+        return out.to(x.dtype)
     return None
 
 

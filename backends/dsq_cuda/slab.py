@@ -28,6 +28,22 @@ SLAB_LENGTHS = (32, 16)
 _CHUNK_N = 8192
 
 
+def _padded_fields(words: torch.Tensor, k: int, kp: int, bits: int) -> torch.Tensor:
+    """Canonical int32 words ``[rows, W]`` -> raw unsigned fields int64 ``[rows, kp]``: the first k inputs,
+    then code 0 (field ``2**(bits-1)``) up to kp."""
+    shifts = torch.arange(32 // bits, device=words.device, dtype=torch.int64) * bits
+    w = words.to(torch.int64) & 0xFFFFFFFF
+    u = ((w.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)).reshape(w.shape[0], -1)[:, :k]
+    if kp > k:
+        u = torch.cat([u, u.new_full((u.shape[0], kp - k), 1 << (bits - 1))], dim=1)
+    return u
+
+
+def _as_int32(s: torch.Tensor) -> torch.Tensor:
+    """Non-negative int64 values below 2**32 -> the int32 with the same bits."""
+    return torch.where(s >= 2**31, s - 2**32, s).to(torch.int32)
+
+
 def slab_length(group: int) -> int:
     """The slab length for a scale group of ``group`` inputs (0 = per channel); 0 if none divides it."""
     for sl in SLAB_LENGTHS:
@@ -45,13 +61,9 @@ def to_slabs(words: torch.Tensor, k: int, bits: int, sl: int) -> torch.Tensor:
     shifts = torch.arange(epw, device=words.device, dtype=torch.int64) * bits
     out = torch.empty((tiles * sl, n), dtype=torch.int32, device=words.device)
     for lo in range(0, n, _CHUNK_N):
-        w = words[lo:lo + _CHUNK_N].to(torch.int64) & 0xFFFFFFFF
-        u = ((w.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)).reshape(w.shape[0], -1)[:, :k]
-        if tiles * lbk > k:
-            u = torch.cat([u, u.new_full((u.shape[0], tiles * lbk - k), 1 << (bits - 1))], dim=1)
+        u = _padded_fields(words[lo:lo + _CHUNK_N], k, tiles * lbk, bits)
         u = u.reshape(u.shape[0], tiles, epw, sl)
-        s = (u << shifts.view(1, 1, epw, 1)).sum(dim=2)  # fields are disjoint: the sum is an OR
-        s = torch.where(s >= 2**31, s - 2**32, s).to(torch.int32)  # the int32 with the same bits
+        s = _as_int32((u << shifts.view(1, 1, epw, 1)).sum(dim=2))  # fields are disjoint: the sum is an OR
         out[:, lo:lo + _CHUNK_N] = s.reshape(s.shape[0], tiles * sl).t()
     return out
 
@@ -95,13 +107,8 @@ def to_row_tiles(words: torch.Tensor, k: int, bits: int, group: int, sw: int = R
     shifts = torch.arange(epw, device=words.device, dtype=torch.int64) * bits
     out = torch.empty((tiles, n, sw), dtype=torch.int32, device=words.device)
     for lo in range(0, n, _CHUNK_N):
-        w = words[lo:lo + _CHUNK_N].to(torch.int64) & 0xFFFFFFFF
-        u = ((w.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)).reshape(w.shape[0], -1)[:, :k]
-        if kp > k:
-            u = torch.cat([u, u.new_full((u.shape[0], kp - k), 1 << (bits - 1))], dim=1)
-        u = u.reshape(u.shape[0], tiles, epw, sw)
-        s = (u << shifts.view(1, 1, epw, 1)).sum(dim=2)  # disjoint fields: the sum is an OR
-        s = torch.where(s >= 2**31, s - 2**32, s).to(torch.int32)
+        u = _padded_fields(words[lo:lo + _CHUNK_N], k, kp, bits).reshape(-1, tiles, epw, sw)
+        s = _as_int32((u << shifts.view(1, 1, epw, 1)).sum(dim=2))  # disjoint fields: the sum is an OR
         out[:, lo:lo + _CHUNK_N] = s.permute(1, 0, 2)
     return out
 
@@ -125,21 +132,16 @@ def to_pair_tiles(words: torch.Tensor, k: int, bits: int, sl: int) -> torch.Tens
     lbk = epw * sl
     tiles = -(-k // lbk)
     n = words.shape[0]
-    shifts = torch.arange(epw, device=words.device, dtype=torch.int64) * bits
     nib = torch.arange(4, device=words.device, dtype=torch.int64).view(4, 1, 1) * 4 + \
         torch.tensor([0, 16], device=words.device, dtype=torch.int64).view(1, 1, 2)  # [f, 1, e]
     out = torch.empty((n, tiles * sl), dtype=torch.int32, device=words.device)
     for lo in range(0, n, _CHUNK_N):
-        w = words[lo:lo + _CHUNK_N].to(torch.int64) & 0xFFFFFFFF
-        u = ((w.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)).reshape(w.shape[0], -1)[:, :k]
-        if tiles * lbk > k:
-            u = torch.cat([u, u.new_full((u.shape[0], tiles * lbk - k), 1 << (bits - 1))], dim=1)
+        u = _padded_fields(words[lo:lo + _CHUNK_N], k, tiles * lbk, bits)
         if bits == 4:  # [rows, tiles, h, f, p, e]: field 4h + f
             v = u.reshape(u.shape[0], tiles, 2, 4, sl // 2, 2)
         else:  # [rows, tiles, f, p, e] -> low and high nibble planes h
             u = u.reshape(u.shape[0], tiles, 4, sl // 2, 2)
             v = torch.stack([u & 15, u >> 4], dim=2)
-        s = (v << nib).sum(dim=(3, 5))  # [rows, tiles, h, p]: disjoint nibbles, the sum is an OR
-        s = torch.where(s >= 2**31, s - 2**32, s).to(torch.int32)
+        s = _as_int32((v << nib).sum(dim=(3, 5)))  # [rows, tiles, h, p]: disjoint nibbles, the sum is an OR
         out[lo:lo + _CHUNK_N] = s.permute(0, 1, 3, 2).reshape(s.shape[0], tiles * sl)
     return out
