@@ -2,17 +2,17 @@
 # One device call that checks and times everything the cuda backend has changed since its last GPU run.
 #   bash benchmarks/cuda/gpu_session.sh            (from the repository root, on the GPU machine; $OUT set)
 # Steps run in order under their own time limits, so a slow step cannot starve the ones after it; each
-# writes its log (and results) under $OUT. Budget: at most 530 s of steps (the device's limit is 600 s a call).
+# writes its log under $OUT/logs (archived as one file at the end) and results under $OUT. Budget: at most 530 s of steps (the device's limit is 600 s a call).
 set -u
 OUT=${OUT:-gpu-session}
-mkdir -p "$OUT"
+mkdir -p "$OUT/logs"
 ROOT=$(pwd)
 export PYTHONPATH=$ROOT/backends:$ROOT/conformance:$ROOT:$ROOT/benchmarks/cuda_moe
 python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1
 step() {  # step NAME SECONDS COMMAND...
     local name=$1 limit=$2; shift 2
     local t0=$SECONDS
-    timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+    timeout "$limit" "$@" > "$OUT/logs/$name.log" 2>&1
     echo "$name: rc $? in $((SECONDS - t0)) s"
 }
 # 1. correctness of the new code on the GPU
@@ -27,4 +27,6 @@ step bench_moe 100 python3 benchmarks/cuda_moe/bench_moe.py --tokens 8,64 --no-l
 # 4. conformance of the ops this code touches (the full suite takes over 280 s on the H200)
 step conformance 150 dsq conformance --backend cuda --op matmul --op moe --op quantize_activation \
     --report "$OUT/cuda-h200.md"
-tail -n 30 "$OUT/bench_dense.log" "$OUT/bench_moe.log"
+tail -n 30 "$OUT/logs/bench_dense.log" "$OUT/logs/bench_moe.log"
+# the device returns at most 8 files: the logs travel as one archive
+tar -czf "$OUT/logs.tar.gz" -C "$OUT" logs && rm -r "$OUT/logs"
