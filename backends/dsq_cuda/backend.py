@@ -49,6 +49,10 @@ class CudaBackend(Backend):
         ok, dev, why = _env.availability()
         if not ok:
             raise BackendUnavailableError(f"backend 'cuda' is not available here: {why}")
+        if dev == "cuda":
+            # with its index: layouts are cached per device under str(device), and a tensor's device (the
+            # key at call time) is "cuda:0", never "cuda"
+            return torch.device("cuda", torch.cuda.current_device())
         return torch.device(dev)
 
     def supports(self, scheme: QuantScheme, op: str) -> Capability:

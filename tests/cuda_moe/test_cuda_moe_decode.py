@@ -31,9 +31,10 @@ def test_slab_words_put_slab_j_in_field_j():
 
 
 @pytest.mark.parametrize("scheme_name", ["W4A16_ASYM", "W8A8", "W4A8_DYNAMIC", "FP8_BLOCK", "W8A16"])
-@pytest.mark.parametrize("cfg", [dict(swap=1), dict(sl1=32, lbk4=256, lbk8=128, target_programs=10**6)])
+@pytest.mark.parametrize("cfg", [dict(swap=1, mma=0), dict(sl1=32, lbk4=256, lbk8=128, target_programs=10**6, mma=0)])
 def test_decode_variants_match_reference(scheme_name, cfg):
-    # Ragged H/I; the second config splits K over several programs (atomic float32 partial sums).
+    # Ragged H/I; the second config splits K over several programs (atomic float32 partial sums). mma=0 keeps
+    # symmetric int4 experts (W4A8_DYNAMIC) on the slab kernel these variants configure.
     t, e, k, h, i = 5, 6, 3, 1000, 96
     scheme, cpu, dev = make_experts(scheme_name, e, h, i, seed=4)
     g = torch.Generator().manual_seed(2)
