@@ -31,7 +31,7 @@ def _dequant_kernel(w_ptr, ws_ptr, wz_ptr, out_ptr, N, K, NG, G, BITS: tl.conste
         ks = t * SL * EPW + j * SL + offs_s
         q = (((words >> (j * BITS)) & ((1 << BITS) - 1)) | 0x4B000000).to(tl.float32, bitcast=True) \
             - (8388608.0 + (1 << (BITS - 1)))
-        g = (t * SL * EPW + j * SL) // G
+        g = tl.minimum((t * SL * EPW + j * SL) // G, NG - 1)  # slabs past K (never stored) stay in bounds
         if ASYM:
             q = q - tl.load(wz_ptr + offs_n * NG + g, mask=nmask, other=0).to(tl.float32)[None, :]
         if GROUP_SCALE:

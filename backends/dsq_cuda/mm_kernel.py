@@ -73,7 +73,7 @@ def qmm_kernel(x_ptr, xs_ptr, xz_ptr, w_ptr, ws_ptr, wz_ptr, s2_ptr, corr_ptr, b
                 xj = tl.load(x_ptr + m64 * stride_xm + ks[None, :], mask=mmask[:, None] & (ks[None, :] < K),
                              other=0.0)
                 u = (words >> (j * WBITS)) & ((1 << WBITS) - 1)
-                gj = kj // G
+                gj = tl.minimum(kj // G, NG - 1)  # slabs past K (x is 0 there) read the last group: never out of bounds
                 if INT_ACC:  # W4A8 two-level: q4 * s2 is the exact int8 level-1 code
                     q = u - OFF
                     if TWO_LEVEL:

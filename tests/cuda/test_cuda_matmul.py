@@ -304,3 +304,30 @@ def test_prepare_for_graphs_walks_the_model(cuda_backend, ref_backend):
     assert "pt32" in lay and "w" in lay
     ref = torch.nn.Sequential(dsq.QuantLinear.from_linear(torch.nn.Linear(256, 8), scheme, ref_backend))
     assert dsq.prepare_for_graphs(ref) == 1  # the reference has nothing to build; the call is still valid
+
+
+@pytest.mark.parametrize("name,path", [(n, p) for n in ("W4A16", "W4A16_ASYM") for p in ("mma", "gemv", "tiled", "dense")]
+                         + [("W4AFP8", "mma"), ("W4AFP8", "tiled")])
+def test_padding_past_k_reads_no_scale_past_the_last_group(cuda_backend, ref_backend, monkeypatch, name, path):
+    """K = 300 with groups of 128: the last 256-input tile runs past K, into a group (index 3) that does not
+    exist. The kernels must look up an existing group there (x is 0 past K); the scales here are followed in
+    memory by NaN, so a read past the last group poisons the output. (On the H200 the tiled kernel read past
+    the end of the scale tensor and wrote NaN in the last output column: conformance random[7x33x300].)"""
+    import dsq_cuda.mm as mm
+
+    scheme, w, x, bias, _ = _problem(name, 33, 300, 7, torch.bfloat16, seed=5)
+    pw = ref_backend.quantize_weight(w, scheme)
+    ref = ref_backend.matmul(x, pw, scheme, bias)
+    dev = torch.device(cuda_backend.device)
+    lay = mm.prepare(pw, scheme, dev)
+    ws = lay["ws"]
+    buf = torch.full((ws.numel() + 1024,), float("nan"), device=ws.device)
+    buf[: ws.numel()] = ws.flatten()
+    lay["ws"] = buf[: ws.numel()].view(ws.shape)  # same values, NaN right after the last row's last group
+    monkeypatch.setattr(mm, "MMA_MIN_K", 0)
+    monkeypatch.setattr(mm, "MMA_ACT_MAX_M", 16 if path == "mma" else 0)
+    monkeypatch.setattr(mm, "MMA_MAX_M", {4: 16 if path == "mma" else 0, 8: 0})
+    monkeypatch.setattr(mm, "GEMV_MAX_M", 16 if path == "gemv" else 0)
+    monkeypatch.setattr(mm, "DENSE_MIN_M", 1 if path == "dense" else None)
+    y = raw_matmul(x, pw, scheme, bias)
+    assert _rel(y, ref) < TOL[torch.bfloat16], f"{name} {path}: {_rel(y, ref):.3g}"
