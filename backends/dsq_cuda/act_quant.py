@@ -10,7 +10,7 @@ scales float32 [M, 1], [M, ceil(K/128)] or [1].
 
 Functions:
     quantize_per_token_int8(x), quantize_per_token_fp8(x), quantize_per_group_fp8(x, group=128)
-        -> (codes, scales);
+        -> (codes, scales); quantize_per_token_as_bf16(x, fp8) -> (the same codes as bf16, scales);
     quantize_static_int8(x, scale, zero_point, half_away=False) -> codes;
     quantize_activation(x, scheme, act_qparams) -> dsq.QuantizedActivation.
 """
@@ -84,12 +84,13 @@ def _act_static_kernel(x_ptr, q_ptr, s_ptr, zp_ptr, M, K, stride_xm, HALF_AWAY: 
     tl.store(q_ptr + r64 * K + cols[None, :], q.to(tl.int8), mask=msk)
 
 
-def _dynamic(x: torch.Tensor, group: int, fp8: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _dynamic(x: torch.Tensor, group: int, fp8: bool, codes_dtype: torch.dtype | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
     m, k = x.shape
     if x.stride(-1) != 1:
         x = x.contiguous()
     ng = -(-k // group)
-    q = torch.empty((m, k), dtype=torch.float8_e4m3fn if fp8 else torch.int8, device=x.device)
+    q = torch.empty((m, k), dtype=codes_dtype or (torch.float8_e4m3fn if fp8 else torch.int8), device=x.device)
     s = torch.empty((m, ng), dtype=torch.float32, device=x.device)
     if m:
         block_k = max(16, min(2048, triton.next_power_of_2(group)))
@@ -121,6 +122,13 @@ def quantize_per_token_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 def quantize_per_token_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """float8_e4m3fn codes [M, K] and float32 scales [M, 1]."""
     return _dynamic(x, x.shape[1], fp8=True)
+
+
+def quantize_per_token_as_bf16(x: torch.Tensor, fp8: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The codes of quantize_per_token_fp8 (``fp8``) or quantize_per_token_int8, stored as bfloat16 (exact:
+    int8 codes and e4m3 values are bf16 values), and the float32 scales [M, 1]. For tensor-core kernels that
+    multiply the codes in bf16: they skip a conversion per element in their inner loop."""
+    return _dynamic(x, x.shape[1], fp8=fp8, codes_dtype=torch.bfloat16)
 
 
 def quantize_per_group_fp8(x: torch.Tensor, group: int = 128) -> tuple[torch.Tensor, torch.Tensor]:

@@ -242,12 +242,15 @@ def matmul(x: torch.Tensor, packed: PackedWeight, scheme: QuantScheme, bias: tor
     elif act == ACT_INT8_STATIC:
         xs, xz = lay["input_scale"], lay["input_zero_point"]
         xq = act_quant.quantize_static_int8(x, xs, xz, half_away=scheme.act_rounding.value == "half_away")
+    elif config is None and "packed" in lay and m <= MMA_ACT_MAX_M and lay["k"] >= MMA_MIN_K and \
+            act in (ACT_INT8_TOKEN, ACT_FP8_TOKEN):
+        # the decode kernel multiplies codes in bf16: quantize straight to bf16 codes (exact), so its inner
+        # loop loads them as they are instead of converting int8 / e4m3 to bf16 once per program and field
+        xq, xs = act_quant.quantize_per_token_as_bf16(x, fp8=act == ACT_FP8_TOKEN)
+        return _mma_decode(xq, lay, scheme, bias, ACT_INT8_TOKEN, out_dtype, xs=xs.reshape(-1))
     else:
         qa = act_quant.quantize_activation(x, scheme)
         xq, xs = qa.values, qa.scale
-        if config is None and "packed" in lay and m <= MMA_ACT_MAX_M and lay["k"] >= MMA_MIN_K and \
-                act in (ACT_INT8_TOKEN, ACT_FP8_TOKEN):
-            return _mma_decode(xq, lay, scheme, bias, act, out_dtype, xs=xs.reshape(-1).float().contiguous())
     group = group_of(scheme)
     cfg = config or pick(kind_of(scheme), m, n, k, group, str(dev))
     sl = lay.get("sl", 16)

@@ -34,7 +34,9 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-# activation modes (the subset of dsq_cuda.mm_kernel's that this kernel serves)
+# activation modes (the subset of dsq_cuda.mm_kernel's that this kernel serves): ACT_INT8_TOKEN reads x as
+# per-token codes of any dtype that holds them exactly (int8, or bf16: dsq_cuda.mm passes the int8 / e4m3 codes
+# of W4A8 / W4AFP8 as bf16, which spares the inner loop a conversion), ACT_FP8_TOKEN e4m3 codes as uint8 bits
 ACT_FLOAT, ACT_INT8_TOKEN, ACT_FP8_TOKEN = 0, 1, 3
 
 

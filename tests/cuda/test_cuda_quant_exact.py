@@ -128,3 +128,18 @@ def test_chunked_activation_quantization_bit_exact(cuda_backend, ref_backend, mo
     got = cuda_backend.quantize_activation(x, scheme)
     _same(got.values, ref.values, f"{name} codes")
     _same(got.scale, ref.scale, f"{name} scales")
+
+
+@pytest.mark.parametrize("name", ["W4A8_DYNAMIC", "W4AFP8"])
+def test_codes_as_bf16_are_the_reference_codes(cuda_backend, ref_backend, name):
+    """The decode GEMM's activation quantization writes the int8 / e4m3 codes as bf16: the same numbers (bf16
+    holds every int8 code and e4m3 value exactly) and the same scales as the reference."""
+    from dsq_cuda.act_quant import quantize_per_token_as_bf16
+
+    scheme = dsq.get_scheme(name)
+    x = _activation(5, 1100, torch.bfloat16)
+    ref = ref_backend.quantize_activation(x, scheme)
+    q, s = quantize_per_token_as_bf16(x.to(cuda_backend.device), fp8=name == "W4AFP8")
+    assert q.dtype == torch.bfloat16
+    assert torch.equal(q.cpu().float(), ref.values.float()), f"{name}: codes differ"
+    _same(s.reshape(ref.scale.shape), ref.scale, f"{name} scales")
