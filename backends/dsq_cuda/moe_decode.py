@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from dsq.qtypes import PackedWeight
-from dsq.schemes import ActGranularity, QType, QuantScheme
+from dsq.schemes import ActGranularity, QuantScheme
 from dsq_cuda._env import check_not_capturing, interpreting
 from dsq_cuda.moe_align import align_pairs
 from dsq_cuda.moe_layout import bits_of, prepare
@@ -102,7 +102,8 @@ def _launch_mma(a, a_scale, packed: PackedWeight, scheme: QuantScheme, al, out, 
     two_level = scheme.two_level
     ws = packed["weight_group_scale" if two_level else "weight_scale"].to(out.device).contiguous()
     wc = packed["weight_scale"].to(out.device).contiguous() if two_level else ws
-    act = 0 if scheme.act_dtype is None else 3 if scheme.act_dtype is QType.FP8_E4M3 else 1
+    # quantized activations: bf16 codes (ACT 1 reads any exact codes), else int8 codes (1) or e4m3 bits (3)
+    act = 0 if scheme.act_dtype is None else 1 if a.dtype in (torch.bfloat16, torch.int8) else 3
     xs = a_scale.reshape(-1).float().contiguous() if act else ws
     block_n = 64
     k_tiles = -(-k // (8 * sl))
@@ -166,9 +167,18 @@ def _launch(a, a_scale, static, lay, packed, scheme, al, out, n, k, top_k, gate_
         BLOCK_M=BLOCK_M, BLOCK_N=cfg["block_n"], SL=sl, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
 
 
-def _quantize(v: torch.Tensor, scheme: QuantScheme, fp8: bool):
-    from dsq_cuda.act_quant import quantize_per_group_fp8, quantize_per_token_fp8, quantize_per_token_int8
+def _quantize(v: torch.Tensor, scheme: QuantScheme, fp8: bool, as_bf16: bool = False):
+    """Per-token (or per-token-group) codes of v and their scales; ``as_bf16``: per-token codes stored as bf16
+    (exact), for the tensor-core decode kernel, which multiplies them in bf16."""
+    from dsq_cuda.act_quant import (
+        quantize_per_group_fp8,
+        quantize_per_token_as_bf16,
+        quantize_per_token_fp8,
+        quantize_per_token_int8,
+    )
 
+    if as_bf16 and scheme.act_granularity is ActGranularity.TOKEN:
+        return quantize_per_token_as_bf16(v, fp8)
     if scheme.act_granularity is ActGranularity.TOKEN_GROUP:
         codes, scales = quantize_per_group_fp8(v, scheme.act_group_size)
     elif fp8:
@@ -208,8 +218,10 @@ def run_decode(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tens
     alloc = torch.empty if full else torch.zeros
 
     a, a_scale = (x if x.stride(-1) == 1 else x.contiguous()), dummy
+    # the tensor-core decode kernel takes symmetric int4 experts; it reads per-token codes as bf16
+    mma = bool(cfg["mma"]) and mma_eligible(scheme, x.dtype if up_sw["A_KIND"] == A_FLOAT else torch.bfloat16)
     if up_sw["A_KIND"] == A_CODES:
-        a, a_scale = _quantize(a, scheme, up_sw["A_FP8"])
+        a, a_scale = _quantize(a, scheme, up_sw["A_FP8"], as_bf16=mma)
     st = static_args(gate_up) if up_sw["A_KIND"] == 3 else no_static
     hbuf = alloc((p, 2 * i), dtype=torch.float32, device=device)
     _launch(a, a_scale, st, lays[0], gate_up, scheme, al, hbuf, 2 * i, h, top_k, True, up_sw, cfg, tiny, dummy)
@@ -220,7 +232,7 @@ def run_decode(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tens
                                        OUT_KIND=up_sw["OUT_KIND"], BLOCK=block, num_warps=4)
     a, a_scale = inter, dummy
     if down_sw["A_KIND"] == A_CODES:
-        a, a_scale = _quantize(inter, scheme, down_sw["A_FP8"])
+        a, a_scale = _quantize(inter, scheme, down_sw["A_FP8"], as_bf16=mma)
     st = static_args(down) if down_sw["A_KIND"] == 3 else no_static
     out = alloc((p, h), dtype=torch.float32, device=device)
     _launch(a, a_scale, st, lays[1], down, scheme, al, out, h, i, top_k, False, down_sw, cfg, tiny, dummy)
