@@ -34,7 +34,7 @@ DEFAULTS = dict(block_n=64, num_warps=4, num_stages=4, target_programs=1024, lbk
 #: ``mma=1`` runs symmetric int4 experts (W4A16, W4A8_DYNAMIC, W4AFP8 with per-token activations) through the
 #: dense decode GEMM's kernel (dsq_cuda.mma_decode_kernel, MOE mode) on pair tiles instead of moe_slab_kernel
 #: (``mma=0``). On the H200 (bench_moe.py --tokens 8,64 --variants '[{"mma": 1}]', 2026-11-29, one run) it won
-#: all 12 cells (3 schemes x T 8/64 x uniform/skewed routing): 1.26-1.66x faster, e.g. W4A16 T = 64 uniform
+#: all 12 cells (3 schemes x T 8/64 x uniform/skewed routing): 1.26-1.70x faster, e.g. W4A16 T = 64 uniform
 #: 1916 vs 3183 us, W4A8_DYNAMIC T = 8 uniform 717 vs 1168 us.
 
 
