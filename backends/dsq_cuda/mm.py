@@ -4,8 +4,8 @@ Paths: weight-only schemes with bf16/fp16 x use mma_decode_kernel for M <= MMA_M
 int8: off, the GEMV and the tiled kernel were faster on the H200), gemv_kernel for M <= GEMV_MAX_M otherwise,
 dequantize + cuBLAS for M >= DENSE_MIN_M and qmm_kernel in between; W4A8_DYNAMIC and W4AFP8 quantize x
 (act_quant; to bf16 codes for the decode kernel) and use mma_decode_kernel for M <= MMA_ACT_MAX_M, qmm_kernel
-above; every other scheme quantizes x and runs qmm_kernel. A Config passed by the caller (benchmarks) forces qmm_kernel, or gemv_kernel when its
-block_k is negative (-block_k = the row-tile width SW).
+above; every other scheme quantizes x and runs qmm_kernel. A Config passed by the caller (benchmarks) forces
+qmm_kernel, or gemv_kernel when its block_k is negative (-block_k = the row-tile width SW).
 
 Device layout (cached in ``PackedWeight.device_layout[device]``; the canonical tensors are left untouched):
     w     packed int4/int8 words in the slab layout of dsq_cuda.slab, int32 ``[ceil(K/LBK) * SL, N]``
