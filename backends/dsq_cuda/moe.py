@@ -85,12 +85,16 @@ def prepare_all(experts: ExpertWeights, scheme: QuantScheme, device: torch.devic
     from dsq_cuda.moe_layout import prepare as prepare_slabs
 
     bits = bits_of(scheme)
+    # decode (T <= 64) runs symmetric int4 experts on their pair tiles (bf16 / fp16 activations assumed, as
+    # served), everything else on the slab layout; the tiled prefill path reads the canonical tensors
+    mma = DEFAULTS["mma"] and mma_eligible(scheme, torch.bfloat16)
     for p in (experts.gate_up, experts.down):
-        prepare_slabs(p, scheme, device, DEFAULTS["lbk4"] if bits == 4 else DEFAULTS["lbk8"])
-        if scheme.weight_only and bits:
-            moe_gemv.prepare(p, scheme, device)
-        if DEFAULTS["mma"] and mma_eligible(scheme, torch.bfloat16):
+        if mma:
             expert_pair_tiles(p, scheme, device)
+        else:
+            prepare_slabs(p, scheme, device, DEFAULTS["lbk4"] if bits == 4 else DEFAULTS["lbk8"])
+        if scheme.weight_only and bits:
+            moe_gemv.prepare(p, scheme, device)  # T = 1
 
 
 def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,

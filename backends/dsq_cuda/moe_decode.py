@@ -30,12 +30,18 @@ BLOCK_M = 16
 LBK = {4: 256, 8: 128}
 #: defaults; the benchmark overrides them (decode_cfg) to sweep.
 DEFAULTS = dict(block_n=64, num_warps=4, num_stages=4, target_programs=1024, lbk4=512, lbk8=128, sl1=128, swap=0,
-                mma=1)
+                mma=1, mma_block_m=16)
 #: ``mma=1`` runs symmetric int4 experts (W4A16, W4A8_DYNAMIC, W4AFP8 with per-token activations) through the
 #: dense decode GEMM's kernel (dsq_cuda.mma_decode_kernel, MOE mode) on pair tiles instead of moe_slab_kernel
 #: (``mma=0``). On the H200 (bench_moe.py --tokens 8,64 --variants '[{"mma": 1}]', 2026-11-29, one run) it won
 #: all 12 cells (3 schemes x T 8/64 x uniform/skewed routing): 1.26-1.70x faster, e.g. W4A16 T = 64 uniform
 #: 1916 vs 3183 us, W4A8_DYNAMIC T = 8 uniform 717 vs 1168 us.
+#: ``mma_block_m`` (16, 32 or 64): pairs per block of that kernel. Each block reads its expert's whole weight,
+#: so an expert with more pairs than a block reads it once per block (skewed T = 64: 32 pairs per expert, read
+#: twice at 16); wider blocks read it fewer times but make each MMA wider (the dense kernel at M = 64 ran at
+#: 0.66-0.95x bf16 against 1.56-1.70x at M = 16). Not yet timed, so it stays 16: time it with
+#: ``bench_moe.py --tokens 8,64 --variants '[{"mma_block_m": 32}, {"mma_block_m": 64}]'``.
+MMA_BLOCK_MS = (16, 32, 64)
 
 
 def tuned(up_sw: dict) -> dict:
@@ -105,7 +111,8 @@ def _launch_mma(a, a_scale, packed: PackedWeight, scheme: QuantScheme, al, out, 
     # quantized activations: bf16 codes (ACT 1 reads any exact codes), else int8 codes (1) or e4m3 bits (3)
     act = 0 if scheme.act_dtype is None else 1 if a.dtype in (torch.bfloat16, torch.int8) else 3
     xs = a_scale.reshape(-1).float().contiguous() if act else ws
-    block_n = 64
+    # a [64, 32] float32 accumulator fits 4 warps; [*, 64] takes 8 warps and 128 rows, as in the dense kernel
+    block_n, warps = (128, 8) if al.block_m > 32 else (64, 4)
     k_tiles = -(-k // (8 * sl))
     split = _split(al.max_blocks, -(-n // block_n), k_tiles, cfg["target_programs"])
     if split > 1:
@@ -114,15 +121,15 @@ def _launch_mma(a, a_scale, packed: PackedWeight, scheme: QuantScheme, al, out, 
         a, xs, w, ws, wc, ws, ws, out, al.num_pairs, n, k, w.shape[-1], ws.shape[-1], a.stride(0), out.stride(0),
         al.sorted_ids, al.block_expert, w.stride(0), ws.stride(0), wc.stride(0),
         G=group, BITS=4, ACT=act, ASYM=False, GROUP_SCALE=True, CHANNEL_SCALE=two_level, HAS_BIAS=False,
-        SPLIT_K=split, BLOCK_M=BLOCK_M, BLOCK_N=block_n, SL=sl, F16=act == 0 and a.dtype == torch.float16,
+        SPLIT_K=split, BLOCK_M=al.block_m, BLOCK_N=block_n, SL=sl, F16=act == 0 and a.dtype == torch.float16,
         ASM=not interpreting(), EVEN_K=k % (8 * sl) == 0, MOE=True, X_DIV=top_k if gate_up else 1,
-        num_warps=4, num_stages=2)
+        num_warps=warps, num_stages=2)
 
 
-def _launch(a, a_scale, static, lay, packed, scheme, al, out, n, k, top_k, gate_up, sw, cfg, tiny, dummy):
+def _launch(a, a_scale, static, lay, packed, scheme, al, out, n, k, top_k, gate_up, sw, cfg, tiny, dummy, mma):
     from dsq_cuda.moe_decode_kernels import moe_slab_kernel
 
-    if cfg["mma"] and mma_eligible(scheme, a.dtype if sw["A_KIND"] == A_FLOAT else torch.bfloat16):
+    if mma:
         _launch_mma(a, a_scale, packed, scheme, al, out, n, k, top_k, gate_up, cfg)
         return
 
@@ -207,24 +214,27 @@ def run_decode(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tens
         up_sw["DOT"] = down_sw["DOT"] = 5
     if down_sw["A_KIND"] == A_DYNAMIC:  # quantized once per pair after the SwiGLU pass (step 3)
         down_sw["A_KIND"] = A_CODES
+    # the tensor-core decode kernel takes symmetric int4 experts (on their pair tiles; the slab layout is
+    # then not built); it reads per-token codes as bf16
+    mma = bool(cfg["mma"]) and mma_eligible(scheme, x.dtype if up_sw["A_KIND"] == A_FLOAT else torch.bfloat16)
     lays = [None, None]
-    if scheme is not None:
+    if scheme is not None and not mma:
         for idx, p in enumerate((gate_up, down)):
             bits = bits_of(scheme)
             lays[idx] = prepare(p, scheme, device, cfg["lbk4"] if bits == 4 else cfg["lbk8"])
-    al = align_pairs(topk_ids, num_experts, BLOCK_M, expert_range)
+    if cfg["mma_block_m"] not in MMA_BLOCK_MS:
+        raise ValueError(f"decode_cfg mma_block_m={cfg['mma_block_m']!r}: expected one of {MMA_BLOCK_MS}")
+    al = align_pairs(topk_ids, num_experts, cfg["mma_block_m"] if mma else BLOCK_M, expert_range)
     p = al.num_pairs
     full = expert_range is None or tuple(expert_range) == (0, num_experts)
     alloc = torch.empty if full else torch.zeros
 
     a, a_scale = (x if x.stride(-1) == 1 else x.contiguous()), dummy
-    # the tensor-core decode kernel takes symmetric int4 experts; it reads per-token codes as bf16
-    mma = bool(cfg["mma"]) and mma_eligible(scheme, x.dtype if up_sw["A_KIND"] == A_FLOAT else torch.bfloat16)
     if up_sw["A_KIND"] == A_CODES:
         a, a_scale = _quantize(a, scheme, up_sw["A_FP8"], as_bf16=mma)
     st = static_args(gate_up) if up_sw["A_KIND"] == 3 else no_static
     hbuf = alloc((p, 2 * i), dtype=torch.float32, device=device)
-    _launch(a, a_scale, st, lays[0], gate_up, scheme, al, hbuf, 2 * i, h, top_k, True, up_sw, cfg, tiny, dummy)
+    _launch(a, a_scale, st, lays[0], gate_up, scheme, al, hbuf, 2 * i, h, top_k, True, up_sw, cfg, tiny, dummy, mma)
 
     inter = torch.empty((p, i), dtype=x.dtype, device=device)
     block = min(1024, max(16, 1 << (i - 1).bit_length()))
@@ -235,7 +245,7 @@ def run_decode(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tens
         a, a_scale = _quantize(inter, scheme, down_sw["A_FP8"], as_bf16=mma)
     st = static_args(down) if down_sw["A_KIND"] == 3 else no_static
     out = alloc((p, h), dtype=torch.float32, device=device)
-    _launch(a, a_scale, st, lays[1], down, scheme, al, out, h, i, top_k, False, down_sw, cfg, tiny, dummy)
+    _launch(a, a_scale, st, lays[1], down, scheme, al, out, h, i, top_k, False, down_sw, cfg, tiny, dummy, mma)
     # Each expert output is rounded to x.dtype before the routing weight (the reference's order).
     o = out.view(t, top_k, h).to(x.dtype).float() * topk_weights.view(t, top_k, 1).float()
     return o.sum(dim=1).to(x.dtype)

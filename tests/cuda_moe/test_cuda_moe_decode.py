@@ -111,7 +111,8 @@ def test_mma_variant_eligibility():
 
 @pytest.mark.parametrize("scheme_name", ["W4A16", "W8A8"])
 def test_prepare_builds_the_moe_layouts(scheme_name):
-    # Backend.prepare on experts builds the decode (and, weight-only, the GEMV) layouts; calls then add none.
+    # Backend.prepare on experts builds the decode layout (pair tiles for symmetric int4 experts, the slab
+    # layout otherwise, never both) and, weight-only, the GEMV's; calls then add none.
     import dsq
 
     e, h, i = 4, 256, 64
@@ -119,7 +120,9 @@ def test_prepare_builds_the_moe_layouts(scheme_name):
     backend = dsq.get_backend("cuda")
     backend.prepare(dev, scheme)
     keys = set(dev.gate_up.device_layout)
-    assert any(k.startswith("dsq_cuda_moe:") for k in keys)
+    int4 = scheme_name == "W4A16"
+    assert any(k.startswith("dsq_cuda_moe_pt:") for k in keys) == int4
+    assert any(k.startswith("dsq_cuda_moe:") for k in keys) == (not int4)
     assert any(k.startswith("dsq_cuda_moe_gemv:") for k in keys) == scheme.weight_only
     x = torch.randn(1, h).to(torch.bfloat16)
     ids = torch.tensor([[0, 2]])
@@ -128,3 +131,28 @@ def test_prepare_builds_the_moe_layouts(scheme_name):
     run_moe(x.expand(3, h).contiguous().to(DEVICE), ids.expand(3, 2).to(DEVICE), w.expand(3, 2).to(DEVICE),
             dev.gate_up, dev.down, scheme, e)
     assert set(dev.gate_up.device_layout) == keys
+
+
+@pytest.mark.parametrize("scheme_name,block_m", [("W4A16", 32), ("W4AFP8", 64)])
+@pytest.mark.parametrize("skew", [True, False])
+def test_mma_wider_blocks_match_reference(scheme_name, block_m, skew):
+    # decode_cfg mma_block_m: pairs per block of the MOE-mode kernel. 40 tokens on one expert fill one block
+    # of 64 or a block and a part of 32; uniform top-2 leaves most blocks nearly empty.
+    e, h, i, t = 6, 300, 96, 40
+    scheme, cpu, dev = make_experts(scheme_name, e, h, i, seed=8)
+    g = torch.Generator().manual_seed(5)
+    ids = torch.full((t, 1), 4) if skew else torch.stack([torch.randperm(e, generator=g)[:2] for _ in range(t)])
+    w = torch.rand(*ids.shape, generator=g) + 0.1
+    x = torch.randn(t, h, generator=g).to(torch.bfloat16)
+    r = reference().moe(x, ids, w, cpu, scheme)
+    y = run_moe(x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev.gate_up, dev.down, scheme, e, path="decode",
+                decode_cfg=dict(mma_block_m=block_m))
+    assert rel_err(y, r) < 4e-3, rel_err(y, r)
+
+
+def test_mma_block_m_must_be_known():
+    scheme, cpu, dev = make_experts("W4A16", 2, 64, 32, seed=1)
+    x = torch.randn(1, 64).to(torch.bfloat16).to(DEVICE)
+    ids, w = torch.tensor([[1]]).to(DEVICE), torch.tensor([[1.0]]).to(DEVICE)
+    with pytest.raises(ValueError, match="mma_block_m=24"):
+        run_moe(x, ids, w, dev.gate_up, dev.down, scheme, 2, path="decode", decode_cfg=dict(mma_block_m=24))
