@@ -1,5 +1,5 @@
-"""Instruction mix of the decode kernels (dsq_cuda.gemv_kernel, dsq_cuda.mma_decode_kernel), compiled for sm_90
-without a GPU.
+"""Instruction mix of the decode kernels (dsq_cuda.gemv_kernel, dsq_cuda.mma_decode_kernel, also in MOE mode),
+compiled for sm_90 without a GPU.
 
     python benchmarks/cuda/sass_ops.py          (from the repository root, with the cuda extra installed)
 
@@ -93,17 +93,20 @@ def main_loop_opcodes(sass: str) -> list[str]:
     return [op for op in ops if op != "NOP"]
 
 
-def mma_loop(bits: int, group: int, block_n: int = 64, warps: int = 4, stages: int = 2) -> tuple[list[str], int]:
-    """Main-loop opcodes of the tensor-core decode kernel at M <= 16 and the codes one thread decodes per
-    iteration (one tile: BLOCK_N rows x 256 int4 / 128 int8 inputs)."""
+def mma_loop(bits: int, group: int, block_n: int = 64, warps: int = 4, stages: int = 2, block_m: int = 16,
+             moe: bool = False) -> tuple[list[str], int, int]:
+    """Main-loop opcodes of the tensor-core decode kernel (MOE mode with ``moe``), the codes one thread
+    decodes per iteration (one tile: BLOCK_N rows x 256 int4 / 128 int8 inputs) and the kernel's local-memory
+    stores (register spills)."""
     epw = 32 // bits
     consts = dict(G=group or epw * 32, BITS=bits, ACT=0, ASYM=False, GROUP_SCALE=bool(group),
-                  CHANNEL_SCALE=not group, HAS_BIAS=False, SPLIT_K=4, BLOCK_M=16, BLOCK_N=block_n, SL=32,
-                  F16=False, ASM=True, EVEN_K=True, MOE=False, X_DIV=1)
+                  CHANNEL_SCALE=not group, HAS_BIAS=False, SPLIT_K=4, BLOCK_M=block_m, BLOCK_N=block_n, SL=32,
+                  F16=False, ASM=True, EVEN_K=True, MOE=moe, X_DIV=8 if moe else 1)
     names = list(MMA_SIGNATURE)
     attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in MMA_DIVISIBLE}
-    compiled = _compile(mma_decode_kernel, MMA_SIGNATURE, consts, attrs, warps, stages)
-    return main_loop_opcodes(_sass(compiled)), block_n * 32 * epw // (32 * warps)
+    sass = _sass(_compile(mma_decode_kernel, MMA_SIGNATURE, consts, attrs, warps, stages))
+    spills = len(re.findall(r"\bSTL(?:\.\w+)*\s", sass))
+    return main_loop_opcodes(sass), block_n * 32 * epw // (32 * warps), spills
 
 
 def main() -> int:
@@ -121,9 +124,17 @@ def main() -> int:
     print("| scheme | codes per thread per tile | loop instructions | per code | top opcodes |")
     print("|---|---|---|---|---|")
     for name, bits, group in (("W4A16 (group 128)", 4, 128), ("W8A16 (per channel)", 8, 0)):
-        ops, codes = mma_loop(bits, group)
+        ops, codes, _ = mma_loop(bits, group)
         top = ", ".join(f"{op} {n}" for op, n in collections.Counter(ops).most_common(6))
         print(f"| {name} | {codes} | {len(ops)} | {len(ops) / codes:.2f} | {top} |")
+    print()
+    print("The same kernel in MOE mode (dsq_cuda.moe_decode._launch_mma), W4A16 group 128, per decode_cfg mma_block_m")
+    print("| mma_block_m | BLOCK_N, warps | loop instructions per code | spill stores |")
+    print("|---|---|---|---|")
+    for block_m in (16, 32, 64):
+        block_n, warps = (128, 8) if block_m > 32 else (64, 4)  # as _launch_mma picks them
+        ops, codes, spills = mma_loop(4, 128, block_n, warps, 2, block_m=block_m, moe=True)
+        print(f"| {block_m} | {block_n}, {warps} | {len(ops) / codes:.2f} | {spills} |")
     return 0
 
 
