@@ -152,6 +152,28 @@ GEMV_MAX_M = 1
 DENSE_MIN_M: int | None = 256
 
 
+#: the decode kernel's K split: "fixup" (split-K grid; the last program of a row block finishes it in the
+#: kernel, from a cached self-cleaning workspace), "stream" (stream-K over MMA_STREAM_PER_SM programs per SM,
+#: same fixup) or "atomic" (split-K atomics into a zeroed float32 buffer, then a cast: two more kernels a call)
+MMA_SPLIT = "fixup"
+MMA_STREAM_PER_SM = 4
+_FIXUP_WORKSPACES: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def fixup_workspace(device: torch.device, block_m: int, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The zeroed float32 sums [block_m, n] and int32 counts [n / 32] of the decode kernel's in-kernel split-K
+    reduction, one per (device, stream, block_m, n): every call leaves them zeroed again. None inside CUDA graph
+    capture when they do not exist yet (allocating there would tie them to the graph's memory pool)."""
+    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
+    key = (str(device), stream, block_m, n)
+    if key not in _FIXUP_WORKSPACES:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            return None
+        _FIXUP_WORKSPACES[key] = (torch.zeros((block_m, n), dtype=torch.float32, device=device),
+                                  torch.zeros(-(-n // 32), dtype=torch.int32, device=device))
+    return _FIXUP_WORKSPACES[key]
+
+
 def _out_buffer(m: int, n: int, dtype: torch.dtype, split_k: int, device) -> torch.Tensor:
     """The output a decode kernel writes: zeroed float32 for split-K atomics, and in the interpreter (whose
     float32 -> bf16 cast truncates); the caller casts it to ``dtype``."""
@@ -169,21 +191,34 @@ def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None
     sl = lay["sl"]
     w = pair_tiles(lay, scheme.weight_bits)
     cfg = pick_mma(m, n, k, sl, scheme.weight_bits, str(dev))
-    out = _out_buffer(m, n, out_dtype, cfg.split_k, dev)
+    epw = 32 // scheme.weight_bits
+    blocks, tiles = -(-n // cfg.block_n), w.shape[1] // sl
+    programs = 0
+    if MMA_SPLIT == "stream":  # (the interpreter: as if 2 SMs, so programs share row blocks)
+        sms = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 2
+        programs = min(blocks * tiles, MMA_STREAM_PER_SM * sms)
+    ws_fix = fixup_workspace(dev, cfg.block_m, n) if MMA_SPLIT != "atomic" and (cfg.split_k > 1 or programs) \
+        else None
+    if ws_fix is None:
+        programs = 0
+        out = _out_buffer(m, n, out_dtype, cfg.split_k, dev)
+    else:  # the kernel writes out in its dtype (float32 in the interpreter, whose bf16 cast truncates)
+        out = torch.empty((m, n), dtype=torch.float32 if interpreting() else out_dtype, device=dev)
     two_level = scheme.two_level
     grouped = scheme.weight_granularity is Granularity.GROUP or two_level
     ws = lay["s2"] if two_level else lay["ws"]  # per-group scales (two-level: the integer s2)
     wc = lay["ws"]  # per-channel scales (two-level: s1), read only when CHANNEL_SCALE
     if xq.dtype == torch.float8_e4m3fn:
         xq = xq.view(torch.uint8)  # the kernel reinterprets the bits (masked lanes read as +0.0)
-    epw = 32 // scheme.weight_bits
-    mma_decode_kernel[(-(-n // cfg.block_n), cfg.split_k)](
+    mma_decode_kernel[(programs,) if programs else (blocks, cfg.split_k)](
         xq, ws if xs is None else xs, w, ws, wc, lay.get("wz", ws), ws if bias is None else bias, out,
         m, n, k, w.shape[1], ws.shape[-1], xq.stride(0), out.stride(0), ws, ws, 0, 0, 0,
         G=group or epw * sl, BITS=scheme.weight_bits, ACT=act, ASYM="wz" in lay, GROUP_SCALE=grouped,
-        CHANNEL_SCALE=not grouped or two_level, HAS_BIAS=bias is not None, SPLIT_K=cfg.split_k,
+        CHANNEL_SCALE=not grouped or two_level, HAS_BIAS=bias is not None, SPLIT_K=1 if programs else cfg.split_k,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, SL=sl, F16=act == ACT_FLOAT and xq.dtype == torch.float16,
-        ASM=not interpreting(), EVEN_K=k % (epw * sl) == 0, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        ASM=not interpreting(), EVEN_K=k % (epw * sl) == 0, STREAM=programs > 0, FIXUP=ws_fix is not None,
+        sum_ptr=None if ws_fix is None else ws_fix[0], count_ptr=None if ws_fix is None else ws_fix[1],
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return out.to(out_dtype)
 
 

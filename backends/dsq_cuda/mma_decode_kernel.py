@@ -23,7 +23,8 @@ accumulation order differs from the reference. Scales:
                  weight_scale, or the integer s2 of W4A8's two-level scheme, exact in float32)
     otherwise    acc = sum of all fields; the channel scale multiplies in the epilogue
     epilogue     y = acc * s_channel[n] (when per channel / two-level s1) * xs[m] (quantized activations) + bias
-Split-K (SPLIT_K > 1) adds float32 partial sums atomically into a zeroed buffer.
+Split-K (SPLIT_K > 1) and stream-K (STREAM) programs share a row block's K tiles; their float32 partial sums
+meet in a workspace and the last program finishes the block (FIXUP), or atomically in a zeroed float32 output.
 
 ASM = False decodes with plain Triton ops (reshape/split/join, no inline PTX): the path of the Triton
 interpreter (CPU CI), which cannot run inline assembly. Both give the same values.
@@ -104,16 +105,44 @@ def _field_ref(words, F: tl.constexpr, BITS: tl.constexpr, F16: tl.constexpr, BL
 
 
 @triton.jit
+def _epilogue(y, rows, nmask, xrow, mmask, xs_ptr, wc_ptr, bias_ptr, with_bias, ACT: tl.constexpr,
+              CHANNEL_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """``y * s_channel[n] * xs[m] + bias[n]`` (each factor where the scheme has it; bias only where
+    ``with_bias``: one of the programs that share a row block adds it)."""
+    if CHANNEL_SCALE:
+        y = y * tl.load(wc_ptr + rows, mask=nmask, other=0.0)[:, None]
+    if ACT != 0:
+        y = y * tl.load(xs_ptr + xrow, mask=mmask, other=0.0)[None, :]
+    if HAS_BIAS:
+        b = tl.load(bias_ptr + rows, mask=nmask, other=0.0).to(tl.float32)
+        y = y + tl.where(with_bias, 1.0, 0.0) * b[:, None]
+    return y
+
+
+@triton.jit
 def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, out_ptr, M, N, K, KW, NG,
                       stride_xm, stride_om, ids_ptr, bexp_ptr, stride_we, stride_se, stride_ce,
                       G: tl.constexpr, BITS: tl.constexpr, ACT: tl.constexpr, ASYM: tl.constexpr,
                       GROUP_SCALE: tl.constexpr, CHANNEL_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr,
                       SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SL: tl.constexpr,
                       F16: tl.constexpr, ASM: tl.constexpr, EVEN_K: tl.constexpr, MOE: tl.constexpr = False,
-                      X_DIV: tl.constexpr = 1):
+                      X_DIV: tl.constexpr = 1, STREAM: tl.constexpr = False, FIXUP: tl.constexpr = False,
+                      sum_ptr=None, count_ptr=None):
     """``ws``: per-group scales [N, NG] (float, or int8 s2 for two-level) when GROUP_SCALE; ``wc``: per-channel
     scales [N] (float32) when CHANNEL_SCALE; ``wz``: int8 zero points [N, NG] when ASYM; ``xs``: per-row
     activation scales for ACT != 0. ``KW``: words per row of the pair-tile layout. EVEN_K: K % LBK == 0.
+
+    Who does what. Default: program (i, j) owns row block i and the j-th of SPLIT_K runs of K tiles.
+    STREAM (stream-K, dense only): the grid is one axis of P programs (a few per SM, all resident at once), and
+    the ``row blocks x K tiles`` units, row block by row block, are cut into P equal runs, so no SM idles
+    through a last partial wave; a run covers the end of one row block and the start of the next.
+
+    How partial sums meet. SPLIT_K = 1 without STREAM: stored directly. FIXUP (needs ``sum`` [BLOCK_M, N]
+    float32 and ``count`` [row blocks] int32, both zero): each program adds its float32 sum of a row block
+    atomically into ``sum`` and the number of tiles it summed into ``count``; the program whose tiles complete
+    the block reads ``sum``, applies the epilogue, writes ``out`` in its own dtype and zeroes ``sum`` and
+    ``count`` for the next call, so the caller neither zeroes nor casts a buffer (two kernels fewer a call).
+    Otherwise (MOE with SPLIT_K > 1): partial sums go atomically into a zeroed float32 ``out``.
 
     MOE (the fused MoE layer's grouped GEMMs, dsq_cuda.moe_decode): program axis 2 is block b of the
     expert-sorted pairs of dsq_cuda.moe_align; its BLOCK_M columns are the pairs ``ids[b*BLOCK_M + i]`` (M =
@@ -126,23 +155,29 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
     FPG: tl.constexpr = G // SL  # fields per scale group
     B: tl.constexpr = 1024 if F16 else 128
     DT: tl.constexpr = tl.float16 if F16 else tl.bfloat16
-    pid_n = tl.program_id(0)
-    pid_k = tl.program_id(1)
-    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
     offs_s = tl.arange(0, SL)
-    nmask = rows < N
     tiles = KW // SL
-    per = tl.cdiv(tiles, SPLIT_K)
-    t_lo = pid_k * per
-    t_hi = tl.minimum(t_lo + per, tiles)
+    # this program's units: K tiles u - b * tiles of row blocks b, for u in [u_lo, u_hi)
+    if STREAM:
+        units = tl.cdiv(N, BLOCK_N) * tiles
+        u_lo = (tl.program_id(0) * units) // tl.num_programs(0)
+        u_hi = ((tl.program_id(0) + 1) * units) // tl.num_programs(0)
+        b_lo = u_lo // tiles
+        b_hi = tl.cdiv(u_hi, tiles)
+    else:
+        b_lo = tl.program_id(0)
+        b_hi = b_lo + 1
+        per = tl.cdiv(tiles, SPLIT_K)
+        u_lo = b_lo * tiles + tl.program_id(1) * per
+        u_hi = tl.minimum(u_lo + per, b_hi * tiles)
     if MOE:
         pid_b = tl.program_id(2)
         e = tl.load(bexp_ptr + pid_b)
         orow = tl.load(ids_ptr + pid_b * BLOCK_M + offs_m)
         mmask = orow < tl.where(e >= 0, M, 0)  # padding slots hold M; a block without an expert holds nothing
         xrow = tl.where(mmask, orow // X_DIV, 0)
-        t_hi = tl.where(e >= 0, t_hi, t_lo)  # no block: no K loop, nothing stored
+        u_hi = tl.where(e >= 0, u_hi, u_lo)  # no block: no K loop, nothing stored
         e64 = tl.maximum(e, 0).to(tl.int64)
         w_ptr += e64 * stride_we
         ws_ptr += e64 * stride_se
@@ -152,70 +187,86 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
         mmask = offs_m < M
         # rows past M read the last token (in bounds, so x loads need no mask and vectorise); never stored
         xrow = tl.minimum(offs_m, M - 1)
-    wbase = w_ptr + rows[:, None].to(tl.int64) * KW + offs_s[None, :]
     xbase = x_ptr + xrow[:, None].to(tl.int64) * stride_xm + offs_s[None, :]
-    acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
-    part = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
-    # x of the next field is loaded one field ahead (fields are consecutive in K, so "next" is always k0 + SL):
-    # the load's latency then overlaps the decode and MMA of the current field. EVEN_K (K % LBK == 0): no K
-    # mask; the prefetch after the last field of the last tile re-reads the last slab instead of running past K
-    if EVEN_K:
-        xn = tl.load(xbase + t_lo * LBK)
-    else:
-        xn = tl.load(xbase + t_lo * LBK, mask=(t_lo * LBK + offs_s)[None, :] < K, other=0)
-    for t in range(t_lo, t_hi):
-        words = tl.load(wbase + t * SL, mask=nmask[:, None], other=0)
-        for f in tl.static_range(EPW):
-            k0 = t * LBK + f * SL
-            xf = xn
-            if EVEN_K:
-                xn = tl.load(xbase + tl.minimum(k0 + SL, K - SL))
-            else:
-                xn = tl.load(xbase + (k0 + SL), mask=(k0 + SL + offs_s)[None, :] < K, other=0)
-            if ACT == 3:  # fp8 activations travel as uint8 bits (masked lanes: +0.0)
-                xf = xf.to(tl.float8e4nv, bitcast=True)
-            # exact: int8 and e4m3 values are bf16 values; the interpreter path stays in float32
-            xf = xf.to(DT) if ASM else xf.to(tl.float32)
-            if ASM:
-                a = _field_asm(words, f, BITS, F16)
-            else:
-                a = _field_ref(words, f, BITS, F16, BLOCK_N, SL)
-            g = tl.minimum(k0 // G, NG - 1)  # padding past K reads the last group (x is 0 there)
-            if BITS == 4:
-                if ASYM:
-                    zp = tl.load(wz_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
-                    a = a - (B + 8 + zp).to(a.dtype)[:, None]
+    for blk in range(b_lo, b_hi):  # one row block, or (STREAM) the end of one and the start of the next
+        rows = blk * BLOCK_N + tl.arange(0, BLOCK_N)
+        nmask = rows < N
+        wbase = w_ptr + rows[:, None].to(tl.int64) * KW + offs_s[None, :]
+        t_lo = tl.maximum(u_lo - blk * tiles, 0)
+        t_hi = tl.minimum(u_hi - blk * tiles, tiles)
+        acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+        part = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+        # x of the next field is loaded one field ahead (fields are consecutive in K, so "next" is always
+        # k0 + SL): the load's latency then overlaps the decode and MMA of the current field. EVEN_K: no K
+        # mask; the prefetch after the last field of the last tile re-reads the last slab instead of running
+        # past K
+        if EVEN_K:
+            xn = tl.load(xbase + t_lo * LBK)
+        else:
+            xn = tl.load(xbase + t_lo * LBK, mask=(t_lo * LBK + offs_s)[None, :] < K, other=0)
+        for t in range(t_lo, t_hi):
+            words = tl.load(wbase + t * SL, mask=nmask[:, None], other=0)
+            for f in tl.static_range(EPW):
+                k0 = t * LBK + f * SL
+                xf = xn
+                if EVEN_K:
+                    xn = tl.load(xbase + tl.minimum(k0 + SL, K - SL))
                 else:
-                    a = a - (B + 8)
-            if ASM:
-                part += tl.dot(a, tl.trans(xf))
-            else:
-                part += tl.dot(a, tl.trans(xf), input_precision="ieee")
-            if GROUP_SCALE:
-                # flush the group's partial sum at its last field in this tile. Groups that hold whole tiles
-                # flush at every tile end (the same scale multiplies each tile's part); groups that neither
-                # divide nor hold whole tiles (e.g. 96 with LBK = 256) flush every field (SL divides G)
-                if LBK % G == 0:
-                    flush = (f + 1) % FPG == 0
-                elif G % LBK == 0:
-                    flush = f == EPW - 1
+                    xn = tl.load(xbase + (k0 + SL), mask=(k0 + SL + offs_s)[None, :] < K, other=0)
+                if ACT == 3:  # fp8 activations travel as uint8 bits (masked lanes: +0.0)
+                    xf = xf.to(tl.float8e4nv, bitcast=True)
+                # exact: int8 and e4m3 values are bf16 values; the interpreter path stays in float32
+                xf = xf.to(DT) if ASM else xf.to(tl.float32)
+                if ASM:
+                    a = _field_asm(words, f, BITS, F16)
                 else:
-                    flush = True
-                if flush:
-                    s = tl.load(ws_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
-                    acc += part * s[:, None]
-                    part = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
-    y = acc if GROUP_SCALE else part
-    if CHANNEL_SCALE:
-        y = y * tl.load(wc_ptr + rows, mask=nmask, other=0.0)[:, None]
-    if ACT != 0:
-        y = y * tl.load(xs_ptr + xrow, mask=mmask, other=0.0)[None, :]
-    if HAS_BIAS:
-        b = tl.load(bias_ptr + rows, mask=nmask, other=0.0).to(tl.float32)
-        y = y + tl.where(pid_k == 0, 1.0, 0.0) * b[:, None]
-    optr = out_ptr + orow[None, :].to(tl.int64) * stride_om + rows[:, None]
-    omask = nmask[:, None] & mmask[None, :]
-    if SPLIT_K > 1:
-        tl.atomic_add(optr, y, mask=omask)
-    else:
-        tl.store(optr, y.to(out_ptr.dtype.element_ty), mask=omask)
+                    a = _field_ref(words, f, BITS, F16, BLOCK_N, SL)
+                g = tl.minimum(k0 // G, NG - 1)  # padding past K reads the last group (x is 0 there)
+                if BITS == 4:
+                    if ASYM:
+                        zp = tl.load(wz_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
+                        a = a - (B + 8 + zp).to(a.dtype)[:, None]
+                    else:
+                        a = a - (B + 8)
+                if ASM:
+                    part += tl.dot(a, tl.trans(xf))
+                else:
+                    part += tl.dot(a, tl.trans(xf), input_precision="ieee")
+                if GROUP_SCALE:
+                    # flush the group's partial sum at its last field in this tile. Groups that hold whole
+                    # tiles flush at every tile end (the same scale multiplies each tile's part); groups that
+                    # neither divide nor hold whole tiles (e.g. 96 with LBK = 256) flush every field (SL | G)
+                    if LBK % G == 0:
+                        flush = (f + 1) % FPG == 0
+                    elif G % LBK == 0:
+                        flush = f == EPW - 1
+                    else:
+                        flush = True
+                    if flush:
+                        s = tl.load(ws_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
+                        acc += part * s[:, None]
+                        part = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+        y = acc if GROUP_SCALE else part
+        omask = nmask[:, None] & mmask[None, :]
+        optr = out_ptr + orow[None, :].to(tl.int64) * stride_om + rows[:, None]
+        if FIXUP:
+            if t_hi > t_lo:  # a split past the last tile has nothing to add (and must not finish the block)
+                sptr = sum_ptr + orow[None, :] * N + rows[:, None]
+                tl.atomic_add(sptr, y, mask=omask)
+                # every thread's sums are in before the count says so (its atomic is acq_rel, gpu scope)
+                tl.debug_barrier()
+                done = tl.atomic_add(count_ptr + blk, t_hi - t_lo) + (t_hi - t_lo)
+                if done == tiles:  # this program completed the row block: finish it
+                    total = tl.load(sptr, mask=omask, other=0.0, cache_modifier=".cg")  # L2: where atomics land
+                    total = _epilogue(total, rows, nmask, xrow, mmask, xs_ptr, wc_ptr, bias_ptr, True, ACT,
+                                      CHANNEL_SCALE, HAS_BIAS)
+                    tl.store(optr, total.to(out_ptr.dtype.element_ty), mask=omask)
+                    tl.store(sptr, tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32), mask=omask)
+                    tl.atomic_xchg(count_ptr + blk, 0)
+        else:
+            y = _epilogue(y, rows, nmask, xrow, mmask, xs_ptr, wc_ptr, bias_ptr, t_lo == 0, ACT, CHANNEL_SCALE,
+                          HAS_BIAS)
+            if SPLIT_K > 1:
+                tl.atomic_add(optr, y, mask=omask)
+            else:
+                tl.store(optr, y.to(out_ptr.dtype.element_ty), mask=omask)

@@ -5,12 +5,19 @@ variant against a float32 product, then sweeps its configs at decode M, with bf1
     PYTHONPATH=backends:conformance:. python3 benchmarks/cuda/mma_decode_lab.py --out $OUT
 
 Timing as benchmarks/cuda/gemv_lab.py: a CUDA graph of R calls over R distinct weight copies (more bytes than
-L2), replayed; median per call.
+L2), replayed; median per call. To time a change config by config against the previous kernel in one run:
+
+    git show HEAD~1:backends/dsq_cuda/mma_decode_kernel.py > benchmarks/cuda/_baseline_kernel.py
+    ... mma_decode_lab.py --no-check --baseline benchmarks/cuda/_baseline_kernel.py --bn-warps 64:4 --stages 2
+
+``--modes split,fixup,stream`` compares the ways programs share K (see the kernel's docstring); ``--maxnreg``
+caps registers (more resident programs, or spills).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import itertools
 import json
 import os
@@ -27,15 +34,22 @@ from dsq_cuda.slab import to_pair_tiles  # noqa: E402
 
 
 def launch(x, w, ws, wc, wz, out, m, n, k, ng, group, bits, bn, split, warps, stages, bm=None, asm=True, act=0,
-           xs=None, sl=32):
+           xs=None, sl=32, kernel=mma_decode_kernel, programs=0, sums=None, counts=None, maxnreg=None):
+    """split-K grid (n / bn, split); ``programs`` > 0: stream-K over that many programs; ``sums`` / ``counts``
+    (zeroed workspace, left zeroed): the in-kernel fixup (FIXUP), so ``out`` is written in its own dtype."""
     lbk = (32 // bits) * sl
     bm = bm or max(16, triton.next_power_of_2(m))
-    mma_decode_kernel[(triton.cdiv(n, bn), split)](
+    extra = dict(STREAM=programs > 0, FIXUP=sums is not None, sum_ptr=sums, count_ptr=counts) if kernel is \
+        mma_decode_kernel else {}
+    if maxnreg:
+        extra["maxnreg"] = maxnreg
+    kernel[(programs,) if programs else (triton.cdiv(n, bn), split)](
         x, ws if xs is None else xs, w, ws, ws if wc is None else wc, ws if wz is None else wz, ws, out,
         m, n, k, w.shape[1], ng, x.stride(0), out.stride(0), ws, ws, 0, 0, 0,
         G=group or lbk, BITS=bits, ACT=act, ASYM=wz is not None, GROUP_SCALE=bool(group),
-        CHANNEL_SCALE=wc is not None, HAS_BIAS=False, SPLIT_K=split, BLOCK_M=bm, BLOCK_N=bn, SL=sl,
-        F16=x.dtype == torch.float16, ASM=asm, EVEN_K=k % lbk == 0, num_warps=warps, num_stages=stages)
+        CHANNEL_SCALE=wc is not None, HAS_BIAS=False, SPLIT_K=1 if programs else split, BLOCK_M=bm, BLOCK_N=bn,
+        SL=sl, F16=x.dtype == torch.float16, ASM=asm, EVEN_K=k % lbk == 0, num_warps=warps, num_stages=stages,
+        **extra)
 
 
 def make(n, k, bits, group, asym, dev, seed=0, sls=(32,)):
@@ -64,11 +78,13 @@ def check(dev, log) -> list[dict]:
         x = torch.randn(m, k, device=dev, dtype=dt)
         ref = x.float() @ wdq.t()
         errs = {}
-        for asm, split in ((True, 1), (True, 3), (False, 2)):
+        # (asm, split, BLOCK_N, warps): 4 warps and BLOCK_N 64 run wgmma; 1-2 warps run mma.sync
+        for asm, split, bn, warps in ((True, 1, 64, 4), (True, 3, 64, 4), (False, 2, 64, 4), (True, 1, 64, 2),
+                                      (True, 3, 32, 1), (True, 2, 128, 2)):
             out = torch.zeros(m, n, device=dev)
             launch(x, w[32], ws, None if group else ws.view(-1), zp, out, m, n, k, ng, group, bits,
-                   64, split, 4, 3, asm=asm)
-            errs[f"asm{int(asm)}/s{split}"] = ((out - ref).norm() / ref.norm()).item()
+                   bn, split, warps, 3, asm=asm)
+            errs[f"asm{int(asm)}/s{split}/bn{bn}/w{warps}"] = ((out - ref).norm() / ref.norm()).item()
         ok = all(e < 1e-5 for e in errs.values())
         rows.append(dict(bits=bits, group=group, asym=asym, dtype=str(dt), m=m, k=k, n=n, errs=errs, ok=ok))
         if not ok:
@@ -87,9 +103,28 @@ def main() -> int:
     ap.add_argument("--sls", default="32,64", help="slab lengths (inputs per field) to sweep")
     ap.add_argument("--no-check", action="store_true")
     ap.add_argument("--full", action="store_true", help="the wider config grid (BN 256, split 1)")
+    ap.add_argument("--bn-warps", default="",
+                    help="BLOCK_N:num_warps pairs to sweep, e.g. 32:1,64:2,64:4 (fewer than 4 warps, or BLOCK_N "
+                         "under 64, make Triton use mma.sync instead of wgmma); default: the standard grid")
+    ap.add_argument("--splits", default="2,4,8,16")
+    ap.add_argument("--stages", default="2,3")
+    ap.add_argument("--modes", default="split",
+                    help="how programs share K: split (split-K, atomics into a zeroed float32 buffer, then a cast), "
+                         "fixup (split-K, the last program finishes the row block), stream (stream-K + fixup)")
+    ap.add_argument("--per-sm", default="4,6", help="stream mode: programs per SM to sweep")
+    ap.add_argument("--maxnreg", default="0", help="register caps to sweep (0: none)")
+    ap.add_argument("--baseline", default="",
+                    help="a .py file holding another mma_decode_kernel (e.g. the previous commit's) to time beside "
+                         "the current one, config by config")
     a = ap.parse_args()
     dev = "cuda"
     os.makedirs(a.out, exist_ok=True)
+    kernels = {"current": mma_decode_kernel}
+    if a.baseline:
+        spec = importlib.util.spec_from_file_location("baseline_kernel", a.baseline)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        kernels["baseline"] = mod.mma_decode_kernel
     logf = open(os.path.join(a.out, "mma_decode_lab.log"), "w")
 
     def log(msg):
@@ -119,37 +154,62 @@ def main() -> int:
                 itertools.product((64, 128), (2, 4, 8, 16), (4, 8), (2, 3), sls)
             if a.quick:
                 grid = itertools.product((128,), (4, 8), (4,), (3,), sls)
-            for bn, split, warps, stages, sl in grid:
+            if a.bn_warps:
+                pairs = [tuple(int(v) for v in p.split(":")) for p in a.bn_warps.split(",")]
+                grid = ((bn, split, warps, stages, sl) for (bn, warps), split, stages, sl in itertools.product(
+                    pairs, [int(v) for v in a.splits.split(",")], [int(v) for v in a.stages.split(",")], sls))
+            sms = torch.cuda.get_device_properties(0).multi_processor_count
+            runs = []  # (kernel name, kernel, mode, split or programs per SM, maxnreg)
+            for mode in a.modes.split(","):
+                for mr in (int(v) for v in a.maxnreg.split(",")):
+                    if mode == "stream":
+                        runs += [("current", mma_decode_kernel, mode, int(v), mr) for v in a.per_sm.split(",")]
+                    else:
+                        runs += [(kname, kern, mode, 0, mr) for kname, kern in kernels.items()
+                                 if mode == "split" or kname == "current"]
+            grid = [g for g in grid]
+            sums = torch.zeros(max(16, triton.next_power_of_2(m)), n, device=dev)
+            counts = torch.zeros(triton.cdiv(n, 32), dtype=torch.int32, device=dev)
+            for (bn, split, warps, stages, sl), (kname, kern, mode, per_sm, mr) in itertools.product(grid, runs):
+                if mode == "stream" and split != int(a.splits.split(",")[0]):
+                    continue  # stream-K has no split: run it once per config
+                kname = f"{kname}/{mode}" + (f"{per_sm}" if mode == "stream" else "") + (f"/r{mr}" if mr else "")
                 if (bn == 256 and warps == 4) or (m > 16 and warps == 4 and bn > 64):  # register spills
                     continue
                 if m <= 16 and warps == 8 and not a.full:
                     continue
-                def call(mat, bn=bn, split=split, warps=warps, stages=stages, sl=sl):
+                def call(mat, bn=bn, split=split, warps=warps, stages=stages, sl=sl, kern=kern, mode=mode,
+                         per_sm=per_sm, mr=mr):
                     w, ws, zp, ng, _ = mat
-                    out = torch.zeros((m, n), dtype=torch.float32, device=dev) if split > 1 else \
+                    fix = mode != "split"
+                    out = torch.zeros((m, n), dtype=torch.float32, device=dev) if split > 1 and not fix else \
                         torch.empty((m, n), dtype=torch.bfloat16, device=dev)
                     launch(x, w[sl], ws, None if group else ws.view(-1), None, out, m, n, k, ng, group, bits, bn,
-                           split, warps, stages, sl=sl)
-                    return out.to(torch.bfloat16) if split > 1 else out
+                           split, warps, stages, sl=sl, kernel=kern, maxnreg=mr or None,
+                           programs=per_sm * sms if mode == "stream" else 0, sums=sums if fix else None,
+                           counts=counts if fix else None)
+                    return out.to(torch.bfloat16) if out.dtype != torch.bfloat16 else out
                 try:
                     y = call(mats[0]).float()
                     err = ((y - ref).norm() / ref.norm()).item()
                     if not err < 8e-3:
-                        log(f"  FAIL bn={bn} split={split} w={warps} st={stages}: rel err {err:.3g}")
+                        log(f"  FAIL {kname} bn={bn} split={split} w={warps} st={stages}: rel err {err:.3g}")
                         continue
                     us = graph_time([lambda mat=mat: call(mat) for mat in mats])
                 except Exception as exc:  # a config Triton cannot build: skip it, say so
                     log(f"  skip bn={bn} split={split} w={warps} st={stages}: {type(exc).__name__}: {str(exc)[:100]!r}")
                     continue
-                row = dict(k=k, n=n, m=m, bits=bits, bn=bn, split=split, warps=warps, stages=stages, sl=sl, us=us,
+                row = dict(kernel=kname, mode=mode, per_sm=per_sm, maxnreg=mr, k=k, n=n, m=m, bits=bits, bn=bn, split=split, warps=warps, stages=stages, sl=sl, us=us,
                            bf16_us=t_bf16, err=err, weight_gbs=wbytes / (us * 1e-6) / 1e9)
                 result["rows"].append(row)
+                log(f"  {kname} K={k} N={n} bits={bits} M={m} bn={bn} split={split} w={warps} st={stages} sl={sl}: "
+                    f"{us:.1f} us ({t_bf16 / us:.2f}x bf16)")
                 if best is None or us < best["us"]:
                     best = row
             if best:
                 log(f"K={k} N={n} bits={bits} M={m}: bf16 {t_bf16:.1f} us, best {best['us']:.1f} us = "
                     f"{t_bf16 / best['us']:.2f}x bf16, weights at {best['weight_gbs']:.0f} GB/s "
-                    f"(bn {best['bn']} split {best['split']} w {best['warps']} st {best['stages']} sl {best['sl']})")
+                    f"({best['kernel']} bn {best['bn']} split {best['split']} w {best['warps']} st {best['stages']} sl {best['sl']})")
         with open(os.path.join(a.out, "mma_decode_lab.json"), "w") as fh:
             json.dump(result, fh, indent=1)
     return 0

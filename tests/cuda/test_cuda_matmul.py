@@ -331,3 +331,28 @@ def test_padding_past_k_reads_no_scale_past_the_last_group(cuda_backend, ref_bac
     monkeypatch.setattr(mm, "DENSE_MIN_M", 1 if path == "dense" else None)
     y = raw_matmul(x, pw, scheme, bias)
     assert _rel(y, ref) < TOL[torch.bfloat16], f"{name} {path}: {_rel(y, ref):.3g}"
+
+
+@pytest.mark.parametrize("split", ["fixup", "stream", "atomic"])
+@pytest.mark.parametrize("name,n,k,m,bias", [("W4A16", 200, 1100, 3, True), ("W4A16", 96, 2048, 1, False),
+                                              ("W8A16", 72, 1200, 16, True), ("W4A8_DYNAMIC", 130, 1024, 5, True)])
+def test_decode_split_modes(cuda_backend, ref_backend, monkeypatch, split, name, n, k, m, bias):
+    """The decode kernel's ways of sharing K between programs agree with the reference: split-K finished in
+    the kernel (fixup), stream-K runs that cross row blocks (1 and 3 programs per SM: with the interpreter's
+    2 SMs, runs of several blocks and runs of a few tiles), and atomics into a zeroed buffer; the fixup's
+    workspace is left zeroed, so a second call gives the same bits."""
+    import dsq_cuda.mm as mm
+
+    monkeypatch.setattr(mm, "MMA_SPLIT", split)
+    monkeypatch.setattr(mm, "MMA_MAX_M", {4: 64, 8: 64})
+    monkeypatch.setattr(mm, "MMA_MIN_K", 0)
+    scheme, w, x, b, _ = _problem(name, n, k, m, torch.bfloat16, seed=21)
+    pw = ref_backend.quantize_weight(w, scheme)
+    ref = ref_backend.matmul(x, pw, scheme, b if bias else None)
+    for per_sm in (1, 3):
+        monkeypatch.setattr(mm, "MMA_STREAM_PER_SM", per_sm)
+        y = raw_matmul(x, pw, scheme, b if bias else None)
+        assert _rel(y, ref) < TOL[torch.bfloat16]
+        assert torch.equal(raw_matmul(x, pw, scheme, b if bias else None), y)
+        for sums, counts in mm._FIXUP_WORKSPACES.values():
+            assert not sums.any() and not counts.any()
