@@ -39,8 +39,8 @@ def launch(x, w, ws, wc, wz, out, m, n, k, ng, group, bits, bn, split, warps, st
     (zeroed workspace, left zeroed): the in-kernel fixup (FIXUP), so ``out`` is written in its own dtype."""
     lbk = (32 // bits) * sl
     bm = bm or max(16, triton.next_power_of_2(m))
-    extra = dict(STREAM=programs > 0, FIXUP=sums is not None, sum_ptr=sums, count_ptr=counts) if kernel is \
-        mma_decode_kernel else {}
+    extra = dict(STREAM=programs > 0, FIXUP=sums is not None, sum_ptr=sums, count_ptr=counts) if \
+        "FIXUP" in kernel.arg_names else {}  # (a baseline kernel from before the fixup has neither)
     if maxnreg:
         extra["maxnreg"] = maxnreg
     kernel[(programs,) if programs else (triton.cdiv(n, bn), split)](
@@ -114,17 +114,18 @@ def main() -> int:
     ap.add_argument("--per-sm", default="4,6", help="stream mode: programs per SM to sweep")
     ap.add_argument("--maxnreg", default="0", help="register caps to sweep (0: none)")
     ap.add_argument("--baseline", default="",
-                    help="a .py file holding another mma_decode_kernel (e.g. the previous commit's) to time beside "
-                         "the current one, config by config")
+                    help=".py files (comma-separated) each holding another mma_decode_kernel (e.g. the previous "
+                         "commit's) to time beside the current one, config by config; named after the file")
     a = ap.parse_args()
     dev = "cuda"
     os.makedirs(a.out, exist_ok=True)
     kernels = {"current": mma_decode_kernel}
-    if a.baseline:
-        spec = importlib.util.spec_from_file_location("baseline_kernel", a.baseline)
+    for path in filter(None, a.baseline.split(",")):
+        name = os.path.splitext(os.path.basename(path))[0].lstrip("_")
+        spec = importlib.util.spec_from_file_location(name, path)
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
-        kernels["baseline"] = mod.mma_decode_kernel
+        kernels[name] = mod.mma_decode_kernel
     logf = open(os.path.join(a.out, "mma_decode_lab.log"), "w")
 
     def log(msg):
@@ -162,11 +163,11 @@ def main() -> int:
             runs = []  # (kernel name, kernel, mode, split or programs per SM, maxnreg)
             for mode in a.modes.split(","):
                 for mr in (int(v) for v in a.maxnreg.split(",")):
-                    if mode == "stream":
-                        runs += [("current", mma_decode_kernel, mode, int(v), mr) for v in a.per_sm.split(",")]
-                    else:
-                        runs += [(kname, kern, mode, 0, mr) for kname, kern in kernels.items()
-                                 if mode == "split" or kname == "current"]
+                    for kname, kern in kernels.items():
+                        if mode != "split" and "FIXUP" not in kern.arg_names:
+                            continue
+                        per_sms = [int(v) for v in a.per_sm.split(",")] if mode == "stream" else [0]
+                        runs += [(kname, kern, mode, v, mr) for v in per_sms]
             grid = [g for g in grid]
             sums = torch.zeros(max(16, triton.next_power_of_2(m)), n, device=dev)
             counts = torch.zeros(triton.cdiv(n, 32), dtype=torch.int32, device=dev)
