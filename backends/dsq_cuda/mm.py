@@ -157,6 +157,8 @@ DENSE_MIN_M: int | None = 256
 #: same fixup) or "atomic" (split-K atomics into a zeroed float32 buffer, then a cast: two more kernels a call)
 MMA_SPLIT = "fixup"
 MMA_STREAM_PER_SM = 4
+#: the decode kernel's X_AHEAD (x loaded one field ahead by hand; False: by the pipeliner, see the kernel)
+MMA_X_AHEAD = True
 _FIXUP_WORKSPACES: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
@@ -218,7 +220,7 @@ def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, SL=sl, F16=act == ACT_FLOAT and xq.dtype == torch.float16,
         ASM=not interpreting(), EVEN_K=k % (epw * sl) == 0, STREAM=programs > 0, FIXUP=ws_fix is not None,
         sum_ptr=None if ws_fix is None else ws_fix[0], count_ptr=None if ws_fix is None else ws_fix[1],
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        X_AHEAD=MMA_X_AHEAD, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return out.to(out_dtype)
 
 

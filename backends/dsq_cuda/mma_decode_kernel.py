@@ -127,10 +127,14 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
                       SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SL: tl.constexpr,
                       F16: tl.constexpr, ASM: tl.constexpr, EVEN_K: tl.constexpr, MOE: tl.constexpr = False,
                       X_DIV: tl.constexpr = 1, STREAM: tl.constexpr = False, FIXUP: tl.constexpr = False,
-                      sum_ptr=None, count_ptr=None):
+                      sum_ptr=None, count_ptr=None, X_AHEAD: tl.constexpr = True):
     """``ws``: per-group scales [N, NG] (float, or int8 s2 for two-level) when GROUP_SCALE; ``wc``: per-channel
     scales [N] (float32) when CHANNEL_SCALE; ``wz``: int8 zero points [N, NG] when ASYM; ``xs``: per-row
     activation scales for ACT != 0. ``KW``: words per row of the pair-tile layout. EVEN_K: K % LBK == 0.
+    X_AHEAD: each field's x slab is loaded one field ahead by hand (measured default); False leaves its
+    scheduling to Triton's pipeliner, which then keeps a whole tile of weights in flight at 3 stages (its wait
+    at the loop top is ``DEPBAR.LE 9``: the next tile's 9 copy groups, where X_AHEAD's is ``LE 8``: not the
+    next weight tile), untimed so far (docs/benchmarks/cuda.md v9).
 
     Who does what. Default: program (i, j) owns row block i and the j-th of SPLIT_K runs of K tiles.
     STREAM (stream-K, dense only): the grid is one axis of P programs (a few per SM, all resident at once), and
@@ -150,34 +154,24 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
     whose weights / group scales / channel scales are ``stride_we`` words / ``stride_se`` / ``stride_ce``
     elements after expert 0's. Pair p reads x row ``p // X_DIV`` (its token for gate/up, itself for down)
     and writes output row p."""
-    EPW: tl.constexpr = 32 // BITS  # fields per tile
-    LBK: tl.constexpr = EPW * SL  # inputs per tile
-    FPG: tl.constexpr = G // SL  # fields per scale group
-    B: tl.constexpr = 1024 if F16 else 128
-    DT: tl.constexpr = tl.float16 if F16 else tl.bfloat16
     offs_m = tl.arange(0, BLOCK_M)
     offs_s = tl.arange(0, SL)
     tiles = KW // SL
-    # this program's units: K tiles u - b * tiles of row blocks b, for u in [u_lo, u_hi)
-    if STREAM:
+    if STREAM:  # this program's units: K tile u - b * tiles of row block b, for u in [u_lo, u_hi)
         units = tl.cdiv(N, BLOCK_N) * tiles
         u_lo = (tl.program_id(0) * units) // tl.num_programs(0)
         u_hi = ((tl.program_id(0) + 1) * units) // tl.num_programs(0)
-        b_lo = u_lo // tiles
-        b_hi = tl.cdiv(u_hi, tiles)
-    else:
-        b_lo = tl.program_id(0)
-        b_hi = b_lo + 1
+    else:  # K tiles [t_lo, t_hi) of row block program_id(0)
         per = tl.cdiv(tiles, SPLIT_K)
-        u_lo = b_lo * tiles + tl.program_id(1) * per
-        u_hi = tl.minimum(u_lo + per, b_hi * tiles)
+        t_lo = tl.program_id(1) * per
+        t_hi = tl.minimum(t_lo + per, tiles)
     if MOE:
         pid_b = tl.program_id(2)
         e = tl.load(bexp_ptr + pid_b)
         orow = tl.load(ids_ptr + pid_b * BLOCK_M + offs_m)
         mmask = orow < tl.where(e >= 0, M, 0)  # padding slots hold M; a block without an expert holds nothing
         xrow = tl.where(mmask, orow // X_DIV, 0)
-        u_hi = tl.where(e >= 0, u_hi, u_lo)  # no block: no K loop, nothing stored
+        t_hi = tl.where(e >= 0, t_hi, t_lo)  # no block: no K loop, nothing stored
         e64 = tl.maximum(e, 0).to(tl.int64)
         w_ptr += e64 * stride_we
         ws_ptr += e64 * stride_se
@@ -188,85 +182,116 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
         # rows past M read the last token (in bounds, so x loads need no mask and vectorise); never stored
         xrow = tl.minimum(offs_m, M - 1)
     xbase = x_ptr + xrow[:, None].to(tl.int64) * stride_xm + offs_s[None, :]
-    for blk in range(b_lo, b_hi):  # one row block, or (STREAM) the end of one and the start of the next
-        rows = blk * BLOCK_N + tl.arange(0, BLOCK_N)
-        nmask = rows < N
-        wbase = w_ptr + rows[:, None].to(tl.int64) * KW + offs_s[None, :]
-        t_lo = tl.maximum(u_lo - blk * tiles, 0)
-        t_hi = tl.minimum(u_hi - blk * tiles, tiles)
-        acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
-        part = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
-        # x of the next field is loaded one field ahead (fields are consecutive in K, so "next" is always
-        # k0 + SL): the load's latency then overlaps the decode and MMA of the current field. EVEN_K: no K
-        # mask; the prefetch after the last field of the last tile re-reads the last slab instead of running
-        # past K
+    args = (xbase, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, out_ptr, sum_ptr, count_ptr, tiles, N, K, KW,
+            NG, stride_om, orow, xrow, mmask, offs_s)
+    if STREAM:  # the end of one row block and the start of the next (or more)
+        for blk in range(u_lo // tiles, tl.cdiv(u_hi, tiles)):
+            _row_block(blk, tl.maximum(u_lo - blk * tiles, 0), tl.minimum(u_hi - blk * tiles, tiles), *args, G, BITS,
+                       ACT, ASYM, GROUP_SCALE, CHANNEL_SCALE, HAS_BIAS, SPLIT_K, BLOCK_M, BLOCK_N, SL, F16, ASM,
+                       EVEN_K, FIXUP, X_AHEAD)
+    else:  # no loop around a single row block: the K loop compiles as tight as it can
+        _row_block(tl.program_id(0), t_lo, t_hi, *args, G, BITS, ACT, ASYM, GROUP_SCALE, CHANNEL_SCALE, HAS_BIAS,
+                   SPLIT_K, BLOCK_M, BLOCK_N, SL, F16, ASM, EVEN_K, FIXUP, X_AHEAD)
+
+
+@triton.jit
+def _row_block(blk, t_lo, t_hi, xbase, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, out_ptr, sum_ptr, count_ptr,
+               tiles, N, K, KW, NG, stride_om, orow, xrow, mmask, offs_s, G: tl.constexpr, BITS: tl.constexpr,
+               ACT: tl.constexpr, ASYM: tl.constexpr, GROUP_SCALE: tl.constexpr, CHANNEL_SCALE: tl.constexpr,
+               HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+               SL: tl.constexpr, F16: tl.constexpr, ASM: tl.constexpr, EVEN_K: tl.constexpr, FIXUP: tl.constexpr,
+               X_AHEAD: tl.constexpr):
+    """K tiles ``[t_lo, t_hi)`` of row block ``blk``: their sum, finished or handed on."""
+    EPW: tl.constexpr = 32 // BITS  # fields per tile
+    LBK: tl.constexpr = EPW * SL  # inputs per tile
+    FPG: tl.constexpr = G // SL  # fields per scale group
+    B: tl.constexpr = 1024 if F16 else 128
+    DT: tl.constexpr = tl.float16 if F16 else tl.bfloat16
+    rows = blk * BLOCK_N + tl.arange(0, BLOCK_N)
+    nmask = rows < N
+    wbase = w_ptr + rows[:, None].to(tl.int64) * KW + offs_s[None, :]
+    acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+    part = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+    # x of the next field is loaded one field ahead (fields are consecutive in K, so "next" is always
+    # k0 + SL): the load's latency then overlaps the decode and MMA of the current field. EVEN_K: no K
+    # mask; the prefetch after the last field of the last tile re-reads the last slab instead of running
+    # past K
+    if X_AHEAD:
         if EVEN_K:
             xn = tl.load(xbase + t_lo * LBK)
         else:
             xn = tl.load(xbase + t_lo * LBK, mask=(t_lo * LBK + offs_s)[None, :] < K, other=0)
-        for t in range(t_lo, t_hi):
-            words = tl.load(wbase + t * SL, mask=nmask[:, None], other=0)
-            for f in tl.static_range(EPW):
-                k0 = t * LBK + f * SL
+    n_t = t_hi - t_lo  # (taken before the loop, the fixup's kernel compiles to 76 registers, not 82)
+    for t in range(t_lo, t_hi):
+        words = tl.load(wbase + t * SL, mask=nmask[:, None], other=0)
+        for f in tl.static_range(EPW):
+            k0 = t * LBK + f * SL
+            if X_AHEAD:
                 xf = xn
                 if EVEN_K:
                     xn = tl.load(xbase + tl.minimum(k0 + SL, K - SL))
                 else:
                     xn = tl.load(xbase + (k0 + SL), mask=(k0 + SL + offs_s)[None, :] < K, other=0)
-                if ACT == 3:  # fp8 activations travel as uint8 bits (masked lanes: +0.0)
-                    xf = xf.to(tl.float8e4nv, bitcast=True)
-                # exact: int8 and e4m3 values are bf16 values; the interpreter path stays in float32
-                xf = xf.to(DT) if ASM else xf.to(tl.float32)
-                if ASM:
-                    a = _field_asm(words, f, BITS, F16)
+            elif EVEN_K:
+                xf = tl.load(xbase + k0)
+            else:
+                xf = tl.load(xbase + k0, mask=(k0 + offs_s)[None, :] < K, other=0)
+            if ACT == 3:  # fp8 activations travel as uint8 bits (masked lanes: +0.0)
+                xf = xf.to(tl.float8e4nv, bitcast=True)
+            # exact: int8 and e4m3 values are bf16 values; the interpreter path stays in float32
+            xf = xf.to(DT) if ASM else xf.to(tl.float32)
+            if ASM:
+                a = _field_asm(words, f, BITS, F16)
+            else:
+                a = _field_ref(words, f, BITS, F16, BLOCK_N, SL)
+            g = tl.minimum(k0 // G, NG - 1)  # padding past K reads the last group (x is 0 there)
+            if BITS == 4:
+                if ASYM:
+                    zp = tl.load(wz_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
+                    a = a - (B + 8 + zp).to(a.dtype)[:, None]
                 else:
-                    a = _field_ref(words, f, BITS, F16, BLOCK_N, SL)
-                g = tl.minimum(k0 // G, NG - 1)  # padding past K reads the last group (x is 0 there)
-                if BITS == 4:
-                    if ASYM:
-                        zp = tl.load(wz_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
-                        a = a - (B + 8 + zp).to(a.dtype)[:, None]
-                    else:
-                        a = a - (B + 8)
-                if ASM:
-                    part += tl.dot(a, tl.trans(xf))
+                    a = a - (B + 8)
+            if ASM:
+                part += tl.dot(a, tl.trans(xf))
+            else:
+                part += tl.dot(a, tl.trans(xf), input_precision="ieee")
+            if GROUP_SCALE:
+                # flush the group's partial sum at its last field in this tile. Groups that hold whole
+                # tiles flush at every tile end (the same scale multiplies each tile's part); groups that
+                # neither divide nor hold whole tiles (e.g. 96 with LBK = 256) flush every field (SL | G)
+                if LBK % G == 0:
+                    flush = (f + 1) % FPG == 0
+                elif G % LBK == 0:
+                    flush = f == EPW - 1
                 else:
-                    part += tl.dot(a, tl.trans(xf), input_precision="ieee")
-                if GROUP_SCALE:
-                    # flush the group's partial sum at its last field in this tile. Groups that hold whole
-                    # tiles flush at every tile end (the same scale multiplies each tile's part); groups that
-                    # neither divide nor hold whole tiles (e.g. 96 with LBK = 256) flush every field (SL | G)
-                    if LBK % G == 0:
-                        flush = (f + 1) % FPG == 0
-                    elif G % LBK == 0:
-                        flush = f == EPW - 1
-                    else:
-                        flush = True
-                    if flush:
-                        s = tl.load(ws_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
-                        acc += part * s[:, None]
-                        part = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
-        y = acc if GROUP_SCALE else part
+                    flush = True
+                if flush:
+                    s = tl.load(ws_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
+                    acc += part * s[:, None]
+                    part = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+    y = acc if GROUP_SCALE else part
+    if FIXUP:
         omask = nmask[:, None] & mmask[None, :]
         optr = out_ptr + orow[None, :].to(tl.int64) * stride_om + rows[:, None]
-        if FIXUP:
-            if t_hi > t_lo:  # a split past the last tile has nothing to add (and must not finish the block)
-                sptr = sum_ptr + orow[None, :] * N + rows[:, None]
-                tl.atomic_add(sptr, y, mask=omask)
-                # every thread's sums are in before the count says so (its atomic is acq_rel, gpu scope)
-                tl.debug_barrier()
-                done = tl.atomic_add(count_ptr + blk, t_hi - t_lo) + (t_hi - t_lo)
-                if done == tiles:  # this program completed the row block: finish it
-                    total = tl.load(sptr, mask=omask, other=0.0, cache_modifier=".cg")  # L2: where atomics land
-                    total = _epilogue(total, rows, nmask, xrow, mmask, xs_ptr, wc_ptr, bias_ptr, True, ACT,
-                                      CHANNEL_SCALE, HAS_BIAS)
-                    tl.store(optr, total.to(out_ptr.dtype.element_ty), mask=omask)
-                    tl.store(sptr, tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32), mask=omask)
-                    tl.atomic_xchg(count_ptr + blk, 0)
+        if n_t > 0:  # a split past the last tile has nothing to add (and must not finish the block)
+            sptr = sum_ptr + orow[None, :] * N + rows[:, None]
+            tl.atomic_add(sptr, y, mask=omask)
+            # every thread's sums are in before the count says so (its atomic is acq_rel, gpu scope)
+            tl.debug_barrier()
+            done = tl.atomic_add(count_ptr + blk, n_t) + n_t
+            if done == tiles:  # this program completed the row block: finish it
+                total = tl.load(sptr, mask=omask, other=0.0, cache_modifier=".cg")  # L2: where atomics land
+                total = _epilogue(total, rows, nmask, xrow, mmask, xs_ptr, wc_ptr, bias_ptr, True, ACT,
+                                  CHANNEL_SCALE, HAS_BIAS)
+                tl.store(optr, total.to(out_ptr.dtype.element_ty), mask=omask)
+                tl.store(sptr, tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32), mask=omask)
+                tl.atomic_xchg(count_ptr + blk, 0)
+    else:
+        omask = nmask[:, None] & mmask[None, :]
+        optr = out_ptr + orow[None, :].to(tl.int64) * stride_om + rows[:, None]
+        y = _epilogue(y, rows, nmask, xrow, mmask, xs_ptr, wc_ptr, bias_ptr, t_lo == 0, ACT, CHANNEL_SCALE,
+                      HAS_BIAS)
+        if SPLIT_K > 1:
+            tl.atomic_add(optr, y, mask=omask)
         else:
-            y = _epilogue(y, rows, nmask, xrow, mmask, xs_ptr, wc_ptr, bias_ptr, t_lo == 0, ACT, CHANNEL_SCALE,
-                          HAS_BIAS)
-            if SPLIT_K > 1:
-                tl.atomic_add(optr, y, mask=omask)
-            else:
-                tl.store(optr, y.to(out_ptr.dtype.element_ty), mask=omask)
+            tl.store(optr, y.to(out_ptr.dtype.element_ty), mask=omask)

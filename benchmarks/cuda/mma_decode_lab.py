@@ -34,13 +34,16 @@ from dsq_cuda.slab import to_pair_tiles  # noqa: E402
 
 
 def launch(x, w, ws, wc, wz, out, m, n, k, ng, group, bits, bn, split, warps, stages, bm=None, asm=True, act=0,
-           xs=None, sl=32, kernel=mma_decode_kernel, programs=0, sums=None, counts=None, maxnreg=None):
+           xs=None, sl=32, kernel=mma_decode_kernel, programs=0, sums=None, counts=None, maxnreg=None,
+           x_ahead=None):
     """split-K grid (n / bn, split); ``programs`` > 0: stream-K over that many programs; ``sums`` / ``counts``
     (zeroed workspace, left zeroed): the in-kernel fixup (FIXUP), so ``out`` is written in its own dtype."""
     lbk = (32 // bits) * sl
     bm = bm or max(16, triton.next_power_of_2(m))
     extra = dict(STREAM=programs > 0, FIXUP=sums is not None, sum_ptr=sums, count_ptr=counts) if \
         "FIXUP" in kernel.arg_names else {}  # (a baseline kernel from before the fixup has neither)
+    if x_ahead is not None:
+        extra["X_AHEAD"] = x_ahead
     if maxnreg:
         extra["maxnreg"] = maxnreg
     kernel[(programs,) if programs else (triton.cdiv(n, bn), split)](
@@ -113,6 +116,8 @@ def main() -> int:
                          "fixup (split-K, the last program finishes the row block), stream (stream-K + fixup)")
     ap.add_argument("--per-sm", default="4,6", help="stream mode: programs per SM to sweep")
     ap.add_argument("--maxnreg", default="0", help="register caps to sweep (0: none)")
+    ap.add_argument("--x-ahead", default="1", help="X_AHEAD values to sweep (1: x one field ahead by hand, "
+                                                   "0: left to the pipeliner; try with --stages 3)")
     ap.add_argument("--baseline", default="",
                     help=".py files (comma-separated) each holding another mma_decode_kernel (e.g. the previous "
                          "commit's) to time beside the current one, config by config; named after the file")
@@ -160,27 +165,31 @@ def main() -> int:
                 grid = ((bn, split, warps, stages, sl) for (bn, warps), split, stages, sl in itertools.product(
                     pairs, [int(v) for v in a.splits.split(",")], [int(v) for v in a.stages.split(",")], sls))
             sms = torch.cuda.get_device_properties(0).multi_processor_count
-            runs = []  # (kernel name, kernel, mode, split or programs per SM, maxnreg)
+            runs = []  # (kernel name, kernel, mode, programs per SM in stream mode, maxnreg, X_AHEAD)
             for mode in a.modes.split(","):
-                for mr in (int(v) for v in a.maxnreg.split(",")):
+                for mr, xa in itertools.product([int(v) for v in a.maxnreg.split(",")],
+                                                [int(v) for v in a.x_ahead.split(",")]):
                     for kname, kern in kernels.items():
                         if mode != "split" and "FIXUP" not in kern.arg_names:
                             continue
                         per_sms = [int(v) for v in a.per_sm.split(",")] if mode == "stream" else [0]
-                        runs += [(kname, kern, mode, v, mr) for v in per_sms]
+                        if not xa and "X_AHEAD" not in kern.arg_names:
+                            continue
+                        runs += [(kname, kern, mode, v, mr, xa) for v in per_sms]
             grid = [g for g in grid]
             sums = torch.zeros(max(16, triton.next_power_of_2(m)), n, device=dev)
             counts = torch.zeros(triton.cdiv(n, 32), dtype=torch.int32, device=dev)
-            for (bn, split, warps, stages, sl), (kname, kern, mode, per_sm, mr) in itertools.product(grid, runs):
+            for (bn, split, warps, stages, sl), (kname, kern, mode, per_sm, mr, xa) in itertools.product(grid, runs):
                 if mode == "stream" and split != int(a.splits.split(",")[0]):
                     continue  # stream-K has no split: run it once per config
-                kname = f"{kname}/{mode}" + (f"{per_sm}" if mode == "stream" else "") + (f"/r{mr}" if mr else "")
+                kname = f"{kname}/{mode}" + (f"{per_sm}" if mode == "stream" else "") + (f"/r{mr}" if mr else "") \
+                    + ("" if xa else "/x-pipelined")
                 if (bn == 256 and warps == 4) or (m > 16 and warps == 4 and bn > 64):  # register spills
                     continue
                 if m <= 16 and warps == 8 and not a.full:
                     continue
                 def call(mat, bn=bn, split=split, warps=warps, stages=stages, sl=sl, kern=kern, mode=mode,
-                         per_sm=per_sm, mr=mr):
+                         per_sm=per_sm, mr=mr, xa=xa):
                     w, ws, zp, ng, _ = mat
                     fix = mode != "split"
                     out = torch.zeros((m, n), dtype=torch.float32, device=dev) if split > 1 and not fix else \
@@ -188,7 +197,7 @@ def main() -> int:
                     launch(x, w[sl], ws, None if group else ws.view(-1), None, out, m, n, k, ng, group, bits, bn,
                            split, warps, stages, sl=sl, kernel=kern, maxnreg=mr or None,
                            programs=per_sm * sms if mode == "stream" else 0, sums=sums if fix else None,
-                           counts=counts if fix else None)
+                           counts=counts if fix else None, x_ahead=None if xa else False)
                     return out.to(torch.bfloat16) if out.dtype != torch.bfloat16 else out
                 try:
                     y = call(mats[0]).float()
@@ -200,7 +209,7 @@ def main() -> int:
                 except Exception as exc:  # a config Triton cannot build: skip it, say so
                     log(f"  skip bn={bn} split={split} w={warps} st={stages}: {type(exc).__name__}: {str(exc)[:100]!r}")
                     continue
-                row = dict(kernel=kname, mode=mode, per_sm=per_sm, maxnreg=mr, k=k, n=n, m=m, bits=bits, bn=bn, split=split, warps=warps, stages=stages, sl=sl, us=us,
+                row = dict(kernel=kname, mode=mode, per_sm=per_sm, maxnreg=mr, x_ahead=xa, k=k, n=n, m=m, bits=bits, bn=bn, split=split, warps=warps, stages=stages, sl=sl, us=us,
                            bf16_us=t_bf16, err=err, weight_gbs=wbytes / (us * 1e-6) / 1e9)
                 result["rows"].append(row)
                 log(f"  {kname} K={k} N={n} bits={bits} M={m} bn={bn} split={split} w={warps} st={stages} sl={sl}: "

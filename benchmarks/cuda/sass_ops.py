@@ -13,6 +13,7 @@ loop's instructions per code: the prologue and epilogue are counted too) and the
 from __future__ import annotations
 
 import collections
+import inspect
 import os
 import re
 import subprocess
@@ -66,6 +67,10 @@ MMA_DIVISIBLE = ("x_ptr", "xs_ptr", "w_ptr", "ws_ptr", "wc_ptr", "wz_ptr", "bias
 
 
 def _compile(fn, signature, consts, attrs, warps, stages):
+    # parameters left out take the kernel's own defaults (as constants), as at run time; ASTSource alone
+    # would pass None for a constexpr and fail on a pointer
+    consts = {**{p.name: p.default for p in fn.params if p.name not in consts and p.name not in signature
+                 and p.default is not inspect.Parameter.empty}, **consts}
     sig = dict(signature, **{name: "constexpr" for name in consts})
     src = ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=stages))
@@ -93,20 +98,25 @@ def main_loop_opcodes(sass: str) -> list[str]:
     return [op for op in ops if op != "NOP"]
 
 
-def mma_loop(bits: int, group: int, block_n: int = 64, warps: int = 4, stages: int = 2, block_m: int = 16,
-             moe: bool = False) -> tuple[list[str], int, int]:
-    """Main-loop opcodes of the tensor-core decode kernel (MOE mode with ``moe``), the codes one thread
-    decodes per iteration (one tile: BLOCK_N rows x 256 int4 / 128 int8 inputs) and the kernel's local-memory
-    stores (register spills)."""
+def mma_sass(bits: int, group: int, block_n: int = 64, warps: int = 4, stages: int = 2, block_m: int = 16,
+             moe: bool = False, x_ahead: bool = True) -> str:
+    """SASS of the tensor-core decode kernel (MOE mode with ``moe``) as the backend launches it."""
     epw = 32 // bits
     consts = dict(G=group or epw * 32, BITS=bits, ACT=0, ASYM=False, GROUP_SCALE=bool(group),
                   CHANNEL_SCALE=not group, HAS_BIAS=False, SPLIT_K=4, BLOCK_M=block_m, BLOCK_N=block_n, SL=32,
-                  F16=False, ASM=True, EVEN_K=True, MOE=moe, X_DIV=8 if moe else 1)
+                  F16=False, ASM=True, EVEN_K=True, MOE=moe, X_DIV=8 if moe else 1, X_AHEAD=x_ahead)
     names = list(MMA_SIGNATURE)
     attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in MMA_DIVISIBLE}
-    sass = _sass(_compile(mma_decode_kernel, MMA_SIGNATURE, consts, attrs, warps, stages))
+    return _sass(_compile(mma_decode_kernel, MMA_SIGNATURE, consts, attrs, warps, stages))
+
+
+def mma_loop(bits: int, group: int, block_n: int = 64, warps: int = 4, stages: int = 2, block_m: int = 16,
+             moe: bool = False) -> tuple[list[str], int, int]:
+    """Main-loop opcodes of the tensor-core decode kernel, the codes one thread decodes per iteration (one
+    tile: BLOCK_N rows x 256 int4 / 128 int8 inputs) and the kernel's local-memory stores (register spills)."""
+    sass = mma_sass(bits, group, block_n, warps, stages, block_m, moe)
     spills = len(re.findall(r"\bSTL(?:\.\w+)*\s", sass))
-    return main_loop_opcodes(sass), block_n * 32 * epw // (32 * warps), spills
+    return main_loop_opcodes(sass), block_n * 32 * (32 // bits) // (32 * warps), spills
 
 
 def main() -> int:
@@ -135,6 +145,16 @@ def main() -> int:
         block_n, warps = (128, 8) if block_m > 32 else (64, 4)  # as _launch_mma picks them
         ops, codes, spills = mma_loop(4, 128, block_n, warps, 2, block_m=block_m, moe=True)
         print(f"| {block_m} | {block_n}, {warps} | {len(ops) / codes:.2f} | {spills} |")
+    print()
+    print("The copy groups the K loop waits for at its top (W4A16, BLOCK_N 64, 4 warps): at most N still in flight.")
+    print("A tile issues 1 weight group and 8 x groups; the weight tile after the current one stays in flight only")
+    print("if N counts all 9 of the next tile's groups.")
+    print("| X_AHEAD | stages | wait at the loop top |")
+    print("|---|---|---|")
+    for x_ahead in (True, False):
+        for stages in (2, 3):
+            waits = re.findall(r"DEPBAR\.LE SB0, (0x[0-9a-f]+)", mma_sass(4, 128, stages=stages, x_ahead=x_ahead))
+            print(f"| {x_ahead} | {stages} | DEPBAR.LE {int(waits[0], 16) if waits else '-'} |")
     return 0
 
 
