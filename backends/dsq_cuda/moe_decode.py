@@ -200,7 +200,7 @@ def run_decode(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tens
                scheme: QuantScheme | None, num_experts: int, expert_range: tuple[int, int] | None,
                static_args, no_static: list, dummy: torch.Tensor, tiny: float, decode_cfg: dict | None = None) -> torch.Tensor:
     """The decode path for already-validated inputs (see the module docstring); returns y [T, H]."""
-    from dsq_cuda.moe_decode_kernels import swiglu_kernel
+    from dsq_cuda.moe_decode_kernels import combine_kernel, swiglu_kernel
 
     t, h = x.shape
     i = gate_up.shape[1] // 2
@@ -247,5 +247,8 @@ def run_decode(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tens
     out = alloc((p, h), dtype=torch.float32, device=device)
     _launch(a, a_scale, st, lays[1], down, scheme, al, out, h, i, top_k, False, down_sw, cfg, tiny, dummy, mma)
     # Each expert output is rounded to x.dtype before the routing weight (the reference's order).
-    o = out.view(t, top_k, h).to(x.dtype).float() * topk_weights.view(t, top_k, 1).float()
-    return o.sum(dim=1).to(x.dtype)
+    y = torch.empty((t, h), dtype=x.dtype, device=device)
+    block = min(1024, max(16, 1 << (h - 1).bit_length()))
+    combine_kernel[(t, -(-h // block))](out, topk_weights.contiguous(), y, h, out.stride(0), y.stride(0),
+                                        TOP_K=top_k, OUT_KIND=up_sw["OUT_KIND"], BLOCK=block, num_warps=4)
+    return y

@@ -156,3 +156,27 @@ def test_mma_block_m_must_be_known():
     ids, w = torch.tensor([[1]]).to(DEVICE), torch.tensor([[1.0]]).to(DEVICE)
     with pytest.raises(ValueError, match="mma_block_m=24"):
         run_moe(x, ids, w, dev.gate_up, dev.down, scheme, 2, path="decode", decode_cfg=dict(mma_block_m=24))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("top_k", [1, 8])
+def test_combine_rounds_each_expert_output_before_its_weight(dtype, top_k):
+    """combine_kernel: y[t] = round(sum_j w[t, j] * round(o[t * top_k + j])), as the torch ops it replaced
+    computed it: apart by at most one unit in the output's last place plus float32 summation error (the
+    kernel sums in order and may fuse multiply and add; torch's sum may pair terms differently)."""
+    from dsq_cuda.moe_decode_kernels import combine_kernel
+    from dsq_cuda.moe_plan import OUT_KIND
+
+    t, h = 3, 100  # h not a power of two: a masked tail
+    g = torch.Generator().manual_seed(7)
+    o = (torch.randn(t * top_k, h, generator=g) * 3).to(DEVICE)
+    w = torch.rand(t, top_k, generator=g).to(DEVICE)
+    y = torch.empty(t, h, dtype=dtype, device=DEVICE)
+    combine_kernel[(t, 1)](o, w, y, h, o.stride(0), y.stride(0), TOP_K=top_k, OUT_KIND=OUT_KIND[dtype], BLOCK=128)
+    want = (o.view(t, top_k, h).to(dtype).float() * w.view(t, top_k, 1)).sum(1).to(dtype)
+    ulp = {torch.bfloat16: 2.0**-7, torch.float16: 2.0**-10, torch.float32: 2.0**-23}[dtype]
+    terms = (o.view(t, top_k, h).to(dtype).float() * w.view(t, top_k, 1)).abs().sum(1)
+    assert ((y.float() - want.float()).abs() <= ulp * want.float().abs() + top_k * 2.0**-23 * terms).all()
+    if dtype != torch.float32:  # rounding each output first is visible: without it the sums differ
+        unrounded = (o.view(t, top_k, h) * w.view(t, top_k, 1)).sum(1).to(dtype)
+        assert (unrounded != want).any()
