@@ -162,15 +162,16 @@ MMA_X_AHEAD = True
 _FIXUP_WORKSPACES: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def fixup_workspace(device: torch.device, block_m: int, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+def fixup_workspace(device: torch.device, block_m: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The zeroed float32 sums [block_m, n] and int32 counts [n / 32] of the decode kernel's in-kernel split-K
-    reduction, one per (device, stream, block_m, n): every call leaves them zeroed again. None inside CUDA graph
-    capture when they do not exist yet (allocating there would tie them to the graph's memory pool)."""
+    reduction, one pair per (device, stream, block_m, n): every call leaves them zeroed again, and calls on
+    one stream run in order. Made at first use, also inside CUDA graph capture (torch.cuda.graph captures on
+    a stream of its own, so a warm-up call elsewhere does not make it): there it comes from the graph's
+    memory pool, which keeps it while it is referenced here, and the graph also records its zero fill, which
+    only rewrites zeros. (A few MB in all for a model's distinct widths.)"""
     stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
     key = (str(device), stream, block_m, n)
     if key not in _FIXUP_WORKSPACES:
-        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-            return None
         _FIXUP_WORKSPACES[key] = (torch.zeros((block_m, n), dtype=torch.float32, device=device),
                                   torch.zeros(-(-n // 32), dtype=torch.int32, device=device))
     return _FIXUP_WORKSPACES[key]
@@ -202,7 +203,6 @@ def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None
     ws_fix = fixup_workspace(dev, cfg.block_m, n) if MMA_SPLIT != "atomic" and (cfg.split_k > 1 or programs) \
         else None
     if ws_fix is None:
-        programs = 0
         out = _out_buffer(m, n, out_dtype, cfg.split_k, dev)
     else:  # the kernel writes out in its dtype (float32 in the interpreter, whose bf16 cast truncates)
         out = torch.empty((m, n), dtype=torch.float32 if interpreting() else out_dtype, device=dev)
