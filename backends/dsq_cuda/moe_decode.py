@@ -200,7 +200,7 @@ def run_decode(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tens
                scheme: QuantScheme | None, num_experts: int, expert_range: tuple[int, int] | None,
                static_args, no_static: list, dummy: torch.Tensor, tiny: float, decode_cfg: dict | None = None) -> torch.Tensor:
     """The decode path for already-validated inputs (see the module docstring); returns y [T, H]."""
-    from dsq_cuda.moe_decode_kernels import combine_kernel, swiglu_kernel
+    from dsq_cuda.moe_decode_kernels import swiglu_kernel
 
     t, h = x.shape
     i = gate_up.shape[1] // 2
@@ -246,9 +246,20 @@ def run_decode(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tens
     st = static_args(down) if down_sw["A_KIND"] == 3 else no_static
     out = alloc((p, h), dtype=torch.float32, device=device)
     _launch(a, a_scale, st, lays[1], down, scheme, al, out, h, i, top_k, False, down_sw, cfg, tiny, dummy, mma)
-    # Each expert output is rounded to x.dtype before the routing weight (the reference's order).
-    y = torch.empty((t, h), dtype=x.dtype, device=device)
+    return combine(out, topk_weights, x.dtype)
+
+
+def combine(out: torch.Tensor, topk_weights: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """y [T, H] in ``dtype`` from the float32 expert outputs ``out`` [T * top_k, H] (pair t * top_k + j is
+    token t's j-th expert): each output rounded to ``dtype`` before its routing weight (the reference's
+    order), summed in float32, rounded (moe_decode_kernels.combine_kernel)."""
+    from dsq_cuda.moe_decode_kernels import combine_kernel
+    from dsq_cuda.moe_plan import OUT_KIND
+
+    t, top_k = topk_weights.shape
+    h = out.shape[1]
+    y = torch.empty((t, h), dtype=dtype, device=out.device)
     block = min(1024, max(16, 1 << (h - 1).bit_length()))
     combine_kernel[(t, -(-h // block))](out, topk_weights.contiguous(), y, h, out.stride(0), y.stride(0),
-                                        TOP_K=top_k, OUT_KIND=up_sw["OUT_KIND"], BLOCK=block, num_warps=4)
+                                        TOP_K=top_k, OUT_KIND=OUT_KIND[dtype], BLOCK=block, num_warps=4)
     return y

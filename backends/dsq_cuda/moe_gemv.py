@@ -9,7 +9,7 @@ is the pair, the expert comes from ``topk_ids``):
     1. h[p, :] = x[p // top_k] @ gate_up[e(p)]^T      float32, scales applied (split-K atomics)
     2. a[p, :] = round(silu(round(h[p, :I])) * round(h[p, I:]))   (moe_decode_kernels.swiglu_kernel)
     3. o[p, :] = a[p] @ down[e(p)]^T                 float32
-    4. y[t] = sum_j round(o[t*top_k + j]) * topk_weights[t, j], cast to x.dtype
+    4. y[t] = round(sum_j round(o[t*top_k + j]) * topk_weights[t, j])   (moe_decode.combine, one kernel)
 the reference's formulas and rounding points (dsq_cuda.moe); only float32 summation order differs.
 
 Layout (cached in ``PackedWeight.device_layout["dsq_cuda_moe_gemv:<device>"]``): each expert's codes in
@@ -72,6 +72,7 @@ def run_gemv(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor
              down: PackedWeight, scheme: QuantScheme, num_experts: int,
              expert_range: tuple[int, int] | None) -> torch.Tensor:
     """y [T, H] for already-validated inputs (see the module docstring)."""
+    from dsq_cuda.moe_decode import combine
     from dsq_cuda.moe_decode_kernels import swiglu_kernel
     from dsq_cuda.moe_plan import OUT_KIND
 
@@ -91,6 +92,4 @@ def run_gemv(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor
                                        OUT_KIND=OUT_KIND[x.dtype], BLOCK=block, num_warps=4)
     out = torch.zeros((p, h), dtype=torch.float32, device=device)
     _gemv(inter, dn, scheme, out, ids, h, i, 1, expert_range, num_experts)
-    # each expert output is rounded to x.dtype before the routing weight (the reference's order)
-    o = out.view(t, top_k, h).to(x.dtype).float() * topk_weights.view(t, top_k, 1).float()
-    return o.sum(dim=1).to(x.dtype)
+    return combine(out, topk_weights, x.dtype)
