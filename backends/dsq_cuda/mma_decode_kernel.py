@@ -221,7 +221,7 @@ def _row_block(blk, t_lo, t_hi, xbase, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bi
             xn = tl.load(xbase + t_lo * LBK)
         else:
             xn = tl.load(xbase + t_lo * LBK, mask=(t_lo * LBK + offs_s)[None, :] < K, other=0)
-    n_t = t_hi - t_lo  # (taken before the loop, the fixup's kernel compiles to 76 registers, not 82)
+    n_t = t_hi - t_lo  # (taken before the loop: ptxas then gives the fixup's kernel fewer registers)
     for t in range(t_lo, t_hi):
         words = tl.load(wbase + t * SL, mask=nmask[:, None], other=0)
         for f in tl.static_range(EPW):

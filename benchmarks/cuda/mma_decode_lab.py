@@ -176,7 +176,7 @@ def main() -> int:
                         if not xa and "X_AHEAD" not in kern.arg_names:
                             continue
                         runs += [(kname, kern, mode, v, mr, xa) for v in per_sms]
-            grid = [g for g in grid]
+            grid = list(grid)  # iterated once per run below
             sums = torch.zeros(max(16, triton.next_power_of_2(m)), n, device=dev)
             counts = torch.zeros(triton.cdiv(n, 32), dtype=torch.int32, device=dev)
             for (bn, split, warps, stages, sl), (kname, kern, mode, per_sm, mr, xa) in itertools.product(grid, runs):

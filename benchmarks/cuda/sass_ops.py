@@ -98,25 +98,40 @@ def main_loop_opcodes(sass: str) -> list[str]:
     return [op for op in ops if op != "NOP"]
 
 
-def mma_sass(bits: int, group: int, block_n: int = 64, warps: int = 4, stages: int = 2, block_m: int = 16,
-             moe: bool = False, x_ahead: bool = True) -> str:
-    """SASS of the tensor-core decode kernel (MOE mode with ``moe``) as the backend launches it."""
+def mma_compile(bits: int, group: int, block_n: int = 64, warps: int = 4, stages: int = 2, block_m: int = 16,
+                moe: bool = False, x_ahead: bool = True, fixup: bool = False):
+    """The tensor-core decode kernel compiled as the backend launches it (MOE mode with ``moe``; with
+    ``fixup`` its split-K finish in the kernel, the dense default)."""
     epw = 32 // bits
     consts = dict(G=group or epw * 32, BITS=bits, ACT=0, ASYM=False, GROUP_SCALE=bool(group),
                   CHANNEL_SCALE=not group, HAS_BIAS=False, SPLIT_K=4, BLOCK_M=block_m, BLOCK_N=block_n, SL=32,
-                  F16=False, ASM=True, EVEN_K=True, MOE=moe, X_DIV=8 if moe else 1, X_AHEAD=x_ahead)
-    names = list(MMA_SIGNATURE)
-    attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in MMA_DIVISIBLE}
-    return _sass(_compile(mma_decode_kernel, MMA_SIGNATURE, consts, attrs, warps, stages))
+                  F16=False, ASM=True, EVEN_K=True, MOE=moe, X_DIV=8 if moe else 1, X_AHEAD=x_ahead, FIXUP=fixup)
+    signature = dict(MMA_SIGNATURE, **({"sum_ptr": "*fp32", "count_ptr": "*i32"} if fixup else {}))
+    names = list(signature)
+    attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in MMA_DIVISIBLE + ("sum_ptr", "count_ptr")
+             if a in names}
+    return _compile(mma_decode_kernel, signature, consts, attrs, warps, stages)
+
+
+def registers(compiled) -> int:
+    """Registers per thread of a compiled kernel (cuobjdump's resource usage)."""
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(compiled.asm["cubin"])
+        f.flush()
+        out = subprocess.run([tool, "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
+    return int(re.search(r"REG:(\d+)", out).group(1))
 
 
 def mma_loop(bits: int, group: int, block_n: int = 64, warps: int = 4, stages: int = 2, block_m: int = 16,
-             moe: bool = False) -> tuple[list[str], int, int]:
+             moe: bool = False, fixup: bool = False) -> tuple[list[str], int, int, int]:
     """Main-loop opcodes of the tensor-core decode kernel, the codes one thread decodes per iteration (one
-    tile: BLOCK_N rows x 256 int4 / 128 int8 inputs) and the kernel's local-memory stores (register spills)."""
-    sass = mma_sass(bits, group, block_n, warps, stages, block_m, moe)
+    tile: BLOCK_N rows x 256 int4 / 128 int8 inputs), the kernel's local-memory stores (register spills) and
+    its registers per thread."""
+    compiled = mma_compile(bits, group, block_n, warps, stages, block_m, moe, fixup=fixup)
+    sass = _sass(compiled)
     spills = len(re.findall(r"\bSTL(?:\.\w+)*\s", sass))
-    return main_loop_opcodes(sass), block_n * 32 * (32 // bits) // (32 * warps), spills
+    return main_loop_opcodes(sass), block_n * 32 * (32 // bits) // (32 * warps), spills, registers(compiled)
 
 
 def main() -> int:
@@ -131,30 +146,34 @@ def main() -> int:
             print(f"| {name} | {'MANT' if mant else 'default'} | {codes} | {len(ops)} | {len(ops) / codes:.1f} | {top} |")
     print()
     print("Tensor-core decode kernel (dsq_cuda.mma_decode_kernel), M <= 16, BLOCK_N 64, 4 warps, 2 stages: main loop")
-    print("| scheme | codes per thread per tile | loop instructions | per code | top opcodes |")
-    print("|---|---|---|---|---|")
-    for name, bits, group in (("W4A16 (group 128)", 4, 128), ("W8A16 (per channel)", 8, 0)):
-        ops, codes, _ = mma_loop(bits, group)
+    print("| scheme | codes per thread per tile | loop instructions | per code | registers | top opcodes |")
+    print("|---|---|---|---|---|---|")
+    for name, bits, group, fixup in (("W4A16 (group 128), split-K atomics", 4, 128, False),
+                                     ("W4A16 (group 128), split-K fixup (the default)", 4, 128, True),
+                                     ("W8A16 (per channel)", 8, 0, False)):
+        ops, codes, _, regs = mma_loop(bits, group, fixup=fixup)
         top = ", ".join(f"{op} {n}" for op, n in collections.Counter(ops).most_common(6))
-        print(f"| {name} | {codes} | {len(ops)} | {len(ops) / codes:.2f} | {top} |")
+        print(f"| {name} | {codes} | {len(ops)} | {len(ops) / codes:.2f} | {regs} | {top} |")
     print()
     print("The same kernel in MOE mode (dsq_cuda.moe_decode._launch_mma), W4A16 group 128, per decode_cfg mma_block_m")
     print("| mma_block_m | BLOCK_N, warps | loop instructions per code | spill stores |")
     print("|---|---|---|---|")
     for block_m in (16, 32, 64):
         block_n, warps = (128, 8) if block_m > 32 else (64, 4)  # as _launch_mma picks them
-        ops, codes, spills = mma_loop(4, 128, block_n, warps, 2, block_m=block_m, moe=True)
+        ops, codes, spills, _ = mma_loop(4, 128, block_n, warps, 2, block_m=block_m, moe=True)
         print(f"| {block_m} | {block_n}, {warps} | {len(ops) / codes:.2f} | {spills} |")
     print()
     print("The copy groups the K loop waits for at its top (W4A16, BLOCK_N 64, 4 warps): at most N still in flight.")
     print("A tile issues 1 weight group and 8 x groups; the weight tile after the current one stays in flight only")
     print("if N counts all 9 of the next tile's groups.")
-    print("| X_AHEAD | stages | wait at the loop top |")
-    print("|---|---|---|")
+    print("| X_AHEAD | stages | wait at the loop top | shared memory |")
+    print("|---|---|---|---|")
     for x_ahead in (True, False):
         for stages in (2, 3):
-            waits = re.findall(r"DEPBAR\.LE SB0, (0x[0-9a-f]+)", mma_sass(4, 128, stages=stages, x_ahead=x_ahead))
-            print(f"| {x_ahead} | {stages} | DEPBAR.LE {int(waits[0], 16) if waits else '-'} |")
+            compiled = mma_compile(4, 128, stages=stages, x_ahead=x_ahead, fixup=True)
+            waits = re.findall(r"DEPBAR\.LE SB0, (0x[0-9a-f]+)", _sass(compiled))
+            print(f"| {x_ahead} | {stages} | DEPBAR.LE {int(waits[0], 16) if waits else '-'} | "
+                  f"{compiled.metadata.shared / 1024:.1f} KB |")
     return 0
 
 

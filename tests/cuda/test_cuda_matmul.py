@@ -349,7 +349,7 @@ def test_decode_split_modes(cuda_backend, ref_backend, monkeypatch, split, name,
     scheme, w, x, b, _ = _problem(name, n, k, m, torch.bfloat16, seed=21)
     pw = ref_backend.quantize_weight(w, scheme)
     ref = ref_backend.matmul(x, pw, scheme, b if bias else None)
-    for per_sm in (1, 3):
+    for per_sm in (1, 3) if split == "stream" else (1,):  # programs per SM matter to stream-K alone
         monkeypatch.setattr(mm, "MMA_STREAM_PER_SM", per_sm)
         y = raw_matmul(x, pw, scheme, b if bias else None)
         assert _rel(y, ref) < TOL[torch.bfloat16]
