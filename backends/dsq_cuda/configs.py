@@ -129,6 +129,11 @@ def _pick_gemv(m: int, n: int, k: int, group: int, device: str) -> Config:
     return Config(bm, bn, -ROW_TILE_WORDS, max(1, min(32, chunks)), 4, 3)
 
 
+#: pipeline stages of the decode kernel at M <= 16 (3 only pays with dsq_cuda.mm.MMA_X_AHEAD = False, which
+#: lets the next weight tile stay in flight; benchmarks time that pair as a variant)
+MMA_DECODE_STAGES = 2
+
+
 def pick_mma(m: int, n: int, k: int, sl: int, bits: int, device: str) -> Config:
     """Config of the tensor-core decode kernel (dsq_cuda.mma_decode_kernel); block_k carries the slab length SL.
 
@@ -144,7 +149,7 @@ def pick_mma(m: int, n: int, k: int, sl: int, bits: int, device: str) -> Config:
         return Config(bm, 32, sl, 2 if tiles > 1 else 1, 4, 1)
     sms = _sm_count(torch.device(device).index or 0)
     if bm <= 16:
-        bn, warps, stages = 64, 4, 2
+        bn, warps, stages = 64, 4, MMA_DECODE_STAGES
         split = triton.next_power_of_2(triton.cdiv(8 * sms, triton.cdiv(n, bn)))
     else:
         bn, warps, stages = 128, 8, 3

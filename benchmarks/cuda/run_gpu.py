@@ -15,6 +15,8 @@ Writes results.json and a markdown table (results.md) to --out; prints the table
 from __future__ import annotations
 
 import argparse
+import ast
+import contextlib
 import datetime
 import json
 import os
@@ -27,6 +29,7 @@ sys.path[:0] = [os.path.join(os.path.dirname(__file__))]
 import numpy as np  # noqa: E402
 import peers  # noqa: E402
 import triton  # noqa: E402
+from report import fraction_of_copy  # noqa: E402
 from triton.testing import do_bench  # noqa: E402
 
 import dsq  # noqa: E402
@@ -146,7 +149,46 @@ def quantize_all(w: torch.Tensor, backend) -> dict:
     return out
 
 
-def timings(log, ms, shapes) -> list[dict]:
+def parse_variant(spec: str) -> tuple[str, list[str], dict[str, object]]:
+    """``LABEL:SCHEME+SCHEME:module.NAME=VALUE,...`` -> (label, schemes, {"module.NAME": value}). A variant
+    times the listed schemes again with dsq_cuda module settings changed (module: ``mm`` or ``configs``;
+    VALUE a Python literal), as the column ``SCHEME@LABEL``: an untried dispatch choice beside the default
+    in one run, e.g. ``act64:W4A8_DYNAMIC+W4AFP8:mm.MMA_ACT_MAX_M=64``."""
+    try:
+        label, schemes, sets = spec.split(":", 2)
+        values = {}
+        for item in sets.split(","):
+            name, value = item.split("=", 1)
+            values[name.strip()] = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError) as exc:
+        raise SystemExit(f"--variant {spec!r}: expected LABEL:SCHEME+SCHEME:module.NAME=VALUE,... ({exc})") from exc
+    return label, schemes.split("+"), values
+
+
+@contextlib.contextmanager
+def settings(values: dict[str, object]):
+    """dsq_cuda module attributes set to ``values`` inside the block, restored after; config caches cleared."""
+    import dsq_cuda.configs as configs
+    import dsq_cuda.mm as mm
+    mods = {"mm": mm, "configs": configs}
+    old = {}
+    try:
+        for key, value in values.items():
+            mod, name = key.split(".", 1)
+            if mod not in mods or not hasattr(mods[mod], name):
+                raise SystemExit(f"--variant sets {key}: not an attribute of dsq_cuda.{mod} (modules: mm, configs)")
+            old[key] = getattr(mods[mod], name)
+            setattr(mods[mod], name, value)
+        configs.pick.cache_clear()
+        yield
+    finally:
+        for key, value in old.items():
+            mod, name = key.split(".", 1)
+            setattr(mods[mod], name, value)
+        configs.pick.cache_clear()
+
+
+def timings(log, ms, shapes, variants=()) -> list[dict]:
     cuda = dsq.get_backend("cuda")
     rows = []
     for k, n in shapes:
@@ -170,6 +212,15 @@ def timings(log, ms, shapes) -> list[dict]:
                 assert torch.isfinite(y).all()
                 r[name] = bench(lambda s=s, p=packs[name], x=x: dsq_mm(x, p, s))
                 wbytes[name] = packs[name].nbytes
+            for label, names, values in variants:
+                with settings(values):
+                    for name in names:
+                        s = dsq.get_scheme(name)
+                        y = dsq_mm(x, packs[name], s)
+                        assert torch.isfinite(y).all()
+                        r[f"{name}@{label}"] = bench(lambda s=s, p=packs[name], x=x: dsq_mm(x, p, s))
+                        log(f"  {name}@{label}: {r['bf16'] / r[f'{name}@{label}']:.2f}x/{r[f'{name}@{label}']:.1f}"
+                            f" (default {r['bf16'] / r[name]:.2f}x/{r[name]:.1f})")
             r["weight_bytes"] = wbytes
             r["quant_GBps"] = qrate
             rows.append(r)
@@ -229,10 +280,11 @@ def sweep(log, shapes=((7168, 18432), (18432, 7168), (7168, 2048)), ms=(1, 4, 16
 
 def table(rows, bw) -> str:
     cols = ["tinygemm", "int_mm", "scaled_mm"] + SCHEMES
+    cols += [c for c in dict.fromkeys(key for r in rows for key in r) if "@" in c]  # --variant columns
     out = ["| K | N | M | bf16 us | " + " | ".join(cols) + " | W4A16 % copy BW |",
            "|" + "---|" * (len(cols) + 5)]
     for r in rows:
-        frac = r["weight_bytes"]["W4A16"] / (r["W4A16"] * 1e-6) / 1e9 / (bw / 2) if r.get("W4A16") else 0
+        frac = fraction_of_copy(r["weight_bytes"]["W4A16"], r["W4A16"], bw) if r.get("W4A16") else 0
         cells = [f"{r['bf16'] / r[c]:.2f}x ({r[c]:.1f})" if r.get(c) else "-" for c in cols]
         out.append(f"| {r['k']} | {r['n']} | {r['m']} | {r['bf16']:.1f} | " + " | ".join(cells) + f" | {frac:.0%} |")
     return "\n".join(out)
@@ -261,6 +313,8 @@ def main() -> int:
     ap.add_argument("--skip-correctness", action="store_true")
     ap.add_argument("--ms", default="", help="comma-separated M values for the timing table")
     ap.add_argument("--schemes", default="", help="comma-separated schemes for the timing table")
+    ap.add_argument("--variant", action="append", default=[], help="LABEL:SCHEME+SCHEME:module.NAME=VALUE,... "
+                    "(repeatable): time those schemes again with dsq_cuda settings changed, as SCHEME@LABEL")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     logf = open(os.path.join(args.out, "log.txt"), "w")
@@ -294,7 +348,7 @@ def main() -> int:
     if args.schemes:
         SCHEMES[:] = args.schemes.split(",")
     ms = [int(v) for v in args.ms.split(",")] if args.ms else [1, 16, 4096] if args.quick else MS
-    res["timings"] = timings(log, ms, shapes)
+    res["timings"] = timings(log, ms, shapes, [parse_variant(v) for v in args.variant])
     res["graph_failures"] = GRAPH_FAILURES
     log(f"graph capture fell back to eager {len(GRAPH_FAILURES)} times: {GRAPH_FAILURES[:3]}")
     save()
