@@ -129,9 +129,13 @@ def _pick_gemv(m: int, n: int, k: int, group: int, device: str) -> Config:
     return Config(bm, bn, -ROW_TILE_WORDS, max(1, min(32, chunks)), 4, 3)
 
 
-#: pipeline stages of the decode kernel at M <= 16 (3 only pays with dsq_cuda.mm.MMA_X_AHEAD = False, which
-#: lets the next weight tile stay in flight; benchmarks time that pair as a variant)
-MMA_DECODE_STAGES = 2
+#: pipeline stages of the decode kernel at M <= 16 when a program sums at least 2 K tiles (1 tile: 2 stages).
+#: With 3 stages dsq_cuda.mm leaves x to Triton's pipeliner (the kernel's X_AHEAD = False), which keeps the
+#: next weight tile in flight: H200, run_gpu.py --variant, 2026-11-29 (cuda.md v10), W4A16 M = 1 7168x18432
+#: 39.5 us against 45.6 at 2 stages with x loaded ahead by hand; 2048x7168 (1 tile a program) lost, 15.8 vs 14.5
+MMA_DECODE_STAGES = 3
+#: split-K at M <= 16 aims at this many programs per SM
+MMA_PROGRAMS_PER_SM = 8
 
 
 def pick_mma(m: int, n: int, k: int, sl: int, bits: int, device: str) -> Config:
@@ -149,9 +153,11 @@ def pick_mma(m: int, n: int, k: int, sl: int, bits: int, device: str) -> Config:
         return Config(bm, 32, sl, 2 if tiles > 1 else 1, 4, 1)
     sms = _sm_count(torch.device(device).index or 0)
     if bm <= 16:
-        bn, warps, stages = 64, 4, MMA_DECODE_STAGES
-        split = triton.next_power_of_2(triton.cdiv(8 * sms, triton.cdiv(n, bn)))
+        bn, warps = 64, 4
+        split = triton.next_power_of_2(triton.cdiv(MMA_PROGRAMS_PER_SM * sms, triton.cdiv(n, bn)))
+        split = max(1, min(16, split, tiles))
+        stages = MMA_DECODE_STAGES if triton.cdiv(tiles, split) >= 2 else 2
     else:
         bn, warps, stages = 128, 8, 3
-        split = 2 if triton.cdiv(n, bn) >= 48 else 8
-    return Config(bm, bn, sl, max(1, min(16, split, tiles)), warps, stages)
+        split = max(1, min(16, 2 if triton.cdiv(n, bn) >= 48 else 8, tiles))
+    return Config(bm, bn, sl, split, warps, stages)

@@ -144,8 +144,10 @@ MMA_MAX_M = {4: 64, 8: 0}
 #: (H200, run_gpu.py tables v7 and v4 of docs/benchmarks/cuda.md: two runs, bf16 within 2% between them)
 MMA_MIN_K = 1024
 MMA_WIDE_MIN_K = 2048
-#: ... and for W4A8_DYNAMIC / W4AFP8 (x quantized first, its int8 / e4m3 codes fed to the MMA as bf16)
-MMA_ACT_MAX_M = 16
+#: ... and for W4A8_DYNAMIC / W4AFP8 (x quantized first, its int8 / e4m3 codes fed to the MMA as bf16). At
+#: M = 64 it beat the tiled int8 / fp8 kernel on every deep shape (H200, run_gpu.py --variant, 2026-11-29,
+#: cuda.md v10): W4A8 7168x18432 115 vs 258 us, 2048x7168 26 vs 62 us
+MMA_ACT_MAX_M = 64
 #: the CUDA-core GEMV (gemv_kernel) up to this many rows, for widths the decode kernel does not take
 GEMV_MAX_M = 1
 #: dequantize-then-cuBLAS from this many rows on (None: never). Tests lower these to reach every path.
@@ -157,8 +159,10 @@ DENSE_MIN_M: int | None = 256
 #: same fixup) or "atomic" (split-K atomics into a zeroed float32 buffer, then a cast: two more kernels a call)
 MMA_SPLIT = "fixup"
 MMA_STREAM_PER_SM = 4
-#: the decode kernel's X_AHEAD (x loaded one field ahead by hand; False: by the pipeliner, see the kernel)
-MMA_X_AHEAD = True
+#: the decode kernel's X_AHEAD (x loaded one field ahead by hand; False: by Triton's pipeliner, see the
+#: kernel). None: by hand only at 2 stages; at 3 or more the pipeliner's schedule keeps the next weight tile in
+#: flight and was faster (configs.MMA_DECODE_STAGES)
+MMA_X_AHEAD: bool | None = None
 _FIXUP_WORKSPACES: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
@@ -220,7 +224,8 @@ def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, SL=sl, F16=act == ACT_FLOAT and xq.dtype == torch.float16,
         ASM=not interpreting(), EVEN_K=k % (epw * sl) == 0, STREAM=programs > 0, FIXUP=ws_fix is not None,
         sum_ptr=None if ws_fix is None else ws_fix[0], count_ptr=None if ws_fix is None else ws_fix[1],
-        X_AHEAD=MMA_X_AHEAD, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        X_AHEAD=cfg.num_stages < 3 if MMA_X_AHEAD is None else MMA_X_AHEAD, num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages)
     return out.to(out_dtype)
 
 

@@ -30,7 +30,7 @@ BLOCK_M = 16
 LBK = {4: 256, 8: 128}
 #: defaults; the benchmark overrides them (decode_cfg) to sweep.
 DEFAULTS = dict(block_n=64, num_warps=4, num_stages=4, target_programs=1024, lbk4=512, lbk8=128, sl1=128, swap=0,
-                mma=1, mma_block_m=16)
+                mma=1, mma_block_m=16, mma_stages=2, mma_x_ahead=1)
 #: ``mma=1`` runs symmetric int4 experts (W4A16, W4A8_DYNAMIC, W4AFP8 with per-token activations) through the
 #: dense decode GEMM's kernel (dsq_cuda.mma_decode_kernel, MOE mode) on pair tiles instead of moe_slab_kernel
 #: (``mma=0``). On the H200 (bench_moe.py --tokens 8,64 --variants '[{"mma": 1}]', 2026-11-29, one run) it won
@@ -42,6 +42,9 @@ DEFAULTS = dict(block_n=64, num_warps=4, num_stages=4, target_programs=1024, lbk
 #: 0.66-0.95x bf16 against 1.56-1.70x at M = 16). Not yet timed, so it stays 16: time it with
 #: ``bench_moe.py --tokens 8,64 --variants '[{"mma_block_m": 32}, {"mma_block_m": 64}]'``.
 MMA_BLOCK_MS = (16, 32, 64)
+#: ``mma_stages`` / ``mma_x_ahead``: that kernel's pipeline stages and X_AHEAD (x loaded a field ahead by hand,
+#: 1, or by Triton's pipeliner, 0). The dense path switched to 3 stages without X_AHEAD (cuda.md v10); for
+#: the experts it is not timed yet: ``--variants '[{"mma_stages": 3, "mma_x_ahead": 0}]'``.
 
 
 def tuned(up_sw: dict) -> dict:
@@ -123,7 +126,7 @@ def _launch_mma(a, a_scale, packed: PackedWeight, scheme: QuantScheme, al, out, 
         G=group, BITS=4, ACT=act, ASYM=False, GROUP_SCALE=True, CHANNEL_SCALE=two_level, HAS_BIAS=False,
         SPLIT_K=split, BLOCK_M=al.block_m, BLOCK_N=block_n, SL=sl, F16=act == 0 and a.dtype == torch.float16,
         ASM=not interpreting(), EVEN_K=k % (8 * sl) == 0, MOE=True, X_DIV=top_k if gate_up else 1,
-        num_warps=warps, num_stages=2)
+        X_AHEAD=bool(cfg["mma_x_ahead"]), num_warps=warps, num_stages=cfg["mma_stages"])
 
 
 def _launch(a, a_scale, static, lay, packed, scheme, al, out, n, k, top_k, gate_up, sw, cfg, tiny, dummy, mma):

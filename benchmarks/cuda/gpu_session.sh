@@ -26,26 +26,31 @@ for s in $STEPS; do
     # correctness on the GPU (tests/cuda: about 95 s on the H200; the MoE decode tests about 60 s)
     pytest_cuda) step pytest_cuda 150 python3 -m pytest -q tests/cuda ;;
     pytest_moe) step pytest_moe 80 env DSQ_MOE_TEST_DEVICE=cuda python3 -m pytest -q tests/cuda_moe/test_cuda_moe_decode.py ;;
-    # the decode kernel's open question (cuda.md v9): x left to the pipeliner at 3 stages, against the default
+    # the decode kernel's split and stages with x left to the pipeliner (the default since cuda.md v10)
+    lab_decode) step lab_decode 150 $LAB --bits 4 --modes fixup --splits 2,4,8,16 --stages 3,4 --x-ahead 0 \
+        --out "$OUT/lab_decode" ;;
+    # the first question of v10 (x left to the pipeliner at 3 stages, against the v9 default)
     lab_x_ahead) step lab_x_ahead 150 $LAB --bits 4 --modes fixup --stages 2,3 --x-ahead 1,0 --out "$OUT/lab" ;;
     # the decode kernel at M = 64 (below the 0.9x floor in v9): split-K fixup against stream-K, BLOCK_N 64/128
     lab_m64) step lab_m64 120 python3 benchmarks/cuda/mma_decode_lab.py --no-check --bits 4 --ms 64 --sls 32 \
-        --shapes 7168x18432,18432x7168,7168x2048,2048x7168 --bn-warps 128:8,64:4 --splits 1,2,4 --stages 3 \
-        --modes fixup,stream --per-sm 1,2 --out "$OUT/lab_m64" ;;
-    # dense decode timings with peers in one run (about 90 s), and untried dispatch choices as variants
-    # (run_gpu.py --variant): x left to the pipeliner at 3 stages; W4A8 / W4AFP8 through the decode kernel at M = 64
+        --shapes 7168x18432,18432x7168,7168x2048,2048x7168 --bn-warps 128:8,64:4 --splits 1,2,4 --stages 3,4 \
+        --x-ahead 0 --modes fixup,stream --per-sm 1,2 --out "$OUT/lab_m64" ;;
+    # dense decode timings with peers in one run (about 90 s), and dispatch choices as variants
+    # (run_gpu.py --variant): v9's default (2 stages, x loaded ahead by hand), atomics instead of the fixup,
+    # split-K aimed at 4 or 16 programs per SM instead of 8
     bench_dense) step bench_dense 230 bash -c "cd benchmarks/cuda && python3 run_gpu.py --out $OUT/dense \
         --skip-correctness --ms 1,16,64 --schemes W4A16,W8A16,W4A8_DYNAMIC,W4AFP8 \
-        --variant 'xa0:W4A16+W4A8_DYNAMIC:mm.MMA_X_AHEAD=False,configs.MMA_DECODE_STAGES=3' \
-        --variant 'act64:W4A8_DYNAMIC+W4AFP8:mm.MMA_ACT_MAX_M=64'" ;;
-    # the MoE layer at decode T, with the untimed wider MOE-mode blocks (about 80 s)
-    bench_moe) step bench_moe 100 python3 benchmarks/cuda_moe/bench_moe.py --tokens 8,64 --no-loop \
-        --schemes W4A16,W4A8_DYNAMIC,W4AFP8 --variants '[{"mma_block_m": 32}, {"mma_block_m": 64}]' \
-        --out "$OUT/moe.json" ;;
+        --variant 'v9:W4A16:mm.MMA_X_AHEAD=True,configs.MMA_DECODE_STAGES=2' \
+        --variant 'atomic:W4A16:mm.MMA_SPLIT=\"atomic\"' \
+        --variant 'pps4:W4A16:configs.MMA_PROGRAMS_PER_SM=4' --variant 'pps16:W4A16:configs.MMA_PROGRAMS_PER_SM=16'" ;;
+    # the MoE layer at decode T: the experts' kernel with x left to the pipeliner, and wider blocks (about 100 s)
+    bench_moe) step bench_moe 130 python3 benchmarks/cuda_moe/bench_moe.py --tokens 8,64 --no-loop \
+        --schemes W4A16,W4A8_DYNAMIC,W4AFP8 --variants '[{"mma_stages": 3, "mma_x_ahead": 0}, {"mma_block_m": 32},
+        {"mma_block_m": 32, "mma_stages": 3, "mma_x_ahead": 0}]' --out "$OUT/moe.json" ;;
     # conformance of matmul (about 110 s; the full suite took 310 s: run it alone in a call of its own,
     # dsq conformance --backend cuda --report FILE)
     conformance) step conformance 150 dsq conformance --backend cuda --op matmul --report "$OUT/cuda-h200-matmul.md" ;;
-    *) echo "unknown step $s; known: pytest_cuda pytest_moe lab_x_ahead lab_m64 bench_dense bench_moe conformance"; exit 2 ;;
+    *) echo "unknown step $s; known: pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 bench_dense bench_moe conformance"; exit 2 ;;
     esac
 done
 # the device returns at most 8 files: the logs travel as one archive

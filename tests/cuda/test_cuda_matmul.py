@@ -360,14 +360,15 @@ def test_decode_split_modes(cuda_backend, ref_backend, monkeypatch, split, name,
 
 @pytest.mark.parametrize("name,k,m", [("W4A16", 1100, 3), ("W4A16", 1024, 16), ("W4A8_DYNAMIC", 1100, 1)])
 def test_decode_x_left_to_the_pipeliner(cuda_backend, ref_backend, monkeypatch, name, k, m):
-    """X_AHEAD = False (each field's x loaded where it is used) computes what the default does, with K a
-    whole number of tiles or not."""
+    """X_AHEAD = False (each field's x loaded where it is used; the GPU default at 3 stages) computes what
+    X_AHEAD = True (x loaded a field ahead by hand) does, with K a whole number of tiles or not."""
     import dsq_cuda.mm as mm
 
     monkeypatch.setattr(mm, "MMA_MAX_M", {4: 64, 8: 64})
     monkeypatch.setattr(mm, "MMA_MIN_K", 0)
     scheme, w, x, b, _ = _problem(name, 80, k, m, torch.bfloat16, seed=22)
     pw = ref_backend.quantize_weight(w, scheme)
+    monkeypatch.setattr(mm, "MMA_X_AHEAD", True)
     y = raw_matmul(x, pw, scheme, b)
     monkeypatch.setattr(mm, "MMA_X_AHEAD", False)
     y_pipelined = raw_matmul(x, pw, scheme, b)

@@ -180,3 +180,21 @@ def test_combine_rounds_each_expert_output_before_its_weight(dtype, top_k):
     if dtype != torch.float32:  # rounding each output first is visible: without it the sums differ
         unrounded = (o.view(t, top_k, h) * w.view(t, top_k, 1)).sum(1).to(dtype)
         assert (unrounded != want).any()
+
+
+@pytest.mark.parametrize("scheme_name", ["W4A16", "W4A8_DYNAMIC"])
+def test_mma_x_left_to_the_pipeliner_gives_the_same_bits(scheme_name):
+    # decode_cfg mma_x_ahead=0 / mma_stages=3: each field's x slab is loaded where it is used and the pipeliner
+    # schedules it. Same products in the same order as x loaded a field ahead by hand, so the same bits; H of
+    # 1000 is not a whole number of K tiles (the masked last tile), and 12 tokens on 6 experts split K.
+    e, h, i, t = 6, 1000, 96, 12
+    scheme, cpu, dev = make_experts(scheme_name, e, h, i, seed=9)
+    g = torch.Generator().manual_seed(6)
+    ids = torch.stack([torch.randperm(e, generator=g)[:2] for _ in range(t)])
+    w = torch.rand(*ids.shape, generator=g) + 0.1
+    x = torch.randn(t, h, generator=g).to(torch.bfloat16)
+    args = (x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev.gate_up, dev.down, scheme, e)
+    y_ahead = run_moe(*args, path="decode", decode_cfg=dict(mma_x_ahead=1, mma_stages=2))
+    y_piped = run_moe(*args, path="decode", decode_cfg=dict(mma_x_ahead=0, mma_stages=3))
+    assert torch.equal(y_piped, y_ahead)
+    assert rel_err(y_piped, reference().moe(x, ids, w, cpu, scheme)) < 4e-3
