@@ -10,6 +10,7 @@ tensor-core bound and want large tiles. ``TUNED`` holds measured winners from be
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import torch
@@ -131,19 +132,39 @@ def _pick_gemv(m: int, n: int, k: int, group: int, device: str) -> Config:
 
 #: pipeline stages of the decode kernel at M <= 16 when a program sums at least 2 K tiles (1 tile: 2 stages).
 #: With 3 stages dsq_cuda.mm leaves x to Triton's pipeliner (the kernel's X_AHEAD = False), which keeps the
-#: next weight tile in flight: H200, run_gpu.py --variant, 2026-11-29 (cuda.md v10), W4A16 M = 1 7168x18432
-#: 39.5 us against 45.6 at 2 stages with x loaded ahead by hand; 2048x7168 (1 tile a program) lost, 15.8 vs 14.5
+#: next weight tile in flight (H200 lab and run_gpu.py --variant, 2026-11-29, docs/benchmarks/cuda.md v10)
 MMA_DECODE_STAGES = 3
-#: split-K at M <= 16 aims at this many programs per SM
-MMA_PROGRAMS_PER_SM = 8
+#: split-K at M <= 16 aims at this many programs per SM (rounded to the nearest power of two of splits), and
+#: leaves each program at least 2 K tiles. H200 lab, x left to the pipeliner, 3 stages: 7168x18432 M = 1 took
+#: 33.2 / 34.4 / 37.7 / 45.7 us at split 2 / 4 / 8 / 16 (4.4 / 8.7 / 17 / 35 programs per SM); 2048x7168 (8 K
+#: tiles) 9.6 / 9.2 / 12.1 us at split 2 / 4 / 8, the last with one tile a program
+MMA_PROGRAMS_PER_SM = 4
+
+
+#: above M = 16 (BLOCK_N 128, 8 warps) large weights go stream-K (dsq_cuda.mma_decode_kernel STREAM): this many
+#: programs per SM share the ``row blocks x K tiles`` evenly, when each gets at least MMA_WIDE_STREAM_MIN_TILES
+#: tiles. H200 lab, M = 64, 2026-11-29 (cuda.md v10): 7168x18432 68.9 us against 94.3 for the best split-K
+#: (144 row blocks: split 2 leaves a partial third wave); 18432x7168 65.4 against 66.4; on 7168x2048 and
+#: 2048x7168 (3.4 tiles a program) split-K won, 20.5 vs 22.6 and 16.9 vs 23.4 us
+MMA_WIDE_STREAM_PER_SM = 1
+MMA_WIDE_STREAM_MIN_TILES = 16
+
+
+def mma_stream_programs(cfg: Config, n: int, k: int, bits: int, device: str) -> int:
+    """Programs of a stream-K launch of the decode kernel for ``cfg`` (from :func:`pick_mma`), or 0: split-K."""
+    if cfg.block_m <= 16 or interpreting() or device == "cpu":
+        return 0
+    programs = MMA_WIDE_STREAM_PER_SM * _sm_count(torch.device(device).index or 0)
+    units = triton.cdiv(n, cfg.block_n) * triton.cdiv(k, cfg.block_k * 32 // bits)
+    return programs if units >= MMA_WIDE_STREAM_MIN_TILES * programs else 0
 
 
 def pick_mma(m: int, n: int, k: int, sl: int, bits: int, device: str) -> Config:
     """Config of the tensor-core decode kernel (dsq_cuda.mma_decode_kernel); block_k carries the slab length SL.
 
-    From the H200 sweep of benchmarks/cuda/mma_decode_lab.py (2026-11-29, W4A16/W8A16 on 7168x18432,
-    18432x7168, 7168x2048): at M <= 16 BLOCK_N = 64 with 4 warps and 2 stages won or was within 5%, with
-    split-K bringing the programs to about 8 per SM (split 2-16); at M <= 64 a [128, 64] float32 accumulator
+    From the H200 sweeps of benchmarks/cuda/mma_decode_lab.py (2026-11-29, W4A16/W8A16 on 7168x18432,
+    18432x7168, 7168x2048): at M <= 16 BLOCK_N = 64 with 4 warps won or was within 5%, with split-K per
+    MMA_PROGRAMS_PER_SM and stages per MMA_DECODE_STAGES (above); at M <= 64 a [128, 64] float32 accumulator
     needs 8 warps (4 spill), and split 2 (8 on the narrow N = 2048) won. SL = 64 won by up to 7% at M = 16
     (N = 2048) but lost by up to 32% at M = 1, so SL stays the group's slab length (32 for group 128).
     """
@@ -154,8 +175,9 @@ def pick_mma(m: int, n: int, k: int, sl: int, bits: int, device: str) -> Config:
     sms = _sm_count(torch.device(device).index or 0)
     if bm <= 16:
         bn, warps = 64, 4
-        split = triton.next_power_of_2(triton.cdiv(MMA_PROGRAMS_PER_SM * sms, triton.cdiv(n, bn)))
-        split = max(1, min(16, split, tiles))
+        want = MMA_PROGRAMS_PER_SM * sms / triton.cdiv(n, bn)  # splits that give that many programs
+        split = 1 << max(0, round(math.log2(want))) if want > 1 else 1
+        split = max(1, min(16, split, tiles // 2))
         stages = MMA_DECODE_STAGES if triton.cdiv(tiles, split) >= 2 else 2
     else:
         bn, warps, stages = 128, 8, 3

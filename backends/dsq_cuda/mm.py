@@ -30,7 +30,7 @@ from dsq.qtypes import PackedWeight
 from dsq.schemes import ActGranularity, Granularity, QType, QuantScheme
 from dsq_cuda import act_quant
 from dsq_cuda._env import check_not_capturing, interpreting
-from dsq_cuda.configs import Config, pick, pick_mma
+from dsq_cuda.configs import Config, mma_stream_programs, pick, pick_mma
 from dsq_cuda.dequant_kernel import dequantize_t
 from dsq_cuda.gemv_kernel import launch as launch_gemv
 from dsq_cuda.mm_kernel import (
@@ -154,8 +154,9 @@ GEMV_MAX_M = 1
 DENSE_MIN_M: int | None = 256
 
 
-#: the decode kernel's K split: "fixup" (split-K grid; the last program of a row block finishes it in the
-#: kernel, from a cached self-cleaning workspace), "stream" (stream-K over MMA_STREAM_PER_SM programs per SM,
+#: the decode kernel's K split: "fixup" (split-K grid, or stream-K above M = 16 on large weights as
+#: configs.mma_stream_programs says; the last program of a row block finishes it in the kernel, from a cached
+#: self-cleaning workspace), "stream" (stream-K over MMA_STREAM_PER_SM programs per SM,
 #: same fixup) or "atomic" (split-K atomics into a zeroed float32 buffer, then a cast: two more kernels a call)
 MMA_SPLIT = "fixup"
 MMA_STREAM_PER_SM = 4
@@ -204,6 +205,8 @@ def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None
     if MMA_SPLIT == "stream":  # (the interpreter: as if 2 SMs, so programs share row blocks)
         sms = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 2
         programs = min(blocks * tiles, MMA_STREAM_PER_SM * sms)
+    elif MMA_SPLIT == "fixup":  # large weights above M = 16 go stream-K (configs.MMA_WIDE_STREAM_PER_SM)
+        programs = mma_stream_programs(cfg, n, k, scheme.weight_bits, str(dev))
     ws_fix = fixup_workspace(dev, cfg.block_m, n) if MMA_SPLIT != "atomic" and (cfg.split_k > 1 or programs) \
         else None
     if ws_fix is None:

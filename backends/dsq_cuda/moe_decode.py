@@ -30,7 +30,7 @@ BLOCK_M = 16
 LBK = {4: 256, 8: 128}
 #: defaults; the benchmark overrides them (decode_cfg) to sweep.
 DEFAULTS = dict(block_n=64, num_warps=4, num_stages=4, target_programs=1024, lbk4=512, lbk8=128, sl1=128, swap=0,
-                mma=1, mma_block_m=16, mma_stages=2, mma_x_ahead=1)
+                mma=1, mma_block_m=16, mma_stages=3, mma_x_ahead=0)
 #: ``mma=1`` runs symmetric int4 experts (W4A16, W4A8_DYNAMIC, W4AFP8 with per-token activations) through the
 #: dense decode GEMM's kernel (dsq_cuda.mma_decode_kernel, MOE mode) on pair tiles instead of moe_slab_kernel
 #: (``mma=0``). On the H200 (bench_moe.py --tokens 8,64 --variants '[{"mma": 1}]', 2026-11-29, one run) it won
@@ -39,12 +39,15 @@ DEFAULTS = dict(block_n=64, num_warps=4, num_stages=4, target_programs=1024, lbk
 #: ``mma_block_m`` (16, 32 or 64): pairs per block of that kernel. Each block reads its expert's whole weight,
 #: so an expert with more pairs than a block reads it once per block (skewed T = 64: 32 pairs per expert, read
 #: twice at 16); wider blocks read it fewer times but make each MMA wider (the dense kernel at M = 64 ran at
-#: 0.66-0.95x bf16 against 1.56-1.70x at M = 16). Not yet timed, so it stays 16: time it with
-#: ``bench_moe.py --tokens 8,64 --variants '[{"mma_block_m": 32}, {"mma_block_m": 64}]'``.
+#: 0.66-0.95x bf16 against 1.56-1.70x at M = 16). It stays 16: on the H200 (bench_moe.py --variants
+#: '[{"mma_block_m": 32}]', 2026-11-29, cuda-moe.md v10) 32 was slower in all 12 cells, 0.74-1.09x bf16 where
+#: 16 ran 1.10-2.36x (W4AFP8 T = 64 uniform 4547 vs 1937 us).
 MMA_BLOCK_MS = (16, 32, 64)
 #: ``mma_stages`` / ``mma_x_ahead``: that kernel's pipeline stages and X_AHEAD (x loaded a field ahead by hand,
-#: 1, or by Triton's pipeliner, 0). The dense path switched to 3 stages without X_AHEAD (cuda.md v10); for
-#: the experts it is not timed yet: ``--variants '[{"mma_stages": 3, "mma_x_ahead": 0}]'``.
+#: 1, or by Triton's pipeliner, 0). 3 / 0 keeps the next weight tile in flight, as in the dense path: on the
+#: H200 (bench_moe.py --variants '[{"mma_stages": 3, "mma_x_ahead": 0}]', 2026-11-29, cuda-moe.md v10) it won
+#: 10 of 12 cells against 2 / 1, by up to 13% (W4A8_DYNAMIC T = 64 uniform 1754 vs 2015 us), and lost 4-5% on
+#: skewed T = 64 for W4A16 and W4AFP8.
 
 
 def tuned(up_sw: dict) -> dict:

@@ -29,24 +29,23 @@ for s in $STEPS; do
     # the decode kernel's split and stages with x left to the pipeliner (the default since cuda.md v10)
     lab_decode) step lab_decode 150 $LAB --bits 4 --modes fixup --splits 2,4,8,16 --stages 3,4 --x-ahead 0 \
         --out "$OUT/lab_decode" ;;
-    # the first question of v10 (x left to the pipeliner at 3 stages, against the v9 default)
-    lab_x_ahead) step lab_x_ahead 150 $LAB --bits 4 --modes fixup --stages 2,3 --x-ahead 1,0 --out "$OUT/lab" ;;
+    # v10's first question, in one run: x left to the pipeliner (0) or loaded ahead by hand (1), at 2 / 3 stages
+    lab_x_ahead) step lab_x_ahead 150 $LAB --bits 4 --modes fixup --splits 2,4,8,16 --stages 2,3 --x-ahead 1,0 \
+        --out "$OUT/lab" ;;
     # the decode kernel at M = 64 (below the 0.9x floor in v9): split-K fixup against stream-K, BLOCK_N 64/128
     lab_m64) step lab_m64 120 python3 benchmarks/cuda/mma_decode_lab.py --no-check --bits 4 --ms 64 --sls 32 \
         --shapes 7168x18432,18432x7168,7168x2048,2048x7168 --bn-warps 128:8,64:4 --splits 1,2,4 --stages 3,4 \
         --x-ahead 0 --modes fixup,stream --per-sm 1,2 --out "$OUT/lab_m64" ;;
     # dense decode timings with peers in one run (about 90 s), and dispatch choices as variants
-    # (run_gpu.py --variant): v9's default (2 stages, x loaded ahead by hand), atomics instead of the fixup,
-    # split-K aimed at 4 or 16 programs per SM instead of 8
+    # (run_gpu.py --variant): v9's decode settings (2 stages, x loaded ahead by hand, split-K for about 8
+    # programs per SM), and split-K instead of stream-K above M = 16
     bench_dense) step bench_dense 230 bash -c "cd benchmarks/cuda && python3 run_gpu.py --out $OUT/dense \
         --skip-correctness --ms 1,16,64 --schemes W4A16,W8A16,W4A8_DYNAMIC,W4AFP8 \
-        --variant 'v9:W4A16:mm.MMA_X_AHEAD=True,configs.MMA_DECODE_STAGES=2' \
-        --variant 'atomic:W4A16:mm.MMA_SPLIT=\"atomic\"' \
-        --variant 'pps4:W4A16:configs.MMA_PROGRAMS_PER_SM=4' --variant 'pps16:W4A16:configs.MMA_PROGRAMS_PER_SM=16'" ;;
-    # the MoE layer at decode T: the experts' kernel with x left to the pipeliner, and wider blocks (about 100 s)
+        --variant 'v9:W4A16+W4A8_DYNAMIC:mm.MMA_X_AHEAD=True,configs.MMA_DECODE_STAGES=2,configs.MMA_PROGRAMS_PER_SM=8' \
+        --variant 'splitk:W4A16+W4A8_DYNAMIC:configs.MMA_WIDE_STREAM_MIN_TILES=1000000000'" ;;
+    # the MoE layer at decode T against v9's settings of the experts' kernel (about 60 s)
     bench_moe) step bench_moe 130 python3 benchmarks/cuda_moe/bench_moe.py --tokens 8,64 --no-loop \
-        --schemes W4A16,W4A8_DYNAMIC,W4AFP8 --variants '[{"mma_stages": 3, "mma_x_ahead": 0}, {"mma_block_m": 32},
-        {"mma_block_m": 32, "mma_stages": 3, "mma_x_ahead": 0}]' --out "$OUT/moe.json" ;;
+        --schemes W4A16,W4A8_DYNAMIC,W4AFP8 --variants '[{"mma_stages": 2, "mma_x_ahead": 1}]' --out "$OUT/moe.json" ;;
     # conformance of matmul (about 110 s; the full suite took 310 s: run it alone in a call of its own,
     # dsq conformance --backend cuda --report FILE)
     conformance) step conformance 150 dsq conformance --backend cuda --op matmul --report "$OUT/cuda-h200-matmul.md" ;;

@@ -49,13 +49,18 @@ GRAPH_FAILURES: list[str] = []
 def bench(fn, rep=40, graph=True) -> float:
     """Median microseconds of one call, L2 flushed before each (do_bench).
 
-    With ``graph`` the call is captured once in a CUDA graph and the replay is timed: the GPU time of the
+    With ``graph`` the call is captured in a CUDA graph (after a throwaway capture) and the replay is timed: the GPU time of the
     kernels without Python/launch overhead, which on this machine's CPU exceeds the GPU time of decode
     GEMMs (and is what serving engines remove with graphs too). Every implementation is timed the same way.
     """
     if graph:
         try:
             fn()
+            torch.cuda.synchronize()
+            # a throwaway capture first: state made once per capture stream (dsq's split-K workspace and its
+            # zero fill) lands there, as in a model's graph where many layers share it, not in the timed one
+            with torch.cuda.graph(torch.cuda.CUDAGraph()):
+                fn()
             torch.cuda.synchronize()
             g = torch.cuda.CUDAGraph()
             with torch.cuda.graph(g):

@@ -12,10 +12,11 @@ def h200(monkeypatch):
 
 
 @pytest.mark.parametrize("m,k,n,split,stages", [
-    (1, 7168, 18432, 4, 3),    # 288 row blocks: split 4 (about 8 programs per SM), 7 tiles a program
-    (16, 18432, 7168, 16, 3),  # 112 row blocks: split 16, 5 tiles a program
-    (1, 7168, 2048, 16, 3),    # 28 tiles over a split of 16: 2 tiles a program, still 3 stages
-    (1, 2048, 7168, 8, 2),     # 8 tiles over a split of 8: one tile a program, nothing to pipeline: 2 stages
+    (1, 7168, 18432, 2, 3),    # 288 row blocks: 528 / 288 = 1.8 splits for 4 programs per SM -> 2
+    (16, 18432, 7168, 4, 3),   # 112 row blocks: 4.7 -> 4
+    (1, 7168, 2048, 14, 3),    # 32 row blocks: 16.5 -> 16, capped at half the 28 K tiles
+    (1, 2048, 7168, 4, 3),     # 8 K tiles: split 4 leaves 2 a program
+    (1, 1024, 7168, 2, 3),     # 4 K tiles
 ])
 def test_decode_stages_follow_the_tiles_each_program_sums(h200, m, k, n, split, stages):
     cfg = configs.pick_mma(m, n, k, 32, 4, "cuda:0")
@@ -33,3 +34,12 @@ def test_interpreter_keeps_small_tiles(monkeypatch):
     monkeypatch.setattr(configs, "interpreting", lambda: True)
     cfg = configs.pick_mma(3, 80, 1100, 32, 4, "cpu")
     assert (cfg.block_m, cfg.block_n, cfg.num_stages) == (16, 32, 1)
+
+
+def test_stream_k_above_m16_only_for_large_weights(h200):
+    big = configs.pick_mma(64, 18432, 7168, 32, 4, "cuda:0")  # 144 row blocks x 28 tiles: 30 a program
+    assert configs.mma_stream_programs(big, 18432, 7168, 4, "cuda:0") == 132
+    small = configs.pick_mma(64, 2048, 7168, 32, 4, "cuda:0")  # 16 x 28 tiles: 3.4 a program
+    assert configs.mma_stream_programs(small, 2048, 7168, 4, "cuda:0") == 0
+    decode = configs.pick_mma(16, 18432, 7168, 32, 4, "cuda:0")
+    assert configs.mma_stream_programs(decode, 18432, 7168, 4, "cuda:0") == 0
