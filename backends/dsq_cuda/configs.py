@@ -147,6 +147,8 @@ MMA_PROGRAMS_PER_SM = 4
 #: (144 row blocks: split 2 leaves a partial third wave); 18432x7168 65.4 against 66.4; on 7168x2048 and
 #: 2048x7168 (3.4 tiles a program) split-K won, 20.5 vs 22.6 and 16.9 vs 23.4 us
 MMA_WIDE_STREAM_PER_SM = 1
+#: pipeline stages above M = 16 (a stage holds x [64, 256] and the weight tile: 48 KB at M = 64)
+MMA_WIDE_STAGES = 3
 MMA_WIDE_STREAM_MIN_TILES = 16
 
 
@@ -180,6 +182,6 @@ def pick_mma(m: int, n: int, k: int, sl: int, bits: int, device: str) -> Config:
         split = max(1, min(16, split, tiles // 2))
         stages = MMA_DECODE_STAGES if triton.cdiv(tiles, split) >= 2 else 2
     else:
-        bn, warps, stages = 128, 8, 3
+        bn, warps, stages = 128, 8, MMA_WIDE_STAGES
         split = max(1, min(16, 2 if triton.cdiv(n, bn) >= 48 else 8, tiles))
     return Config(bm, bn, sl, split, warps, stages)

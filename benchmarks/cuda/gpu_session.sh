@@ -46,10 +46,20 @@ for s in $STEPS; do
     # the MoE layer at decode T against v9's settings of the experts' kernel (about 60 s)
     bench_moe) step bench_moe 130 python3 benchmarks/cuda_moe/bench_moe.py --tokens 8,64 --no-loop \
         --schemes W4A16,W4A8_DYNAMIC,W4AFP8 --variants '[{"mma_stages": 2, "mma_x_ahead": 1}]' --out "$OUT/moe.json" ;;
+    # v10's second call: M = 64 at 2 stages (2 programs per SM fit), and untried dispatch: W8A16 through the
+    # decode kernel, and the decode kernel on shallow weights (K 512 / 1536)
+    lab_m64b) step lab_m64b 100 python3 benchmarks/cuda/mma_decode_lab.py --no-check --bits 4 --ms 64 --sls 32 \
+        --shapes 7168x18432,2048x7168,7168x2048 --bn-warps 128:8,64:4 --splits 1,2,4 --stages 2,3 \
+        --x-ahead 0 --modes fixup,stream --per-sm 1,2 --out "$OUT/lab_m64b" ;;
+    bench_dispatch) step bench_dispatch 150 bash -c "cd benchmarks/cuda && python3 run_gpu.py --out $OUT/dispatch \
+        --skip-correctness --ms 1,16,64 --schemes W4A16,W8A16,W4A8_DYNAMIC \
+        --variant 'w8mma:W8A16:mm.MMA_MAX_M={4: 64, 8: 64}' \
+        --variant 'shallow:W4A16+W4A8_DYNAMIC:mm.MMA_MIN_K=512,mm.MMA_WIDE_MIN_K=512' \
+        --variant 'st2wide:W4A16:configs.MMA_WIDE_STAGES=2'" ;;
     # conformance of matmul (about 110 s; the full suite took 310 s: run it alone in a call of its own,
     # dsq conformance --backend cuda --report FILE)
     conformance) step conformance 150 dsq conformance --backend cuda --op matmul --report "$OUT/cuda-h200-matmul.md" ;;
-    *) echo "unknown step $s; known: pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 bench_dense bench_moe conformance"; exit 2 ;;
+    *) echo "unknown step $s; known: pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe conformance"; exit 2 ;;
     esac
 done
 # the device returns at most 8 files: the logs travel as one archive
