@@ -54,8 +54,7 @@ for s in $STEPS; do
     bench_dispatch) step bench_dispatch 150 bash -c "cd benchmarks/cuda && python3 run_gpu.py --out $OUT/dispatch \
         --skip-correctness --ms 1,16,64 --schemes W4A16,W8A16,W4A8_DYNAMIC \
         --variant 'w8mma:W8A16:mm.MMA_MAX_M={4: 64, 8: 64}' \
-        --variant 'shallow:W4A16+W4A8_DYNAMIC:mm.MMA_MIN_K=512,mm.MMA_WIDE_MIN_K=512' \
-        --variant 'st2wide:W4A16:configs.MMA_WIDE_STAGES=2'" ;;
+        --variant 'shallow:W4A16+W4A8_DYNAMIC:mm.MMA_MIN_K=512,mm.MMA_WIDE_MIN_K=512'" ;;
     # conformance of matmul (about 110 s; the full suite took 310 s: run it alone in a call of its own,
     # dsq conformance --backend cuda --report FILE)
     conformance) step conformance 150 dsq conformance --backend cuda --op matmul --report "$OUT/cuda-h200-matmul.md" ;;

@@ -20,6 +20,7 @@ import contextlib
 import datetime
 import json
 import os
+import re
 import sys
 import time
 
@@ -162,7 +163,7 @@ def parse_variant(spec: str) -> tuple[str, list[str], dict[str, object]]:
     try:
         label, schemes, sets = spec.split(":", 2)
         values = {}
-        for item in sets.split(","):
+        for item in re.split(r",(?=\s*\w+\.\w+\s*=)", sets):  # commas before the next module.NAME=
             name, value = item.split("=", 1)
             values[name.strip()] = ast.literal_eval(value.strip())
     except (ValueError, SyntaxError) as exc:
