@@ -1,7 +1,7 @@
 """matmul host side: prepare a PackedWeight's device layout once, quantize the activation, launch a kernel.
 
-Paths: weight-only schemes with bf16/fp16 x use mma_decode_kernel for M <= MMA_MAX_M[bits] (int4: up to 64;
-int8: off, the GEMV and the tiled kernel were faster on the H200), gemv_kernel for M <= GEMV_MAX_M otherwise,
+Paths: weight-only schemes with bf16/fp16 x use mma_decode_kernel for M <= MMA_MAX_M[bits] (64) on weights
+deep enough (MMA_MIN_K / MMA_WIDE_MIN_K), gemv_kernel for M <= GEMV_MAX_M otherwise,
 dequantize + cuBLAS for M >= DENSE_MIN_M and qmm_kernel in between; W4A8_DYNAMIC and W4AFP8 quantize x
 (act_quant; to bf16 codes for the decode kernel) and use mma_decode_kernel for M <= MMA_ACT_MAX_M, qmm_kernel
 above; every other scheme quantizes x and runs qmm_kernel. A Config passed by the caller (benchmarks) forces
@@ -126,28 +126,31 @@ def prepare_all(packed: PackedWeight, scheme: QuantScheme, device: torch.device)
     if "packed" in lay:
         bits = scheme.weight_bits
         slabs(lay, bits)
-        if bits == 4:
+        if MMA_MAX_M[bits] and (scheme.weight_only or bits == 4):
             pair_tiles(lay, bits)
-        elif scheme.weight_only:
+        if scheme.weight_only and (not MMA_MAX_M[bits] or lay["k"] < MMA_MIN_K[bits]):  # the GEMV's
             row_tiles(lay, bits, group_of(scheme), ROW_TILE_WORDS)
 
 
 #: packed weights use the tensor-core decode kernel up to this many rows (bf16/fp16 x), per weight width. On
 #: the H200 (benchmarks/cuda/run_gpu.py, 2026-11-29) it beat the CUDA-core GEMV at M = 1 for int4 (W4A16
-#: 7168x18432: 42.7 vs 44.2 us) and the tiled kernel at M = 16 and 64 (49.6 vs 59.0 us; 112 vs 163 us); for
-#: int8 (two nibble decodes and two packed FMAs per pair) it lost to both (61.7 us at M = 1 against the GEMV's
-#: 54 us, 64.9 against the tiled 57.3 at M = 16), so W8A16 keeps the GEMV at M = 1 and the tiled kernel above
-MMA_MAX_M = {4: 64, 8: 0}
-#: ... on weights at least this deep (and at least MMA_WIDE_MIN_K deep above M = 16): its K loop must amortise
-#: its prologue. On K = 512 it lost to the tiled kernel at every M (1.13x vs 1.32x bf16 at M = 1, 0.94x vs
-#: 1.24x at M = 16, 0.40x vs 0.68x at M = 64) and on K = 1536 at M = 64 (0.64x vs 0.70x); K = 2048 won or tied
-#: (H200, run_gpu.py tables v7 and v4 of docs/benchmarks/cuda.md: two runs, bf16 within 2% between them)
-MMA_MIN_K = 1024
+#: 7168x18432: 42.7 vs 44.2 us) and the tiled kernel at M = 16 and 64 (49.6 vs 59.0 us; 112 vs 163 us). For
+#: int8 it lost to both in v7, but with x left to the pipeliner (cuda.md v10, run_gpu.py --variant) it won or
+#: tied in every cell but one (within 0.3%): W8A16 1536x24576 M = 1 20.0 vs 23.6 us, M = 16 20.2 vs 28.0 us,
+#: 16384x7168 M = 64 75.5 vs 122 us
+MMA_MAX_M = {4: 64, 8: 64}
+#: ... on weights at least this deep, per width, at M <= 16 (its K loop must amortise its prologue): v10 timed
+#: int4 on K = 512 (512x32768) at 1.64x bf16 against the GEMV's 1.19x at M = 1, 1.59x vs 1.24x at M = 16; int8
+#: on K < 1024 is untimed. Above M = 16, at least MMA_WIDE_MIN_K: K = 512 lost at M = 64 (0.36x vs 0.68x), as
+#: did K = 1536 (0.64x vs 0.70x; v10, and v7 before it); K = 2048 won or tied
+MMA_MIN_K = {4: 512, 8: 1024}
 MMA_WIDE_MIN_K = 2048
 #: ... and for W4A8_DYNAMIC / W4AFP8 (x quantized first, its int8 / e4m3 codes fed to the MMA as bf16). At
 #: M = 64 it beat the tiled int8 / fp8 kernel on every deep shape (H200, run_gpu.py --variant, 2026-11-29,
-#: cuda.md v10): W4A8 7168x18432 115 vs 258 us, 2048x7168 26 vs 62 us
+#: cuda.md v10): W4A8 7168x18432 115 vs 258 us, 2048x7168 26 vs 62 us, 1536x24576 54 vs 77 us; on K = 512
+#: it lost (52 vs 41 us), so above M = 16 it needs MMA_ACT_WIDE_MIN_K
 MMA_ACT_MAX_M = 64
+MMA_ACT_WIDE_MIN_K = 1024
 #: the CUDA-core GEMV (gemv_kernel) up to this many rows, for widths the decode kernel does not take
 GEMV_MAX_M = 1
 #: dequantize-then-cuBLAS from this many rows on (None: never). Tests lower these to reach every path.
@@ -242,7 +245,7 @@ def _weight_only(x, lay, scheme, bias, config: Config | None) -> torch.Tensor | 
         wd = dequantize_t(lay, scheme.weight_bits, group, x.dtype)
         y = x @ wd
         return y if bias is None else y + bias.to(y.dtype)
-    deep = k >= MMA_MIN_K and (m <= 16 or k >= MMA_WIDE_MIN_K)
+    deep = k >= MMA_MIN_K[scheme.weight_bits] and (m <= 16 or k >= MMA_WIDE_MIN_K)
     if config is None and deep and m <= MMA_MAX_M[scheme.weight_bits] and x.dtype in (torch.bfloat16, torch.float16):
         return _mma_decode(x, lay, scheme, bias, ACT_FLOAT, x.dtype)
     if (config is None and m <= GEMV_MAX_M) or (config is not None and config.block_k < 0):
@@ -287,7 +290,8 @@ def matmul(x: torch.Tensor, packed: PackedWeight, scheme: QuantScheme, bias: tor
     elif act == ACT_INT8_STATIC:
         xs, xz = lay["input_scale"], lay["input_zero_point"]
         xq = act_quant.quantize_static_int8(x, xs, xz, half_away=scheme.act_rounding.value == "half_away")
-    elif config is None and "packed" in lay and m <= MMA_ACT_MAX_M and lay["k"] >= MMA_MIN_K and \
+    elif config is None and "packed" in lay and m <= MMA_ACT_MAX_M and lay["k"] >= MMA_MIN_K[4] and \
+            (m <= 16 or lay["k"] >= MMA_ACT_WIDE_MIN_K) and \
             act in (ACT_INT8_TOKEN, ACT_FP8_TOKEN):
         # the decode kernel multiplies codes in bf16: quantize straight to bf16 codes (exact), so its inner
         # loop loads them as they are instead of converting int8 / e4m3 to bf16 once per program and field

@@ -36,13 +36,13 @@ for s in $STEPS; do
     lab_m64) step lab_m64 120 python3 benchmarks/cuda/mma_decode_lab.py --no-check --bits 4 --ms 64 --sls 32 \
         --shapes 7168x18432,18432x7168,7168x2048,2048x7168 --bn-warps 128:8,64:4 --splits 1,2,4 --stages 3,4 \
         --x-ahead 0 --modes fixup,stream --per-sm 1,2 --out "$OUT/lab_m64" ;;
-    # dense decode timings with peers in one run (about 90 s), and dispatch choices as variants
-    # (run_gpu.py --variant): v9's decode settings (2 stages, x loaded ahead by hand, split-K for about 8
-    # programs per SM), and split-K instead of stream-K above M = 16
+    # dense decode timings with peers in one run (about 100 s), with v9's decode settings as variants
+    # (run_gpu.py --variant): 2 stages, x loaded ahead by hand, split-K for about 8 programs per SM, no stream-K
+    # above M = 16 (W4A16, W4A8); W8A16 on the GEMV / tiled kernels
     bench_dense) step bench_dense 230 bash -c "cd benchmarks/cuda && python3 run_gpu.py --out $OUT/dense \
         --skip-correctness --ms 1,16,64 --schemes W4A16,W8A16,W4A8_DYNAMIC,W4AFP8 \
-        --variant 'v9:W4A16+W4A8_DYNAMIC:mm.MMA_X_AHEAD=True,configs.MMA_DECODE_STAGES=2,configs.MMA_PROGRAMS_PER_SM=8' \
-        --variant 'splitk:W4A16+W4A8_DYNAMIC:configs.MMA_WIDE_STREAM_MIN_TILES=1000000000'" ;;
+        --variant 'v9:W4A16+W4A8_DYNAMIC:mm.MMA_X_AHEAD=True,configs.MMA_DECODE_STAGES=2,configs.MMA_PROGRAMS_PER_SM=8,configs.MMA_WIDE_STREAM_MIN_TILES=1000000000' \
+        --variant 'v9:W8A16:mm.MMA_MAX_M={4: 64, 8: 0}'" ;;
     # the MoE layer at decode T against v9's settings of the experts' kernel (about 60 s)
     bench_moe) step bench_moe 130 python3 benchmarks/cuda_moe/bench_moe.py --tokens 8,64 --no-loop \
         --schemes W4A16,W4A8_DYNAMIC,W4AFP8 --variants '[{"mma_stages": 2, "mma_x_ahead": 1}]' --out "$OUT/moe.json" ;;

@@ -95,7 +95,7 @@ def test_weight_only_paths(cuda_backend, ref_backend, monkeypatch, name, path):
     cfg = None
     if path in ("mma", "mma_f16"):  # the default path at this M for deep int4 weights; int8 when enabled
         monkeypatch.setattr(mm, "MMA_MAX_M", {4: 64, 8: 64})
-        monkeypatch.setattr(mm, "MMA_MIN_K", 0)
+        monkeypatch.setattr(mm, "MMA_MIN_K", {4: 0, 8: 0})
     elif path == "gemv":
         monkeypatch.setattr(mm, "MMA_MAX_M", {4: 0, 8: 0})
         monkeypatch.setattr(mm, "GEMV_MAX_M", 4)  # the kernel takes any M (one program row per token)
@@ -232,25 +232,29 @@ def test_groups_wider_than_a_tile(cuda_backend, ref_backend, monkeypatch, name, 
     _, w, x, bias, _ = _problem(name, 24, 1100, 2, torch.bfloat16, seed=6)
     pw = ref_backend.quantize_weight(w, scheme)
     monkeypatch.setattr(mm, "MMA_MAX_M", {4: 64 if path == "mma" else 0, 8: 64 if path == "mma" else 0})
-    monkeypatch.setattr(mm, "MMA_MIN_K", 0)
+    monkeypatch.setattr(mm, "MMA_MIN_K", {4: 0, 8: 0})
     monkeypatch.setattr(mm, "GEMV_MAX_M", 4 if path == "gemv" else 0)
     y = raw_matmul(x, pw, scheme, bias)
     assert _rel(y, ref_backend.matmul(x, pw, scheme, bias)) < TOL[torch.bfloat16]
 
 
-@pytest.mark.parametrize("m,k,expect", [(1, 2048, "mma"), (16, 1024, "mma"), (64, 2048, "mma"), (64, 1536, "tiled"),
-                                        (1, 512, "tiled"), (65, 4096, "tiled")])
-def test_decode_dispatch(cuda_backend, ref_backend, monkeypatch, m, k, expect):
-    """Which kernel serves W4A16 by default: the decode kernel on deep weights at small M, the tiled one else."""
+@pytest.mark.parametrize("name,m,k,expect", [
+    ("W4A16", 1, 2048, "mma"), ("W4A16", 16, 512, "mma"), ("W4A16", 1, 256, "other"), ("W4A16", 64, 2048, "mma"),
+    ("W4A16", 64, 1536, "other"), ("W4A16", 65, 4096, "other"), ("W8A16", 1, 1024, "mma"), ("W8A16", 16, 512, "other"),
+    ("W8A16", 64, 2048, "mma"), ("W4A8_DYNAMIC", 16, 512, "mma"), ("W4A8_DYNAMIC", 64, 1024, "mma"),
+    ("W4A8_DYNAMIC", 64, 512, "other")])
+def test_decode_dispatch(cuda_backend, ref_backend, monkeypatch, name, m, k, expect):
+    """Which kernel serves a packed scheme by default: the decode kernel on weights deep enough for M (int4 K >=
+    512 and int8 K >= 1024 to M = 16; K >= 2048 above, 1024 for W4A8), else the GEMV or the tiled kernel."""
     import dsq_cuda.mm as mm
 
     calls = []
     real = mm._mma_decode
     monkeypatch.setattr(mm, "_mma_decode", lambda *a, **kw: calls.append(1) or real(*a, **kw))
-    scheme, w, x, bias, _ = _problem("W4A16", 16, k, m, torch.bfloat16, seed=13)
+    scheme, w, x, bias, _ = _problem(name, 16, k, m, torch.bfloat16, seed=13)
     pw = ref_backend.quantize_weight(w, scheme)
     y = raw_matmul(x, pw, scheme, bias)
-    assert ("mma" if calls else "tiled") == expect
+    assert ("mma" if calls else "other") == expect
     assert _rel(y, ref_backend.matmul(x, pw, scheme, bias)) < TOL[torch.bfloat16]
 
 
@@ -258,7 +262,7 @@ def test_layouts_are_made_on_first_use(cuda_backend, ref_backend, monkeypatch):
     """A packed weight holds only the layouts its calls used: decode-only use never builds the slab layout."""
     import dsq_cuda.mm as mm
 
-    monkeypatch.setattr(mm, "MMA_MIN_K", 0)
+    monkeypatch.setattr(mm, "MMA_MIN_K", {4: 0, 8: 0})
     scheme, w, x, bias, _ = _problem("W4A16", 16, 256, 2, torch.bfloat16, seed=14)
     pw = ref_backend.quantize_weight(w, scheme)
     raw_matmul(x, pw, scheme, bias)  # M = 2: decode kernel
@@ -270,13 +274,14 @@ def test_layouts_are_made_on_first_use(cuda_backend, ref_backend, monkeypatch):
     assert _rel(y, ref_backend.matmul(x, pw, scheme, bias)) < TOL[torch.bfloat16]
 
 
-@pytest.mark.parametrize("name,expect", [("W4A16", {"w", "pt32"}), ("W8A16", {"w", "wt16"}), ("W8A8", set())])
-def test_prepare_builds_every_layout_before_capture(cuda_backend, ref_backend, monkeypatch, name, expect):
+@pytest.mark.parametrize("name,k,expect", [("W4A16", 1024, {"w", "pt32"}), ("W8A16", 1024, {"w", "pt32"}),
+                                            ("W8A16", 512, {"w", "wt16"}), ("W8A8", 1024, set())])
+def test_prepare_builds_every_layout_before_capture(cuda_backend, ref_backend, monkeypatch, name, k, expect):
     """Backend.prepare builds the layouts the dispatch can use, so calls afterwards build nothing; a layout
     missing under CUDA graph capture is refused with the fix instead of being recorded into the graph."""
     import dsq_cuda.mm as mm
 
-    scheme, w, x, bias, stats = _problem(name, 16, 1024, 2, torch.bfloat16, seed=15)
+    scheme, w, x, bias, stats = _problem(name, 16, k, 2, torch.bfloat16, seed=15)
     pw = ref_backend.quantize_weight(w, scheme, stats)
     cuda_backend.prepare(pw, scheme)
     (lay,) = pw.device_layout.values()
@@ -324,7 +329,7 @@ def test_padding_past_k_reads_no_scale_past_the_last_group(cuda_backend, ref_bac
     buf = torch.full((ws.numel() + 1024,), float("nan"), device=ws.device)
     buf[: ws.numel()] = ws.flatten()
     lay["ws"] = buf[: ws.numel()].view(ws.shape)  # same values, NaN right after the last row's last group
-    monkeypatch.setattr(mm, "MMA_MIN_K", 0)
+    monkeypatch.setattr(mm, "MMA_MIN_K", {4: 0, 8: 0})
     monkeypatch.setattr(mm, "MMA_ACT_MAX_M", 16 if path == "mma" else 0)
     monkeypatch.setattr(mm, "MMA_MAX_M", {4: 16 if path == "mma" else 0, 8: 0})
     monkeypatch.setattr(mm, "GEMV_MAX_M", 16 if path == "gemv" else 0)
@@ -345,7 +350,7 @@ def test_decode_split_modes(cuda_backend, ref_backend, monkeypatch, split, name,
 
     monkeypatch.setattr(mm, "MMA_SPLIT", split)
     monkeypatch.setattr(mm, "MMA_MAX_M", {4: 64, 8: 64})
-    monkeypatch.setattr(mm, "MMA_MIN_K", 0)
+    monkeypatch.setattr(mm, "MMA_MIN_K", {4: 0, 8: 0})
     scheme, w, x, b, _ = _problem(name, n, k, m, torch.bfloat16, seed=21)
     pw = ref_backend.quantize_weight(w, scheme)
     ref = ref_backend.matmul(x, pw, scheme, b if bias else None)
@@ -365,7 +370,7 @@ def test_decode_x_left_to_the_pipeliner(cuda_backend, ref_backend, monkeypatch, 
     import dsq_cuda.mm as mm
 
     monkeypatch.setattr(mm, "MMA_MAX_M", {4: 64, 8: 64})
-    monkeypatch.setattr(mm, "MMA_MIN_K", 0)
+    monkeypatch.setattr(mm, "MMA_MIN_K", {4: 0, 8: 0})
     scheme, w, x, b, _ = _problem(name, 80, k, m, torch.bfloat16, seed=22)
     pw = ref_backend.quantize_weight(w, scheme)
     monkeypatch.setattr(mm, "MMA_X_AHEAD", True)
