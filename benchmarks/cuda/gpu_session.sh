@@ -55,10 +55,18 @@ for s in $STEPS; do
         --skip-correctness --ms 1,16,64 --schemes W4A16,W8A16,W4A8_DYNAMIC \
         --variant 'w8mma:W8A16:mm.MMA_MAX_M={4: 64, 8: 64}' \
         --variant 'shallow:W4A16+W4A8_DYNAMIC:mm.MMA_MIN_K=512,mm.MMA_WIDE_MIN_K=512'" ;;
+    # counters of the default decode kernel (W4A16 7168x18432, M = 1): per-instruction stalls (read them with
+    # benchmarks/cuda/ncu_stalls.py) and speed of light / occupancy / scheduler
+    ncu) NCU="ncu --clock-control none --kernel-name regex:mma_decode --launch-skip 2 --launch-count 1"
+        PROF="python3 benchmarks/cuda/profile_decode.py --shape 7168x18432 --m 1 --scheme W4A16"
+        step ncu_source 150 bash -c "$NCU --section SourceCounters --section WarpStateStats --page source \
+            --print-source sass --csv $PROF > $OUT/ncu_source.csv && gzip $OUT/ncu_source.csv"
+        step ncu_sol 120 bash -c "$NCU --section SpeedOfLight --section WarpStateStats --section SchedulerStats \
+            --section Occupancy --section MemoryWorkloadAnalysis $PROF > $OUT/ncu_sol.txt" ;;
     # conformance of matmul (about 110 s; the full suite took 310 s: run it alone in a call of its own,
     # dsq conformance --backend cuda --report FILE)
     conformance) step conformance 150 dsq conformance --backend cuda --op matmul --report "$OUT/cuda-h200-matmul.md" ;;
-    *) echo "unknown step $s; known: pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe conformance"; exit 2 ;;
+    *) echo "unknown step $s; known: pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
     esac
 done
 # the device returns at most 8 files: the logs travel as one archive
