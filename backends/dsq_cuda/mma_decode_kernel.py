@@ -275,8 +275,10 @@ def _row_block(blk, t_lo, t_hi, xbase, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bi
         optr = out_ptr + orow[None, :].to(tl.int64) * stride_om + rows[:, None]
         if n_t > 0:  # a split past the last tile has nothing to add (and must not finish the block)
             sptr = sum_ptr + orow[None, :] * N + rows[:, None]
-            tl.atomic_add(sptr, y, mask=omask)
-            # every thread's sums are in before the count says so (its atomic is acq_rel, gpu scope)
+            # relaxed: fire-and-forget reductions (REDG), no fence per thread. The CTA barrier, then the count's
+            # acq_rel atomic at gpu scope (cumulative over what the barrier ordered before it) publish them,
+            # the pattern of a split-K semaphore (barrier, then one release by one thread)
+            tl.atomic_add(sptr, y, mask=omask, sem="relaxed")
             tl.debug_barrier()
             done = tl.atomic_add(count_ptr + blk, n_t) + n_t
             if done == tiles:  # this program completed the row block: finish it
@@ -292,6 +294,6 @@ def _row_block(blk, t_lo, t_hi, xbase, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bi
         y = _epilogue(y, rows, nmask, xrow, mmask, xs_ptr, wc_ptr, bias_ptr, t_lo == 0, ACT, CHANNEL_SCALE,
                       HAS_BIAS)
         if SPLIT_K > 1:
-            tl.atomic_add(optr, y, mask=omask)
+            tl.atomic_add(optr, y, mask=omask, sem="relaxed")  # unordered: the kernel's end orders them
         else:
             tl.store(optr, y.to(out_ptr.dtype.element_ty), mask=omask)
