@@ -131,10 +131,11 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
     """``ws``: per-group scales [N, NG] (float, or int8 s2 for two-level) when GROUP_SCALE; ``wc``: per-channel
     scales [N] (float32) when CHANNEL_SCALE; ``wz``: int8 zero points [N, NG] when ASYM; ``xs``: per-row
     activation scales for ACT != 0. ``KW``: words per row of the pair-tile layout. EVEN_K: K % LBK == 0.
-    X_AHEAD: each field's x slab is loaded one field ahead by hand (measured default); False leaves its
-    scheduling to Triton's pipeliner, which then keeps a whole tile of weights in flight at 3 stages (its wait
-    at the loop top is ``DEPBAR.LE 9``: the next tile's 9 copy groups, where X_AHEAD's is ``LE 8``: not the
-    next weight tile), untimed so far (docs/benchmarks/cuda.md v9).
+    X_AHEAD: each field's x slab is loaded one field ahead by hand; False leaves its scheduling to Triton's
+    pipeliner, which then keeps a whole tile of weights in flight (at 3 stages its wait at the loop top is
+    ``DEPBAR.LE 9``, the next tile's 9 copy groups, where X_AHEAD's is ``LE 8``: not the next weight tile).
+    False was faster in every lab cell on the H200 (docs/benchmarks/cuda.md v10) and is the default
+    wherever a program pipelines 2 or more K tiles (dsq_cuda.mm.MMA_X_AHEAD).
 
     Who does what. Default: program (i, j) owns row block i and the j-th of SPLIT_K runs of K tiles.
     STREAM (stream-K, dense only): the grid is one axis of P programs (a few per SM, all resident at once), and

@@ -124,11 +124,11 @@ def registers(compiled) -> int:
 
 
 def mma_loop(bits: int, group: int, block_n: int = 64, warps: int = 4, stages: int = 2, block_m: int = 16,
-             moe: bool = False, fixup: bool = False) -> tuple[list[str], int, int, int]:
+             moe: bool = False, fixup: bool = False, x_ahead: bool = True) -> tuple[list[str], int, int, int]:
     """Main-loop opcodes of the tensor-core decode kernel, the codes one thread decodes per iteration (one
     tile: BLOCK_N rows x 256 int4 / 128 int8 inputs), the kernel's local-memory stores (register spills) and
     its registers per thread."""
-    compiled = mma_compile(bits, group, block_n, warps, stages, block_m, moe, fixup=fixup)
+    compiled = mma_compile(bits, group, block_n, warps, stages, block_m, moe, x_ahead=x_ahead, fixup=fixup)
     sass = _sass(compiled)
     spills = len(re.findall(r"\bSTL(?:\.\w+)*\s", sass))
     return main_loop_opcodes(sass), block_n * 32 * (32 // bits) // (32 * warps), spills, registers(compiled)
@@ -145,22 +145,26 @@ def main() -> int:
             top = ", ".join(f"{op} {n}" for op, n in collections.Counter(ops).most_common(6))
             print(f"| {name} | {'MANT' if mant else 'default'} | {codes} | {len(ops)} | {len(ops) / codes:.1f} | {top} |")
     print()
-    print("Tensor-core decode kernel (dsq_cuda.mma_decode_kernel), M <= 16, BLOCK_N 64, 4 warps, 2 stages: main loop")
-    print("| scheme | codes per thread per tile | loop instructions | per code | registers | top opcodes |")
-    print("|---|---|---|---|---|---|")
-    for name, bits, group, fixup in (("W4A16 (group 128), split-K atomics", 4, 128, False),
-                                     ("W4A16 (group 128), split-K fixup (the default)", 4, 128, True),
-                                     ("W8A16 (per channel)", 8, 0, False)):
-        ops, codes, _, regs = mma_loop(bits, group, fixup=fixup)
+    print("Tensor-core decode kernel (dsq_cuda.mma_decode_kernel), M <= 16, BLOCK_N 64, 4 warps: main loop")
+    print("| scheme | stages, x | codes per thread per tile | loop instructions | per code | registers | top opcodes |")
+    print("|---|---|---|---|---|---|---|")
+    for name, bits, group, fixup, stages, x_ahead in (
+            ("W4A16 (group 128), split-K fixup (the default since v10)", 4, 128, True, 3, False),
+            ("W4A16 (group 128), split-K fixup (v9)", 4, 128, True, 2, True),
+            ("W4A16 (group 128), split-K atomics", 4, 128, False, 2, True),
+            ("W8A16 (per channel), split-K fixup", 8, 0, True, 3, False)):
+        ops, codes, _, regs = mma_loop(bits, group, stages=stages, fixup=fixup, x_ahead=x_ahead)
         top = ", ".join(f"{op} {n}" for op, n in collections.Counter(ops).most_common(6))
-        print(f"| {name} | {codes} | {len(ops)} | {len(ops) / codes:.2f} | {regs} | {top} |")
+        how = f"{stages}, {'by hand' if x_ahead else 'pipelined'}"
+        print(f"| {name} | {how} | {codes} | {len(ops)} | {len(ops) / codes:.2f} | {regs} | {top} |")
     print()
-    print("The same kernel in MOE mode (dsq_cuda.moe_decode._launch_mma), W4A16 group 128, per decode_cfg mma_block_m")
+    print("The same kernel in MOE mode (dsq_cuda.moe_decode._launch_mma: 3 stages, x pipelined), W4A16 group 128,")
+    print("per decode_cfg mma_block_m")
     print("| mma_block_m | BLOCK_N, warps | loop instructions per code | spill stores |")
     print("|---|---|---|---|")
     for block_m in (16, 32, 64):
         block_n, warps = (128, 8) if block_m > 32 else (64, 4)  # as _launch_mma picks them
-        ops, codes, spills, _ = mma_loop(4, 128, block_n, warps, 2, block_m=block_m, moe=True)
+        ops, codes, spills, _ = mma_loop(4, 128, block_n, warps, 3, block_m=block_m, moe=True, x_ahead=False)
         print(f"| {block_m} | {block_n}, {warps} | {len(ops) / codes:.2f} | {spills} |")
     print()
     print("The copy groups the K loop waits for at its top (W4A16, BLOCK_N 64, 4 warps): at most N still in flight.")
