@@ -1,0 +1,34 @@
+"""benchmarks/cuda/plot_decode.py reads the committed H200 v10 run the way cuda.md v10 quotes it."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN = ROOT / "benchmarks/cuda/results/h200_v10_decode.json"
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("plot_decode", ROOT / "benchmarks/cuda/plot_decode.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_speedups_are_bf16_time_over_method_time():
+    import json
+
+    tool = _tool()
+    shapes, series = tool.speedups(json.loads(RUN.read_text()), 1)
+    assert shapes[0] == "7168x18432" and len(shapes) == 8
+    assert series["W4A16"][0] == pytest.approx(81.2 / 39.0, rel=2e-3)  # cuda.md v10: 2.08x (39.0 us)
+    assert series["tinygemm"][0] == pytest.approx(1.95, abs=0.01)
+    assert "W4A16@v9" in series and series["W4A16@v9"][0] == pytest.approx(1.91, abs=0.01)
+
+
+def test_writes_one_panel_per_decode_m(tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "decode.png"
+    assert _tool().main([str(RUN), str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
