@@ -1,19 +1,14 @@
 """benchmarks/cuda/ncu_stalls.py reads the committed H200 profile the way cuda.md v9 quotes it."""
 
-import importlib.util
-from pathlib import Path
-
+import bench_scripts
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = bench_scripts.ROOT
 PROFILE = ROOT / "benchmarks/cuda/results/h200_v9_ncu_source_fixup.csv.gz"
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("ncu_stalls", ROOT / "benchmarks/cuda/ncu_stalls.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_scripts.load("benchmarks/cuda/ncu_stalls.py")
 
 
 def test_reads_the_per_instruction_table_and_ranks_stalls(capsys):

@@ -1,19 +1,14 @@
 """benchmarks/cuda/plot_decode.py reads the committed H200 v10 run the way cuda.md v10 quotes it."""
 
-import importlib.util
-from pathlib import Path
-
+import bench_scripts
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = bench_scripts.ROOT
 RUN = ROOT / "benchmarks/cuda/results/h200_v10_decode.json"
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("plot_decode", ROOT / "benchmarks/cuda/plot_decode.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_scripts.load("benchmarks/cuda/plot_decode.py")
 
 
 def test_speedups_are_bf16_time_over_method_time():
