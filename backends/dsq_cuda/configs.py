@@ -147,7 +147,8 @@ MMA_PROGRAMS_PER_SM = 4
 #: (144 row blocks: split 2 leaves a partial third wave); 18432x7168 65.4 against 66.4; on 7168x2048 and
 #: 2048x7168 (3.4 tiles a program) split-K won, 20.5 vs 22.6 and 16.9 vs 23.4 us
 MMA_WIDE_STREAM_PER_SM = 1
-#: pipeline stages above M = 16 (a stage holds x [64, 256] and the weight tile: 48 KB at M = 64)
+#: pipeline stages above M = 16 (a stage holds x [64, 256] and the weight tile: 48 KB at M = 64). 2 stages
+#: were slower on all 3 shapes of the H200 lab (cuda.md v10): 7168x18432 M = 64 82.4 vs 68.1 us at best
 MMA_WIDE_STAGES = 3
 MMA_WIDE_STREAM_MIN_TILES = 16
 
