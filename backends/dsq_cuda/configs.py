@@ -147,10 +147,10 @@ MMA_PROGRAMS_PER_SM = 4
 #: (144 row blocks: split 2 leaves a partial third wave); 18432x7168 65.4 against 66.4; on 7168x2048 and
 #: 2048x7168 (3.4 tiles a program) split-K won, 20.5 vs 22.6 and 16.9 vs 23.4 us
 MMA_WIDE_STREAM_PER_SM = 1
+MMA_WIDE_STREAM_MIN_TILES = 16
 #: pipeline stages above M = 16 (a stage holds x [64, 256] and the weight tile: 48 KB at M = 64). 2 stages
 #: were slower on all 3 shapes of the H200 lab (cuda.md v10): 7168x18432 M = 64 82.4 vs 68.1 us at best
 MMA_WIDE_STAGES = 3
-MMA_WIDE_STREAM_MIN_TILES = 16
 
 
 def mma_stream_programs(cfg: Config, n: int, k: int, bits: int, device: str) -> int:
@@ -180,8 +180,8 @@ def pick_mma(m: int, n: int, k: int, sl: int, bits: int, device: str) -> Config:
         bn, warps = 64, 4
         want = MMA_PROGRAMS_PER_SM * sms / triton.cdiv(n, bn)  # splits that give that many programs
         split = 1 << max(0, round(math.log2(want))) if want > 1 else 1
-        split = max(1, min(16, split, tiles // 2))
-        stages = MMA_DECODE_STAGES if triton.cdiv(tiles, split) >= 2 else 2
+        split = max(1, min(16, split, tiles // 2))  # so every program sums 2+ tiles, unless there is one
+        stages = MMA_DECODE_STAGES if tiles >= 2 else 2
     else:
         bn, warps, stages = 128, 8, MMA_WIDE_STAGES
         split = max(1, min(16, 2 if triton.cdiv(n, bn) >= 48 else 8, tiles))

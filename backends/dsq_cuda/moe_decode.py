@@ -46,7 +46,7 @@ MMA_BLOCK_MS = (16, 32, 64)
 #: ``mma_stages`` / ``mma_x_ahead``: that kernel's pipeline stages and X_AHEAD (x loaded a field ahead by hand,
 #: 1, or by Triton's pipeliner, 0). 3 / 0 keeps the next weight tile in flight, as in the dense path: on the
 #: H200 (bench_moe.py --variants '[{"mma_stages": 3, "mma_x_ahead": 0}]', 2026-11-29, cuda-moe.md v10) it won
-#: 10 of 12 cells against 2 / 1, by up to 13% (W4A8_DYNAMIC T = 64 uniform 1754 vs 2015 us), and lost 4-5% on
+#: 10 of 12 cells against 2 / 1, by up to 15% (W4A8_DYNAMIC T = 64 uniform 1754 vs 2015 us), and lost 4-5% on
 #: skewed T = 64 for W4A16 and W4AFP8.
 
 

@@ -17,6 +17,7 @@ def h200(monkeypatch):
     (1, 7168, 2048, 14, 3),    # 32 row blocks: 16.5 -> 16, capped at half the 28 K tiles
     (1, 2048, 7168, 4, 3),     # 8 K tiles: split 4 leaves 2 a program
     (1, 1024, 7168, 2, 3),     # 4 K tiles
+    (1, 256, 7168, 1, 2),      # one K tile: no split, nothing to pipeline, 2 stages
 ])
 def test_decode_stages_follow_the_tiles_each_program_sums(h200, m, k, n, split, stages):
     cfg = configs.pick_mma(m, n, k, 32, 4, "cuda:0")
