@@ -167,6 +167,9 @@ MMA_STREAM_PER_SM = 4
 #: kernel). None: by hand only at 2 stages; at 3 or more the pipeliner's schedule keeps the next weight tile in
 #: flight and was faster (configs.MMA_DECODE_STAGES)
 MMA_X_AHEAD: bool | None = None
+#: the decode kernel's DOT_FIELDS (fields per MMA chain, when x is left to the pipeliner): 1, or 0 for the
+#: longest run that stays inside one scale group (:func:`mma_dot_fields`)
+MMA_DOT_FIELDS = 1
 _FIXUP_WORKSPACES: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
@@ -183,6 +186,20 @@ def fixup_workspace(device: torch.device, block_m: int, n: int) -> tuple[torch.T
         _FIXUP_WORKSPACES[key] = (torch.zeros((block_m, n), dtype=torch.float32, device=device),
                                   torch.zeros(-(-n // 32), dtype=torch.int32, device=device))
     return _FIXUP_WORKSPACES[key]
+
+
+def mma_dot_fields(bits: int, group: int, sl: int, x_ahead: bool) -> int:
+    """Fields of the pair-tile layout the decode kernel multiplies in one MMA chain (its DOT_FIELDS): a run of
+    consecutive fields inside one scale group (a whole tile when per channel or the group spans tiles), capped
+    by MMA_DOT_FIELDS; 1 when x is loaded ahead by hand."""
+    epw = 32 // bits
+    if x_ahead:
+        return 1
+    if not group or group % (epw * sl) == 0:
+        longest = epw
+    else:
+        longest = group // sl if (epw * sl) % group == 0 else 1
+    return min(MMA_DOT_FIELDS or longest, longest)
 
 
 def _out_buffer(m: int, n: int, dtype: torch.dtype, split_k: int, device) -> torch.Tensor:
@@ -222,6 +239,7 @@ def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None
     wc = lay["ws"]  # per-channel scales (two-level: s1), read only when CHANNEL_SCALE
     if xq.dtype == torch.float8_e4m3fn:
         xq = xq.view(torch.uint8)  # the kernel reinterprets the bits (masked lanes read as +0.0)
+    x_ahead = cfg.num_stages < 3 if MMA_X_AHEAD is None else MMA_X_AHEAD
     mma_decode_kernel[(programs,) if programs else (blocks, cfg.split_k)](
         xq, ws if xs is None else xs, w, ws, wc, lay.get("wz", ws), ws if bias is None else bias, out,
         m, n, k, w.shape[1], ws.shape[-1], xq.stride(0), out.stride(0), ws, ws, 0, 0, 0,
@@ -230,8 +248,8 @@ def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, SL=sl, F16=act == ACT_FLOAT and xq.dtype == torch.float16,
         ASM=not interpreting(), EVEN_K=k % (epw * sl) == 0, STREAM=programs > 0, FIXUP=ws_fix is not None,
         sum_ptr=None if ws_fix is None else ws_fix[0], count_ptr=None if ws_fix is None else ws_fix[1],
-        X_AHEAD=cfg.num_stages < 3 if MMA_X_AHEAD is None else MMA_X_AHEAD, num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages)
+        X_AHEAD=x_ahead, DOT_FIELDS=mma_dot_fields(scheme.weight_bits, group, sl, x_ahead),
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return out.to(out_dtype)
 
 

@@ -105,6 +105,46 @@ def _field_ref(words, F: tl.constexpr, BITS: tl.constexpr, F16: tl.constexpr, BL
 
 
 @triton.jit
+def _field(words, F: tl.constexpr, BITS: tl.constexpr, F16: tl.constexpr, ASM: tl.constexpr, BLOCK_N: tl.constexpr,
+           SL: tl.constexpr):
+    """Field F decoded: 16-bit floats (ASM) or float32 (the interpreter's path)."""
+    if ASM:
+        return _field_asm(words, F, BITS, F16)
+    else:
+        return _field_ref(words, F, BITS, F16, BLOCK_N, SL)
+
+
+@triton.jit
+def _fields(words, F0: tl.constexpr, D: tl.constexpr, BITS: tl.constexpr, F16: tl.constexpr, ASM: tl.constexpr,
+            BLOCK_N: tl.constexpr, SL: tl.constexpr):
+    """Fields ``F0 .. F0 + D - 1`` side by side along K, ``[BLOCK_N, D * SL]`` (D = 1, 2, 4 or 8): the weights of
+    ``D * SL`` consecutive inputs, for one MMA chain. Each thread already holds every field of its words, so
+    the joins only rename registers (no data moves between threads)."""
+    if D == 1:
+        a = _field(words, F0, BITS, F16, ASM, BLOCK_N, SL)
+    elif D == 2:
+        a = tl.join(_field(words, F0, BITS, F16, ASM, BLOCK_N, SL), _field(words, F0 + 1, BITS, F16, ASM, BLOCK_N, SL))
+        a = tl.reshape(tl.permute(a, (0, 2, 1)), [BLOCK_N, 2 * SL])  # [n, j, p] -> input (F0 + p) * SL + j
+    elif D == 4:
+        a = tl.join(tl.join(_field(words, F0, BITS, F16, ASM, BLOCK_N, SL),
+                            _field(words, F0 + 1, BITS, F16, ASM, BLOCK_N, SL)),
+                    tl.join(_field(words, F0 + 2, BITS, F16, ASM, BLOCK_N, SL),
+                            _field(words, F0 + 3, BITS, F16, ASM, BLOCK_N, SL)))
+        a = tl.reshape(tl.permute(a, (0, 3, 2, 1)), [BLOCK_N, 4 * SL])  # [n, j, p, q]: field F0 + 2q + p
+    else:
+        a = tl.join(tl.join(tl.join(_field(words, F0, BITS, F16, ASM, BLOCK_N, SL),
+                                    _field(words, F0 + 1, BITS, F16, ASM, BLOCK_N, SL)),
+                            tl.join(_field(words, F0 + 2, BITS, F16, ASM, BLOCK_N, SL),
+                                    _field(words, F0 + 3, BITS, F16, ASM, BLOCK_N, SL))),
+                    tl.join(tl.join(_field(words, F0 + 4, BITS, F16, ASM, BLOCK_N, SL),
+                                    _field(words, F0 + 5, BITS, F16, ASM, BLOCK_N, SL)),
+                            tl.join(_field(words, F0 + 6, BITS, F16, ASM, BLOCK_N, SL),
+                                    _field(words, F0 + 7, BITS, F16, ASM, BLOCK_N, SL))))
+        a = tl.reshape(tl.permute(a, (0, 4, 3, 2, 1)), [BLOCK_N, 8 * SL])  # field F0 + 4r + 2q + p
+    return a
+
+
+@triton.jit
 def _epilogue(y, rows, nmask, xrow, mmask, xs_ptr, wc_ptr, bias_ptr, with_bias, ACT: tl.constexpr,
               CHANNEL_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr):
     """``y * s_channel[n] * xs[m] + bias[n]`` (each factor where the scheme has it; bias only where
@@ -127,7 +167,8 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
                       SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SL: tl.constexpr,
                       F16: tl.constexpr, ASM: tl.constexpr, EVEN_K: tl.constexpr, MOE: tl.constexpr = False,
                       X_DIV: tl.constexpr = 1, STREAM: tl.constexpr = False, FIXUP: tl.constexpr = False,
-                      sum_ptr=None, count_ptr=None, X_AHEAD: tl.constexpr = True):
+                      sum_ptr=None, count_ptr=None, X_AHEAD: tl.constexpr = True,
+                      DOT_FIELDS: tl.constexpr = 1):
     """``ws``: per-group scales [N, NG] (float, or int8 s2 for two-level) when GROUP_SCALE; ``wc``: per-channel
     scales [N] (float32) when CHANNEL_SCALE; ``wz``: int8 zero points [N, NG] when ASYM; ``xs``: per-row
     activation scales for ACT != 0. ``KW``: words per row of the pair-tile layout. EVEN_K: K % LBK == 0.
@@ -182,26 +223,27 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
         mmask = offs_m < M
         # rows past M read the last token (in bounds, so x loads need no mask and vectorise); never stored
         xrow = tl.minimum(offs_m, M - 1)
-    xbase = x_ptr + xrow[:, None].to(tl.int64) * stride_xm + offs_s[None, :]
-    args = (xbase, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, out_ptr, sum_ptr, count_ptr, tiles, N, K, KW,
+    xrows = x_ptr + xrow[:, None].to(tl.int64) * stride_xm  # [BLOCK_M, 1]: each column's x row
+    xbase = xrows + offs_s[None, :]
+    args = (xrows, xbase, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, out_ptr, sum_ptr, count_ptr, tiles, N, K, KW,
             NG, stride_om, orow, xrow, mmask, offs_s)
     if STREAM:  # the end of one row block and the start of the next (or more)
         for blk in range(u_lo // tiles, tl.cdiv(u_hi, tiles)):
             _row_block(blk, tl.maximum(u_lo - blk * tiles, 0), tl.minimum(u_hi - blk * tiles, tiles), *args, G, BITS,
                        ACT, ASYM, GROUP_SCALE, CHANNEL_SCALE, HAS_BIAS, SPLIT_K, BLOCK_M, BLOCK_N, SL, F16, ASM,
-                       EVEN_K, FIXUP, X_AHEAD)
+                       EVEN_K, FIXUP, X_AHEAD, DOT_FIELDS)
     else:  # no loop around a single row block: the K loop compiles as tight as it can
         _row_block(tl.program_id(0), t_lo, t_hi, *args, G, BITS, ACT, ASYM, GROUP_SCALE, CHANNEL_SCALE, HAS_BIAS,
-                   SPLIT_K, BLOCK_M, BLOCK_N, SL, F16, ASM, EVEN_K, FIXUP, X_AHEAD)
+                   SPLIT_K, BLOCK_M, BLOCK_N, SL, F16, ASM, EVEN_K, FIXUP, X_AHEAD, DOT_FIELDS)
 
 
 @triton.jit
-def _row_block(blk, t_lo, t_hi, xbase, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, out_ptr, sum_ptr, count_ptr,
+def _row_block(blk, t_lo, t_hi, xrows, xbase, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, out_ptr, sum_ptr, count_ptr,
                tiles, N, K, KW, NG, stride_om, orow, xrow, mmask, offs_s, G: tl.constexpr, BITS: tl.constexpr,
                ACT: tl.constexpr, ASYM: tl.constexpr, GROUP_SCALE: tl.constexpr, CHANNEL_SCALE: tl.constexpr,
                HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                SL: tl.constexpr, F16: tl.constexpr, ASM: tl.constexpr, EVEN_K: tl.constexpr, FIXUP: tl.constexpr,
-               X_AHEAD: tl.constexpr):
+               X_AHEAD: tl.constexpr, DOT_FIELDS: tl.constexpr):
     """K tiles ``[t_lo, t_hi)`` of row block ``blk``: their sum, finished or handed on."""
     EPW: tl.constexpr = 32 // BITS  # fields per tile
     LBK: tl.constexpr = EPW * SL  # inputs per tile
@@ -223,53 +265,94 @@ def _row_block(blk, t_lo, t_hi, xbase, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bi
         else:
             xn = tl.load(xbase + t_lo * LBK, mask=(t_lo * LBK + offs_s)[None, :] < K, other=0)
     n_t = t_hi - t_lo  # (taken before the loop: ptxas then gives the fixup's kernel fewer registers)
-    for t in range(t_lo, t_hi):
-        words = tl.load(wbase + t * SL, mask=nmask[:, None], other=0)
-        for f in tl.static_range(EPW):
-            k0 = t * LBK + f * SL
-            if X_AHEAD:
-                xf = xn
+    if DOT_FIELDS > 1:
+        # one MMA chain per run of DOT_FIELDS fields (consecutive inputs of one scale group): the warps wait
+        # for the tensor cores once per run instead of once per field
+        tl.static_assert(not X_AHEAD)
+        tl.static_assert(EPW % DOT_FIELDS == 0)
+        tl.static_assert((LBK % G == 0 and FPG % DOT_FIELDS == 0) or G % LBK == 0)  # a run stays in one group
+        offs_r = tl.arange(0, DOT_FIELDS * SL)
+        xrun = xrows + offs_r[None, :]
+        for t in range(t_lo, t_hi):
+            words = tl.load(wbase + t * SL, mask=nmask[:, None], other=0)
+            for r in tl.static_range(EPW // DOT_FIELDS):
+                k0 = t * LBK + r * DOT_FIELDS * SL
                 if EVEN_K:
-                    xn = tl.load(xbase + tl.minimum(k0 + SL, K - SL))
+                    xf = tl.load(xrun + k0)
                 else:
-                    xn = tl.load(xbase + (k0 + SL), mask=(k0 + SL + offs_s)[None, :] < K, other=0)
-            elif EVEN_K:
-                xf = tl.load(xbase + k0)
-            else:
-                xf = tl.load(xbase + k0, mask=(k0 + offs_s)[None, :] < K, other=0)
-            if ACT == 3:  # fp8 activations travel as uint8 bits (masked lanes: +0.0)
-                xf = xf.to(tl.float8e4nv, bitcast=True)
-            # exact: int8 and e4m3 values are bf16 values; the interpreter path stays in float32
-            xf = xf.to(DT) if ASM else xf.to(tl.float32)
-            if ASM:
-                a = _field_asm(words, f, BITS, F16)
-            else:
-                a = _field_ref(words, f, BITS, F16, BLOCK_N, SL)
-            g = tl.minimum(k0 // G, NG - 1)  # padding past K reads the last group (x is 0 there)
-            if BITS == 4:
-                if ASYM:
-                    zp = tl.load(wz_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
-                    a = a - (B + 8 + zp).to(a.dtype)[:, None]
+                    xf = tl.load(xrun + k0, mask=(k0 + offs_r)[None, :] < K, other=0)
+                if ACT == 3:
+                    xf = xf.to(tl.float8e4nv, bitcast=True)
+                xf = xf.to(DT) if ASM else xf.to(tl.float32)
+                a = _fields(words, r * DOT_FIELDS, DOT_FIELDS, BITS, F16, ASM, BLOCK_N, SL)
+                g = tl.minimum(k0 // G, NG - 1)
+                if BITS == 4:
+                    if ASYM:
+                        zp = tl.load(wz_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
+                        a = a - (B + 8 + zp).to(a.dtype)[:, None]
+                    else:
+                        a = a - (B + 8)
+                if ASM:
+                    part += tl.dot(a, tl.trans(xf))
                 else:
-                    a = a - (B + 8)
-            if ASM:
-                part += tl.dot(a, tl.trans(xf))
-            else:
-                part += tl.dot(a, tl.trans(xf), input_precision="ieee")
-            if GROUP_SCALE:
-                # flush the group's partial sum at its last field in this tile. Groups that hold whole
-                # tiles flush at every tile end (the same scale multiplies each tile's part); groups that
-                # neither divide nor hold whole tiles (e.g. 96 with LBK = 256) flush every field (SL | G)
-                if LBK % G == 0:
-                    flush = (f + 1) % FPG == 0
-                elif G % LBK == 0:
-                    flush = f == EPW - 1
+                    part += tl.dot(a, tl.trans(xf), input_precision="ieee")
+                if GROUP_SCALE:
+                    if LBK % G == 0:
+                        flush = ((r + 1) * DOT_FIELDS) % FPG == 0
+                    else:
+                        flush = r == EPW // DOT_FIELDS - 1
+                    if flush:
+                        s = tl.load(ws_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
+                        acc += part * s[:, None]
+                        part = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+    else:
+        for t in range(t_lo, t_hi):
+            words = tl.load(wbase + t * SL, mask=nmask[:, None], other=0)
+            for f in tl.static_range(EPW):
+                k0 = t * LBK + f * SL
+                if X_AHEAD:
+                    xf = xn
+                    if EVEN_K:
+                        xn = tl.load(xbase + tl.minimum(k0 + SL, K - SL))
+                    else:
+                        xn = tl.load(xbase + (k0 + SL), mask=(k0 + SL + offs_s)[None, :] < K, other=0)
+                elif EVEN_K:
+                    xf = tl.load(xbase + k0)
                 else:
-                    flush = True
-                if flush:
-                    s = tl.load(ws_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
-                    acc += part * s[:, None]
-                    part = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+                    xf = tl.load(xbase + k0, mask=(k0 + offs_s)[None, :] < K, other=0)
+                if ACT == 3:  # fp8 activations travel as uint8 bits (masked lanes: +0.0)
+                    xf = xf.to(tl.float8e4nv, bitcast=True)
+                # exact: int8 and e4m3 values are bf16 values; the interpreter path stays in float32
+                xf = xf.to(DT) if ASM else xf.to(tl.float32)
+                if ASM:
+                    a = _field_asm(words, f, BITS, F16)
+                else:
+                    a = _field_ref(words, f, BITS, F16, BLOCK_N, SL)
+                g = tl.minimum(k0 // G, NG - 1)  # padding past K reads the last group (x is 0 there)
+                if BITS == 4:
+                    if ASYM:
+                        zp = tl.load(wz_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
+                        a = a - (B + 8 + zp).to(a.dtype)[:, None]
+                    else:
+                        a = a - (B + 8)
+                if ASM:
+                    part += tl.dot(a, tl.trans(xf))
+                else:
+                    part += tl.dot(a, tl.trans(xf), input_precision="ieee")
+                if GROUP_SCALE:
+                    # flush the group's partial sum at its last field in this tile. Groups that hold whole
+                    # tiles flush at every tile end (the same scale multiplies each tile's part); groups that
+                    # neither divide nor hold whole tiles (e.g. 96 with LBK = 256) flush every field (SL | G)
+                    if LBK % G == 0:
+                        flush = (f + 1) % FPG == 0
+                    elif G % LBK == 0:
+                        flush = f == EPW - 1
+                    else:
+                        flush = True
+                    if flush:
+                        s = tl.load(ws_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
+                        acc += part * s[:, None]
+                        part = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
     y = acc if GROUP_SCALE else part
     if FIXUP:
         omask = nmask[:, None] & mmask[None, :]

@@ -67,7 +67,18 @@ for s in $STEPS; do
     # conformance of matmul (about 110 s; the full suite took 310 s: run it alone in a call of its own,
     # dsq conformance --backend cuda --report FILE)
     conformance) step conformance 150 dsq conformance --backend cuda --op matmul --report "$OUT/cuda-h200-matmul.md" ;;
-    *) echo "unknown step $s; known: pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
+    # v11: a run of fields of one scale group in one MMA chain (DOT_FIELDS 4) against one field per chain
+    lab_chain) step lab_chain 240 $LAB --bits 4,8 --modes fixup --splits 2,4,8 --stages 3 --x-ahead 0 \
+        --dot-fields 1,4 --bn-warps 64:4,128:4 --out "$OUT/lab_chain" ;;
+    lab_chain64) step lab_chain64 120 python3 benchmarks/cuda/mma_decode_lab.py --no-check --bits 4 --ms 64 --sls 32 \
+        --shapes 7168x18432,18432x7168,7168x2048,2048x7168 --bn-warps 128:8 --splits 2,4 --stages 3 \
+        --x-ahead 0 --dot-fields 1,4 --modes fixup,stream --per-sm 1 --out "$OUT/lab_chain64" ;;
+    pytest_chain) step pytest_chain 100 python3 -m pytest -q tests/cuda/test_cuda_matmul.py -k \
+        "chained or x_left or split_modes or matches_reference" ;;
+    bench_chain) step bench_chain 230 bash -c "cd benchmarks/cuda && python3 run_gpu.py --out $OUT/dense \
+        --skip-correctness --ms 1,16,64 --schemes W4A16,W8A16,W4A8_DYNAMIC,W4AFP8 \
+        --variant 'chain:W4A16+W8A16+W4A8_DYNAMIC+W4AFP8:mm.MMA_DOT_FIELDS=0'" ;;
+    *) echo "unknown step $s; known: lab_chain lab_chain64 pytest_chain bench_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
     esac
 done
 # the device returns at most 8 files: the logs travel as one archive

@@ -35,7 +35,7 @@ from dsq_cuda.slab import to_pair_tiles  # noqa: E402
 
 def launch(x, w, ws, wc, wz, out, m, n, k, ng, group, bits, bn, split, warps, stages, bm=None, asm=True, act=0,
            xs=None, sl=32, kernel=mma_decode_kernel, programs=0, sums=None, counts=None, maxnreg=None,
-           x_ahead=None):
+           x_ahead=None, dot_fields=1):
     """split-K grid (n / bn, split); ``programs`` > 0: stream-K over that many programs; ``sums`` / ``counts``
     (zeroed workspace, left zeroed): the in-kernel fixup (FIXUP), so ``out`` is written in its own dtype."""
     lbk = (32 // bits) * sl
@@ -44,6 +44,8 @@ def launch(x, w, ws, wc, wz, out, m, n, k, ng, group, bits, bn, split, warps, st
         "FIXUP" in kernel.arg_names else {}  # (a baseline kernel from before the fixup has neither)
     if x_ahead is not None:
         extra["X_AHEAD"] = x_ahead
+    if dot_fields > 1:
+        extra["DOT_FIELDS"] = dot_fields
     if maxnreg:
         extra["maxnreg"] = maxnreg
     kernel[(programs,) if programs else (triton.cdiv(n, bn), split)](
@@ -81,13 +83,17 @@ def check(dev, log) -> list[dict]:
         x = torch.randn(m, k, device=dev, dtype=dt)
         ref = x.float() @ wdq.t()
         errs = {}
-        # (asm, split, BLOCK_N, warps): 4 warps and BLOCK_N 64 run wgmma; 1-2 warps run mma.sync
-        for asm, split, bn, warps in ((True, 1, 64, 4), (True, 3, 64, 4), (False, 2, 64, 4), (True, 1, 64, 2),
-                                      (True, 3, 32, 1), (True, 2, 128, 2)):
+        # (asm, split, BLOCK_N, warps, fields per MMA chain): 4 warps and BLOCK_N 64 run wgmma; 1-2 warps
+        # run mma.sync
+        fpg = (group or k) // 32
+        for asm, split, bn, warps, df in ((True, 1, 64, 4, 1), (True, 3, 64, 4, 1), (False, 2, 64, 4, 1),
+                                          (True, 1, 64, 2, 1), (True, 3, 32, 1, 1), (True, 2, 128, 2, 1),
+                                          (True, 3, 64, 4, min(4, fpg)), (True, 1, 128, 8, min(4, fpg)),
+                                          (True, 2, 64, 4, min(32 // bits, fpg))):
             out = torch.zeros(m, n, device=dev)
             launch(x, w[32], ws, None if group else ws.view(-1), zp, out, m, n, k, ng, group, bits,
-                   bn, split, warps, 3, asm=asm)
-            errs[f"asm{int(asm)}/s{split}/bn{bn}/w{warps}"] = ((out - ref).norm() / ref.norm()).item()
+                   bn, split, warps, 3, asm=asm, x_ahead=df == 1, dot_fields=df)
+            errs[f"asm{int(asm)}/s{split}/bn{bn}/w{warps}/d{df}"] = ((out - ref).norm() / ref.norm()).item()
         ok = all(e < 1e-5 for e in errs.values())
         rows.append(dict(bits=bits, group=group, asym=asym, dtype=str(dt), m=m, k=k, n=n, errs=errs, ok=ok))
         if not ok:
@@ -118,6 +124,8 @@ def main() -> int:
     ap.add_argument("--maxnreg", default="0", help="register caps to sweep (0: none)")
     ap.add_argument("--x-ahead", default="1", help="X_AHEAD values to sweep (1: x one field ahead by hand, "
                                                    "0: left to the pipeliner; try with --stages 3)")
+    ap.add_argument("--dot-fields", default="1", help="DOT_FIELDS values to sweep (fields per MMA chain; "
+                                                       "above 1 needs --x-ahead 0)")
     ap.add_argument("--baseline", default="",
                     help=".py files (comma-separated) each holding another mma_decode_kernel (e.g. the previous "
                          "commit's) to time beside the current one, config by config; named after the file")
@@ -148,6 +156,7 @@ def main() -> int:
         group = 128 if bits == 4 else 0
         copies = max(2, min(8, int(3 * 60e6 // (n * k * bits // 8)) + 1))
         sls = [int(v) for v in a.sls.split(",")]
+        sl_min = min(sls)
         mats = [make(n, k, bits, group, False, dev, seed=i, sls=sls) for i in range(copies)]
         wbytes = n * k * bits / 8 + n * (k // group if group else 1) * 4
         wbf = [torch.randn(n, k, device=dev, dtype=torch.bfloat16) for _ in range(max(2, min(8, int(3 * 60e6 // (n * k * 2)) + 1)))]
@@ -165,31 +174,33 @@ def main() -> int:
                 grid = ((bn, split, warps, stages, sl) for (bn, warps), split, stages, sl in itertools.product(
                     pairs, [int(v) for v in a.splits.split(",")], [int(v) for v in a.stages.split(",")], sls))
             sms = torch.cuda.get_device_properties(0).multi_processor_count
-            runs = []  # (kernel name, kernel, mode, programs per SM in stream mode, maxnreg, X_AHEAD)
+            runs = []  # (kernel name, kernel, mode, programs per SM in stream mode, maxnreg, X_AHEAD, DOT_FIELDS)
             for mode in a.modes.split(","):
-                for mr, xa in itertools.product([int(v) for v in a.maxnreg.split(",")],
-                                                [int(v) for v in a.x_ahead.split(",")]):
+                for mr, xa, df in itertools.product([int(v) for v in a.maxnreg.split(",")],
+                                                    [int(v) for v in a.x_ahead.split(",")],
+                                                    [int(v) for v in a.dot_fields.split(",")]):
                     for kname, kern in kernels.items():
                         if mode != "split" and "FIXUP" not in kern.arg_names:
                             continue
                         per_sms = [int(v) for v in a.per_sm.split(",")] if mode == "stream" else [0]
-                        if not xa and "X_AHEAD" not in kern.arg_names:
+                        if (not xa and "X_AHEAD" not in kern.arg_names) or (df > 1 and (
+                                xa or "DOT_FIELDS" not in kern.arg_names or df > min(32 // bits, (group or k) // sl_min))):
                             continue
-                        runs += [(kname, kern, mode, v, mr, xa) for v in per_sms]
+                        runs += [(kname, kern, mode, v, mr, xa, df) for v in per_sms]
             grid = list(grid)  # iterated once per run below
             sums = torch.zeros(max(16, triton.next_power_of_2(m)), n, device=dev)
             counts = torch.zeros(triton.cdiv(n, 32), dtype=torch.int32, device=dev)
-            for (bn, split, warps, stages, sl), (kname, kern, mode, per_sm, mr, xa) in itertools.product(grid, runs):
+            for (bn, split, warps, stages, sl), (kname, kern, mode, per_sm, mr, xa, df) in itertools.product(grid, runs):
                 if mode == "stream" and split != int(a.splits.split(",")[0]):
                     continue  # stream-K has no split: run it once per config
                 kname = f"{kname}/{mode}" + (f"{per_sm}" if mode == "stream" else "") + (f"/r{mr}" if mr else "") \
-                    + ("" if xa else "/x-pipelined")
+                    + ("" if xa else "/x-pipelined") + (f"/dot{df}" if df > 1 else "")
                 if (bn == 256 and warps == 4) or (m > 16 and warps == 4 and bn > 64):  # register spills
                     continue
                 if m <= 16 and warps == 8 and not a.full:
                     continue
                 def call(mat, bn=bn, split=split, warps=warps, stages=stages, sl=sl, kern=kern, mode=mode,
-                         per_sm=per_sm, mr=mr, xa=xa):
+                         per_sm=per_sm, mr=mr, xa=xa, df=df):
                     w, ws, zp, ng, _ = mat
                     fix = mode != "split"
                     out = torch.zeros((m, n), dtype=torch.float32, device=dev) if split > 1 and not fix else \
@@ -197,7 +208,7 @@ def main() -> int:
                     launch(x, w[sl], ws, None if group else ws.view(-1), None, out, m, n, k, ng, group, bits, bn,
                            split, warps, stages, sl=sl, kernel=kern, maxnreg=mr or None,
                            programs=per_sm * sms if mode == "stream" else 0, sums=sums if fix else None,
-                           counts=counts if fix else None, x_ahead=None if xa else False)
+                           counts=counts if fix else None, x_ahead=None if xa else False, dot_fields=df)
                     return out.to(torch.bfloat16) if out.dtype != torch.bfloat16 else out
                 try:
                     y = call(mats[0]).float()
@@ -209,7 +220,7 @@ def main() -> int:
                 except Exception as exc:  # a config Triton cannot build: skip it, say so
                     log(f"  skip bn={bn} split={split} w={warps} st={stages}: {type(exc).__name__}: {str(exc)[:100]!r}")
                     continue
-                row = dict(kernel=kname, mode=mode, per_sm=per_sm, maxnreg=mr, x_ahead=xa, k=k, n=n, m=m, bits=bits, bn=bn, split=split, warps=warps, stages=stages, sl=sl, us=us,
+                row = dict(kernel=kname, mode=mode, per_sm=per_sm, maxnreg=mr, x_ahead=xa, dot_fields=df, k=k, n=n, m=m, bits=bits, bn=bn, split=split, warps=warps, stages=stages, sl=sl, us=us,
                            bf16_us=t_bf16, err=err, weight_gbs=wbytes / (us * 1e-6) / 1e9)
                 result["rows"].append(row)
                 log(f"  {kname} K={k} N={n} bits={bits} M={m} bn={bn} split={split} w={warps} st={stages} sl={sl}: "

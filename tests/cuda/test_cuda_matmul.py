@@ -379,3 +379,40 @@ def test_decode_x_left_to_the_pipeliner(cuda_backend, ref_backend, monkeypatch, 
     y_pipelined = raw_matmul(x, pw, scheme, b)
     assert _rel(y_pipelined, ref_backend.matmul(x, pw, scheme, b)) < TOL[torch.bfloat16]
     assert torch.equal(y_pipelined, y)  # same products, same order
+
+
+@pytest.mark.parametrize("name,k,m", [("W4A16", 1100, 3), ("W4A16_ASYM", 1024, 16), ("W8A16", 1100, 5),
+                                      ("W4A8_DYNAMIC", 600, 1)])
+def test_decode_fields_chained_per_mma(cuda_backend, ref_backend, monkeypatch, name, k, m):
+    """DOT_FIELDS > 1 (a run of fields of one scale group multiplied in one MMA chain) computes the reference's
+    product, like one field per chain, with K a whole number of tiles or not."""
+    import dsq_cuda.mm as mm
+
+    monkeypatch.setattr(mm, "MMA_MAX_M", {4: 64, 8: 64})
+    monkeypatch.setattr(mm, "MMA_MIN_K", {4: 0, 8: 0})
+    monkeypatch.setattr(mm, "MMA_X_AHEAD", False)
+    scheme, w, x, b, _ = _problem(name, 80, k, m, torch.bfloat16, seed=23)
+    pw = ref_backend.quantize_weight(w, scheme)
+    ref = ref_backend.matmul(x, pw, scheme, b)
+    launched = []
+    real = mm.mma_dot_fields
+    monkeypatch.setattr(mm, "mma_dot_fields", lambda *a: launched.append(real(*a)) or launched[-1])
+    for fields in (1, 0, 2):
+        monkeypatch.setattr(mm, "MMA_DOT_FIELDS", fields)
+        assert _rel(raw_matmul(x, pw, scheme, b), ref) < TOL[torch.bfloat16]
+    assert launched == [1, 4, 2]
+
+
+def test_dot_fields_stay_inside_a_scale_group(monkeypatch):
+    import dsq_cuda.mm as mm
+    from dsq_cuda.mm import mma_dot_fields
+
+    monkeypatch.setattr(mm, "MMA_DOT_FIELDS", 0)
+
+    assert mma_dot_fields(4, 128, 32, False) == 4  # 4 fields of 32 inputs: one group of a 256-input tile
+    assert mma_dot_fields(4, 64, 32, False) == 2
+    assert mma_dot_fields(4, 0, 32, False) == 8  # per channel: the whole tile
+    assert mma_dot_fields(8, 0, 32, False) == 4
+    assert mma_dot_fields(4, 512, 32, False) == 8  # a group spans two tiles
+    assert mma_dot_fields(4, 96, 32, False) == 1  # a group that neither divides nor holds a tile
+    assert mma_dot_fields(4, 128, 32, True) == 1  # x loaded ahead by hand: one field at a time
