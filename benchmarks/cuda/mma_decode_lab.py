@@ -126,6 +126,8 @@ def main() -> int:
                                                    "0: left to the pipeliner; try with --stages 3)")
     ap.add_argument("--dot-fields", default="1", help="DOT_FIELDS values to sweep (fields per MMA chain; "
                                                        "above 1 needs --x-ahead 0)")
+    ap.add_argument("--no-spec-m", action="store_true", help="also time the kernel compiled without M = 1 "
+                                                                "specialised (kernel name nospecM)")
     ap.add_argument("--baseline", default="",
                     help=".py files (comma-separated) each holding another mma_decode_kernel (e.g. the previous "
                          "commit's) to time beside the current one, config by config; named after the file")
@@ -139,6 +141,8 @@ def main() -> int:
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
         kernels[name] = mod.mma_decode_kernel
+    if a.no_spec_m:  # the same kernel without Triton's specialisation of M = 1 (a constant M changes the code)
+        kernels["nospecM"] = triton.jit(do_not_specialize=["M"])(mma_decode_kernel.fn)
     logf = open(os.path.join(a.out, "mma_decode_lab.log"), "w")
 
     def log(msg):
