@@ -167,9 +167,11 @@ MMA_STREAM_PER_SM = 4
 #: kernel). None: by hand only at 2 stages; at 3 or more the pipeliner's schedule keeps the next weight tile in
 #: flight and was faster (configs.MMA_DECODE_STAGES)
 MMA_X_AHEAD: bool | None = None
-#: the decode kernel's DOT_FIELDS (fields per MMA chain, when x is left to the pipeliner): 1, or 0 for the
-#: longest run that stays inside one scale group (:func:`mma_dot_fields`)
-MMA_DOT_FIELDS = 1
+#: the decode kernel's DOT_FIELDS cap (fields per MMA chain, when x is left to the pipeliner): 0 for the
+#: longest run that stays inside one scale group (:func:`mma_dot_fields`), 1 for one field per chain. H200 lab
+#: (cuda.md v11): the longest run won or tied all 24 cells of 4 shapes x int4/int8 x M 1/4/16, e.g. W4A16
+#: 7168x18432 M = 16 29.2 vs 37.3 us, M = 1 28.4 vs 33.0 us
+MMA_DOT_FIELDS = 0
 _FIXUP_WORKSPACES: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
@@ -188,10 +190,10 @@ def fixup_workspace(device: torch.device, block_m: int, n: int) -> tuple[torch.T
     return _FIXUP_WORKSPACES[key]
 
 
-def mma_dot_fields(bits: int, group: int, sl: int, x_ahead: bool) -> int:
+def mma_dot_fields(bits: int, group: int, sl: int, x_ahead: bool, cap: int | None = None) -> int:
     """Fields of the pair-tile layout the decode kernel multiplies in one MMA chain (its DOT_FIELDS): a run of
     consecutive fields inside one scale group (a whole tile when per channel or the group spans tiles), capped
-    by MMA_DOT_FIELDS; 1 when x is loaded ahead by hand."""
+    by ``cap`` (default MMA_DOT_FIELDS; 0: no cap); 1 when x is loaded ahead by hand."""
     epw = 32 // bits
     if x_ahead:
         return 1
@@ -199,7 +201,8 @@ def mma_dot_fields(bits: int, group: int, sl: int, x_ahead: bool) -> int:
         longest = epw
     else:
         longest = group // sl if (epw * sl) % group == 0 else 1
-    return min(MMA_DOT_FIELDS or longest, longest)
+    cap = MMA_DOT_FIELDS if cap is None else cap
+    return min(cap or longest, longest)
 
 
 def _out_buffer(m: int, n: int, dtype: torch.dtype, split_k: int, device) -> torch.Tensor:

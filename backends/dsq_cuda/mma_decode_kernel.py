@@ -145,6 +145,15 @@ def _fields(words, F0: tl.constexpr, D: tl.constexpr, BITS: tl.constexpr, F16: t
 
 
 @triton.jit
+def _fence_gpu(v):
+    """``v``, after a ``fence.acq_rel.gpu`` by every thread: this thread's earlier memory operations (its
+    relaxed reductions) are performed at gpu scope before any later one (the ``~{memory}`` clobber keeps the
+    compiler from moving memory operations across it)."""
+    return tl.inline_asm_elementwise("fence.acq_rel.gpu;\n\tmov.b32 $0, $1;", "=r,r,~{memory}", [v], dtype=tl.int32,
+                                     is_pure=False, pack=1)
+
+
+@triton.jit
 def _epilogue(y, rows, nmask, xrow, mmask, xs_ptr, wc_ptr, bias_ptr, with_bias, ACT: tl.constexpr,
               CHANNEL_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr):
     """``y * s_channel[n] * xs[m] + bias[n]`` (each factor where the scheme has it; bias only where
@@ -277,10 +286,12 @@ def _row_block(blk, t_lo, t_hi, xrows, xbase, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_
             words = tl.load(wbase + t * SL, mask=nmask[:, None], other=0)
             for r in tl.static_range(EPW // DOT_FIELDS):
                 k0 = t * LBK + r * DOT_FIELDS * SL
+                # columns past M (and MoE padding) read zeros: a masked copy reads no memory. Reading the last
+                # token there instead made M = 1 about 1.6x slower than M = 16 on the H200 (lab, cuda.md v11)
                 if EVEN_K:
-                    xf = tl.load(xrun + k0)
+                    xf = tl.load(xrun + k0, mask=mmask[:, None], other=0)
                 else:
-                    xf = tl.load(xrun + k0, mask=(k0 + offs_r)[None, :] < K, other=0)
+                    xf = tl.load(xrun + k0, mask=mmask[:, None] & ((k0 + offs_r)[None, :] < K), other=0)
                 if ACT == 3:
                     xf = xf.to(tl.float8e4nv, bitcast=True)
                 xf = xf.to(DT) if ASM else xf.to(tl.float32)
@@ -359,10 +370,13 @@ def _row_block(blk, t_lo, t_hi, xrows, xbase, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_
         optr = out_ptr + orow[None, :].to(tl.int64) * stride_om + rows[:, None]
         if n_t > 0:  # a split past the last tile has nothing to add (and must not finish the block)
             sptr = sum_ptr + orow[None, :] * N + rows[:, None]
-            # relaxed: fire-and-forget reductions (REDG), no fence per thread. The CTA barrier, then the count's
-            # acq_rel atomic at gpu scope (cumulative over what the barrier ordered before it) publish them,
-            # the pattern of a split-K semaphore (barrier, then one release by one thread)
+            # relaxed: fire-and-forget reductions (REDG), then one gpu-scope fence per thread, the CTA barrier
+            # and the count's acq_rel atomic. The fence waits for this thread's reductions; without it (the
+            # barrier and the count's release alone) the program that finishes the block read partial sums
+            # still in flight: wrong results at M = 4 in 2-3 of 24 configs on the H200 (cuda.md v11)
             tl.atomic_add(sptr, y, mask=omask, sem="relaxed")
+            if ASM:  # (the interpreter runs programs one after another: nothing in flight)
+                n_t = _fence_gpu(n_t)
             tl.debug_barrier()
             done = tl.atomic_add(count_ptr + blk, n_t) + n_t
             if done == tiles:  # this program completed the row block: finish it

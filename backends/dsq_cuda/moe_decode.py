@@ -30,7 +30,7 @@ BLOCK_M = 16
 LBK = {4: 256, 8: 128}
 #: defaults; the benchmark overrides them (decode_cfg) to sweep.
 DEFAULTS = dict(block_n=64, num_warps=4, num_stages=4, target_programs=1024, lbk4=512, lbk8=128, sl1=128, swap=0,
-                mma=1, mma_block_m=16, mma_stages=3, mma_x_ahead=0)
+                mma=1, mma_block_m=16, mma_stages=3, mma_x_ahead=0, mma_dot_fields=0)
 #: ``mma=1`` runs symmetric int4 experts (W4A16, W4A8_DYNAMIC, W4AFP8 with per-token activations) through the
 #: dense decode GEMM's kernel (dsq_cuda.mma_decode_kernel, MOE mode) on pair tiles instead of moe_slab_kernel
 #: (``mma=0``). On the H200 (bench_moe.py --tokens 8,64 --variants '[{"mma": 1}]', 2026-11-29, one run) it won
@@ -48,6 +48,8 @@ MMA_BLOCK_MS = (16, 32, 64)
 #: H200 (bench_moe.py --variants '[{"mma_stages": 3, "mma_x_ahead": 0}]', 2026-11-29, cuda-moe.md v10) it won
 #: 10 of 12 cells against 2 / 1, by up to 15% (W4A8_DYNAMIC T = 64 uniform 1754 vs 2015 us), and lost 4-5% on
 #: skewed T = 64 for W4A16 and W4AFP8.
+#: ``mma_dot_fields``: that kernel's DOT_FIELDS cap (fields per MMA chain; 0: as many as one scale group holds,
+#: see dsq_cuda.mm.mma_dot_fields).
 
 
 def tuned(up_sw: dict) -> dict:
@@ -104,7 +106,7 @@ def expert_pair_tiles(packed: PackedWeight, scheme: QuantScheme, device: torch.d
 
 def _launch_mma(a, a_scale, packed: PackedWeight, scheme: QuantScheme, al, out, n, k, top_k, gate_up, cfg):
     """One grouped GEMM of the layer with mma_decode_kernel (MOE mode) on the experts' pair tiles."""
-    from dsq_cuda.mm import group_of
+    from dsq_cuda.mm import group_of, mma_dot_fields
     from dsq_cuda.mma_decode_kernel import mma_decode_kernel
     from dsq_cuda.slab import slab_length
 
@@ -129,7 +131,8 @@ def _launch_mma(a, a_scale, packed: PackedWeight, scheme: QuantScheme, al, out, 
         G=group, BITS=4, ACT=act, ASYM=False, GROUP_SCALE=True, CHANNEL_SCALE=two_level, HAS_BIAS=False,
         SPLIT_K=split, BLOCK_M=al.block_m, BLOCK_N=block_n, SL=sl, F16=act == 0 and a.dtype == torch.float16,
         ASM=not interpreting(), EVEN_K=k % (8 * sl) == 0, MOE=True, X_DIV=top_k if gate_up else 1,
-        X_AHEAD=bool(cfg["mma_x_ahead"]), num_warps=warps, num_stages=cfg["mma_stages"])
+        X_AHEAD=bool(cfg["mma_x_ahead"]), num_warps=warps, num_stages=cfg["mma_stages"],
+        DOT_FIELDS=mma_dot_fields(4, group, sl, bool(cfg["mma_x_ahead"]), cfg["mma_dot_fields"]))
 
 
 def _launch(a, a_scale, static, lay, packed, scheme, al, out, n, k, top_k, gate_up, sw, cfg, tiny, dummy, mma):

@@ -126,6 +126,8 @@ def main() -> int:
                                                    "0: left to the pipeliner; try with --stages 3)")
     ap.add_argument("--dot-fields", default="1", help="DOT_FIELDS values to sweep (fields per MMA chain; "
                                                        "above 1 needs --x-ahead 0)")
+    ap.add_argument("--stress", type=int, default=0, help="run each config this many more times against the "
+                                                             "reference, counting wrong results (races)")
     ap.add_argument("--no-spec-m", action="store_true", help="also time the kernel compiled without M = 1 "
                                                                 "specialised (kernel name nospecM)")
     ap.add_argument("--baseline", default="",
@@ -220,11 +222,15 @@ def main() -> int:
                     if not err < 8e-3:
                         log(f"  FAIL {kname} bn={bn} split={split} w={warps} st={stages}: rel err {err:.3g}")
                         continue
+                    bad = sum(not ((call(mats[0]).float() - ref).norm() / ref.norm()).item() < 8e-3
+                              for _ in range(a.stress))
+                    if bad:
+                        log(f"  STRESS {kname} bn={bn} split={split} w={warps} st={stages}: {bad} of {a.stress} wrong")
                     us = graph_time([lambda mat=mat: call(mat) for mat in mats])
                 except Exception as exc:  # a config Triton cannot build: skip it, say so
                     log(f"  skip bn={bn} split={split} w={warps} st={stages}: {type(exc).__name__}: {str(exc)[:100]!r}")
                     continue
-                row = dict(kernel=kname, mode=mode, per_sm=per_sm, maxnreg=mr, x_ahead=xa, dot_fields=df, k=k, n=n, m=m, bits=bits, bn=bn, split=split, warps=warps, stages=stages, sl=sl, us=us,
+                row = dict(stress=a.stress, stress_wrong=bad, kernel=kname, mode=mode, per_sm=per_sm, maxnreg=mr, x_ahead=xa, dot_fields=df, k=k, n=n, m=m, bits=bits, bn=bn, split=split, warps=warps, stages=stages, sl=sl, us=us,
                            bf16_us=t_bf16, err=err, weight_gbs=wbytes / (us * 1e-6) / 1e9)
                 result["rows"].append(row)
                 log(f"  {kname} K={k} N={n} bits={bits} M={m} bn={bn} split={split} w={warps} st={stages} sl={sl}: "
