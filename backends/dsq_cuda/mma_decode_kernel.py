@@ -195,8 +195,9 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
     How partial sums meet. SPLIT_K = 1 without STREAM: stored directly. FIXUP (needs ``sum`` [BLOCK_M, N]
     float32 and ``count`` [row blocks] int32, both zero): each program adds its float32 sum of a row block
     atomically into ``sum`` and the number of tiles it summed into ``count``; the program whose tiles complete
-    the block reads ``sum``, applies the epilogue, writes ``out`` in its own dtype and zeroes ``sum`` and
-    ``count`` for the next call, so the caller neither zeroes nor casts a buffer (two kernels fewer a call).
+    the block takes ``sum`` by an atomic exchange with zero (which leaves it zeroed), applies the epilogue,
+    writes ``out`` in its own dtype and zeroes ``count`` for the next call, so the caller neither zeroes nor
+    casts a buffer (two kernels fewer a call).
     Otherwise (MOE with SPLIT_K > 1): partial sums go atomically into a zeroed float32 ``out``.
 
     MOE (the fused MoE layer's grouped GEMMs, dsq_cuda.moe_decode): program axis 2 is block b of the
@@ -370,21 +371,28 @@ def _row_block(blk, t_lo, t_hi, xrows, xbase, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_
         optr = out_ptr + orow[None, :].to(tl.int64) * stride_om + rows[:, None]
         if n_t > 0:  # a split past the last tile has nothing to add (and must not finish the block)
             sptr = sum_ptr + orow[None, :] * N + rows[:, None]
-            # relaxed: fire-and-forget reductions (REDG), then one gpu-scope fence per thread, the CTA barrier
-            # and the count's acq_rel atomic. The fence waits for this thread's reductions; without it (the
-            # barrier and the count's release alone) the program that finishes the block read partial sums
-            # still in flight: wrong results at M = 4 in 2-3 of 24 configs on the H200 (cuda.md v11)
+            # relaxed: fire-and-forget reductions (REDG), then a gpu-scope fence per thread, the CTA barrier and
+            # the count's acq_rel atomic. The program that completes the block takes the sums with an atomic
+            # exchange against zero (read and reset at L2 in one operation). Reading them with ld.global.cg and
+            # zeroing with plain stores gave wrong outputs on the H200 (a whole warp's columns of one row block,
+            # 1-7 calls in 25, with M not a multiple of 16), with or without the fence, with acq_rel reductions
+            # too; the exchange gave none in 312 calls (cuda.md v11, h200_v11_lab_fixup_race.json)
             tl.atomic_add(sptr, y, mask=omask, sem="relaxed")
             if ASM:  # (the interpreter runs programs one after another: nothing in flight)
                 n_t = _fence_gpu(n_t)
             tl.debug_barrier()
             done = tl.atomic_add(count_ptr + blk, n_t) + n_t
             if done == tiles:  # this program completed the row block: finish it
-                total = tl.load(sptr, mask=omask, other=0.0, cache_modifier=".cg")  # L2: where atomics land
+                zeros = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+                if ASM:
+                    total = tl.atomic_xchg(sptr, zeros, mask=omask)
+                    total = tl.where(omask, total, 0.0)  # (masked lanes return no value)
+                else:  # the interpreter (no float exchange; its programs run one at a time)
+                    total = tl.load(sptr, mask=omask, other=0.0)
+                    tl.store(sptr, zeros, mask=omask)
                 total = _epilogue(total, rows, nmask, xrow, mmask, xs_ptr, wc_ptr, bias_ptr, True, ACT,
                                   CHANNEL_SCALE, HAS_BIAS)
                 tl.store(optr, total.to(out_ptr.dtype.element_ty), mask=omask)
-                tl.store(sptr, tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32), mask=omask)
                 tl.atomic_xchg(count_ptr + blk, 0)
     else:
         omask = nmask[:, None] & mmask[None, :]

@@ -82,11 +82,15 @@ for s in $STEPS; do
     # benchmarks/cuda/_nofence_kernel.py) and chained fields, each config run 20 more times against the reference
     lab_stress) step lab_stress 200 $LAB --bits 4 --ms 1,4,16 --modes fixup --splits 2,4,8 --stages 3 --x-ahead 0 \
         --dot-fields 1,4 --stress 20 --baseline benchmarks/cuda/_nofence_kernel.py --out "$OUT/lab_stress" ;;
+    # the final kernel at token counts that are not multiples of 16 (where the fixup's read-back went wrong)
+    race_check) step race_check 120 python3 benchmarks/cuda/mma_decode_lab.py --no-check --bn-warps 64:4 --splits 1,2,4,8 \
+        --sls 32 --ms 2,3,5,7,12 --shapes 7168x18432,18432x7168 --bits 4,8 --modes fixup --stages 3 --x-ahead 0 \
+        --dot-fields 4 --stress 10 --out "$OUT/race_check" ;;
     bench_v11) step bench_v11 280 bash -c "cd benchmarks/cuda && python3 run_gpu.py --out $OUT/dense \
         --skip-correctness --ms 1,4,16,64 --schemes W4A16,W8A16,W4A8_DYNAMIC,W4AFP8 \
         --variant 'one:W4A16+W8A16+W4A8_DYNAMIC:mm.MMA_DOT_FIELDS=1' \
         --variant 'pps8:W4A16+W8A16:configs.MMA_PROGRAMS_PER_SM=8'" ;;
-    *) echo "unknown step $s; known: lab_stress bench_v11 lab_chain lab_chain64 pytest_chain bench_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
+    *) echo "unknown step $s; known: race_check lab_stress bench_v11 lab_chain lab_chain64 pytest_chain bench_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
     esac
 done
 # the device returns at most 8 files: the logs travel as one archive
