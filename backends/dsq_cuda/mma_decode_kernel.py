@@ -145,15 +145,6 @@ def _fields(words, F0: tl.constexpr, D: tl.constexpr, BITS: tl.constexpr, F16: t
 
 
 @triton.jit
-def _fence_gpu(v):
-    """``v``, after a ``fence.acq_rel.gpu`` by every thread: this thread's earlier memory operations (its
-    relaxed reductions) are performed at gpu scope before any later one (the ``~{memory}`` clobber keeps the
-    compiler from moving memory operations across it)."""
-    return tl.inline_asm_elementwise("fence.acq_rel.gpu;\n\tmov.b32 $0, $1;", "=r,r,~{memory}", [v], dtype=tl.int32,
-                                     is_pure=False, pack=1)
-
-
-@triton.jit
 def _epilogue(y, rows, nmask, xrow, mmask, xs_ptr, wc_ptr, bias_ptr, with_bias, ACT: tl.constexpr,
               CHANNEL_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr):
     """``y * s_channel[n] * xs[m] + bias[n]`` (each factor where the scheme has it; bias only where
@@ -195,9 +186,8 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
     How partial sums meet. SPLIT_K = 1 without STREAM: stored directly. FIXUP (needs ``sum`` [BLOCK_M, N]
     float32 and ``count`` [row blocks] int32, both zero): each program adds its float32 sum of a row block
     atomically into ``sum`` and the number of tiles it summed into ``count``; the program whose tiles complete
-    the block takes ``sum`` by an atomic exchange with zero (which leaves it zeroed), applies the epilogue,
-    writes ``out`` in its own dtype and zeroes ``count`` for the next call, so the caller neither zeroes nor
-    casts a buffer (two kernels fewer a call).
+    the block reads ``sum``, zeroes it, applies the epilogue, writes ``out`` in its own dtype and zeroes
+    ``count`` for the next call, so the caller neither zeroes nor casts a buffer (two kernels fewer a call).
     Otherwise (MOE with SPLIT_K > 1): partial sums go atomically into a zeroed float32 ``out``.
 
     MOE (the fused MoE layer's grouped GEMMs, dsq_cuda.moe_decode): program axis 2 is block b of the
@@ -371,25 +361,20 @@ def _row_block(blk, t_lo, t_hi, xrows, xbase, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_
         optr = out_ptr + orow[None, :].to(tl.int64) * stride_om + rows[:, None]
         if n_t > 0:  # a split past the last tile has nothing to add (and must not finish the block)
             sptr = sum_ptr + orow[None, :] * N + rows[:, None]
-            # relaxed: fire-and-forget reductions (REDG), then a gpu-scope fence per thread, the CTA barrier and
-            # the count's acq_rel atomic. The program that completes the block takes the sums with an atomic
-            # exchange against zero (read and reset at L2 in one operation). Reading them with ld.global.cg and
-            # zeroing with plain stores gave wrong outputs on the H200 (a whole warp's columns of one row block,
-            # 1-7 calls in 25, with M not a multiple of 16), with or without the fence, with acq_rel reductions
-            # too; the exchange gave none in 312 calls (cuda.md v11, h200_v11_lab_fixup_race.json)
+            # relaxed: fire-and-forget reductions (REDG), no fence per thread. The CTA barrier, then the count's
+            # acq_rel atomic at gpu scope (cumulative over what the barrier ordered before it) publish them,
+            # the pattern of a split-K semaphore (barrier, then one release by one thread)
             tl.atomic_add(sptr, y, mask=omask, sem="relaxed")
-            if ASM:  # (the interpreter runs programs one after another: nothing in flight)
-                n_t = _fence_gpu(n_t)
             tl.debug_barrier()
             done = tl.atomic_add(count_ptr + blk, n_t) + n_t
             if done == tiles:  # this program completed the row block: finish it
-                zeros = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
-                if ASM:
-                    total = tl.atomic_xchg(sptr, zeros, mask=omask)
-                    total = tl.where(omask, total, 0.0)  # (masked lanes return no value)
-                else:  # the interpreter (no float exchange; its programs run one at a time)
-                    total = tl.load(sptr, mask=omask, other=0.0)
-                    tl.store(sptr, zeros, mask=omask)
+                total = tl.load(sptr, mask=omask, other=0.0, cache_modifier=".cg")  # L2: where atomics land
+                # the zeroing below may run in another thread than the load of the same element (Triton lays
+                # the two out differently when M is not a multiple of 16): every load must be done before any
+                # zero is written. Without this barrier the H200 gave wrong outputs (a warp's columns of a row
+                # block, in 1-7 calls of 25 at M = 4 / 5 / 8; cuda.md v11, h200_v11_lab_race_where.json)
+                tl.debug_barrier()
+                tl.store(sptr, tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32), mask=omask)
                 total = _epilogue(total, rows, nmask, xrow, mmask, xs_ptr, wc_ptr, bias_ptr, True, ACT,
                                   CHANNEL_SCALE, HAS_BIAS)
                 tl.store(optr, total.to(out_ptr.dtype.element_ty), mask=omask)

@@ -88,8 +88,7 @@ for s in $STEPS; do
         --dot-fields 4 --stress 10 --out "$OUT/race_check" ;;
     bench_v11) step bench_v11 280 bash -c "cd benchmarks/cuda && python3 run_gpu.py --out $OUT/dense \
         --skip-correctness --ms 1,4,16,64 --schemes W4A16,W8A16,W4A8_DYNAMIC,W4AFP8 \
-        --variant 'one:W4A16+W8A16+W4A8_DYNAMIC:mm.MMA_DOT_FIELDS=1' \
-        --variant 'pps8:W4A16+W8A16:configs.MMA_PROGRAMS_PER_SM=8'" ;;
+        --variant 'one:W4A16+W8A16+W4A8_DYNAMIC:mm.MMA_DOT_FIELDS=1'" ;;
     *) echo "unknown step $s; known: race_check lab_stress bench_v11 lab_chain lab_chain64 pytest_chain bench_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
     esac
 done
