@@ -89,7 +89,10 @@ for s in $STEPS; do
     bench_v11) step bench_v11 280 bash -c "cd benchmarks/cuda && python3 run_gpu.py --out $OUT/dense \
         --skip-correctness --ms 1,4,16,64 --schemes W4A16,W8A16,W4A8_DYNAMIC,W4AFP8 \
         --variant 'one:W4A16+W8A16+W4A8_DYNAMIC:mm.MMA_DOT_FIELDS=1'" ;;
-    *) echo "unknown step $s; known: race_check lab_stress bench_v11 lab_chain lab_chain64 pytest_chain bench_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
+    # the MoE layer at decode T with chained fields (the default since v11) against one field per chain
+    bench_moe_chain) step bench_moe_chain 130 python3 benchmarks/cuda_moe/bench_moe.py --tokens 8,64 --no-loop \
+        --schemes W4A16,W4A8_DYNAMIC,W4AFP8 --variants '[{"mma_dot_fields": 1}]' --out "$OUT/moe.json" ;;
+    *) echo "unknown step $s; known: bench_moe_chain race_check lab_stress bench_v11 lab_chain lab_chain64 pytest_chain bench_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
     esac
 done
 # the device returns at most 8 files: the logs travel as one archive
