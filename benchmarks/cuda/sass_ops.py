@@ -99,18 +99,35 @@ def main_loop_opcodes(sass: str) -> list[str]:
 
 
 def mma_compile(bits: int, group: int, block_n: int = 64, warps: int = 4, stages: int = 2, block_m: int = 16,
-                moe: bool = False, x_ahead: bool = True, fixup: bool = False):
+                moe: bool = False, x_ahead: bool = True, fixup: bool = False, dot_fields: int = 1,
+                out: str = "*fp32"):
     """The tensor-core decode kernel compiled as the backend launches it (MOE mode with ``moe``; with
-    ``fixup`` its split-K finish in the kernel, the dense default)."""
+    ``fixup`` its split-K finish in the kernel, the dense default; ``out``: the output's pointer type; M is a
+    plain integer, as for a token count that is not a multiple of 16)."""
     epw = 32 // bits
     consts = dict(G=group or epw * 32, BITS=bits, ACT=0, ASYM=False, GROUP_SCALE=bool(group),
                   CHANNEL_SCALE=not group, HAS_BIAS=False, SPLIT_K=4, BLOCK_M=block_m, BLOCK_N=block_n, SL=32,
-                  F16=False, ASM=True, EVEN_K=True, MOE=moe, X_DIV=8 if moe else 1, X_AHEAD=x_ahead, FIXUP=fixup)
-    signature = dict(MMA_SIGNATURE, **({"sum_ptr": "*fp32", "count_ptr": "*i32"} if fixup else {}))
+                  F16=False, ASM=True, EVEN_K=True, MOE=moe, X_DIV=8 if moe else 1, X_AHEAD=x_ahead, FIXUP=fixup,
+                  DOT_FIELDS=dot_fields)
+    signature = dict(MMA_SIGNATURE, out_ptr=out, **({"sum_ptr": "*fp32", "count_ptr": "*i32"} if fixup else {}))
     names = list(signature)
     attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in MMA_DIVISIBLE + ("sum_ptr", "count_ptr")
              if a in names}
     return _compile(mma_decode_kernel, signature, consts, attrs, warps, stages)
+
+
+def fixup_reads_before_zeroing(ptx: str) -> bool:
+    """Whether the split-K fixup's loads of the summed partials (``ld.global.cg``) all come before a CTA barrier
+    that precedes its first global store after them (the zeroing of the sums). Without the barrier, a thread
+    can zero an element that another thread has not loaded yet when Triton lays the loads and the stores out
+    differently (it does at M not a multiple of 16 with a bf16 output: cuda.md v11)."""
+    lines = ptx.splitlines()
+    loads = [i for i, line in enumerate(lines) if "ld.global.cg" in line]
+    if not loads:
+        return False
+    after = lines[loads[-1] + 1:]
+    first_store = next((i for i, line in enumerate(after) if "st.global" in line), len(after))
+    return any("bar.sync" in line for line in after[:first_store])
 
 
 def registers(compiled) -> int:
@@ -124,11 +141,13 @@ def registers(compiled) -> int:
 
 
 def mma_loop(bits: int, group: int, block_n: int = 64, warps: int = 4, stages: int = 2, block_m: int = 16,
-             moe: bool = False, fixup: bool = False, x_ahead: bool = True) -> tuple[list[str], int, int, int]:
+             moe: bool = False, fixup: bool = False, x_ahead: bool = True,
+             dot_fields: int = 1) -> tuple[list[str], int, int, int]:
     """Main-loop opcodes of the tensor-core decode kernel, the codes one thread decodes per iteration (one
     tile: BLOCK_N rows x 256 int4 / 128 int8 inputs), the kernel's local-memory stores (register spills) and
     its registers per thread."""
-    compiled = mma_compile(bits, group, block_n, warps, stages, block_m, moe, x_ahead=x_ahead, fixup=fixup)
+    compiled = mma_compile(bits, group, block_n, warps, stages, block_m, moe, x_ahead=x_ahead, fixup=fixup,
+                           dot_fields=dot_fields)
     sass = _sass(compiled)
     spills = len(re.findall(r"\bSTL(?:\.\w+)*\s", sass))
     return main_loop_opcodes(sass), block_n * 32 * (32 // bits) // (32 * warps), spills, registers(compiled)
@@ -148,23 +167,25 @@ def main() -> int:
     print("Tensor-core decode kernel (dsq_cuda.mma_decode_kernel), M <= 16, BLOCK_N 64, 4 warps: main loop")
     print("| scheme | stages, x | codes per thread per tile | loop instructions | per code | registers | top opcodes |")
     print("|---|---|---|---|---|---|---|")
-    for name, bits, group, fixup, stages, x_ahead in (
-            ("W4A16 (group 128), split-K fixup (the default since v10)", 4, 128, True, 3, False),
-            ("W4A16 (group 128), split-K fixup (v9)", 4, 128, True, 2, True),
-            ("W4A16 (group 128), split-K atomics", 4, 128, False, 2, True),
-            ("W8A16 (per channel), split-K fixup", 8, 0, True, 3, False)):
-        ops, codes, _, regs = mma_loop(bits, group, stages=stages, fixup=fixup, x_ahead=x_ahead)
+    for name, bits, group, fixup, stages, x_ahead, dot in (
+            ("W4A16 (group 128), a group's 4 fields in one MMA chain (the default since v11)", 4, 128, True, 3, False, 4),
+            ("W4A16 (group 128), one field a chain (v10)", 4, 128, True, 3, False, 1),
+            ("W4A16 (group 128), split-K fixup (v9)", 4, 128, True, 2, True, 1),
+            ("W8A16 (per channel), a tile's 4 fields in one chain (v11)", 8, 0, True, 3, False, 4)):
+        ops, codes, _, regs = mma_loop(bits, group, stages=stages, fixup=fixup, x_ahead=x_ahead, dot_fields=dot)
         top = ", ".join(f"{op} {n}" for op, n in collections.Counter(ops).most_common(6))
         how = f"{stages}, {'by hand' if x_ahead else 'pipelined'}"
         print(f"| {name} | {how} | {codes} | {len(ops)} | {len(ops) / codes:.2f} | {regs} | {top} |")
     print()
-    print("The same kernel in MOE mode (dsq_cuda.moe_decode._launch_mma: 3 stages, x pipelined), W4A16 group 128,")
+    print("The same kernel in MOE mode (dsq_cuda.moe_decode._launch_mma: 3 stages, x pipelined, a group's fields in one")
+    print("chain), W4A16 group 128,")
     print("per decode_cfg mma_block_m")
     print("| mma_block_m | BLOCK_N, warps | loop instructions per code | spill stores |")
     print("|---|---|---|---|")
     for block_m in (16, 32, 64):
         block_n, warps = (128, 8) if block_m > 32 else (64, 4)  # as _launch_mma picks them
-        ops, codes, spills, _ = mma_loop(4, 128, block_n, warps, 3, block_m=block_m, moe=True, x_ahead=False)
+        ops, codes, spills, _ = mma_loop(4, 128, block_n, warps, 3, block_m=block_m, moe=True, x_ahead=False,
+                                         dot_fields=4)
         print(f"| {block_m} | {block_n}, {warps} | {len(ops) / codes:.2f} | {spills} |")
     print()
     print("The copy groups the K loop waits for at its top (W4A16, BLOCK_N 64, 4 warps): at most N still in flight.")
