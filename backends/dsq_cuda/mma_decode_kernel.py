@@ -16,7 +16,8 @@ so the decode makes both a bf16x2 (or f16x2) register with one shift and one ``l
     int8  a = raw_lo + fma(raw_hi, 16, -(17 B + 128))  = 16 hi + lo - 128 = q, exact (two packed FMAs; every
           intermediate is an integer the 16-bit float represents exactly)
 
-``a`` is the exact integer code, the MMA multiplies it by x (bf16/f16, or the int8 / fp8 e4m3 values of a
+``a`` is the exact integer code (DOT_FIELDS consecutive fields side by side, ``[BLOCK_N, DOT_FIELDS * SL]``,
+for one MMA chain), the MMA multiplies it by x (bf16/f16, or the int8 / fp8 e4m3 values of a
 quantized activation, both exact in bf16) with float32 accumulation, so products are exact and only the
 accumulation order differs from the reference. Scales:
     GROUP_SCALE  part = sum over the group's fields (within one tile) of the MMA; acc += part * s[n, g] (float
@@ -177,6 +178,10 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
     ``DEPBAR.LE 9``, the next tile's 9 copy groups, where X_AHEAD's is ``LE 8``: not the next weight tile).
     False was faster in every lab cell on the H200 (docs/benchmarks/cuda.md v10) and is the default
     wherever a program pipelines 2 or more K tiles (dsq_cuda.mm.MMA_X_AHEAD).
+    DOT_FIELDS (needs X_AHEAD False): fields decoded, joined along K and multiplied in one ``tl.dot``, a run
+    that stays inside one scale group (dsq_cuda.mm.mma_dot_fields). Triton waits for the tensor cores after
+    every ``tl.dot``, so 4 fields a chain wait 2 times a tile instead of 8 (cuda.md v11). On this path x columns
+    past M read zeros (a masked copy reads no memory); with one field a chain they read the last token.
 
     Who does what. Default: program (i, j) owns row block i and the j-th of SPLIT_K runs of K tiles.
     STREAM (stream-K, dense only): the grid is one axis of P programs (a few per SM, all resident at once), and

@@ -49,7 +49,8 @@ MMA_BLOCK_MS = (16, 32, 64)
 #: 10 of 12 cells against 2 / 1, by up to 15% (W4A8_DYNAMIC T = 64 uniform 1754 vs 2015 us), and lost 4-5% on
 #: skewed T = 64 for W4A16 and W4AFP8.
 #: ``mma_dot_fields``: that kernel's DOT_FIELDS cap (fields per MMA chain; 0: as many as one scale group holds,
-#: see dsq_cuda.mm.mma_dot_fields).
+#: see dsq_cuda.mm.mma_dot_fields). 0 won all 12 cells against 1 on the H200 (bench_moe.py --variants
+#: '[{"mma_dot_fields": 1}]', 2026-11-29, cuda-moe.md v11), by 4-17%: W4A16 T = 64 uniform 1552 vs 1809 us.
 
 
 def tuned(up_sw: dict) -> dict:
