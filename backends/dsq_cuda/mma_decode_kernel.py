@@ -146,6 +146,28 @@ def _fields(words, F0: tl.constexpr, D: tl.constexpr, BITS: tl.constexpr, F16: t
 
 
 @triton.jit
+def _mma_step(a, xf, part, acc, rows, nmask, wz_ptr, ws_ptr, NG, g, FLUSH: tl.constexpr, BITS: tl.constexpr,
+              ASYM: tl.constexpr, ASM: tl.constexpr, B: tl.constexpr):
+    """``part += (a - offset) @ xf^T``, where int4's offset is ``B + 8`` (+ the zero point of group g when ASYM),
+    making ``a`` the exact code; at FLUSH the group's partial sum moves into ``acc`` times its scale s[n, g]."""
+    if BITS == 4:
+        if ASYM:
+            zp = tl.load(wz_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
+            a = a - (B + 8 + zp).to(a.dtype)[:, None]
+        else:
+            a = a - (B + 8)
+    if ASM:
+        part += tl.dot(a, tl.trans(xf))
+    else:
+        part += tl.dot(a, tl.trans(xf), input_precision="ieee")
+    if FLUSH:
+        s = tl.load(ws_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
+        acc += part * s[:, None]
+        part = tl.zeros_like(part)
+    return part, acc
+
+
+@triton.jit
 def _epilogue(y, rows, nmask, xrow, mmask, xs_ptr, wc_ptr, bias_ptr, with_bias, ACT: tl.constexpr,
               CHANNEL_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr):
     """``y * s_channel[n] * xs[m] + bias[n]`` (each factor where the scheme has it; bias only where
@@ -293,25 +315,11 @@ def _row_block(blk, t_lo, t_hi, xrows, xbase, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_
                 xf = xf.to(DT) if ASM else xf.to(tl.float32)
                 a = _fields(words, r * DOT_FIELDS, DOT_FIELDS, BITS, F16, ASM, BLOCK_N, SL)
                 g = tl.minimum(k0 // G, NG - 1)
-                if BITS == 4:
-                    if ASYM:
-                        zp = tl.load(wz_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
-                        a = a - (B + 8 + zp).to(a.dtype)[:, None]
-                    else:
-                        a = a - (B + 8)
-                if ASM:
-                    part += tl.dot(a, tl.trans(xf))
+                if LBK % G == 0:  # the run ends its group, or (a group spans tiles) the tile
+                    flush = GROUP_SCALE and ((r + 1) * DOT_FIELDS) % FPG == 0
                 else:
-                    part += tl.dot(a, tl.trans(xf), input_precision="ieee")
-                if GROUP_SCALE:
-                    if LBK % G == 0:
-                        flush = ((r + 1) * DOT_FIELDS) % FPG == 0
-                    else:
-                        flush = r == EPW // DOT_FIELDS - 1
-                    if flush:
-                        s = tl.load(ws_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
-                        acc += part * s[:, None]
-                        part = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+                    flush = GROUP_SCALE and r == EPW // DOT_FIELDS - 1
+                part, acc = _mma_step(a, xf, part, acc, rows, nmask, wz_ptr, ws_ptr, NG, g, flush, BITS, ASYM, ASM, B)
     else:
         for t in range(t_lo, t_hi):
             words = tl.load(wbase + t * SL, mask=nmask[:, None], other=0)
@@ -336,30 +344,16 @@ def _row_block(blk, t_lo, t_hi, xrows, xbase, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_
                 else:
                     a = _field_ref(words, f, BITS, F16, BLOCK_N, SL)
                 g = tl.minimum(k0 // G, NG - 1)  # padding past K reads the last group (x is 0 there)
-                if BITS == 4:
-                    if ASYM:
-                        zp = tl.load(wz_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
-                        a = a - (B + 8 + zp).to(a.dtype)[:, None]
-                    else:
-                        a = a - (B + 8)
-                if ASM:
-                    part += tl.dot(a, tl.trans(xf))
+                # flush the group's partial sum at its last field in this tile. Groups that hold whole tiles
+                # flush at every tile end (the same scale multiplies each tile's part); groups that neither
+                # divide nor hold whole tiles (e.g. 96 with LBK = 256) flush every field (SL | G)
+                if LBK % G == 0:
+                    flush = GROUP_SCALE and (f + 1) % FPG == 0
+                elif G % LBK == 0:
+                    flush = GROUP_SCALE and f == EPW - 1
                 else:
-                    part += tl.dot(a, tl.trans(xf), input_precision="ieee")
-                if GROUP_SCALE:
-                    # flush the group's partial sum at its last field in this tile. Groups that hold whole
-                    # tiles flush at every tile end (the same scale multiplies each tile's part); groups that
-                    # neither divide nor hold whole tiles (e.g. 96 with LBK = 256) flush every field (SL | G)
-                    if LBK % G == 0:
-                        flush = (f + 1) % FPG == 0
-                    elif G % LBK == 0:
-                        flush = f == EPW - 1
-                    else:
-                        flush = True
-                    if flush:
-                        s = tl.load(ws_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
-                        acc += part * s[:, None]
-                        part = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+                    flush = GROUP_SCALE
+                part, acc = _mma_step(a, xf, part, acc, rows, nmask, wz_ptr, ws_ptr, NG, g, flush, BITS, ASYM, ASM, B)
     y = acc if GROUP_SCALE else part
     if FIXUP:
         omask = nmask[:, None] & mmask[None, :]
