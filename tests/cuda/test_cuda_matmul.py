@@ -416,3 +416,26 @@ def test_dot_fields_stay_inside_a_scale_group(monkeypatch):
     assert mma_dot_fields(4, 512, 32, False) == 8  # a group spans two tiles
     assert mma_dot_fields(4, 96, 32, False) == 1  # a group that neither divides nor holds a tile
     assert mma_dot_fields(4, 128, 32, True) == 1  # x loaded ahead by hand: one field at a time
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="a race between threads needs a GPU (and a large grid)")
+@pytest.mark.parametrize("m", [4, 5, 12])
+def test_decode_fixup_repeats_on_a_large_grid(cuda_backend, m):
+    """Many calls of the split-K fixup at token counts that are not a multiple of 16, on a weight wide enough
+    for hundreds of row blocks, each against the atomics path (no fixup). On the H200 a missing barrier
+    between the fixup's loads of the sums and their zeroing made 1-13 calls in 20-25 wrong at 7168x18432,
+    M = 4 (docs/benchmarks/cuda.md v11); test_cuda_fixup_ordering checks the barrier in the PTX on CPU."""
+    import dsq_cuda.mm as mm
+
+    scheme = dsq.get_scheme("W4A16")
+    g = torch.Generator(device="cuda").manual_seed(31)
+    w = (torch.randn(18432, 7168, device="cuda", generator=g) * 0.05).to(torch.bfloat16)
+    x = torch.randn(m, 7168, device="cuda", generator=g).to(torch.bfloat16)
+    pw = cuda_backend.quantize_weight(w, scheme)
+    mm.MMA_SPLIT, saved = "atomic", mm.MMA_SPLIT
+    try:
+        ref = raw_matmul(x, pw, scheme)
+    finally:
+        mm.MMA_SPLIT = saved
+    wrong = sum(_rel(raw_matmul(x, pw, scheme), ref) > 1e-3 for _ in range(25))
+    assert wrong == 0, f"{wrong} of 25 fixup calls differ from the atomics path"
