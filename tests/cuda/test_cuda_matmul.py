@@ -223,15 +223,19 @@ def test_row_tile_layout(bits, sw, k, group):
 
 
 @pytest.mark.parametrize("name,group", [("W4A16", 512), ("W8A16", 256), ("W4A16_ASYM", 64), ("W4A16", 96)])
-@pytest.mark.parametrize("path", ["mma", "gemv", "tiled"])
+@pytest.mark.parametrize("path", ["mma", "mma-chained", "gemv", "tiled"])
 def test_groups_wider_than_a_tile(cuda_backend, ref_backend, monkeypatch, name, group, path):
-    """Scale groups spanning several layout tiles (or one slab pair) scale each group exactly once."""
+    """Scale groups spanning several layout tiles (or one slab pair) scale each group exactly once; also with
+    the decode kernel's fields chained per MMA (x pipelined: 8 fields a chain at group 512, 4 at int8's 256, 2
+    at 64, 1 at 96)."""
     import dsq_cuda.mm as mm
 
     scheme = dsq.get_scheme(name, group_size=group)
     _, w, x, bias, _ = _problem(name, 24, 1100, 2, torch.bfloat16, seed=6)
     pw = ref_backend.quantize_weight(w, scheme)
-    monkeypatch.setattr(mm, "MMA_MAX_M", {4: 64 if path == "mma" else 0, 8: 64 if path == "mma" else 0})
+    mma = path.startswith("mma")
+    monkeypatch.setattr(mm, "MMA_X_AHEAD", False if path == "mma-chained" else None)
+    monkeypatch.setattr(mm, "MMA_MAX_M", {4: 64 if mma else 0, 8: 64 if mma else 0})
     monkeypatch.setattr(mm, "MMA_MIN_K", {4: 0, 8: 0})
     monkeypatch.setattr(mm, "GEMV_MAX_M", 4 if path == "gemv" else 0)
     y = raw_matmul(x, pw, scheme, bias)
