@@ -116,6 +116,12 @@ def _field(words, F: tl.constexpr, BITS: tl.constexpr, F16: tl.constexpr, ASM: t
 
 
 @triton.jit
+def _cat_k(lo, hi, BLOCK_N: tl.constexpr, W: tl.constexpr):
+    """Two ``[BLOCK_N, W]`` weight slabs of consecutive inputs side by side along K: ``[BLOCK_N, 2 W]``."""
+    return tl.reshape(tl.permute(tl.join(lo, hi), (0, 2, 1)), [BLOCK_N, 2 * W])  # [n, j, p] -> input p W + j
+
+
+@triton.jit
 def _fields(words, F0: tl.constexpr, D: tl.constexpr, BITS: tl.constexpr, F16: tl.constexpr, ASM: tl.constexpr,
             BLOCK_N: tl.constexpr, SL: tl.constexpr):
     """Fields ``F0 .. F0 + D - 1`` side by side along K, ``[BLOCK_N, D * SL]`` (D = 1, 2, 4 or 8): the weights of
@@ -124,24 +130,14 @@ def _fields(words, F0: tl.constexpr, D: tl.constexpr, BITS: tl.constexpr, F16: t
     if D == 1:
         a = _field(words, F0, BITS, F16, ASM, BLOCK_N, SL)
     elif D == 2:
-        a = tl.join(_field(words, F0, BITS, F16, ASM, BLOCK_N, SL), _field(words, F0 + 1, BITS, F16, ASM, BLOCK_N, SL))
-        a = tl.reshape(tl.permute(a, (0, 2, 1)), [BLOCK_N, 2 * SL])  # [n, j, p] -> input (F0 + p) * SL + j
+        a = _cat_k(_field(words, F0, BITS, F16, ASM, BLOCK_N, SL), _field(words, F0 + 1, BITS, F16, ASM, BLOCK_N, SL),
+                   BLOCK_N, SL)
     elif D == 4:
-        a = tl.join(tl.join(_field(words, F0, BITS, F16, ASM, BLOCK_N, SL),
-                            _field(words, F0 + 1, BITS, F16, ASM, BLOCK_N, SL)),
-                    tl.join(_field(words, F0 + 2, BITS, F16, ASM, BLOCK_N, SL),
-                            _field(words, F0 + 3, BITS, F16, ASM, BLOCK_N, SL)))
-        a = tl.reshape(tl.permute(a, (0, 3, 2, 1)), [BLOCK_N, 4 * SL])  # [n, j, p, q]: field F0 + 2q + p
+        a = _cat_k(_fields(words, F0, 2, BITS, F16, ASM, BLOCK_N, SL),
+                   _fields(words, F0 + 2, 2, BITS, F16, ASM, BLOCK_N, SL), BLOCK_N, 2 * SL)
     else:
-        a = tl.join(tl.join(tl.join(_field(words, F0, BITS, F16, ASM, BLOCK_N, SL),
-                                    _field(words, F0 + 1, BITS, F16, ASM, BLOCK_N, SL)),
-                            tl.join(_field(words, F0 + 2, BITS, F16, ASM, BLOCK_N, SL),
-                                    _field(words, F0 + 3, BITS, F16, ASM, BLOCK_N, SL))),
-                    tl.join(tl.join(_field(words, F0 + 4, BITS, F16, ASM, BLOCK_N, SL),
-                                    _field(words, F0 + 5, BITS, F16, ASM, BLOCK_N, SL)),
-                            tl.join(_field(words, F0 + 6, BITS, F16, ASM, BLOCK_N, SL),
-                                    _field(words, F0 + 7, BITS, F16, ASM, BLOCK_N, SL))))
-        a = tl.reshape(tl.permute(a, (0, 4, 3, 2, 1)), [BLOCK_N, 8 * SL])  # field F0 + 4r + 2q + p
+        a = _cat_k(_fields(words, F0, 4, BITS, F16, ASM, BLOCK_N, SL),
+                   _fields(words, F0 + 4, 4, BITS, F16, ASM, BLOCK_N, SL), BLOCK_N, 4 * SL)
     return a
 
 
@@ -248,7 +244,8 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
     else:
         orow = offs_m
         mmask = offs_m < M
-        # rows past M read the last token (in bounds, so x loads need no mask and vectorise); never stored
+        # rows past M read the last token where x is loaded a field at a time (in bounds, so those loads need no
+        # mask); the chained path (DOT_FIELDS > 1) masks them instead. Never stored
         xrow = tl.minimum(offs_m, M - 1)
     xrows = x_ptr + xrow[:, None].to(tl.int64) * stride_xm  # [BLOCK_M, 1]: each column's x row
     xbase = xrows + offs_s[None, :]
@@ -339,10 +336,7 @@ def _row_block(blk, t_lo, t_hi, xrows, xbase, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_
                     xf = xf.to(tl.float8e4nv, bitcast=True)
                 # exact: int8 and e4m3 values are bf16 values; the interpreter path stays in float32
                 xf = xf.to(DT) if ASM else xf.to(tl.float32)
-                if ASM:
-                    a = _field_asm(words, f, BITS, F16)
-                else:
-                    a = _field_ref(words, f, BITS, F16, BLOCK_N, SL)
+                a = _field(words, f, BITS, F16, ASM, BLOCK_N, SL)
                 g = tl.minimum(k0 // G, NG - 1)  # padding past K reads the last group (x is 0 there)
                 # flush the group's partial sum at its last field in this tile. Groups that hold whole tiles
                 # flush at every tile end (the same scale multiplies each tile's part); groups that neither
@@ -371,7 +365,7 @@ def _row_block(blk, t_lo, t_hi, xrows, xbase, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_
                 # the zeroing below may run in another thread than the load of the same element (Triton lays
                 # the two out differently when M is not a multiple of 16): every load must be done before any
                 # zero is written. Without this barrier the H200 gave wrong outputs (a warp's columns of a row
-                # block, in 1-7 calls of 25 at M = 4 / 5 / 8; cuda.md v11, h200_v11_lab_race_where.json)
+                # block, in 1-13 of 15-25 calls at M = 4 / 5 / 8; cuda.md v11, h200_v11_lab_race_where.json)
                 tl.debug_barrier()
                 tl.store(sptr, tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32), mask=omask)
                 total = _epilogue(total, rows, nmask, xrow, mmask, xs_ptr, wc_ptr, bias_ptr, True, ACT,

@@ -76,9 +76,6 @@ for s in $STEPS; do
         --x-ahead 0 --dot-fields 1,4 --modes fixup,stream --per-sm 1 --out "$OUT/lab_chain64" ;;
     pytest_chain) step pytest_chain 100 python3 -m pytest -q tests/cuda/test_cuda_matmul.py -k \
         "chained or x_left or split_modes or matches_reference" ;;
-    bench_chain) step bench_chain 230 bash -c "cd benchmarks/cuda && python3 run_gpu.py --out $OUT/dense \
-        --skip-correctness --ms 1,16,64 --schemes W4A16,W8A16,W4A8_DYNAMIC,W4AFP8 \
-        --variant 'chain:W4A16+W8A16+W4A8_DYNAMIC+W4AFP8:mm.MMA_DOT_FIELDS=0'" ;;
     # the final kernel at token counts that are not multiples of 16 (where the fixup's read-back went wrong)
     race_check) step race_check 120 python3 benchmarks/cuda/mma_decode_lab.py --no-check --bn-warps 64:4 --splits 1,2,4,8 \
         --sls 32 --ms 2,3,5,7,12 --shapes 7168x18432,18432x7168 --bits 4,8 --modes fixup --stages 3 --x-ahead 0 \
@@ -89,7 +86,7 @@ for s in $STEPS; do
     # the MoE layer at decode T with chained fields (the default since v11) against one field per chain
     bench_moe_chain) step bench_moe_chain 130 python3 benchmarks/cuda_moe/bench_moe.py --tokens 8,64 --no-loop \
         --schemes W4A16,W4A8_DYNAMIC,W4AFP8 --variants '[{"mma_dot_fields": 1}]' --out "$OUT/moe.json" ;;
-    *) echo "unknown step $s; known: bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain bench_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
+    *) echo "unknown step $s; known: bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
     esac
 done
 # the device returns at most 8 files: the logs travel as one archive

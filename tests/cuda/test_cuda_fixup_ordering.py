@@ -3,7 +3,7 @@ any of them is zeroed for the next call.
 
 The H200 showed why this matters (docs/benchmarks/cuda.md v11): with a token count that is not a multiple of
 16, Triton lays the fixup's loads and its zeroing stores out in different threads, and without a CTA barrier
-between them a thread zeroed sums that another thread had not read yet (wrong outputs in 1-13 calls of 20-25).
+between them a thread zeroed sums that another thread had not read yet (wrong outputs in 1-13 calls of 15-25).
 A race does not show in the interpreter, so this reads the PTX instead. Triton compiles for sm_90 on a machine
 without a GPU; the interpreter must be off for that, hence a subprocess.
 """
