@@ -86,7 +86,13 @@ for s in $STEPS; do
     # the MoE layer at decode T with chained fields (the default since v11) against one field per chain
     bench_moe_chain) step bench_moe_chain 130 python3 benchmarks/cuda_moe/bench_moe.py --tokens 8,64 --no-loop \
         --schemes W4A16,W4A8_DYNAMIC,W4AFP8 --variants '[{"mma_dot_fields": 1}]' --out "$OUT/moe.json" ;;
-    *) echo "unknown step $s; known: bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
+    # the GPU-only race test of the split-K fixup (written in v11 after the device time was spent)
+    race_test) step race_test 60 python3 -m pytest -q tests/cuda -k fixup_repeats ;;
+    # prefill: cuBLAS's block-scaled FP8 GEMM for FP8_BLOCK / W4AFP8 against bf16, and every scheme at M >= 256
+    probe_prefill) step probe_prefill 150 python3 benchmarks/cuda/prefill_probe.py --out "$OUT/probe" ;;
+    bench_prefill) step bench_prefill 300 bash -c "cd benchmarks/cuda && python3 run_gpu.py --out $OUT/prefill \
+        --skip-correctness --ms 256,4096" ;;
+    *) echo "unknown step $s; known: race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
     esac
 done
 # the device returns at most 8 files: the logs travel as one archive

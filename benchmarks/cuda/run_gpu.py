@@ -319,6 +319,7 @@ def main() -> int:
     ap.add_argument("--skip-correctness", action="store_true")
     ap.add_argument("--ms", default="", help="comma-separated M values for the timing table")
     ap.add_argument("--schemes", default="", help="comma-separated schemes for the timing table")
+    ap.add_argument("--shapes", default="", help="comma-separated KxN shapes for the timing table (default: all 8)")
     ap.add_argument("--variant", action="append", default=[], help="LABEL:SCHEME+SCHEME:module.NAME=VALUE,... "
                     "(repeatable): time those schemes again with dsq_cuda settings changed, as SCHEME@LABEL")
     args = ap.parse_args()
@@ -351,6 +352,8 @@ def main() -> int:
         log(f"sweep done at {time.time() - t0:.0f}s")
         save()
     shapes = SHAPES[:2] + SHAPES[2:4] if args.quick else SHAPES
+    if args.shapes:
+        shapes = [tuple(int(v) for v in shape.split("x")) for shape in args.shapes.split(",")]
     if args.schemes:
         SCHEMES[:] = args.schemes.split(",")
     ms = [int(v) for v in args.ms.split(",")] if args.ms else [1, 16, 4096] if args.quick else MS
