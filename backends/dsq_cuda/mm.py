@@ -23,15 +23,18 @@ Device layout (cached in ``PackedWeight.device_layout[device]``; the canonical t
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from dsq.errors import QuantInputError
 from dsq.qtypes import PackedWeight
-from dsq.schemes import ActGranularity, Granularity, QType, QuantScheme
-from dsq_cuda import act_quant
+from dsq.schemes import ActGranularity, Granularity, QType, QuantScheme, get_scheme
+from dsq_cuda import act_quant, block_fp8
 from dsq_cuda._env import check_not_capturing, interpreting
 from dsq_cuda.configs import Config, mma_stream_programs, pick, pick_mma
 from dsq_cuda.dequant_kernel import dequantize_t
+from dsq_cuda.expand_kernel import FP8_CODES, INT8_TWO_LEVEL, expand_int4
 from dsq_cuda.gemv_kernel import launch as launch_gemv
 from dsq_cuda.mm_kernel import (
     ACT_FLOAT,
@@ -151,6 +154,15 @@ MMA_WIDE_MIN_K = 2048
 #: it lost (52 vs 41 us), so above M = 16 it needs MMA_ACT_WIDE_MIN_K
 MMA_ACT_MAX_M = 64
 MMA_ACT_WIDE_MIN_K = 1024
+#: W4A8_DYNAMIC / W4AFP8 from this many rows on, where the decode kernel does not take them: int4 codes expanded
+#: to one byte per weight for the call, then an int8 / FP8 GEMM (:func:`_expanded`). On the H200 the tiled
+#: kernel on packed codes ran at 0.05-0.13x bf16 at M = 256 and 4096 (cuda.md v12)
+EXPAND_MIN_M = 17
+#: FP8_BLOCK through cuBLAS's block-scaled FP8 GEMM from this many rows on (dsq_cuda.block_fp8; where it is
+#: available). On the H200 it ran at 1.46-1.70x bf16 at M = 4096 where qmm_kernel ran at 0.34-0.60x (cuda.md v12)
+BLOCK_FP8_MIN_M = 65
+#: False: never use cuBLAS's block-scaled FP8 GEMM (FP8_BLOCK keeps qmm_kernel, W4AFP8's expanded codes go to it)
+CUBLAS_BLOCK_FP8 = True
 #: the CUDA-core GEMV (gemv_kernel) up to this many rows, for widths the decode kernel does not take
 GEMV_MAX_M = 1
 #: dequantize-then-cuBLAS from this many rows on (None: never). Tests lower these to reach every path.
@@ -292,7 +304,7 @@ def matmul(x: torch.Tensor, packed: PackedWeight, scheme: QuantScheme, bias: tor
     """y [M, N] in x.dtype. ``config`` overrides the heuristic (benchmarks sweep it)."""
     dev = x.device
     lay = prepare(packed, scheme, dev)
-    n, k = lay["n"], lay["k"]
+    n = lay["n"]
     m = x.shape[0]
     out_dtype = x.dtype
     if m == 0:
@@ -318,9 +330,45 @@ def matmul(x: torch.Tensor, packed: PackedWeight, scheme: QuantScheme, bias: tor
         # loop loads them as they are instead of converting int8 / e4m3 to bf16 once per program and field
         xq, xs = act_quant.quantize_per_token_as_bf16(x, fp8=act == ACT_FP8_TOKEN)
         return _mma_decode(xq, lay, scheme, bias, ACT_INT8_TOKEN, out_dtype, xs=xs.reshape(-1))
+    elif act == ACT_FP8_GROUP and config is None and m >= BLOCK_FP8_MIN_M and CUBLAS_BLOCK_FP8 and \
+            block_fp8.serves(scheme, lay["n"], lay["k"], dev):
+        xq, xs = act_quant.quantize_per_group_fp8(x, scheme.act_group_size)
+        return block_fp8.fp8_block_mm(xq, xs, lay["w"].view(torch.float8_e4m3fn), lay["ws"], bias, out_dtype)
+    elif config is None and "packed" in lay and m >= EXPAND_MIN_M and act in (ACT_INT8_TOKEN, ACT_FP8_TOKEN):
+        return _expanded(x, lay, scheme, bias, out_dtype)
     else:
         qa = act_quant.quantize_activation(x, scheme)
         xq, xs = qa.values, qa.scale
+    return _qmm(xq, xs, xz, lay, scheme, bias, config, out_dtype)
+
+
+def _expanded(x: torch.Tensor, lay: dict, scheme: QuantScheme, bias, out_dtype: torch.dtype) -> torch.Tensor:
+    """W4A8_DYNAMIC / W4AFP8 above the decode kernel's M: the int4 codes expanded to one byte per weight for
+    this call (dsq_cuda.expand_kernel), then a GEMM on the int8 / FP8 tensor cores:
+        W4A8_DYNAMIC  int8 ``q4 * s2`` -> qmm_kernel as W8A8_DYNAMIC with the channel scales s1 (exact int32 sums)
+        W4AFP8        e4m3 ``q4`` -> cuBLAS block-scaled FP8 (dsq_cuda.block_fp8) where available, else
+                      qmm_kernel on one-byte FP8 weights with the group scales"""
+    n, k = lay["n"], lay["k"]
+    words = slabs(lay, 4)
+    if scheme.two_level:
+        codes = expand_int4(words, n, k, lay["sl"], INT8_TWO_LEVEL, lay["s2"], scheme.group_size)
+        xq, xs = act_quant.quantize_per_token_int8(x)
+        return _qmm(xq, xs, None, {"n": n, "k": k, "w": codes, "ws": lay["ws"]}, get_scheme("W8A8_DYNAMIC"),
+                    bias, None, out_dtype)
+    codes = expand_int4(words, n, k, lay["sl"], FP8_CODES)
+    xq, xs = act_quant.quantize_per_token_fp8(x)
+    if CUBLAS_BLOCK_FP8 and block_fp8.serves(scheme, n, k, x.device):
+        return block_fp8.w4afp8_mm(xq, xs, codes, lay["ws"], bias, out_dtype)
+    one_byte = dataclasses.replace(scheme, name=f"{scheme.name} (expanded)", weight_dtype=QType.FP8_E4M3)
+    return _qmm(xq, xs, None, {"n": n, "k": k, "w": codes.view(torch.uint8), "ws": lay["ws"]}, one_byte, bias,
+                None, out_dtype)
+
+
+def _qmm(xq, xs, xz, lay: dict, scheme: QuantScheme, bias, config: Config | None, out_dtype: torch.dtype):
+    """qmm_kernel on quantized x (or x itself for weight-only schemes) and the weight's layout ``lay``."""
+    m, n, k = xq.shape[0], lay["n"], lay["k"]
+    dev = xq.device
+    act = _act_mode(scheme)
     group = group_of(scheme)
     cfg = config or pick(kind_of(scheme), m, n, k, group, str(dev))
     sl = lay.get("sl", 16)
@@ -345,7 +393,7 @@ def matmul(x: torch.Tensor, packed: PackedWeight, scheme: QuantScheme, bias: tor
         WPACKED=packed_w, GROUP_SCALE=scheme.weight_granularity is Granularity.GROUP and
         not scheme.two_level, BLOCK_SCALE=scheme.weight_granularity is Granularity.BLOCK,
         ASYM=not scheme.weight_symmetric, TWO_LEVEL=scheme.two_level, HAS_BIAS=bias is not None,
-        IEEE=act == ACT_FLOAT and (x.dtype == torch.float32 or interpreting()), SPLIT_K=split,
+        IEEE=act == ACT_FLOAT and (xq.dtype == torch.float32 or interpreting()), SPLIT_K=split,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=block_k, SL=sl,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return out.to(out_dtype) if split > 1 else out
