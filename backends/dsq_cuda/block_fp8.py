@@ -85,7 +85,10 @@ def _probe(device: str) -> str:
             return f"torch._scaled_mm with block scales failed: {type(exc).__name__}: {str(exc)[:200]}"
         ref = emulate(a, sa, bt.t(), sb)
         err = ((y - ref).norm() / ref.norm()).item()
-        if not err < 1e-5:
+        # Hopper's FP8 MMA adds products with fewer mantissa bits than float32 inside a group (the H200 gave a
+        # relative error of 1.3e-4 here; the conformance tolerance of FP8 schemes allows 2**-8 of sum |x w|); a
+        # wrong layout or scale is off by O(1)
+        if not err < 1e-3:
             return f"torch._scaled_mm with block scales differs from the formula (relative error {err:.3g})"
     return ""
 

@@ -35,6 +35,7 @@ from triton.testing import do_bench  # noqa: E402
 
 import dsq  # noqa: E402
 from dsq_conformance.tolerances import check_close, matmul_bounds, tolerance  # noqa: E402
+from dsq_cuda import block_fp8  # noqa: E402
 from dsq_cuda.configs import Config  # noqa: E402
 from dsq_cuda.mm import matmul as dsq_mm  # noqa: E402
 
@@ -333,7 +334,8 @@ def main() -> int:
 
     env = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "sms": torch.cuda.get_device_properties(0).multi_processor_count}
+           "sms": torch.cuda.get_device_properties(0).multi_processor_count,
+           "cublas_block_fp8": block_fp8.why_unavailable("cuda") or "available"}
     log(json.dumps(env))
     res = {"env": env}
     t0 = time.time()
