@@ -62,34 +62,64 @@ def outer_major(s: torch.Tensor) -> torch.Tensor:
     return s.float().t().contiguous().t()
 
 
+def _round4(v: int) -> int:
+    return -(-v // 4) * 4
+
+
+def block_scaled_mm(a: torch.Tensor, a_scale: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor,
+                    bias: torch.Tensor | None, out_dtype: torch.dtype) -> torch.Tensor:
+    """``y [M, N] = a @ w^T`` block-scaled: ``a`` [M, K] e4m3 with ``a_scale`` [M, K/128] (1 x 128 blocks),
+    ``w`` [N, K] e4m3 with ``w_scale`` [N, K/128] (1 x 128 blocks of its rows) or [N/128, K/128] (128 x 128).
+
+    cuBLAS reads 128 x 128 scales as ``[L4, N/128]`` with L = K/128 rounded up to a multiple of 4 (its docs;
+    wrong values otherwise, seen on the H200 at L = 3), so they are padded; rows of ``a`` are padded to a
+    multiple of 4 as well (zeros, sliced off). With a bias, cuBLAS returns float32 and the bias is added
+    before the one rounding to ``out_dtype`` (the reference rounds once, after the bias)."""
+    m, k = a.shape
+    n, groups = w.shape[0], k // GROUP
+    if m % 4:
+        a = torch.cat([a, a.new_zeros(_round4(m) - m, k)])
+        a_scale = torch.cat([a_scale, a_scale.new_ones(_round4(m) - m, groups)])
+    if w_scale.shape[0] == n:  # 1 x 128: [K/128, N], N contiguous
+        b_scale = w_scale.float().t().contiguous()
+    else:  # 128 x 128: [N/128, L4] row-major, zero past L, read transposed
+        padded = w_scale.new_zeros(w_scale.shape[0], _round4(groups), dtype=torch.float32)
+        padded[:, :groups] = w_scale
+        b_scale = padded.t()
+    out = out_dtype if bias is None else torch.float32
+    y = _call(a, outer_major(a_scale), w.t(), b_scale, out)[:m]
+    return y if bias is None else (y + bias.float()).to(out_dtype)
+
+
 @functools.lru_cache(maxsize=8)
 def _probe(device: str) -> str:
-    """Empty when cuBLAS's block-scaled FP8 GEMM runs on ``device`` and matches :func:`emulate` on a small
-    product with both block shapes; else why not."""
+    """Empty when cuBLAS's block-scaled FP8 GEMM runs on ``device`` and :func:`block_scaled_mm` matches
+    :func:`emulate` with both block shapes, at sizes that need its padding (M = 62, K/128 = 3); else why not."""
     dev = torch.device(device)
     if dev.type != "cuda" or interpreting():
         return "not a CUDA device"
-    if torch.cuda.get_device_capability(dev) != (9, 0):
-        return f"cuBLAS block scaling is used on sm_90 only (this device: sm_{''.join(map(str, torch.cuda.get_device_capability(dev)))})"
+    cap = torch.cuda.get_device_capability(dev)
+    if cap != (9, 0):
+        return f"cuBLAS block scaling is used on sm_90 only (this device: sm_{cap[0]}{cap[1]})"
     gen = torch.Generator(device=dev).manual_seed(0)
-    m, n, k = 64, 256, 384
+    m, n, k = 62, 256, 384
     a = (torch.randn(m, k, device=dev, generator=gen) * 8).to(F8)
-    bt = (torch.randn(n, k, device=dev, generator=gen) * 8).to(F8)
+    w = (torch.randn(n, k, device=dev, generator=gen) * 8).to(F8)
     sa = torch.rand(m, k // GROUP, device=dev, generator=gen) + 0.5
-    for sb in (torch.rand(k // GROUP, n, device=dev, generator=gen) + 0.5,  # 1 x 128 blocks of W's rows
-               torch.rand(k // GROUP, n // GROUP, device=dev, generator=gen) + 0.5):  # 128 x 128
-        b_scale = sb.contiguous() if sb.shape[1] == n else sb.t().contiguous().t()
+    for ws in (torch.rand(n, k // GROUP, device=dev, generator=gen) + 0.5,  # 1 x 128 blocks of W's rows
+               torch.rand(n // GROUP, k // GROUP, device=dev, generator=gen) + 0.5):  # 128 x 128
         try:
-            y = _call(a, outer_major(sa), bt.t(), b_scale, torch.float32)
+            y = block_scaled_mm(a, sa, w, ws, None, torch.float32)
         except (RuntimeError, TypeError, ValueError) as exc:  # this torch / cuBLAS cannot do it
             return f"torch._scaled_mm with block scales failed: {type(exc).__name__}: {str(exc)[:200]}"
-        ref = emulate(a, sa, bt.t(), sb)
+        ref = emulate(a, sa, w.t(), ws.t())
         err = ((y - ref).norm() / ref.norm()).item()
         # Hopper's FP8 MMA adds products with fewer mantissa bits than float32 inside a group (the H200 gave a
         # relative error of 1.3e-4 here; the conformance tolerance of FP8 schemes allows 2**-8 of sum |x w|); a
         # wrong layout or scale is off by O(1)
         if not err < 1e-3:
-            return f"torch._scaled_mm with block scales differs from the formula (relative error {err:.3g})"
+            kind = "1 x 128" if ws.shape[0] == n else "128 x 128"
+            return f"torch._scaled_mm with {kind} block scales differs from the formula (relative error {err:.3g})"
     return ""
 
 
@@ -123,21 +153,12 @@ def serves(scheme: QuantScheme, n: int, k: int, device: torch.device | str) -> b
 def fp8_block_mm(xq: torch.Tensor, xs: torch.Tensor, w: torch.Tensor, ws: torch.Tensor,
                  bias: torch.Tensor | None, out_dtype: torch.dtype) -> torch.Tensor:
     """FP8_BLOCK: x codes [M, K] e4m3 with scales [M, K/128], W codes [N, K] e4m3 with scales [N/128, K/128]."""
-    return _finish(xq, outer_major(xs), w.t(), ws.t(), bias, out_dtype)
+    return block_scaled_mm(xq, xs, w, ws, bias, out_dtype)
 
 
 def w4afp8_mm(xq: torch.Tensor, xs: torch.Tensor, w_codes: torch.Tensor, ws: torch.Tensor,
               bias: torch.Tensor | None, out_dtype: torch.dtype) -> torch.Tensor:
-    """W4AFP8: x codes [M, K] e4m3 with per-token scales [M] or [M, 1], the int4 codes as e4m3 [N, K] with
-    per-(row, group) scales [N, K/128]."""
+    """W4AFP8: x codes [M, K] e4m3 with per-token scales [M] or [M, 1] (the same for each of its groups), the
+    int4 codes as e4m3 [N, K] with per-(row, group) scales [N, K/128]."""
     m, k = xq.shape
-    a_scale = outer_major(xs.reshape(m, 1).expand(m, k // GROUP))
-    return _finish(xq, a_scale, w_codes.t(), ws.float().t().contiguous(), bias, out_dtype)
-
-
-def _finish(a, a_scale, b, b_scale, bias, out_dtype):
-    # with a bias, cuBLAS returns float32 and the bias is added before the one rounding to out_dtype (the
-    # reference rounds once, after the bias)
-    if bias is None:
-        return _call(a, a_scale, b, b_scale, out_dtype)
-    return (_call(a, a_scale, b, b_scale, torch.float32) + bias.float()).to(out_dtype)
+    return block_scaled_mm(xq, xs.reshape(m, 1).expand(m, k // GROUP), w_codes, ws, bias, out_dtype)

@@ -20,6 +20,8 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from run_gpu import bench  # noqa: E402
 
+from dsq_cuda.expand_kernel import FP8_CODES, INT8_TWO_LEVEL, expand_int4  # noqa: E402
+
 SHAPES = [(7168, 18432), (18432, 7168), (7168, 2048), (2048, 7168), (16384, 7168), (7168, 1536), (1536, 24576),
           (512, 32768)]
 F8 = torch.float8_e4m3fn
@@ -77,12 +79,23 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=".")
     ap.add_argument("--ms", default="256,1024,4096")
+    ap.add_argument("--expand-only", action="store_true", help="only time dsq_cuda.expand_kernel per shape")
     a = ap.parse_args()
     dev = "cuda"
     os.makedirs(a.out, exist_ok=True)
     rows = []
     print(f"device {torch.cuda.get_device_name()} torch {torch.__version__} cuda {torch.version.cuda}", flush=True)
     for (k, n) in SHAPES:
+        # the expansion of int4 slab words to one byte per weight (W4A8 / W4AFP8 prefill): bytes read + written
+        slabs = torch.randint(-2**31, 2**31 - 1, (k // 8, n), dtype=torch.int32, device=dev)
+        s2 = torch.randint(1, 17, (n, k // 128), dtype=torch.int8, device=dev)
+        for mode, name in ((INT8_TWO_LEVEL, "int8"), (FP8_CODES, "fp8")):
+            us = bench(lambda mode=mode, w=slabs, n=n, k=k, s2=s2: expand_int4(w, n, k, 32, mode, s2, 128), graph=False)
+            row = dict(k=k, n=n, expand=name, us=us, gbs=1.5 * n * k / (us * 1e-6) / 1e9)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        if a.expand_only:
+            continue
         for m in [int(v) for v in a.ms.split(",")]:
             x, w, blk, w4 = operands(m, n, k, dev)
             row = dict(k=k, n=n, m=m, bf16_us=bench(lambda x=x, w=w: x @ w.t()))
