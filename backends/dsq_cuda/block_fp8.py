@@ -71,21 +71,19 @@ def block_scaled_mm(a: torch.Tensor, a_scale: torch.Tensor, w: torch.Tensor, w_s
     """``y [M, N] = a @ w^T`` block-scaled: ``a`` [M, K] e4m3 with ``a_scale`` [M, K/128] (1 x 128 blocks),
     ``w`` [N, K] e4m3 with ``w_scale`` [N, K/128] (1 x 128 blocks of its rows) or [N/128, K/128] (128 x 128).
 
-    cuBLAS reads 128 x 128 scales as ``[L4, N/128]`` with L = K/128 rounded up to a multiple of 4 (its docs;
-    wrong values otherwise, seen on the H200 at L = 3), so they are padded; rows of ``a`` are padded to a
-    multiple of 4 as well (zeros, sliced off). With a bias, cuBLAS returns float32 and the bias is added
-    before the one rounding to ``out_dtype`` (the reference rounds once, after the bias)."""
+    Rows of ``a`` are padded to a multiple of 4 (zeros, sliced off). 128 x 128 scales are read as the transposed
+    ``[K/128, N/128]`` view; cuBLAS's docs ask for K/128 padded to a multiple of 4, which torch 2.11 refuses
+    ("Invalid scaling configuration") and unpadded it gave wrong values at K/128 = 3 on the H200, so
+    :func:`serves` takes K in multiples of 512 only (every DeepSeek-V3 shape is). With a bias, cuBLAS returns
+    float32 and the bias is added before the one rounding to ``out_dtype`` (the reference rounds once, after
+    the bias)."""
     m, k = a.shape
     n, groups = w.shape[0], k // GROUP
     if m % 4:
         a = torch.cat([a, a.new_zeros(_round4(m) - m, k)])
         a_scale = torch.cat([a_scale, a_scale.new_ones(_round4(m) - m, groups)])
-    if w_scale.shape[0] == n:  # 1 x 128: [K/128, N], N contiguous
-        b_scale = w_scale.float().t().contiguous()
-    else:  # 128 x 128: [N/128, L4] row-major, zero past L, read transposed
-        padded = w_scale.new_zeros(w_scale.shape[0], _round4(groups), dtype=torch.float32)
-        padded[:, :groups] = w_scale
-        b_scale = padded.t()
+    # 1 x 128: [K/128, N], N contiguous; 128 x 128: W's [N/128, K/128] read transposed
+    b_scale = w_scale.float().t().contiguous() if w_scale.shape[0] == n else w_scale.float().t()
     out = out_dtype if bias is None else torch.float32
     y = _call(a, outer_major(a_scale), w.t(), b_scale, out)[:m]
     return y if bias is None else (y + bias.float()).to(out_dtype)
@@ -94,7 +92,7 @@ def block_scaled_mm(a: torch.Tensor, a_scale: torch.Tensor, w: torch.Tensor, w_s
 @functools.lru_cache(maxsize=8)
 def _probe(device: str) -> str:
     """Empty when cuBLAS's block-scaled FP8 GEMM runs on ``device`` and :func:`block_scaled_mm` matches
-    :func:`emulate` with both block shapes, at sizes that need its padding (M = 62, K/128 = 3); else why not."""
+    :func:`emulate` with both block shapes (at M = 62: rows padded); else why not."""
     dev = torch.device(device)
     if dev.type != "cuda" or interpreting():
         return "not a CUDA device"
@@ -102,7 +100,7 @@ def _probe(device: str) -> str:
     if cap != (9, 0):
         return f"cuBLAS block scaling is used on sm_90 only (this device: sm_{cap[0]}{cap[1]})"
     gen = torch.Generator(device=dev).manual_seed(0)
-    m, n, k = 62, 256, 384
+    m, n, k = 62, 256, 512
     a = (torch.randn(m, k, device=dev, generator=gen) * 8).to(F8)
     w = (torch.randn(n, k, device=dev, generator=gen) * 8).to(F8)
     sa = torch.rand(m, k // GROUP, device=dev, generator=gen) + 0.5
@@ -139,15 +137,15 @@ def why_unavailable(device: torch.device | str) -> str:
 
 def serves(scheme: QuantScheme, n: int, k: int, device: torch.device | str) -> bool:
     """Whether this path computes ``scheme`` on an [N, K] weight on ``device``: FP8_BLOCK with 128 x 128 weight
-    blocks and 128-input activation groups, or W4AFP8 with 128-input groups; N and K whole 128-blocks (cuBLAS's
-    block scaling needs them); :func:`available` on the device."""
+    blocks and 128-input activation groups, or W4AFP8 with 128-input groups; N whole 128-blocks and K whole
+    512-blocks (:func:`block_scaled_mm` says why); :func:`available` on the device."""
     if scheme.weight_granularity is Granularity.BLOCK:
         fits = tuple(scheme.block_size) == (GROUP, GROUP) and scheme.act_granularity is ActGranularity.TOKEN_GROUP \
             and scheme.act_group_size == GROUP
     else:
         fits = scheme.weight_granularity is Granularity.GROUP and scheme.group_size == GROUP and \
             scheme.act_granularity is ActGranularity.TOKEN and scheme.weight_bits == 4 and scheme.weight_symmetric
-    return fits and scheme.act_dtype is QType.FP8_E4M3 and n % GROUP == 0 and k % GROUP == 0 and available(device)
+    return fits and scheme.act_dtype is QType.FP8_E4M3 and n % GROUP == 0 and k % (4 * GROUP) == 0 and available(device)
 
 
 def fp8_block_mm(xq: torch.Tensor, xs: torch.Tensor, w: torch.Tensor, ws: torch.Tensor,
