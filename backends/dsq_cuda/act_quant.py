@@ -67,6 +67,30 @@ def _act_dynamic_kernel(x_ptr, q_ptr, s_ptr, K, GROUP, NG, CHUNK, stride_xm, str
 
 
 @triton.jit
+def _act_group_kernel(x_ptr, q_ptr, s_ptr, M, NG, stride_xm, stride_qm, tiny, FP8: tl.constexpr,
+                      GROUP: tl.constexpr, GPB: tl.constexpr, BLOCK_R: tl.constexpr):
+    """Program (r, b): rows ``[r*BLOCK_R, +BLOCK_R)`` x groups ``[b*GPB, +GPB)``, as one [BLOCK_R, GPB, GROUP] tile:
+    the same values as _act_dynamic_kernel (K a multiple of GROUP, a power of two). At prefill sizes that kernel
+    ran one program of GROUP columns per (row, group), 590k programs at M = 4096, K = 18432, and its launches
+    cost about half the time of the FP8 GEMM after it on the H200 (cuda.md v12)."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    gs = tl.program_id(1) * GPB + tl.arange(0, GPB)
+    cols = gs[:, None] * GROUP + tl.arange(0, GROUP)[None, :]  # [GPB, GROUP]
+    r64 = rows.to(tl.int64)[:, None, None]
+    msk = (rows < M)[:, None, None] & (gs < NG)[None, :, None]
+    x = tl.load(x_ptr + r64 * stride_xm + cols[None, :, :], mask=msk, other=0.0).to(tl.float32)
+    a = tl.max(tl.abs(x), axis=2)  # [BLOCK_R, GPB]
+    if FP8:
+        s = tl.maximum(tl.math.div_rn(a, 448.0), tiny)
+        q = fp8_code(x, s[:, :, None])
+    else:
+        s = tl.maximum(tl.math.div_rn(a, 127.0), tiny)
+        q = int_code(x, s[:, :, None], -128.0, 127.0)
+    tl.store(s_ptr + rows.to(tl.int64)[:, None] * NG + gs[None, :], s, mask=(rows < M)[:, None] & (gs < NG)[None, :])
+    tl.store(q_ptr + r64 * stride_qm + cols[None, :, :], q.to(q_ptr.dtype.element_ty), mask=msk)
+
+
+@triton.jit
 def _act_static_kernel(x_ptr, q_ptr, s_ptr, zp_ptr, M, K, stride_xm, HALF_AWAY: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -92,7 +116,13 @@ def _dynamic(x: torch.Tensor, group: int, fp8: bool, codes_dtype: torch.dtype | 
     ng = -(-k // group)
     q = torch.empty((m, k), dtype=codes_dtype or (torch.float8_e4m3fn if fp8 else torch.int8), device=x.device)
     s = torch.empty((m, ng), dtype=torch.float32, device=x.device)
-    if m:
+    if m and group < k and k % group == 0 and group == triton.next_power_of_2(group) and group <= 512:
+        # many groups a row: whole [rows, groups, GROUP] tiles per program (4096 inputs each)
+        gpb = min(triton.next_power_of_2(ng), max(1, 1024 // group))
+        grid = (triton.cdiv(m, 4), triton.cdiv(ng, gpb))
+        _act_group_kernel[grid](x, q, s, m, ng, x.stride(0), q.stride(0), TINY_F32, FP8=fp8, GROUP=group, GPB=gpb,
+                                BLOCK_R=4, num_warps=4)
+    elif m:
         block_k = max(16, min(2048, triton.next_power_of_2(group)))
         chunks = _chunks(m * ng, min(group, k), block_k, x.device)
         chunk = -(-min(group, k) // (chunks * block_k)) * block_k

@@ -143,3 +143,28 @@ def test_codes_as_bf16_are_the_reference_codes(cuda_backend, ref_backend, name):
     assert q.dtype == torch.bfloat16
     assert torch.equal(q.cpu().float(), ref.values.float()), f"{name}: codes differ"
     _same(s.reshape(ref.scale.shape), ref.scale, f"{name} scales")
+
+
+@pytest.mark.parametrize("m,k", [(9, 1280), (5, 384), (2, 7168)])
+def test_per_group_tiles_bit_exact(cuda_backend, ref_backend, monkeypatch, m, k):
+    """FP8_BLOCK's per-(token, 128) quantization with K a multiple of 128 runs whole [rows, groups, 128] tiles
+    (rows not a multiple of the tile's 4, groups not of its 8): codes and scales bit-identical."""
+    import dsq_cuda.act_quant as aq
+
+    grids = []
+
+    class Spy:
+        def __getitem__(self, grid):
+            grids.append(grid)
+            return aq._act_group_kernel_real[grid]
+
+    monkeypatch.setattr(aq, "_act_group_kernel_real", aq._act_group_kernel, raising=False)
+    monkeypatch.setattr(aq, "_act_group_kernel", Spy())
+    scheme = dsq.get_scheme("FP8_BLOCK")
+    x = _activation(m, k, torch.bfloat16)
+    x[-1, k - 1] = 41.0  # a group's amax in its last column, in the last row
+    ref = ref_backend.quantize_activation(x, scheme)
+    got = cuda_backend.quantize_activation(x, scheme)
+    assert len(grids) == 1
+    _same(got.values, ref.values, "FP8_BLOCK codes")
+    _same(got.scale.reshape(ref.scale.shape), ref.scale, "FP8_BLOCK scales")
