@@ -3,8 +3,11 @@
 Paths: weight-only schemes with bf16/fp16 x use mma_decode_kernel for M <= MMA_MAX_M[bits] (64) on weights
 deep enough (MMA_MIN_K / MMA_WIDE_MIN_K), gemv_kernel for M <= GEMV_MAX_M otherwise,
 dequantize + cuBLAS for M >= DENSE_MIN_M and qmm_kernel in between; W4A8_DYNAMIC and W4AFP8 quantize x
-(act_quant; to bf16 codes for the decode kernel) and use mma_decode_kernel for M <= MMA_ACT_MAX_M, qmm_kernel
-above; every other scheme quantizes x and runs qmm_kernel. A Config passed by the caller (benchmarks) forces
+(act_quant; to bf16 codes for the decode kernel) and use mma_decode_kernel for M <= MMA_ACT_MAX_M; from
+EXPAND_MIN_M rows on (where the decode kernel does not take them) their int4 codes are expanded to one byte per
+weight for the call and multiplied as int8 (qmm_kernel, W8A8_DYNAMIC's path) or FP8 (cuBLAS's block-scaled GEMM,
+dsq_cuda.block_fp8, where available; else qmm_kernel). FP8_BLOCK uses that cuBLAS GEMM from BLOCK_FP8_MIN_M rows
+on. Every other scheme quantizes x and runs qmm_kernel. A Config passed by the caller (benchmarks) forces
 qmm_kernel, or gemv_kernel when its block_k is negative (-block_k = the row-tile width SW).
 
 Device layout (cached in ``PackedWeight.device_layout[device]``; the canonical tensors are left untouched):
@@ -156,10 +159,11 @@ MMA_ACT_MAX_M = 64
 MMA_ACT_WIDE_MIN_K = 1024
 #: W4A8_DYNAMIC / W4AFP8 from this many rows on, where the decode kernel does not take them: int4 codes expanded
 #: to one byte per weight for the call, then an int8 / FP8 GEMM (:func:`_expanded`). On the H200 the tiled
-#: kernel on packed codes ran at 0.05-0.13x bf16 at M = 256 and 4096 (cuda.md v12)
+#: kernel on packed codes ran at 0.05-0.13x bf16 at M = 256 to 4096, expanded 0.43-1.56x (cuda.md v12)
 EXPAND_MIN_M = 17
 #: FP8_BLOCK through cuBLAS's block-scaled FP8 GEMM from this many rows on (dsq_cuda.block_fp8; where it is
-#: available). On the H200 it ran at 1.46-1.70x bf16 at M = 4096 where qmm_kernel ran at 0.34-0.60x (cuda.md v12)
+#: available). H200, one run (cuda.md v12): 1.06-1.54x bf16 at M = 4096 where qmm_kernel ran at 0.53-0.66x; from
+#: M = 17 instead it lost at M = 64 on 4 of 8 shapes (e.g. 2048x7168 0.60x vs 0.92x)
 BLOCK_FP8_MIN_M = 65
 #: False: never use cuBLAS's block-scaled FP8 GEMM (FP8_BLOCK keeps qmm_kernel, W4AFP8's expanded codes go to it)
 CUBLAS_BLOCK_FP8 = True
