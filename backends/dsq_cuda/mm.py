@@ -188,8 +188,6 @@ MMA_X_AHEAD: bool | None = None
 #: (cuda.md v11): the longest run won or tied all 24 cells of 4 shapes x int4/int8 x M 1/4/16, e.g. W4A16
 #: 7168x18432 M = 16 29.2 vs 37.3 us, M = 1 28.4 vs 33.0 us
 MMA_DOT_FIELDS = 0
-#: the decode kernel's SCALES_AHEAD (a tile's group scales loaded at its top; see the kernel). Off until timed
-MMA_SCALES_AHEAD = False
 _FIXUP_WORKSPACES: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
@@ -270,7 +268,6 @@ def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None
         ASM=not interpreting(), EVEN_K=k % (epw * sl) == 0, STREAM=programs > 0, FIXUP=ws_fix is not None,
         sum_ptr=None if ws_fix is None else ws_fix[0], count_ptr=None if ws_fix is None else ws_fix[1],
         X_AHEAD=x_ahead, DOT_FIELDS=mma_dot_fields(scheme.weight_bits, group, sl, x_ahead),
-        SCALES_AHEAD=MMA_SCALES_AHEAD,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return out.to(out_dtype)
 

@@ -116,20 +116,6 @@ def _field(words, F: tl.constexpr, BITS: tl.constexpr, F16: tl.constexpr, ASM: t
 
 
 @triton.jit
-def _scale_now(ptrs, mask, ASM: tl.constexpr):
-    """float32 group scales ``*ptrs`` (0 where not ``mask``), issued where this call stands: with ASM an inline
-    ``ld.global.nc`` that the compiler may not move (not pure), so it stays ahead of the MMA chains that follow.
-    A plain load there was sunk to about 70 instructions before its use (sm_90 SASS, cuda.md v12)."""
-    if ASM:
-        s = tl.inline_asm_elementwise(
-            "{ .reg .pred p; setp.ne.b32 p, $2, 0; mov.b32 $0, 0; @p ld.global.nc.b32 $0, [$1]; }",
-            "=r,l,r", [ptrs, mask.to(tl.int32)], dtype=tl.float32, is_pure=False, pack=1)
-    else:
-        s = tl.load(ptrs, mask=mask, other=0.0)
-    return s
-
-
-@triton.jit
 def _cat_k(lo, hi, BLOCK_N: tl.constexpr, W: tl.constexpr):
     """Two ``[BLOCK_N, W]`` weight slabs of consecutive inputs side by side along K: ``[BLOCK_N, 2 W]``."""
     return tl.reshape(tl.permute(tl.join(lo, hi), (0, 2, 1)), [BLOCK_N, 2 * W])  # [n, j, p] -> input p W + j
@@ -157,10 +143,9 @@ def _fields(words, F0: tl.constexpr, D: tl.constexpr, BITS: tl.constexpr, F16: t
 
 @triton.jit
 def _mma_step(a, xf, part, acc, rows, nmask, wz_ptr, ws_ptr, NG, g, FLUSH: tl.constexpr, BITS: tl.constexpr,
-              ASYM: tl.constexpr, ASM: tl.constexpr, B: tl.constexpr, s_pre=None, PRE: tl.constexpr = False):
+              ASYM: tl.constexpr, ASM: tl.constexpr, B: tl.constexpr):
     """``part += (a - offset) @ xf^T``, where int4's offset is ``B + 8`` (+ the zero point of group g when ASYM),
-    making ``a`` the exact code; at FLUSH the group's partial sum moves into ``acc`` times its scale s[n, g]
-    (``s_pre`` when PRE: loaded earlier by the caller)."""
+    making ``a`` the exact code; at FLUSH the group's partial sum moves into ``acc`` times its scale s[n, g]."""
     if BITS == 4:
         if ASYM:
             zp = tl.load(wz_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
@@ -172,10 +157,7 @@ def _mma_step(a, xf, part, acc, rows, nmask, wz_ptr, ws_ptr, NG, g, FLUSH: tl.co
     else:
         part += tl.dot(a, tl.trans(xf), input_precision="ieee")
     if FLUSH:
-        if PRE:
-            s = s_pre
-        else:
-            s = tl.load(ws_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
+        s = tl.load(ws_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
         acc += part * s[:, None]
         part = tl.zeros_like(part)
     return part, acc
@@ -205,7 +187,7 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
                       F16: tl.constexpr, ASM: tl.constexpr, EVEN_K: tl.constexpr, MOE: tl.constexpr = False,
                       X_DIV: tl.constexpr = 1, STREAM: tl.constexpr = False, FIXUP: tl.constexpr = False,
                       sum_ptr=None, count_ptr=None, X_AHEAD: tl.constexpr = True,
-                      DOT_FIELDS: tl.constexpr = 1, SCALES_AHEAD: tl.constexpr = False):
+                      DOT_FIELDS: tl.constexpr = 1):
     """``ws``: per-group scales [N, NG] (float, or int8 s2 for two-level) when GROUP_SCALE; ``wc``: per-channel
     scales [N] (float32) when CHANNEL_SCALE; ``wz``: int8 zero points [N, NG] when ASYM; ``xs``: per-row
     activation scales for ACT != 0. ``KW``: words per row of the pair-tile layout. EVEN_K: K % LBK == 0.
@@ -214,9 +196,6 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
     ``DEPBAR.LE 9``, the next tile's 9 copy groups, where X_AHEAD's is ``LE 8``: not the next weight tile).
     False was faster in every lab cell on the H200 (docs/benchmarks/cuda.md v10) and is the default
     wherever a program pipelines 2 or more K tiles (dsq_cuda.mm.MMA_X_AHEAD).
-    SCALES_AHEAD (with DOT_FIELDS > 1, group scales, one or two groups a tile): the tile's group scales are
-    loaded at the top of the tile, before its MMA chains, instead of at each group's flush, where the FFMAs
-    waiting for them were the largest stall of the v11 profile (cuda.md v11).
     DOT_FIELDS (needs X_AHEAD False): fields decoded, joined along K and multiplied in one ``tl.dot``, a run
     that stays inside one scale group (dsq_cuda.mm.mma_dot_fields). Triton waits for the tensor cores after
     every ``tl.dot``, so 4 fields a chain wait 2 times a tile instead of 8 (cuda.md v11). On this path x columns
@@ -276,10 +255,10 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
         for blk in range(u_lo // tiles, tl.cdiv(u_hi, tiles)):
             _row_block(blk, tl.maximum(u_lo - blk * tiles, 0), tl.minimum(u_hi - blk * tiles, tiles), *args, G, BITS,
                        ACT, ASYM, GROUP_SCALE, CHANNEL_SCALE, HAS_BIAS, SPLIT_K, BLOCK_M, BLOCK_N, SL, F16, ASM,
-                       EVEN_K, FIXUP, X_AHEAD, DOT_FIELDS, SCALES_AHEAD)
+                       EVEN_K, FIXUP, X_AHEAD, DOT_FIELDS)
     else:  # no loop around a single row block: the K loop compiles as tight as it can
         _row_block(tl.program_id(0), t_lo, t_hi, *args, G, BITS, ACT, ASYM, GROUP_SCALE, CHANNEL_SCALE, HAS_BIAS,
-                   SPLIT_K, BLOCK_M, BLOCK_N, SL, F16, ASM, EVEN_K, FIXUP, X_AHEAD, DOT_FIELDS, SCALES_AHEAD)
+                   SPLIT_K, BLOCK_M, BLOCK_N, SL, F16, ASM, EVEN_K, FIXUP, X_AHEAD, DOT_FIELDS)
 
 
 @triton.jit
@@ -288,7 +267,7 @@ def _row_block(blk, t_lo, t_hi, xrows, xbase, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_
                ACT: tl.constexpr, ASYM: tl.constexpr, GROUP_SCALE: tl.constexpr, CHANNEL_SCALE: tl.constexpr,
                HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                SL: tl.constexpr, F16: tl.constexpr, ASM: tl.constexpr, EVEN_K: tl.constexpr, FIXUP: tl.constexpr,
-               X_AHEAD: tl.constexpr, DOT_FIELDS: tl.constexpr, SCALES_AHEAD: tl.constexpr):
+               X_AHEAD: tl.constexpr, DOT_FIELDS: tl.constexpr):
     """K tiles ``[t_lo, t_hi)`` of row block ``blk``: their sum, finished or handed on."""
     EPW: tl.constexpr = 32 // BITS  # fields per tile
     LBK: tl.constexpr = EPW * SL  # inputs per tile
@@ -318,20 +297,8 @@ def _row_block(blk, t_lo, t_hi, xrows, xbase, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_
         tl.static_assert((LBK % G == 0 and FPG % DOT_FIELDS == 0) or G % LBK == 0)  # a run stays in one group
         offs_r = tl.arange(0, DOT_FIELDS * SL)
         xrun = xrows + offs_r[None, :]
-        GPT: tl.constexpr = LBK // G if LBK % G == 0 else 0  # scale groups a tile
-        PRE: tl.constexpr = SCALES_AHEAD and GROUP_SCALE and (GPT == 1 or GPT == 2) and \
-            ws_ptr.dtype.element_ty == tl.float32
         for t in range(t_lo, t_hi):
             words = tl.load(wbase + t * SL, mask=nmask[:, None], other=0)
-            if PRE:  # the tile's scales now, consumed after its MMA chains
-                g0 = tl.minimum(t * GPT, NG - 1)
-                s_a = _scale_now(ws_ptr + rows * NG + g0, nmask, ASM)
-                s_b = s_a
-                if GPT == 2:
-                    s_b = _scale_now(ws_ptr + rows * NG + tl.minimum(g0 + 1, NG - 1), nmask, ASM)
-            else:
-                s_a = tl.zeros([BLOCK_N], dtype=tl.float32)
-                s_b = s_a
             for r in tl.static_range(EPW // DOT_FIELDS):
                 k0 = t * LBK + r * DOT_FIELDS * SL
                 # columns past M (and MoE padding) read zeros: a masked copy reads no memory. Reading the last
@@ -349,12 +316,7 @@ def _row_block(blk, t_lo, t_hi, xrows, xbase, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_
                     flush = GROUP_SCALE and ((r + 1) * DOT_FIELDS) % FPG == 0
                 else:
                     flush = GROUP_SCALE and r == EPW // DOT_FIELDS - 1
-                if (r * DOT_FIELDS) // FPG == 0:
-                    s_r = s_a
-                else:
-                    s_r = s_b
-                part, acc = _mma_step(a, xf, part, acc, rows, nmask, wz_ptr, ws_ptr, NG, g, flush, BITS, ASYM, ASM, B,
-                                      s_r, PRE)
+                part, acc = _mma_step(a, xf, part, acc, rows, nmask, wz_ptr, ws_ptr, NG, g, flush, BITS, ASYM, ASM, B)
     else:
         for t in range(t_lo, t_hi):
             words = tl.load(wbase + t * SL, mask=nmask[:, None], other=0)

@@ -104,11 +104,7 @@ for s in $STEPS; do
         --skip-correctness --ms 16,64,256,1024,4096 --schemes W4AFP8,FP8_BLOCK \
         --variant 'triton:W4AFP8+FP8_BLOCK:mm.CUBLAS_BLOCK_FP8=False' --variant 'blk17:FP8_BLOCK:mm.BLOCK_FP8_MIN_M=17'" ;;
     pytest_v12) step pytest_v12 90 python3 -m pytest -q tests/cuda/test_cuda_prefill.py tests/cuda/test_cuda_quant_exact.py ;;
-    # v12: the group scales loaded at the tile top (SCALES_AHEAD), with and without a register cap of 96 (5 CTAs/SM)
-    lab_scales) step lab_scales 200 $LAB --bits 4 --modes fixup --splits 2,4,8 --stages 3 --x-ahead 0 --dot-fields 4 \
-        --scales-ahead 0,1 --maxnreg 0,96 --ms 1,4,16 --out "$OUT/lab_scales" ;;
-    pytest_scales) step pytest_scales 100 python3 -m pytest -q tests/cuda/test_cuda_matmul.py -k "scales_ahead or chained" ;;
-    *) echo "unknown step $s; known: lab_scales pytest_scales pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
+    *) echo "unknown step $s; known: pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
     esac
 done
 # the device returns at most 8 files: the logs travel as one archive

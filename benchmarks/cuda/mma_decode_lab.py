@@ -35,7 +35,7 @@ from dsq_cuda.slab import to_pair_tiles  # noqa: E402
 
 def launch(x, w, ws, wc, wz, out, m, n, k, ng, group, bits, bn, split, warps, stages, bm=None, asm=True, act=0,
            xs=None, sl=32, kernel=mma_decode_kernel, programs=0, sums=None, counts=None, maxnreg=None,
-           x_ahead=None, dot_fields=1, scales_ahead=False):
+           x_ahead=None, dot_fields=1):
     """split-K grid (n / bn, split); ``programs`` > 0: stream-K over that many programs; ``sums`` / ``counts``
     (zeroed workspace, left zeroed): the in-kernel fixup (FIXUP), so ``out`` is written in its own dtype."""
     lbk = (32 // bits) * sl
@@ -46,8 +46,6 @@ def launch(x, w, ws, wc, wz, out, m, n, k, ng, group, bits, bn, split, warps, st
         extra["X_AHEAD"] = x_ahead
     if dot_fields > 1:
         extra["DOT_FIELDS"] = dot_fields
-    if scales_ahead:
-        extra["SCALES_AHEAD"] = True
     if maxnreg:
         extra["maxnreg"] = maxnreg
     kernel[(programs,) if programs else (triton.cdiv(n, bn), split)](
@@ -128,8 +126,6 @@ def main() -> int:
                                                    "0: left to the pipeliner; try with --stages 3)")
     ap.add_argument("--dot-fields", default="1", help="DOT_FIELDS values to sweep (fields per MMA chain; "
                                                        "above 1 needs --x-ahead 0)")
-    ap.add_argument("--scales-ahead", default="0", help="SCALES_AHEAD values to sweep (1: the tile's group scales "
-                    "loaded at its top by an inline ld.global.nc)")
     ap.add_argument("--stress", type=int, default=0, help="run each config this many more times against the "
                                                              "reference, counting wrong results (races)")
     ap.add_argument("--no-spec-m", action="store_true", help="also time the kernel compiled without M = 1 "
@@ -184,12 +180,11 @@ def main() -> int:
                 grid = ((bn, split, warps, stages, sl) for (bn, warps), split, stages, sl in itertools.product(
                     pairs, [int(v) for v in a.splits.split(",")], [int(v) for v in a.stages.split(",")], sls))
             sms = torch.cuda.get_device_properties(0).multi_processor_count
-            runs = []  # (kernel name, kernel, mode, programs per SM in stream mode, maxnreg, X_AHEAD, DOT_FIELDS, SCALES_AHEAD)
+            runs = []  # (kernel name, kernel, mode, programs per SM in stream mode, maxnreg, X_AHEAD, DOT_FIELDS)
             for mode in a.modes.split(","):
-                for mr, xa, df, sa in itertools.product([int(v) for v in a.maxnreg.split(",")],
-                                                        [int(v) for v in a.x_ahead.split(",")],
-                                                        [int(v) for v in a.dot_fields.split(",")],
-                                                        [int(v) for v in a.scales_ahead.split(",")]):
+                for mr, xa, df in itertools.product([int(v) for v in a.maxnreg.split(",")],
+                                                    [int(v) for v in a.x_ahead.split(",")],
+                                                    [int(v) for v in a.dot_fields.split(",")]):
                     for kname, kern in kernels.items():
                         if mode != "split" and "FIXUP" not in kern.arg_names:
                             continue
@@ -197,23 +192,21 @@ def main() -> int:
                         if (not xa and "X_AHEAD" not in kern.arg_names) or (df > 1 and (
                                 xa or "DOT_FIELDS" not in kern.arg_names or df > min(32 // bits, (group or k) // sl_min))):
                             continue
-                        if sa and (df < 2 or "SCALES_AHEAD" not in kern.arg_names):
-                            continue
-                        runs += [(kname, kern, mode, v, mr, xa, df, sa) for v in per_sms]
+                        runs += [(kname, kern, mode, v, mr, xa, df) for v in per_sms]
             grid = list(grid)  # iterated once per run below
             sums = torch.zeros(max(16, triton.next_power_of_2(m)), n, device=dev)
             counts = torch.zeros(triton.cdiv(n, 32), dtype=torch.int32, device=dev)
-            for (bn, split, warps, stages, sl), (kname, kern, mode, per_sm, mr, xa, df, sa) in itertools.product(grid, runs):
+            for (bn, split, warps, stages, sl), (kname, kern, mode, per_sm, mr, xa, df) in itertools.product(grid, runs):
                 if mode == "stream" and split != int(a.splits.split(",")[0]):
                     continue  # stream-K has no split: run it once per config
                 kname = f"{kname}/{mode}" + (f"{per_sm}" if mode == "stream" else "") + (f"/r{mr}" if mr else "") \
-                    + ("" if xa else "/x-pipelined") + (f"/dot{df}" if df > 1 else "") + ("/scales-ahead" if sa else "")
+                    + ("" if xa else "/x-pipelined") + (f"/dot{df}" if df > 1 else "")
                 if (bn == 256 and warps == 4) or (m > 16 and warps == 4 and bn > 64):  # register spills
                     continue
                 if m <= 16 and warps == 8 and not a.full:
                     continue
                 def call(mat, bn=bn, split=split, warps=warps, stages=stages, sl=sl, kern=kern, mode=mode,
-                         per_sm=per_sm, mr=mr, xa=xa, df=df, sa=sa):
+                         per_sm=per_sm, mr=mr, xa=xa, df=df):
                     w, ws, zp, ng, _ = mat
                     fix = mode != "split"
                     out = torch.zeros((m, n), dtype=torch.float32, device=dev) if split > 1 and not fix else \
@@ -221,8 +214,7 @@ def main() -> int:
                     launch(x, w[sl], ws, None if group else ws.view(-1), None, out, m, n, k, ng, group, bits, bn,
                            split, warps, stages, sl=sl, kernel=kern, maxnreg=mr or None,
                            programs=per_sm * sms if mode == "stream" else 0, sums=sums if fix else None,
-                           counts=counts if fix else None, x_ahead=None if xa else False, dot_fields=df,
-                           scales_ahead=bool(sa))
+                           counts=counts if fix else None, x_ahead=None if xa else False, dot_fields=df)
                     return out.to(torch.bfloat16) if out.dtype != torch.bfloat16 else out
                 try:
                     y = call(mats[0]).float()
@@ -244,7 +236,7 @@ def main() -> int:
                 except Exception as exc:  # a config Triton cannot build: skip it, say so
                     log(f"  skip bn={bn} split={split} w={warps} st={stages}: {type(exc).__name__}: {str(exc)[:100]!r}")
                     continue
-                row = dict(scales_ahead=sa, stress=a.stress, stress_wrong=bad, kernel=kname, mode=mode, per_sm=per_sm, maxnreg=mr, x_ahead=xa, dot_fields=df, k=k, n=n, m=m, bits=bits, bn=bn, split=split, warps=warps, stages=stages, sl=sl, us=us,
+                row = dict(stress=a.stress, stress_wrong=bad, kernel=kname, mode=mode, per_sm=per_sm, maxnreg=mr, x_ahead=xa, dot_fields=df, k=k, n=n, m=m, bits=bits, bn=bn, split=split, warps=warps, stages=stages, sl=sl, us=us,
                            bf16_us=t_bf16, err=err, weight_gbs=wbytes / (us * 1e-6) / 1e9)
                 result["rows"].append(row)
                 log(f"  {kname} K={k} N={n} bits={bits} M={m} bn={bn} split={split} w={warps} st={stages} sl={sl}: "

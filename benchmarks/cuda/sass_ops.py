@@ -100,7 +100,7 @@ def main_loop_opcodes(sass: str) -> list[str]:
 
 def mma_compile(bits: int, group: int, block_n: int = 64, warps: int = 4, stages: int = 2, block_m: int = 16,
                 moe: bool = False, x_ahead: bool = True, fixup: bool = False, dot_fields: int = 1,
-                out: str = "*fp32", scales_ahead: bool = False):
+                out: str = "*fp32"):
     """The tensor-core decode kernel compiled as the backend launches it (MOE mode with ``moe``; with
     ``fixup`` its split-K finish in the kernel, the dense default; ``out``: the output's pointer type; M is a
     plain integer, as for a token count that is not a multiple of 16)."""
@@ -108,7 +108,7 @@ def mma_compile(bits: int, group: int, block_n: int = 64, warps: int = 4, stages
     consts = dict(G=group or epw * 32, BITS=bits, ACT=0, ASYM=False, GROUP_SCALE=bool(group),
                   CHANNEL_SCALE=not group, HAS_BIAS=False, SPLIT_K=4, BLOCK_M=block_m, BLOCK_N=block_n, SL=32,
                   F16=False, ASM=True, EVEN_K=True, MOE=moe, X_DIV=8 if moe else 1, X_AHEAD=x_ahead, FIXUP=fixup,
-                  DOT_FIELDS=dot_fields, SCALES_AHEAD=scales_ahead)
+                  DOT_FIELDS=dot_fields)
     signature = dict(MMA_SIGNATURE, out_ptr=out, **({"sum_ptr": "*fp32", "count_ptr": "*i32"} if fixup else {}))
     names = list(signature)
     attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in MMA_DIVISIBLE + ("sum_ptr", "count_ptr")
@@ -142,12 +142,12 @@ def registers(compiled) -> int:
 
 def mma_loop(bits: int, group: int, block_n: int = 64, warps: int = 4, stages: int = 2, block_m: int = 16,
              moe: bool = False, fixup: bool = False, x_ahead: bool = True,
-             dot_fields: int = 1, scales_ahead: bool = False) -> tuple[list[str], int, int, int]:
+             dot_fields: int = 1) -> tuple[list[str], int, int, int]:
     """Main-loop opcodes of the tensor-core decode kernel, the codes one thread decodes per iteration (one
     tile: BLOCK_N rows x 256 int4 / 128 int8 inputs), the kernel's local-memory stores (register spills) and
     its registers per thread."""
     compiled = mma_compile(bits, group, block_n, warps, stages, block_m, moe, x_ahead=x_ahead, fixup=fixup,
-                           dot_fields=dot_fields, scales_ahead=scales_ahead)
+                           dot_fields=dot_fields)
     sass = _sass(compiled)
     spills = len(re.findall(r"\bSTL(?:\.\w+)*\s", sass))
     return main_loop_opcodes(sass), block_n * 32 * (32 // bits) // (32 * warps), spills, registers(compiled)

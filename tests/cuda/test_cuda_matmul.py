@@ -407,27 +407,6 @@ def test_decode_fields_chained_per_mma(cuda_backend, ref_backend, monkeypatch, n
     assert launched == [1, 4, 2]
 
 
-@pytest.mark.parametrize("name,k,m,group", [("W4A16", 1100, 3, None), ("W4A16", 1024, 16, 256),
-                                            ("W4A16_ASYM", 600, 5, None), ("W4A8_DYNAMIC", 600, 1, None)])
-def test_decode_scales_ahead(cuda_backend, ref_backend, monkeypatch, name, k, m, group):
-    """SCALES_AHEAD (a tile's one or two group scales loaded at its top) computes the reference's product: two
-    groups a tile (128), one (256), asymmetric, and W4A8's integer s2 (which keeps the load at the flush)."""
-    import dsq_cuda.mm as mm
-
-    monkeypatch.setattr(mm, "MMA_MAX_M", {4: 64, 8: 64})
-    monkeypatch.setattr(mm, "MMA_MIN_K", {4: 0, 8: 0})
-    monkeypatch.setattr(mm, "MMA_X_AHEAD", False)
-    monkeypatch.setattr(mm, "MMA_SCALES_AHEAD", True)
-    scheme = dsq.get_scheme(name) if group is None else dsq.get_scheme(name, group_size=group)
-    _, w, x, b, _ = _problem(name, 80, k, m, torch.bfloat16, seed=29)
-    pw = ref_backend.quantize_weight(w, scheme)
-    calls = []
-    real = mm._mma_decode
-    monkeypatch.setattr(mm, "_mma_decode", lambda *a, **kw: calls.append(1) or real(*a, **kw))
-    assert _rel(raw_matmul(x, pw, scheme, b), ref_backend.matmul(x, pw, scheme, b)) < TOL[torch.bfloat16]
-    assert calls
-
-
 def test_dot_fields_stay_inside_a_scale_group(monkeypatch):
     import dsq_cuda.mm as mm
     from dsq_cuda.mm import mma_dot_fields
