@@ -11,9 +11,11 @@ One token with a weight-only scheme runs moe_gemv.py (a CUDA-core GEMV per pair)
 the decode path of moe_decode.py runs instead (slab layout, split-K). Tiled path
 steps (no host synchronisation, so a decode step can be captured in a CUDA graph):
     1. moe_align.align_pairs: sort pairs by expert, pad each expert's run to BLOCK_M rows.
-    2. dynamic activation schemes: quantize x once per token (act_quant.py, the linear kernels' quantizer).
+    2. dynamic activation schemes: quantize x once per token (act_quant.py, the linear kernels' quantizer);
+       static ones: once per padded position with its expert's scale (moe_requant.py; PREFILL_QUANTIZE_ONCE).
     3. grouped GEMM gate+up, SwiGLU and the amax of the next quantization in the epilogue (moe_kernels.py).
-    4. grouped GEMM down, quantizing the intermediate on load, routing weight in the epilogue.
+    4. the intermediate quantized once (moe_requant.py; or on load in the GEMM when PREFILL_QUANTIZE_ONCE is
+       False), then grouped GEMM down, routing weight in the epilogue.
     5. sum of each token's top_k rows (float32), cast to x.dtype.
 Experts without pairs launch no work; programs of unused blocks exit at once.
 """
@@ -31,9 +33,22 @@ from dsq_cuda import moe_gemv
 from dsq_cuda._env import interpreting
 from dsq_cuda.moe_align import align_pairs
 from dsq_cuda.moe_decode import DECODE_MAX_T, run_decode
-from dsq_cuda.moe_plan import block_config, k_limit, plan, weight_tile_bytes
+from dsq_cuda.moe_plan import (
+    A_CODES,
+    A_DYNAMIC,
+    A_STATIC,
+    A_STATIC_CODES,
+    block_config,
+    k_limit,
+    plan,
+    weight_tile_bytes,
+)
+from dsq_cuda.moe_requant import dynamic_scales, requantize
 
 TINY_F32 = float(torch.finfo(torch.float32).tiny)
+#: the tiled (prefill) path quantizes each activation row once before a GEMM (moe_requant) instead of on every
+#: load of it by the GEMM's programs (once per N block); False: on load (the benchmark's comparison)
+PREFILL_QUANTIZE_ONCE = True
 _EMPTY: dict[tuple, torch.Tensor] = {}
 
 
@@ -151,6 +166,11 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
         a_ptr, stride_am, as_ptr, stride_asm = codes, codes.stride(0), scales, scales.stride(0)
     elif up_sw["A_KIND"] == 3:
         st = _static_args(gate_up, scheme, device)
+        if PREFILL_QUANTIZE_ONCE:  # per padded position: each row its expert's scale
+            codes = requantize(x, rows, al.sorted_ids, al.block_expert, cfg.block_m, al.num_pairs, top_k,
+                               gather=True, static=(st[0], st[1]), half_away=up_sw["HALF_AWAY"])
+            a_ptr, stride_am = codes, codes.stride(0)
+            up_sw = dict(up_sw, A_KIND=A_STATIC_CODES, A_POS=True)
 
     inter = torch.empty((rows, i), dtype=x.dtype, device=device)
     if up_sw["NEXT_AMAX"]:
@@ -168,14 +188,29 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
         i, h, al.num_pairs, top_k, TINY_F32, EVEN_K=h % cfg.block_k == 0, BLOCK_N=cfg.block_n_up,
         **up_sw, **launch)
 
-    # Down projection: the intermediate is quantized on load from the amax above (or static scales).
+    # Down projection: the intermediate is quantized once here (PREFILL_QUANTIZE_ONCE), or on load from the
+    # amax above (or static scales)
     st = _static_args(down, scheme, device) if down_sw["A_KIND"] == 3 else [d32, _dummy(device, torch.int8)]
     as_ptr, stride_asm = (amax, amax.stride(0)) if down_sw["A_KIND"] == 2 else (d32, 0)
+    a_down = inter
+    if PREFILL_QUANTIZE_ONCE and down_sw["A_KIND"] in (A_DYNAMIC, A_STATIC):
+        common = dict(gather=False, group=down_sw["A_GROUP"] if down_sw["A_GROUPED"] else 0, fp8=down_sw["A_FP8"],
+                      half_away=down_sw["HALF_AWAY"])
+        if down_sw["A_KIND"] == A_STATIC:
+            a_down = requantize(inter, rows, al.sorted_ids, al.block_expert, cfg.block_m, al.num_pairs, top_k,
+                                static=(st[0], st[1]), **common)
+            down_sw = dict(down_sw, A_KIND=A_STATIC_CODES)
+        else:
+            scales = dynamic_scales(amax, down_sw["A_FP8"], TINY_F32)
+            a_down = requantize(inter, rows, al.sorted_ids, al.block_expert, cfg.block_m, al.num_pairs, top_k,
+                                scales=scales, **common)
+            as_ptr, stride_asm = scales, scales.stride(0)
+            down_sw = dict(down_sw, A_KIND=A_CODES)
     full = expert_range is None or tuple(expert_range) == (0, num_experts)
     out = (torch.empty if full else torch.zeros)((al.num_pairs, h), dtype=torch.float32, device=device)
     grid = (al.max_blocks, -(-h // cfg.block_n_down))
     moe_gemm_kernel[grid](
-        inter, inter.stride(0), as_ptr, stride_asm, *st, *_weight_args(down, scheme, device),
+        a_down, a_down.stride(0), as_ptr, stride_asm, *st, *_weight_args(down, scheme, device),
         al.sorted_ids, al.block_expert, tw, out, out.stride(0), d32, 0,
         h, i, al.num_pairs, top_k, TINY_F32, EVEN_K=i % cfg.block_k == 0, BLOCK_N=cfg.block_n_down,
         **down_sw, **launch)

@@ -21,6 +21,11 @@ fp8 -> fp32, or fp32 IEEE), minus ``zp * colsum(W)`` for a static activation zer
 ``acc += part * w_scale[g] * a_scale[g]`` when scales change along K (group/block weights, token-group
 activations), else ``acc += part`` and channel/token/tensor scales multiply the accumulator once at the end.
 Blocks whose expert is -1 (past the used blocks) do nothing.
+
+A_KIND: 0 float x, 1 codes with stored per-row / per-group scales, 2 quantized on load from a stored amax,
+3 quantized on load with the expert's static scale and zero point, 4 static codes quantized beforehand (the
+zero-point correction and the static scale still apply). A_POS: A's rows are the padded positions (codes
+quantized per position by moe_requant) rather than tokens.
 """
 
 from __future__ import annotations
@@ -51,7 +56,8 @@ def moe_gemm_kernel(
         A_KIND: tl.constexpr, A_FP8: tl.constexpr, A_GROUPED: tl.constexpr, A_GROUP: tl.constexpr,
         HALF_AWAY: tl.constexpr, DOT: tl.constexpr, OUT_KIND: tl.constexpr,
         NEXT_AMAX: tl.constexpr, NEXT_GROUP: tl.constexpr, EVEN_K: tl.constexpr, TILE_SCALED: tl.constexpr,
-        UNIQUE_LOAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        UNIQUE_LOAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+        A_POS: tl.constexpr = False):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     e = tl.load(block_expert_ptr + pid_m)
@@ -60,15 +66,15 @@ def moe_gemm_kernel(
         pos = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         pair = tl.load(sorted_ids_ptr + pos)
         rmask = pair < num_pairs
-        if GATE_UP:
+        if GATE_UP and not A_POS:
             a_rows = pair // top_k
-        else:
+        else:  # the intermediate, or codes quantized per padded position (moe_requant)
             a_rows = pos
         cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         offs_k = tl.arange(0, BLOCK_K)
         st_s = 1.0
         st_zp = 0.0
-        if A_KIND == 3:
+        if A_KIND == 3 or A_KIND == 4:
             st_s = tl.load(st_s_ptr + e64)
             st_zp = tl.load(st_zp_ptr + e64).to(tl.float32)
         if DOT == 1 and not TILE_SCALED:
@@ -99,7 +105,7 @@ def moe_gemm_kernel(
                 part = tl.dot(a, w)
                 if GATE_UP:
                     part_u = tl.dot(a, w_u)
-            if A_KIND == 3:  # (q - zp) @ w = q @ w - zp * colsum(w), exact in int32
+            if A_KIND == 3 or A_KIND == 4:  # (q - zp) @ w = q @ w - zp * colsum(w), exact in int32
                 zp_i = st_zp.to(tl.int32)
                 part = part - zp_i * tl.sum(w.to(tl.int32), axis=0)[None, :]
                 if GATE_UP:
@@ -137,7 +143,7 @@ def moe_gemm_kernel(
             sr = row_scale(as_ptr, a_rows, rmask, stride_asm, A_KIND, A_FP8, tiny)[:, None]
             out = out * sr
             out_u = out_u * sr
-        if A_KIND == 3:
+        if A_KIND == 3 or A_KIND == 4:
             out = out * st_s
             out_u = out_u * st_s
         cmask = cols < N

@@ -21,7 +21,7 @@ from dsq.qtypes import weight_tensor_name
 from dsq.schemes import ActGranularity, Granularity, QType, QuantScheme
 
 W_FLOAT, W_INT4, W_INT8_PACKED, W_INT8, W_FP8 = 0, 1, 2, 3, 4
-A_FLOAT, A_CODES, A_DYNAMIC, A_STATIC = 0, 1, 2, 3
+A_FLOAT, A_CODES, A_DYNAMIC, A_STATIC, A_STATIC_CODES = 0, 1, 2, 3, 4
 DOT_NATIVE, DOT_INT8, DOT_FP8, DOT_BF16, DOT_FP16, DOT_FP32 = 0, 1, 2, 3, 4, 5
 OUT_KIND = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 _FLOAT_DOT = {torch.bfloat16: DOT_BF16, torch.float16: DOT_FP16, torch.float32: DOT_FP32}

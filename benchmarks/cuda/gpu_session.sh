@@ -104,7 +104,12 @@ for s in $STEPS; do
         --skip-correctness --ms 16,64,256,1024,4096 --schemes W4AFP8,FP8_BLOCK \
         --variant 'triton:W4AFP8+FP8_BLOCK:mm.CUBLAS_BLOCK_FP8=False' --variant 'blk17:FP8_BLOCK:mm.BLOCK_FP8_MIN_M=17'" ;;
     pytest_v12) step pytest_v12 90 python3 -m pytest -q tests/cuda/test_cuda_prefill.py tests/cuda/test_cuda_quant_exact.py ;;
-    *) echo "unknown step $s; known: pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
+    # v12: the MoE prefill with activations quantized once per row (moe_requant) against on load
+    pytest_moe_prefill) step pytest_moe_prefill 80 env DSQ_MOE_TEST_DEVICE=cuda python3 -m pytest -q \
+        tests/cuda_moe/test_cuda_moe_kernels.py -k prefill ;;
+    bench_moe_prefill) step bench_moe_prefill 230 python3 benchmarks/cuda_moe/bench_moe.py --tokens 512,4096 --no-loop \
+        --schemes W8A8,W4A8_DYNAMIC,W8A8_DYNAMIC --on-load --out "$OUT/moe_prefill.json" ;;
+    *) echo "unknown step $s; known: pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
     esac
 done
 # the device returns at most 8 files: the logs travel as one archive

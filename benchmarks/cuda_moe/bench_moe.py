@@ -137,6 +137,8 @@ def main() -> None:
     ap.add_argument("--no-loop", action="store_true", help="skip the torch per-expert loop")
     ap.add_argument("--mant", action="store_true",
                     help="time the mantissa decode variant of the T = 1 GEMV path (dsq_cuda.gemv_kernel.MANT_DECODE)")
+    ap.add_argument("--on-load", action="store_true", help="above T = 64 also time each scheme with its activations "
+                    "quantized on load in the GEMM (dsq_cuda.moe.PREFILL_QUANTIZE_ONCE = False), as SCHEME@on-load")
     args = ap.parse_args()
     if args.mant:
         import dsq_cuda.gemv_kernel
@@ -189,6 +191,14 @@ def main() -> None:
         for (t, kind), (ids, tw) in routes.items():
             x = x_all[:t]
             record(name, t, kind, bench(functools.partial(run_moe, x, ids, tw, ew.gate_up, ew.down, scheme, e), device, True), nbytes)
+            if args.on_load and t > 64:
+                import dsq_cuda.moe as moe_mod
+                moe_mod.PREFILL_QUANTIZE_ONCE = False
+                try:
+                    fn = functools.partial(run_moe, x, ids, tw, ew.gate_up, ew.down, scheme, e)
+                    record(name + "@on-load", t, kind, bench(fn, device, True), nbytes)
+                finally:
+                    moe_mod.PREFILL_QUANTIZE_ONCE = True
             for v in variants if t <= 64 else []:
                 fn = functools.partial(run_moe, x, ids, tw, ew.gate_up, ew.down, scheme, e, decode_cfg=v)
                 record(name + json.dumps(v, separators=(",", ":")), t, kind, bench(fn, device, True), nbytes)

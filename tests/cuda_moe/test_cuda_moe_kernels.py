@@ -60,10 +60,28 @@ def test_ragged_shapes(scheme_name):
     _check(scheme_name, t=3, e=4, k=2, h=200, i=96)
 
 
-@pytest.mark.parametrize("scheme_name", ["W4A16", "W8A8_DYNAMIC"])
+@pytest.mark.parametrize("scheme_name", ALL_SCHEMES)
 def test_prefill_path(scheme_name):
-    # 70 tokens take the prefill block shapes (64-row blocks).
+    # 70 tokens take the prefill block shapes (64-row blocks); activations quantized once per row
     _check(scheme_name, t=70, e=6, k=2, h=128, i=64)
+
+
+@pytest.mark.parametrize("scheme_name", ["W8A8", "W8A8_DYNAMIC", "W4A8_DYNAMIC", "W4AFP8", "FP8_BLOCK"])
+def test_prefill_quantize_once_gives_the_same_bits(scheme_name, monkeypatch):
+    """Quantizing each row once (moe_requant) or on every load in the GEMM gives bit-identical layers, with ragged
+    H / I and an empty expert."""
+    import dsq_cuda.moe as moe_mod
+
+    t, e, k, h, i = 67, 5, 2, 200, 96
+    scheme, _, dev = make_experts(scheme_name, e, h, i, seed=4)
+    ids, w = _routing(t, e, k, seed=9)
+    ids[ids == 3] = 1  # expert 3 gets nothing
+    x = torch.randn(t, h, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
+    args = (None, x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev, scheme)
+    once = moe(*args)
+    monkeypatch.setattr(moe_mod, "PREFILL_QUANTIZE_ONCE", False)
+    on_load = moe(*args)
+    assert torch.equal(once.cpu(), on_load.cpu())
 
 
 def test_expert_range_sums_to_full():

@@ -1,0 +1,102 @@
+"""Quantize the fused-MoE prefill's activations once, before a grouped GEMM, instead of on every load.
+
+The tiled MoE kernel (moe_kernels.py) can quantize its A tile as it loads it (A_KIND 2: dynamic, from the amax
+the gate_up epilogue gathered; A_KIND 3: static, with the expert's input scale and zero point). That saves a
+pass at decode, but a prefill program re-quantizes the same rows once per N block: each element 56 times in the
+down GEMM at H = 7168 (BLOCK_N 128) and, for static schemes, 32 times in gate_up at I = 2048 (BLOCK_N 64), each
+time with a correctly rounded division. On the H200 the W8A8 layer ran at 0.27x the bf16 fused layer at T = 4096
+(cuda-moe.md). Here each row is quantized once, with the same formulas (bit-identical codes), and the GEMM
+reads int8 / e4m3 codes (A_KIND 1 with the scales below, or A_KIND 4: static codes):
+
+    dynamic  s[r, g] = max(amax[r, g] / D, tiny)   (D = 127 int8, 448 e4m3; float32, correctly rounded)
+             q = clip(rint(a / s), -128, 127)  or  e4m3(clip(a / s, -448, 448))
+    static   q = clip(round(a / s_e + zp_e), -128, 127), s_e / zp_e of the row's expert (its M block's),
+             round half to even or half away from zero (the scheme's act_rounding)
+
+Rows are the padded positions of the expert-sorted pair list (moe_align). With ``gather`` the source row of
+position p is the token ``sorted_ids[p] // top_k`` (gate_up's x); otherwise p itself (the intermediate).
+Padding positions, and blocks without an expert, get code 0.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from dsq_cuda.numerics import clamp, fp8_code, int_code, rne, round_half_away
+
+STATIC, DYNAMIC = 0, 1
+
+
+@triton.jit
+def _requant_kernel(src_ptr, stride_src, ids_ptr, bexp_ptr, s_ptr, zp_ptr, scale_ptr, stride_scale, q_ptr,
+                    stride_q, R, K, top_k, num_pairs, MODE: tl.constexpr, GATHER: tl.constexpr, FP8: tl.constexpr,
+                    HALF_AWAY: tl.constexpr, GROUP: tl.constexpr, BM: tl.constexpr, BLOCK_R: tl.constexpr,
+                    BLOCK_K: tl.constexpr):
+    pos = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    inside = pos < R
+    pair = tl.load(ids_ptr + pos, mask=inside, other=num_pairs)
+    e = tl.load(bexp_ptr + pos // BM, mask=inside, other=-1)
+    live = inside & (pair < num_pairs) & (e >= 0)
+    if GATHER:
+        src_rows = tl.where(live, pair // top_k, 0)
+    else:
+        src_rows = tl.where(live, pos, 0)
+    cmask = cols < K
+    m = live[:, None] & cmask[None, :]
+    a = tl.load(src_ptr + src_rows.to(tl.int64)[:, None] * stride_src + cols[None, :], mask=m, other=0.0)
+    a = a.to(tl.float32)
+    if MODE == 0:
+        e_ok = tl.maximum(e, 0)
+        s = tl.load(s_ptr + e_ok, mask=live, other=1.0)
+        zp = tl.load(zp_ptr + e_ok, mask=live, other=0).to(tl.float32)
+        v = clamp(tl.math.div_rn(a, s[:, None]) + zp[:, None], -128.0, 127.0)
+        if HALF_AWAY:
+            q = round_half_away(v)
+        else:
+            q = rne(v)
+    else:
+        if GROUP > 0:
+            g = cols // GROUP
+        else:
+            g = cols * 0
+        s = tl.load(scale_ptr + pos.to(tl.int64)[:, None] * stride_scale + g[None, :], mask=m, other=1.0)
+        if FP8:
+            q = fp8_code(a, s)
+        else:
+            q = int_code(a, s, -128.0, 127.0)
+    q = tl.where(m, q, 0.0)
+    if FP8:
+        out = q.to(tl.float8e4nv).to(tl.uint8, bitcast=True)
+    else:
+        out = q.to(tl.int8)
+    tl.store(q_ptr + pos.to(tl.int64)[:, None] * stride_q + cols[None, :], out, mask=inside[:, None] & cmask[None, :])
+
+
+def dynamic_scales(amax: torch.Tensor, fp8: bool, tiny: float) -> torch.Tensor:
+    """``max(amax / D, tiny)`` in float32 (torch's division is correctly rounded, like the kernels' div_rn)."""
+    return torch.clamp_min(amax / (448.0 if fp8 else 127.0), tiny)
+
+
+def requantize(src: torch.Tensor, rows: int, sorted_ids: torch.Tensor, block_expert: torch.Tensor, block_m: int,
+               num_pairs: int, top_k: int, *, gather: bool, static: tuple[torch.Tensor, torch.Tensor] | None = None,
+               scales: torch.Tensor | None = None, group: int = 0, fp8: bool = False,
+               half_away: bool = False) -> torch.Tensor:
+    """Codes ``[rows, K]`` (int8, or e4m3 bits as uint8 with ``fp8``) of ``src`` rows per padded position:
+    static with ``static`` = (scale [E] float32, zero point [E] int8) per expert, else dynamic with ``scales``
+    [rows, G] (G = 1, or K / ``group``)."""
+    k = src.shape[1]
+    q = torch.empty((rows, k), dtype=torch.uint8 if fp8 else torch.int8, device=src.device)
+    if rows == 0:
+        return q
+    dummy = sorted_ids
+    s, zp = static if static is not None else (dummy, dummy)
+    sc = scales if scales is not None else src
+    grid = (triton.cdiv(rows, 16), triton.cdiv(k, 256))
+    _requant_kernel[grid](src, src.stride(0), sorted_ids, block_expert, s, zp, sc, sc.stride(0) if sc.ndim == 2 else 0,
+                          q, q.stride(0), rows, k, top_k, num_pairs, MODE=STATIC if static is not None else DYNAMIC,
+                          GATHER=gather, FP8=fp8, HALF_AWAY=half_away, GROUP=group, BM=block_m, BLOCK_R=16,
+                          BLOCK_K=256, num_warps=4)
+    return q
