@@ -43,7 +43,7 @@ from dsq_cuda.moe_plan import (
     plan,
     weight_tile_bytes,
 )
-from dsq_cuda.moe_requant import dynamic_scales, requantize
+from dsq_cuda.moe_requant import requantize
 
 TINY_F32 = float(torch.finfo(torch.float32).tiny)
 #: the tiled (prefill) path quantizes each activation row once before a GEMM (moe_requant) instead of on every
@@ -167,8 +167,8 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
     elif up_sw["A_KIND"] == 3:
         st = _static_args(gate_up, scheme, device)
         if PREFILL_QUANTIZE_ONCE:  # per padded position: each row its expert's scale
-            codes = requantize(x, rows, al.sorted_ids, al.block_expert, cfg.block_m, al.num_pairs, top_k,
-                               gather=True, static=(st[0], st[1]), half_away=up_sw["HALF_AWAY"])
+            codes, _ = requantize(x, rows, al.sorted_ids, al.block_expert, cfg.block_m, al.num_pairs, top_k,
+                                  TINY_F32, gather=True, static=(st[0], st[1]), half_away=up_sw["HALF_AWAY"])
             a_ptr, stride_am = codes, codes.stride(0)
             up_sw = dict(up_sw, A_KIND=A_STATIC_CODES, A_POS=True)
 
@@ -197,13 +197,12 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
         common = dict(gather=False, group=down_sw["A_GROUP"] if down_sw["A_GROUPED"] else 0, fp8=down_sw["A_FP8"],
                       half_away=down_sw["HALF_AWAY"])
         if down_sw["A_KIND"] == A_STATIC:
-            a_down = requantize(inter, rows, al.sorted_ids, al.block_expert, cfg.block_m, al.num_pairs, top_k,
-                                static=(st[0], st[1]), **common)
+            a_down, _ = requantize(inter, rows, al.sorted_ids, al.block_expert, cfg.block_m, al.num_pairs, top_k,
+                                   TINY_F32, static=(st[0], st[1]), **common)
             down_sw = dict(down_sw, A_KIND=A_STATIC_CODES)
         else:
-            scales = dynamic_scales(amax, down_sw["A_FP8"], TINY_F32)
-            a_down = requantize(inter, rows, al.sorted_ids, al.block_expert, cfg.block_m, al.num_pairs, top_k,
-                                scales=scales, **common)
+            a_down, scales = requantize(inter, rows, al.sorted_ids, al.block_expert, cfg.block_m, al.num_pairs,
+                                        top_k, TINY_F32, amax=amax, **common)
             as_ptr, stride_asm = scales, scales.stride(0)
             down_sw = dict(down_sw, A_KIND=A_CODES)
     full = expert_range is None or tuple(expert_range) == (0, num_experts)

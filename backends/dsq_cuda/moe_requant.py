@@ -8,7 +8,8 @@ time with a correctly rounded division. On the H200 the W8A8 layer ran at 0.27x 
 (cuda-moe.md). Here each row is quantized once, with the same formulas (bit-identical codes), and the GEMM
 reads int8 / e4m3 codes (A_KIND 1 with the scales below, or A_KIND 4: static codes):
 
-    dynamic  s[r, g] = max(amax[r, g] / D, tiny)   (D = 127 int8, 448 e4m3; float32, correctly rounded)
+    dynamic  s[r, g] = max(amax[r, g] / D, tiny)   (D = 127 int8, 448 e4m3; float32, correctly rounded: torch's
+             division by a constant on the GPU is not, which changed codes on the H200, so the kernel computes s)
              q = clip(rint(a / s), -128, 127)  or  e4m3(clip(a / s, -448, 448))
     static   q = clip(round(a / s_e + zp_e), -128, 127), s_e / zp_e of the row's expert (its M block's),
              round half to even or half away from zero (the scheme's act_rounding)
@@ -30,10 +31,10 @@ STATIC, DYNAMIC = 0, 1
 
 
 @triton.jit
-def _requant_kernel(src_ptr, stride_src, ids_ptr, bexp_ptr, s_ptr, zp_ptr, scale_ptr, stride_scale, q_ptr,
-                    stride_q, R, K, top_k, num_pairs, MODE: tl.constexpr, GATHER: tl.constexpr, FP8: tl.constexpr,
-                    HALF_AWAY: tl.constexpr, GROUP: tl.constexpr, BM: tl.constexpr, BLOCK_R: tl.constexpr,
-                    BLOCK_K: tl.constexpr):
+def _requant_kernel(src_ptr, stride_src, ids_ptr, bexp_ptr, s_ptr, zp_ptr, amax_ptr, stride_amax, scale_ptr,
+                    q_ptr, stride_q, R, K, top_k, num_pairs, tiny, MODE: tl.constexpr, GATHER: tl.constexpr,
+                    FP8: tl.constexpr, HALF_AWAY: tl.constexpr, GROUP: tl.constexpr, BM: tl.constexpr,
+                    BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
     pos = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
     inside = pos < R
@@ -58,15 +59,22 @@ def _requant_kernel(src_ptr, stride_src, ids_ptr, bexp_ptr, s_ptr, zp_ptr, scale
         else:
             q = rne(v)
     else:
+        # the scale from the amax exactly as the GEMM's on-load path computes it (moe_tiles.load_a)
         if GROUP > 0:
             g = cols // GROUP
         else:
             g = cols * 0
-        s = tl.load(scale_ptr + pos.to(tl.int64)[:, None] * stride_scale + g[None, :], mask=m, other=1.0)
+        amax = tl.load(amax_ptr + pos.to(tl.int64)[:, None] * stride_amax + g[None, :], mask=m, other=0.0)
         if FP8:
+            s = tl.maximum(tl.math.div_rn(amax, 448.0), tiny)
             q = fp8_code(a, s)
         else:
+            s = tl.maximum(tl.math.div_rn(amax, 127.0), tiny)
             q = int_code(a, s, -128.0, 127.0)
+        # each (row, group) scale once: by the column that starts its group (column 0 when per row)
+        first = (cols % GROUP == 0) if GROUP > 0 else (cols == 0)
+        tl.store(scale_ptr + pos.to(tl.int64)[:, None] * stride_amax + g[None, :], s,
+                 mask=inside[:, None] & cmask[None, :] & first[None, :])
     q = tl.where(m, q, 0.0)
     if FP8:
         out = q.to(tl.float8e4nv).to(tl.uint8, bitcast=True)
@@ -75,28 +83,23 @@ def _requant_kernel(src_ptr, stride_src, ids_ptr, bexp_ptr, s_ptr, zp_ptr, scale
     tl.store(q_ptr + pos.to(tl.int64)[:, None] * stride_q + cols[None, :], out, mask=inside[:, None] & cmask[None, :])
 
 
-def dynamic_scales(amax: torch.Tensor, fp8: bool, tiny: float) -> torch.Tensor:
-    """``max(amax / D, tiny)`` in float32 (torch's division is correctly rounded, like the kernels' div_rn)."""
-    return torch.clamp_min(amax / (448.0 if fp8 else 127.0), tiny)
-
-
 def requantize(src: torch.Tensor, rows: int, sorted_ids: torch.Tensor, block_expert: torch.Tensor, block_m: int,
-               num_pairs: int, top_k: int, *, gather: bool, static: tuple[torch.Tensor, torch.Tensor] | None = None,
-               scales: torch.Tensor | None = None, group: int = 0, fp8: bool = False,
-               half_away: bool = False) -> torch.Tensor:
-    """Codes ``[rows, K]`` (int8, or e4m3 bits as uint8 with ``fp8``) of ``src`` rows per padded position:
-    static with ``static`` = (scale [E] float32, zero point [E] int8) per expert, else dynamic with ``scales``
-    [rows, G] (G = 1, or K / ``group``)."""
+               num_pairs: int, top_k: int, tiny: float, *, gather: bool,
+               static: tuple[torch.Tensor, torch.Tensor] | None = None, amax: torch.Tensor | None = None,
+               group: int = 0, fp8: bool = False, half_away: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Codes ``[rows, K]`` (int8, or e4m3 bits as uint8 with ``fp8``) of ``src`` rows per padded position, and
+    for dynamic quantization their float32 scales (shaped like ``amax``: [rows, G], G = 1 or K / ``group``):
+    static with ``static`` = (scale [E] float32, zero point [E] int8) per expert, else from ``amax``."""
     k = src.shape[1]
     q = torch.empty((rows, k), dtype=torch.uint8 if fp8 else torch.int8, device=src.device)
+    scales = None if amax is None else torch.empty_like(amax)
     if rows == 0:
-        return q
-    dummy = sorted_ids
-    s, zp = static if static is not None else (dummy, dummy)
-    sc = scales if scales is not None else src
+        return q, scales
+    s, zp = static if static is not None else (sorted_ids, sorted_ids)
+    am = amax if amax is not None else src
     grid = (triton.cdiv(rows, 16), triton.cdiv(k, 256))
-    _requant_kernel[grid](src, src.stride(0), sorted_ids, block_expert, s, zp, sc, sc.stride(0) if sc.ndim == 2 else 0,
-                          q, q.stride(0), rows, k, top_k, num_pairs, MODE=STATIC if static is not None else DYNAMIC,
-                          GATHER=gather, FP8=fp8, HALF_AWAY=half_away, GROUP=group, BM=block_m, BLOCK_R=16,
-                          BLOCK_K=256, num_warps=4)
-    return q
+    _requant_kernel[grid](src, src.stride(0), sorted_ids, block_expert, s, zp, am, am.stride(0),
+                          scales if scales is not None else src, q, q.stride(0), rows, k, top_k, num_pairs, tiny,
+                          MODE=STATIC if static is not None else DYNAMIC, GATHER=gather, FP8=fp8,
+                          HALF_AWAY=half_away, GROUP=group, BM=block_m, BLOCK_R=16, BLOCK_K=256, num_warps=4)
+    return q, scales
