@@ -5,8 +5,10 @@ Triton is imported only when a kernel runs (``pip install 'dsq[cuda]'``); withou
 available only under ``TRITON_INTERPRET=1`` (CPU tensors, small shapes: CI).
 
 Modules: _env (where it runs), numerics (bit-exact rounding helpers), calibrate, pack, unpack, act_quant
-(activation quantization, reused by the fused MoE), mm_kernel (the GEMM kernel), mm (device layout and
-launch), configs (tile configs per shape class), backend (the Backend subclass).
+(activation quantization, reused by the fused MoE), mm_kernel (the GEMM kernel), mma_decode_kernel and
+gemv_kernel (decode), dequant_kernel and expand_kernel (prefill: packed codes to bf16 / one byte per weight),
+block_fp8 (cuBLAS's block-scaled FP8 GEMM), mm (device layout and dispatch), configs (tile configs per shape
+class), moe* (the fused MoE layer), backend (the Backend subclass). docs/architecture.md says which runs when.
 """
 
 import dsq

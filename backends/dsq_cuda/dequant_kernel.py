@@ -18,15 +18,23 @@ import triton.language as tl
 
 
 @triton.jit
-def _dequant_kernel(w_ptr, ws_ptr, wz_ptr, out_ptr, N, K, NG, G, BITS: tl.constexpr, ASYM: tl.constexpr,
-                    GROUP_SCALE: tl.constexpr, SL: tl.constexpr, BLOCK_N: tl.constexpr):
-    EPW: tl.constexpr = 32 // BITS
+def slab_tile(w_ptr, N, SL: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's ``[SL, BLOCK_N]`` word tile of a slab-layout weight: tile ``program_id(0)`` along K, columns
+    ``program_id(1) * BLOCK_N + [0, BLOCK_N)``. Returns (t, offs_n, offs_s, nmask, words); columns past N read 0."""
     t = tl.program_id(0)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_s = tl.arange(0, SL)
     nmask = offs_n < N
     words = tl.load(w_ptr + (t * SL + offs_s)[:, None].to(tl.int64) * N + offs_n[None, :], mask=nmask[None, :],
                     other=0)
+    return t, offs_n, offs_s, nmask, words
+
+
+@triton.jit
+def _dequant_kernel(w_ptr, ws_ptr, wz_ptr, out_ptr, N, K, NG, G, BITS: tl.constexpr, ASYM: tl.constexpr,
+                    GROUP_SCALE: tl.constexpr, SL: tl.constexpr, BLOCK_N: tl.constexpr):
+    EPW: tl.constexpr = 32 // BITS
+    t, offs_n, offs_s, nmask, words = slab_tile(w_ptr, N, SL, BLOCK_N)
     for j in tl.static_range(EPW):
         ks = t * SL * EPW + j * SL + offs_s
         q = (((words >> (j * BITS)) & ((1 << BITS) - 1)) | 0x4B000000).to(tl.float32, bitcast=True) \

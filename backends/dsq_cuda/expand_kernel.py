@@ -23,6 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
+from dsq_cuda.dequant_kernel import slab_tile
+
 #: what the expanded bytes hold
 INT8_TWO_LEVEL, FP8_CODES = 0, 1
 
@@ -31,12 +33,7 @@ INT8_TWO_LEVEL, FP8_CODES = 0, 1
 def _expand_kernel(w_ptr, s2_ptr, out_ptr, N, K, NG, G, MODE: tl.constexpr, SL: tl.constexpr,
                    BLOCK_N: tl.constexpr):
     EPW: tl.constexpr = 8  # int4 fields per word
-    t = tl.program_id(0)
-    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_s = tl.arange(0, SL)
-    nmask = offs_n < N
-    words = tl.load(w_ptr + (t * SL + offs_s)[:, None].to(tl.int64) * N + offs_n[None, :], mask=nmask[None, :],
-                    other=0)
+    t, offs_n, offs_s, nmask, words = slab_tile(w_ptr, N, SL, BLOCK_N)
     words = tl.trans(words)  # [BLOCK_N, SL]: rows of the output, its contiguous bytes last
     rows = offs_n[:, None].to(tl.int64) * K
     for j in tl.static_range(EPW):
