@@ -4,12 +4,13 @@
 #   STEPS="pytest_cuda lab_x_ahead bench_dense" bash benchmarks/cuda/gpu_session.sh     (a chosen list of steps)
 # Steps run in order under their own time limits, so a slow step cannot starve the ones after it; each
 # writes its log under $OUT/logs (archived as one file at the end) and results under $OUT. The device's limit
-# is 600 s a call: pick steps whose limits add up to less. The default list checks and times what v11 changed
-# (cuda.md v11: race_check 18 s, pytest_cuda 123 s, bench_v11 115 s on the H200; limits 550 s); conformance
-# (95 s) and bench_moe_chain with pytest_moe (100 s) went in calls of their own.
+# is 600 s a call: pick steps whose limits add up to less. The default list checks what v12 left unchecked on
+# the GPU: the whole tests/cuda suite after the dequantize / expand refactor, the MoE prefill tests, and the
+# conformance MoE cases now including a prefill-sized T = 80 (the FP8_BLOCK tiled-path question of
+# cuda-moe.md v12). v12's timings: bench_v12 100 s, bench_moe_prefill 36 s, pytest_v12 54 s, conformance 96 s.
 set -u
 OUT=${OUT:-gpu-session}
-STEPS=${STEPS:-race_check pytest_cuda bench_v11}
+STEPS=${STEPS:-pytest_cuda pytest_moe_prefill conformance_moe}
 mkdir -p "$OUT/logs"
 ROOT=$(pwd)
 export PYTHONPATH=$ROOT/backends:$ROOT/conformance:$ROOT:$ROOT/benchmarks/cuda_moe
@@ -68,6 +69,7 @@ for s in $STEPS; do
     # conformance of matmul (about 110 s; the full suite took 310 s: run it alone in a call of its own,
     # dsq conformance --backend cuda --report FILE)
     conformance) step conformance 150 dsq conformance --backend cuda --op matmul --report "$OUT/cuda-h200-matmul.md" ;;
+    conformance_moe) step conformance_moe 200 dsq conformance --backend cuda --op moe --report "$OUT/cuda-h200-moe.md" ;;
     # v11: a run of fields of one scale group in one MMA chain (DOT_FIELDS 4) against one field per chain
     lab_chain) step lab_chain 240 $LAB --bits 4,8 --modes fixup --splits 2,4,8 --stages 3 --x-ahead 0 \
         --dot-fields 1,4 --bn-warps 64:4,128:4 --out "$OUT/lab_chain" ;;
@@ -109,7 +111,7 @@ for s in $STEPS; do
         tests/cuda_moe/test_cuda_moe_kernels.py -k prefill ;;
     bench_moe_prefill) step bench_moe_prefill 230 python3 benchmarks/cuda_moe/bench_moe.py --tokens 512,4096 --no-loop \
         --schemes W8A8,W4A8_DYNAMIC,W8A8_DYNAMIC --on-load --out "$OUT/moe_prefill.json" ;;
-    *) echo "unknown step $s; known: pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
+    *) echo "unknown step $s; known: conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
     esac
 done
 # the device returns at most 8 files: the logs travel as one archive

@@ -148,7 +148,8 @@ def _moe_stats(x: torch.Tensor, gate_up: torch.Tensor) -> tuple[ActStats, ActSta
 
 
 def moe_cases(scheme: QuantScheme, quick: bool = False) -> list[MoeCase]:
-    """Uniform and skewed routing, empty experts, topk 1 and 8, expert_range, T = 1 and T = 0."""
+    """Uniform and skewed routing, empty experts, topk 1 and 8, expert_range, T = 1 and T = 0, and a prefill-sized
+    T = 80 (above the 64 tokens where backends such as cuda switch from their decode kernels to tiled ones)."""
     g = _gen(2468)
     hidden, inter = (40, 24) if quick else (160, 96)
     specs = [  # name, E, T, topk, routing probs (None = uniform), expert_range, dtype
@@ -163,6 +164,7 @@ def moe_cases(scheme: QuantScheme, quick: bool = False) -> list[MoeCase]:
             ("top4-expert-range-last", 8, 8, 4, None, (6, 8), torch.float32),
             ("top8-single-token", 8, 1, 8, None, None, torch.bfloat16),
             ("no-tokens", 4, 0, 2, None, None, torch.bfloat16),
+            ("top2-prefill", 8, 80, 2, None, None, torch.bfloat16),
         ]
     out = []
     for name, e, t, k, routing, erange, dt in specs:
