@@ -8,9 +8,9 @@ cuBLAS's block scaling computes: for a [M, K] x [K, N] product with K cut into g
 
 with FP8 products accumulated in float32 inside each group and the scaled group sums added in float32.
 
-    FP8_BLOCK  a = x codes (e4m3), a_scale = x's per-(token, group) scales     (1 x 128 blocks)
+    FP8_BLOCK  a = x codes (e4m3), a_scale = x's per-(token, group) scales     (1 x 128 blocks; block_scaled_mm)
                b = W^T codes (e4m3), b_scale = W's per-(128 x 128) scales       (128 x 128 blocks)
-    W4AFP8     a = x codes (e4m3), a_scale = x's per-token scale, repeated for every group (1 x 128)
+    W4AFP8     a = x codes (e4m3), a_scale = x's per-token scale, repeated for every group (1 x 128; w4afp8_mm)
                b = W^T with the int4 codes as e4m3 (exact, dsq_cuda.expand_kernel), b_scale = W's
                per-(row, group) scales                                          (1 x 128 blocks)
 
@@ -146,12 +146,6 @@ def serves(scheme: QuantScheme, n: int, k: int, device: torch.device | str) -> b
         fits = scheme.weight_granularity is Granularity.GROUP and scheme.group_size == GROUP and \
             scheme.act_granularity is ActGranularity.TOKEN and scheme.weight_bits == 4 and scheme.weight_symmetric
     return fits and scheme.act_dtype is QType.FP8_E4M3 and n % GROUP == 0 and k % (4 * GROUP) == 0 and available(device)
-
-
-def fp8_block_mm(xq: torch.Tensor, xs: torch.Tensor, w: torch.Tensor, ws: torch.Tensor,
-                 bias: torch.Tensor | None, out_dtype: torch.dtype) -> torch.Tensor:
-    """FP8_BLOCK: x codes [M, K] e4m3 with scales [M, K/128], W codes [N, K] e4m3 with scales [N/128, K/128]."""
-    return block_scaled_mm(xq, xs, w, ws, bias, out_dtype)
 
 
 def w4afp8_mm(xq: torch.Tensor, xs: torch.Tensor, w_codes: torch.Tensor, ws: torch.Tensor,

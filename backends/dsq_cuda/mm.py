@@ -335,9 +335,9 @@ def matmul(x: torch.Tensor, packed: PackedWeight, scheme: QuantScheme, bias: tor
         xq, xs = act_quant.quantize_per_token_as_bf16(x, fp8=act == ACT_FP8_TOKEN)
         return _mma_decode(xq, lay, scheme, bias, ACT_INT8_TOKEN, out_dtype, xs=xs.reshape(-1))
     elif act == ACT_FP8_GROUP and config is None and m >= BLOCK_FP8_MIN_M and CUBLAS_BLOCK_FP8 and \
-            block_fp8.serves(scheme, lay["n"], lay["k"], dev):
+            block_fp8.serves(scheme, n, lay["k"], dev):
         xq, xs = act_quant.quantize_per_group_fp8(x, scheme.act_group_size)
-        return block_fp8.fp8_block_mm(xq, xs, lay["w"].view(torch.float8_e4m3fn), lay["ws"], bias, out_dtype)
+        return block_fp8.block_scaled_mm(xq, xs, lay["w"].view(torch.float8_e4m3fn), lay["ws"], bias, out_dtype)
     elif config is None and "packed" in lay and m >= EXPAND_MIN_M and act in (ACT_INT8_TOKEN, ACT_FP8_TOKEN):
         return _expanded(x, lay, scheme, bias, out_dtype)
     else:

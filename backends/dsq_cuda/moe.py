@@ -194,17 +194,15 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
     as_ptr, stride_asm = (amax, amax.stride(0)) if down_sw["A_KIND"] == 2 else (d32, 0)
     a_down = inter
     if PREFILL_QUANTIZE_ONCE and down_sw["A_KIND"] in (A_DYNAMIC, A_STATIC):
-        common = dict(gather=False, group=down_sw["A_GROUP"] if down_sw["A_GROUPED"] else 0, fp8=down_sw["A_FP8"],
-                      half_away=down_sw["HALF_AWAY"])
-        if down_sw["A_KIND"] == A_STATIC:
-            a_down, _ = requantize(inter, rows, al.sorted_ids, al.block_expert, cfg.block_m, al.num_pairs, top_k,
-                                   TINY_F32, static=(st[0], st[1]), **common)
-            down_sw = dict(down_sw, A_KIND=A_STATIC_CODES)
-        else:
-            a_down, scales = requantize(inter, rows, al.sorted_ids, al.block_expert, cfg.block_m, al.num_pairs,
-                                        top_k, TINY_F32, amax=amax, **common)
+        static = down_sw["A_KIND"] == A_STATIC
+        a_down, scales = requantize(inter, rows, al.sorted_ids, al.block_expert, cfg.block_m, al.num_pairs, top_k,
+                                    TINY_F32, gather=False, static=(st[0], st[1]) if static else None,
+                                    amax=None if static else amax,
+                                    group=down_sw["A_GROUP"] if down_sw["A_GROUPED"] else 0, fp8=down_sw["A_FP8"],
+                                    half_away=down_sw["HALF_AWAY"])
+        if not static:
             as_ptr, stride_asm = scales, scales.stride(0)
-            down_sw = dict(down_sw, A_KIND=A_CODES)
+        down_sw = dict(down_sw, A_KIND=A_STATIC_CODES if static else A_CODES)
     full = expert_range is None or tuple(expert_range) == (0, num_experts)
     out = (torch.empty if full else torch.zeros)((al.num_pairs, h), dtype=torch.float32, device=device)
     grid = (al.max_blocks, -(-h // cfg.block_n_down))

@@ -20,16 +20,12 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from run_gpu import bench  # noqa: E402
 
+from dsq_cuda.block_fp8 import outer_major  # noqa: E402
 from dsq_cuda.expand_kernel import FP8_CODES, INT8_TWO_LEVEL, expand_int4  # noqa: E402
 
 SHAPES = [(7168, 18432), (18432, 7168), (7168, 2048), (2048, 7168), (16384, 7168), (7168, 1536), (1536, 24576),
           (512, 32768)]
 F8 = torch.float8_e4m3fn
-
-
-def outer_major(s: torch.Tensor) -> torch.Tensor:
-    """The same [rows, groups] scales stored column-major (what cuBLAS wants for 1x128 blocks)."""
-    return s.t().contiguous().t()
 
 
 def operands(m: int, n: int, k: int, dev):
