@@ -22,6 +22,8 @@ Experts without pairs launch no work; programs of unused blocks exit at once.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from dsq.backend import YES, Capability
@@ -38,17 +40,31 @@ from dsq_cuda.moe_plan import (
     A_DYNAMIC,
     A_STATIC,
     A_STATIC_CODES,
+    DOT_INT8,
+    W_INT4,
     block_config,
     k_limit,
     plan,
     weight_tile_bytes,
 )
-from dsq_cuda.moe_requant import requantize
+from dsq_cuda.moe_requant import requantize, split_halves
 
 TINY_F32 = float(torch.finfo(torch.float32).tiny)
 #: the tiled (prefill) path quantizes each activation row once before a GEMM (moe_requant) instead of on every
 #: load of it by the GEMM's programs (once per N block); False: on load (the benchmark's comparison)
 PREFILL_QUANTIZE_ONCE = True
+#: static activation schemes subtract the zero point's share ``zp * sum_k q[e, n, k]`` once in the epilogue, from
+#: a per-expert sum computed once (moe_layout), instead of summing every weight tile in the K loop; False: the
+#: K-loop sums (the same int32; the benchmark's comparison)
+PREFILL_ZP_EPILOGUE = True
+#: W4A8 two-level experts multiply each byte's two int4 fields against two contiguous activation tiles laid out
+#: by moe_requant.split_halves (moe_tiles.int4_split_step), the group scale on the int32 partial sums; False:
+#: the words unpacked by reshape and the codes multiplied by s2 (the same int32)
+PREFILL_INT4_SPLIT = True
+#: the split path decodes four bytes per instruction sequence with inline PTX on a GPU (moe_tiles.int4_halves)
+INT4_UNPACK_ASM = True
+#: block-shape overrides for the tiled path (BlockConfig field -> value; benchmark sweeps), None: moe_plan's
+PREFILL_BLOCKS: dict | None = None
 _EMPTY: dict[tuple, torch.Tensor] = {}
 
 
@@ -59,8 +75,11 @@ def _dummy(device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Te
     return _EMPTY[key]
 
 
-def _weight_args(packed: PackedWeight | torch.Tensor, scheme: QuantScheme | None, device) -> list:
-    """Pointer and stride arguments of one stacked weight: codes, scale, zero point, group scale."""
+def _weight_args(packed: PackedWeight | torch.Tensor, scheme: QuantScheme | None, device,
+                 as_bytes: bool = False) -> list:
+    """Pointer and stride arguments of one stacked weight: codes, scale, zero point, group scale.
+
+    ``as_bytes``: the codes as bytes (int4 words viewed as uint8, for the split W4A8 path)."""
     if isinstance(packed, torch.Tensor):  # unquantized [E, N, K] (the bf16 design)
         w = packed
         d = _dummy(device)
@@ -73,14 +92,28 @@ def _weight_args(packed: PackedWeight | torch.Tensor, scheme: QuantScheme | None
         raise QuantInputError(f"expert weights are on {w.device}; x is on {device}: move them with the backend")
     if w.stride(-1) != 1:
         raise QuantInputError(f"expert {name} must be contiguous along K (strides {tuple(w.stride())})")
-    if w.dtype == torch.float8_e4m3fn:
-        w = w.view(torch.uint8)  # the kernel bitcasts back (see moe_tiles.load_w)
+    if w.dtype == torch.float8_e4m3fn or as_bytes:
+        w = w.view(torch.uint8)  # fp8: the kernel bitcasts back (see moe_tiles.load_w)
     s = packed["weight_scale"]
     args = [w, w.stride(0), w.stride(1), s, s.stride(0), s.stride(1)]
     for opt in ("weight_zero_point", "weight_group_scale"):
         t = packed.tensors.get(opt)
         args += [t, t.stride(0), t.stride(1)] if t is not None else [_dummy(device), 0, 0]
     return args
+
+
+def _corr_args(packed: PackedWeight | torch.Tensor, scheme: QuantScheme | None, device, needed: bool) -> list:
+    """The per-expert code sums ``corr [E, N]`` int32 of a static scheme's weight and its row stride (cached in
+    the weight's device layout, moe_layout.prepare), or a dummy when the kernel does not read them."""
+    if not needed:
+        return [_dummy(device, torch.int32), 0]
+    from dsq_cuda.moe_decode import DEFAULTS
+    from dsq_cuda.moe_layout import bits_of
+    from dsq_cuda.moe_layout import prepare as prepare_layout
+
+    lbk = DEFAULTS["lbk4"] if bits_of(scheme) == 4 else DEFAULTS["lbk8"]  # the key prepare_all builds
+    corr = prepare_layout(packed, scheme, device, lbk)["corr"]
+    return [corr, corr.stride(0)]
 
 
 def _static_args(packed: PackedWeight, scheme: QuantScheme, device) -> list:
@@ -146,10 +179,19 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
         up_sw["DOT"] = down_sw["DOT"] = 5
     cfg = block_config(t, up_sw["DOT"] in (1, 2), k_limit(scheme),
                        weight_tile_bytes(up_sw["W_KIND"], unique_load, x.element_size()))
+    if PREFILL_BLOCKS:
+        cfg = dataclasses.replace(cfg, **PREFILL_BLOCKS)
     al = align_pairs(topk_ids, num_experts, cfg.block_m, expert_range)
     rows = al.max_blocks * cfg.block_m
     x = x if x.stride(-1) == 1 else x.contiguous()
     d32 = _dummy(device)
+    split = (PREFILL_INT4_SPLIT and PREFILL_QUANTIZE_ONCE and up_sw["W_KIND"] == W_INT4 and up_sw["DOT"] == DOT_INT8
+             and up_sw["W_GS"] and not up_sw["W_ZP"] and up_sw["A_KIND"] == A_CODES and not up_sw["TILE_SCALED"]
+             and cfg.block_k >= 64)
+    zp_corr = (PREFILL_ZP_EPILOGUE and up_sw["A_KIND"] == A_STATIC and up_sw["DOT"] == DOT_INT8
+               and not up_sw["TILE_SCALED"])
+    extra = dict(W_SPLIT=split, ZP_CORR=zp_corr,
+                 UNPACK_ASM=split and INT4_UNPACK_ASM and device.type == "cuda" and not interpreting())
 
     # Activations of the gate_up launch.
     a_ptr, stride_am, as_ptr, stride_asm = x, x.stride(0), d32, 0
@@ -163,6 +205,8 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
             codes, scales = quantize_per_token_int8(x)
         if codes.dtype == torch.float8_e4m3fn:
             codes = codes.view(torch.uint8)
+        if split:
+            codes = split_halves(codes, cfg.block_k)
         a_ptr, stride_am, as_ptr, stride_asm = codes, codes.stride(0), scales, scales.stride(0)
     elif up_sw["A_KIND"] == 3:
         st = _static_args(gate_up, scheme, device)
@@ -183,10 +227,10 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
                   UNIQUE_LOAD=unique_load)
     grid = (al.max_blocks, -(-i // cfg.block_n_up))
     moe_gemm_kernel[grid](
-        a_ptr, stride_am, as_ptr, stride_asm, *st, *_weight_args(gate_up, scheme, device),
+        a_ptr, stride_am, as_ptr, stride_asm, *st, *_weight_args(gate_up, scheme, device, split),
         al.sorted_ids, al.block_expert, tw, inter, inter.stride(0), amax, amax.stride(0) if amax.ndim == 2 else 0,
-        i, h, al.num_pairs, top_k, TINY_F32, EVEN_K=h % cfg.block_k == 0, BLOCK_N=cfg.block_n_up,
-        **up_sw, **launch)
+        *_corr_args(gate_up, scheme, device, zp_corr), i, h, al.num_pairs, top_k, TINY_F32,
+        EVEN_K=h % cfg.block_k == 0, BLOCK_N=cfg.block_n_up, **up_sw, **launch, **extra)
 
     # Down projection: the intermediate is quantized once here (PREFILL_QUANTIZE_ONCE), or on load from the
     # amax above (or static scales)
@@ -203,14 +247,16 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
         if not static:
             as_ptr, stride_asm = scales, scales.stride(0)
         down_sw = dict(down_sw, A_KIND=A_STATIC_CODES if static else A_CODES)
+        if split:
+            a_down = split_halves(a_down, cfg.block_k)
     full = expert_range is None or tuple(expert_range) == (0, num_experts)
     out = (torch.empty if full else torch.zeros)((al.num_pairs, h), dtype=torch.float32, device=device)
     grid = (al.max_blocks, -(-h // cfg.block_n_down))
     moe_gemm_kernel[grid](
-        a_down, a_down.stride(0), as_ptr, stride_asm, *st, *_weight_args(down, scheme, device),
-        al.sorted_ids, al.block_expert, tw, out, out.stride(0), d32, 0,
+        a_down, a_down.stride(0), as_ptr, stride_asm, *st, *_weight_args(down, scheme, device, split),
+        al.sorted_ids, al.block_expert, tw, out, out.stride(0), d32, 0, *_corr_args(down, scheme, device, zp_corr),
         h, i, al.num_pairs, top_k, TINY_F32, EVEN_K=i % cfg.block_k == 0, BLOCK_N=cfg.block_n_down,
-        **down_sw, **launch)
+        **down_sw, **launch, **extra)
     y.copy_(out.view(t, top_k, h).sum(dim=1))
     return y
 

@@ -22,6 +22,14 @@ fp8 -> fp32, or fp32 IEEE), minus ``zp * colsum(W)`` for a static activation zer
 activations), else ``acc += part`` and channel/token/tensor scales multiply the accumulator once at the end.
 Blocks whose expert is -1 (past the used blocks) do nothing.
 
+Switches of the prefill speed paths (each computes the same integers as the path it replaces, moe.py):
+ZP_CORR subtracts the static zero point's share once in the epilogue, ``acc -= zp * corr[e, n]`` with the
+precomputed per-expert code sums ``corr`` (moe_layout), rather than ``zp * colsum(W tile)`` at every K step.
+W_SPLIT (int4 weights, int8 codes, two-level group scales) reads the int4 words as bytes, each byte's low and
+high fields as two int8 tiles (inputs ``k0 + 2j`` and ``k0 + 2j + 1``), multiplies them by two contiguous
+activation tiles that moe_requant.split_halves laid out in that order, and scales the int32 partial sum by the
+group's integer s2 (moe_tiles.int4_split_step); UNPACK_ASM decodes the bytes with inline PTX.
+
 A_KIND: 0 float x, 1 codes with stored per-row / per-group scales, 2 quantized on load from a stored amax,
 3 quantized on load with the expert's static scale and zero point, 4 static codes quantized beforehand (the
 zero-point correction and the static scale still apply). A_POS: A's rows are the padded positions (codes
@@ -37,6 +45,7 @@ from dsq_cuda.moe_tiles import (
     a_group_scale,
     load_a,
     load_w,
+    int4_split_step,
     round_to,
     row_scale,
     w_channel_scale,
@@ -50,14 +59,15 @@ def moe_gemm_kernel(
         w_ptr, stride_we, stride_wn, ws_ptr, stride_se, stride_sn,
         zp_ptr, stride_ze, stride_zn, gs_ptr, stride_ge, stride_gn,
         sorted_ids_ptr, block_expert_ptr, tw_ptr, out_ptr, stride_om, amax_ptr, stride_xm_amax,
-        N, K, num_pairs, top_k, tiny,
+        corr_ptr, stride_ce, N, K, num_pairs, top_k, tiny,
         GATE_UP: tl.constexpr, W_KIND: tl.constexpr, W_ZP: tl.constexpr, W_GS: tl.constexpr,
         W_SCALE: tl.constexpr, GROUP: tl.constexpr, BLOCK_N_W: tl.constexpr, BLOCK_K_W: tl.constexpr,
         A_KIND: tl.constexpr, A_FP8: tl.constexpr, A_GROUPED: tl.constexpr, A_GROUP: tl.constexpr,
         HALF_AWAY: tl.constexpr, DOT: tl.constexpr, OUT_KIND: tl.constexpr,
         NEXT_AMAX: tl.constexpr, NEXT_GROUP: tl.constexpr, EVEN_K: tl.constexpr, TILE_SCALED: tl.constexpr,
         UNIQUE_LOAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-        A_POS: tl.constexpr = False):
+        A_POS: tl.constexpr = False, ZP_CORR: tl.constexpr = False, W_SPLIT: tl.constexpr = False,
+        UNPACK_ASM: tl.constexpr = False):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     e = tl.load(block_expert_ptr + pid_m)
@@ -83,55 +93,74 @@ def moe_gemm_kernel(
         else:
             acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
             acc_u = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            a = load_a(a_ptr, a_rows, rmask, offs_k, k0, K, stride_am, as_ptr, stride_asm, st_s, st_zp,
-                       A_KIND, A_FP8, A_GROUPED, A_GROUP, HALF_AWAY, DOT, EVEN_K, tiny)
-            w = load_w(w_ptr, zp_ptr, gs_ptr, e64, cols, offs_k, k0, N, K, stride_we, stride_wn,
-                       stride_ze, stride_zn, stride_ge, stride_gn, W_KIND, W_ZP, W_GS, GROUP, DOT, EVEN_K, UNIQUE_LOAD,
-                       BLOCK_K, BLOCK_N)
-            if GATE_UP:
-                w_u = load_w(w_ptr, zp_ptr, gs_ptr, e64, cols + N, offs_k, k0, 2 * N, K, stride_we, stride_wn,
-                             stride_ze, stride_zn, stride_ge, stride_gn, W_KIND, W_ZP, W_GS, GROUP, DOT, EVEN_K, UNIQUE_LOAD,
-                       BLOCK_K, BLOCK_N)
-            if DOT == 1:
-                part = tl.dot(a, w, out_dtype=tl.int32)
+        if W_SPLIT:
+            # int4 weights x int8 codes (W4A8 two-level), the split-halves way (module docstring)
+            offs_h = tl.arange(0, BLOCK_K // 2)
+            a_row = a_ptr + a_rows[:, None].to(tl.int64) * stride_am
+            kb = (K + 7) // 8 * 4
+            for k0 in range(0, K, BLOCK_K):
+                a_lo = tl.load(a_row + (k0 + offs_h)[None, :], mask=rmask[:, None], other=0)
+                a_hi = tl.load(a_row + (k0 + BLOCK_K // 2 + offs_h)[None, :], mask=rmask[:, None], other=0)
+                acc += int4_split_step(a_lo, a_hi, w_ptr, gs_ptr, e64, cols, k0, N, kb, stride_we, stride_wn,
+                                       stride_ge, stride_gn, GROUP, UNPACK_ASM, BLOCK_K, BLOCK_N)
                 if GATE_UP:
-                    part_u = tl.dot(a, w_u, out_dtype=tl.int32)
-            elif DOT == 5:
-                part = tl.dot(a, w, input_precision="ieee")
+                    acc_u += int4_split_step(a_lo, a_hi, w_ptr, gs_ptr, e64, cols + N, k0, 2 * N, kb, stride_we,
+                                             stride_wn, stride_ge, stride_gn, GROUP, UNPACK_ASM, BLOCK_K, BLOCK_N)
+        else:
+            for k0 in range(0, K, BLOCK_K):
+                a = load_a(a_ptr, a_rows, rmask, offs_k, k0, K, stride_am, as_ptr, stride_asm, st_s, st_zp,
+                           A_KIND, A_FP8, A_GROUPED, A_GROUP, HALF_AWAY, DOT, EVEN_K, tiny)
+                w = load_w(w_ptr, zp_ptr, gs_ptr, e64, cols, offs_k, k0, N, K, stride_we, stride_wn, stride_ze,
+                           stride_zn, stride_ge, stride_gn, W_KIND, W_ZP, W_GS, GROUP, DOT, EVEN_K, UNIQUE_LOAD,
+                           BLOCK_K, BLOCK_N)
                 if GATE_UP:
-                    part_u = tl.dot(a, w_u, input_precision="ieee")
-            else:
-                part = tl.dot(a, w)
-                if GATE_UP:
-                    part_u = tl.dot(a, w_u)
-            if A_KIND == 3 or A_KIND == 4:  # (q - zp) @ w = q @ w - zp * colsum(w), exact in int32
-                zp_i = st_zp.to(tl.int32)
-                part = part - zp_i * tl.sum(w.to(tl.int32), axis=0)[None, :]
-                if GATE_UP:
-                    part_u = part_u - zp_i * tl.sum(w_u.to(tl.int32), axis=0)[None, :]
-            if TILE_SCALED:
-                if A_GROUPED:
-                    sa = a_group_scale(as_ptr, a_rows, rmask, k0, stride_asm, A_KIND, A_FP8, A_GROUP, tiny)
+                    w_u = load_w(w_ptr, zp_ptr, gs_ptr, e64, cols + N, offs_k, k0, 2 * N, K, stride_we, stride_wn,
+                                 stride_ze, stride_zn, stride_ge, stride_gn, W_KIND, W_ZP, W_GS, GROUP, DOT, EVEN_K,
+                                 UNIQUE_LOAD, BLOCK_K, BLOCK_N)
+                if DOT == 1:
+                    part = tl.dot(a, w, out_dtype=tl.int32)
+                    if GATE_UP:
+                        part_u = tl.dot(a, w_u, out_dtype=tl.int32)
+                elif DOT == 5:
+                    part = tl.dot(a, w, input_precision="ieee")
+                    if GATE_UP:
+                        part_u = tl.dot(a, w_u, input_precision="ieee")
                 else:
-                    sa = tl.full([BLOCK_M], 1.0, tl.float32)
-                if W_SCALE == 2 or W_SCALE == 3:
-                    sw = w_tile_scale(ws_ptr, e64, cols, k0, N, stride_se, stride_sn, W_SCALE, GROUP,
-                                      BLOCK_N_W, BLOCK_K_W)
-                else:
-                    sw = tl.full([BLOCK_N], 1.0, tl.float32)
-                acc += part.to(tl.float32) * sa[:, None] * sw[None, :]
-                if GATE_UP:
-                    if W_SCALE == 2 or W_SCALE == 3:
-                        sw_u = w_tile_scale(ws_ptr, e64, cols + N, k0, 2 * N, stride_se, stride_sn, W_SCALE,
-                                            GROUP, BLOCK_N_W, BLOCK_K_W)
+                    part = tl.dot(a, w)
+                    if GATE_UP:
+                        part_u = tl.dot(a, w_u)
+                if (A_KIND == 3 or A_KIND == 4) and not ZP_CORR:  # (q - zp) @ w = q @ w - zp * colsum(w), in int32
+                    zp_i = st_zp.to(tl.int32)
+                    part = part - zp_i * tl.sum(w.to(tl.int32), axis=0)[None, :]
+                    if GATE_UP:
+                        part_u = part_u - zp_i * tl.sum(w_u.to(tl.int32), axis=0)[None, :]
+                if TILE_SCALED:
+                    if A_GROUPED:
+                        sa = a_group_scale(as_ptr, a_rows, rmask, k0, stride_asm, A_KIND, A_FP8, A_GROUP, tiny)
                     else:
-                        sw_u = sw
-                    acc_u += part_u.to(tl.float32) * sa[:, None] * sw_u[None, :]
-            else:
-                acc += part
-                if GATE_UP:
-                    acc_u += part_u
+                        sa = tl.full([BLOCK_M], 1.0, tl.float32)
+                    if W_SCALE == 2 or W_SCALE == 3:
+                        sw = w_tile_scale(ws_ptr, e64, cols, k0, N, stride_se, stride_sn, W_SCALE, GROUP,
+                                          BLOCK_N_W, BLOCK_K_W)
+                    else:
+                        sw = tl.full([BLOCK_N], 1.0, tl.float32)
+                    acc += part.to(tl.float32) * sa[:, None] * sw[None, :]
+                    if GATE_UP:
+                        if W_SCALE == 2 or W_SCALE == 3:
+                            sw_u = w_tile_scale(ws_ptr, e64, cols + N, k0, 2 * N, stride_se, stride_sn, W_SCALE,
+                                                GROUP, BLOCK_N_W, BLOCK_K_W)
+                        else:
+                            sw_u = sw
+                        acc_u += part_u.to(tl.float32) * sa[:, None] * sw_u[None, :]
+                else:
+                    acc += part
+                    if GATE_UP:
+                        acc_u += part_u
+        if ZP_CORR:  # the zero point's whole share at once: zp * sum_k q[e, n, k] (precomputed, exact in int32)
+            zp_i = st_zp.to(tl.int32)
+            acc -= zp_i * tl.load(corr_ptr + e64 * stride_ce + cols, mask=cols < N, other=0)[None, :]
+            if GATE_UP:
+                acc_u -= zp_i * tl.load(corr_ptr + e64 * stride_ce + cols + N, mask=cols < N, other=0)[None, :]
         # Scales that are constant along K.
         out = acc.to(tl.float32)
         out_u = acc_u.to(tl.float32)

@@ -103,3 +103,20 @@ def requantize(src: torch.Tensor, rows: int, sorted_ids: torch.Tensor, block_exp
                           MODE=STATIC if static is not None else DYNAMIC, GATHER=gather, FP8=fp8,
                           HALF_AWAY=half_away, GROUP=group, BM=block_m, BLOCK_R=16, BLOCK_K=256, num_warps=4)
     return q, scales
+
+
+def split_halves(codes: torch.Tensor, block_k: int) -> torch.Tensor:
+    """int8 codes ``[R, K]`` -> ``[R, Kp]`` (Kp = K rounded up to ``block_k``, zero-filled), reordered inside
+    every ``block_k`` columns so that the even inputs come first, then the odd ones:
+
+        out[r, k0 + j] = codes[r, k0 + 2j],   out[r, k0 + block_k/2 + j] = codes[r, k0 + 2j + 1]
+
+    That is the order in which one byte of canonical int4 weight words holds two codes (low field input 2j,
+    high field 2j + 1), so the W4A8 grouped GEMM (moe_tiles.int4_split_step) multiplies each byte's two fields
+    against two contiguous activation tiles, without interleaving the weight codes in registers.
+    """
+    r, k = codes.shape
+    kp = -(-k // block_k) * block_k
+    if kp != k:
+        codes = torch.nn.functional.pad(codes, (0, kp - k))
+    return codes.reshape(r, kp // block_k, block_k // 2, 2).transpose(2, 3).reshape(r, kp)

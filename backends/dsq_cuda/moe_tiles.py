@@ -195,5 +195,66 @@ def w_channel_scale(ws_ptr, e64, rows, N_ROWS, stride_se, stride_sn):
     return s.to(tl.float32)
 
 
-__all__ = ["round_to", "load_w", "w_tile_scale", "load_a", "a_group_scale", "row_scale", "w_channel_scale",
-           "triton"]
+@triton.jit
+def int4_halves(b, ASM: tl.constexpr):
+    """Bytes of canonical int4 words (uint8, two fields each) -> (low field - 8, high field - 8) as int8.
+
+    Byte ``j`` of a weight row holds the codes of inputs ``2j`` (bits 0-3) and ``2j + 1`` (bits 4-7), offset
+    binary. ``ASM`` decodes four bytes per 32-bit register with inline PTX (7 instructions for 8 codes, no
+    per-element conversions): per byte, ``((f | 0x80) - 8) ^ 0x80`` is ``f - 8`` as a two's-complement byte,
+    and setting bit 7 first means no byte borrows from its neighbour. The interpreter takes the plain path.
+    """
+    if ASM:
+        lo, hi = tl.inline_asm_elementwise(
+            asm="""
+            {
+            .reg .b32 t;
+            lop3.b32 t, $2, 0x0F0F0F0F, 0x80808080, 0xEA;
+            sub.u32 t, t, 0x08080808;
+            xor.b32 $0, t, 0x80808080;
+            shr.u32 t, $2, 4;
+            lop3.b32 t, t, 0x0F0F0F0F, 0x80808080, 0xEA;
+            sub.u32 t, t, 0x08080808;
+            xor.b32 $1, t, 0x80808080;
+            }
+            """,
+            constraints="=r,=r,r", args=[b], dtype=(tl.int8, tl.int8), is_pure=True, pack=4)
+    else:
+        lo = (b & 15).to(tl.int8) - 8
+        hi = (b >> 4).to(tl.int8) - 8
+    return lo, hi
+
+
+@triton.jit
+def load_w_halves(wb_ptr, e64, rows, k0, N_ROWS, KB, stride_we, stride_wn, ASM: tl.constexpr,
+                  BK: tl.constexpr, BN: tl.constexpr):
+    """Int4 codes of inputs ``k0 .. k0 + BK`` of expert e as two int8 tiles ``[BK/2, BN]``: the even inputs
+    ``k0 + 2j`` and the odd inputs ``k0 + 2j + 1``. ``wb_ptr`` is the canonical words viewed as bytes
+    (``KB`` bytes per row); bytes past the row read as code -8, which the caller's zero activations cancel."""
+    kb = k0 // 2 + tl.arange(0, BK // 2)
+    nmask = rows < N_ROWS
+    b = tl.load(wb_ptr + e64 * stride_we + rows[None, :].to(tl.int64) * stride_wn + kb[:, None],
+                mask=(kb < KB)[:, None] & nmask[None, :], other=0)
+    return int4_halves(b, ASM)
+
+
+@triton.jit
+def int4_split_step(a_lo, a_hi, wb_ptr, gs_ptr, e64, rows, k0, N_ROWS, KB, stride_we, stride_wn, stride_ge,
+                    stride_gn, GROUP: tl.constexpr, ASM: tl.constexpr, BK: tl.constexpr, BN: tl.constexpr):
+    """One K step of int8 codes times two-level int4 weights, int32 ``[BM, BN]``:
+
+        (a_lo @ q_even + a_hi @ q_odd) * s2[n, k0 // GROUP]
+
+    ``a_lo`` / ``a_hi`` are the activation codes of inputs ``k0 + 2j`` / ``k0 + 2j + 1`` (split_halves lays
+    them out so); the integer group scale multiplies the int32 partial sum rather than every code, which is
+    the same integer because the step stays inside one group.
+    """
+    w_lo, w_hi = load_w_halves(wb_ptr, e64, rows, k0, N_ROWS, KB, stride_we, stride_wn, ASM, BK, BN)
+    part = tl.dot(a_hi, w_hi, tl.dot(a_lo, w_lo, out_dtype=tl.int32), out_dtype=tl.int32)
+    s2 = tl.load(gs_ptr + e64 * stride_ge + rows.to(tl.int64) * stride_gn + k0 // GROUP, mask=rows < N_ROWS,
+                 other=0)
+    return part * s2.to(tl.int32)[None, :]
+
+
+__all__ = ["round_to", "load_w", "int4_halves", "load_w_halves", "int4_split_step", "w_tile_scale", "load_a", "a_group_scale",
+           "row_scale", "w_channel_scale", "triton"]

@@ -21,6 +21,7 @@ What it does:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import functools
 import json
@@ -126,6 +127,21 @@ def check(h, i, device) -> list[dict]:
     return rows
 
 
+@contextlib.contextmanager
+def switches(values: dict):
+    """Set module-level switches of dsq_cuda.moe for one timing, then restore them."""
+    import dsq_cuda.moe as moe_mod
+
+    saved = {k: getattr(moe_mod, k) for k in values}
+    try:
+        for k, v in values.items():
+            setattr(moe_mod, k, v)
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(moe_mod, k, v)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="")
@@ -138,8 +154,15 @@ def main() -> None:
     ap.add_argument("--mant", action="store_true",
                     help="time the mantissa decode variant of the T = 1 GEMV path (dsq_cuda.gemv_kernel.MANT_DECODE)")
     ap.add_argument("--on-load", action="store_true", help="above T = 64 also time each scheme with its activations "
-                    "quantized on load in the GEMM (dsq_cuda.moe.PREFILL_QUANTIZE_ONCE = False), as SCHEME@on-load")
+                    "quantized on load in the GEMM (dsq_cuda.moe.PREFILL_QUANTIZE_ONCE = False)")
+    ap.add_argument("--prefill-variants", default="",
+                    help="JSON list of dicts of dsq_cuda.moe switches (e.g. [{\"PREFILL_INT4_SPLIT\": false}, "
+                    "{\"PREFILL_BLOCKS\": {\"block_m\": 128}}]), each timed above T = 64 as SCHEME@{...}; "
+                    "variants that set PREFILL_BLOCKS also time the bf16 fused layer")
     args = ap.parse_args()
+    prefill_variants = json.loads(args.prefill_variants) if args.prefill_variants else []
+    if args.on_load:
+        prefill_variants.append({"PREFILL_QUANTIZE_ONCE": False})
     if args.mant:
         import dsq_cuda.gemv_kernel
         dsq_cuda.gemv_kernel.MANT_DECODE = True
@@ -176,6 +199,11 @@ def main() -> None:
     for (t, kind), (ids, tw) in routes.items():
         x = x_all[:t]
         record("bf16-fused", t, kind, bench(functools.partial(moe_float, x, ids, tw, wg, wd), device, True), bf16_bytes)
+        for v in [v for v in prefill_variants if "PREFILL_BLOCKS" in v] if t > 64 else []:
+            with switches(v):
+                fn = functools.partial(moe_float, x, ids, tw, wg, wd)
+                record("bf16-fused@" + json.dumps(v, separators=(",", ":")), t, kind, bench(fn, device, True),
+                       bf16_bytes)
         if t <= 64:
             fn = functools.partial(run_moe, x, ids, tw, wg, wd, None, e, path="tiled")
             record("bf16-tiled", t, kind, bench(fn, device, True), bf16_bytes)
@@ -191,14 +219,11 @@ def main() -> None:
         for (t, kind), (ids, tw) in routes.items():
             x = x_all[:t]
             record(name, t, kind, bench(functools.partial(run_moe, x, ids, tw, ew.gate_up, ew.down, scheme, e), device, True), nbytes)
-            if args.on_load and t > 64:
-                import dsq_cuda.moe as moe_mod
-                moe_mod.PREFILL_QUANTIZE_ONCE = False
-                try:
+            for v in prefill_variants if t > 64 else []:
+                with switches(v):
                     fn = functools.partial(run_moe, x, ids, tw, ew.gate_up, ew.down, scheme, e)
-                    record(name + "@on-load", t, kind, bench(fn, device, True), nbytes)
-                finally:
-                    moe_mod.PREFILL_QUANTIZE_ONCE = True
+                    record(name + "@" + json.dumps(v, separators=(",", ":")), t, kind, bench(fn, device, True),
+                           nbytes)
             for v in variants if t <= 64 else []:
                 fn = functools.partial(run_moe, x, ids, tw, ew.gate_up, ew.down, scheme, e, decode_cfg=v)
                 record(name + json.dumps(v, separators=(",", ":")), t, kind, bench(fn, device, True), nbytes)

@@ -10,7 +10,10 @@ pytest.importorskip("triton")
 from moe_cases import ALL_SCHEMES, DEVICE, make_experts, reference, rel_err  # noqa: E402
 
 from dsq.errors import QuantInputError  # noqa: E402
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
 from dsq_cuda.moe import moe, moe_float  # noqa: E402
+from dsq_cuda.moe_tiles import int4_halves  # noqa: E402
 
 TOL = 4e-3  # bf16 output: the reference rounds once; we round the same intermediates, sums differ in order
 
@@ -75,22 +78,61 @@ def test_prefill_path(scheme_name):
     _check(scheme_name, t=70, e=6, k=2, h=128, i=64)
 
 
-@pytest.mark.parametrize("scheme_name", ["W8A8", "W8A8_DYNAMIC", "W4A8_DYNAMIC", "W4AFP8", "FP8_BLOCK"])
-def test_prefill_quantize_once_gives_the_same_bits(scheme_name, monkeypatch):
-    """Quantizing each row once (moe_requant) or on every load in the GEMM gives bit-identical layers, with ragged
-    H / I and an empty expert."""
+_SAME_BITS = [(n, "PREFILL_QUANTIZE_ONCE") for n in ["W8A8", "W8A8_DYNAMIC", "W4A8_DYNAMIC", "W4AFP8", "FP8_BLOCK"]]
+_SAME_BITS += [("W8A8", "PREFILL_ZP_EPILOGUE"), ("W4A8_DYNAMIC", "PREFILL_INT4_SPLIT")]
+_SAME_BITS += [("W4A8_DYNAMIC", "INT4_UNPACK_ASM")] if DEVICE == "cuda" else []  # PTX: no interpreter
+
+
+@pytest.mark.parametrize(("scheme_name", "switch"), _SAME_BITS)
+def test_prefill_switches_give_the_same_bits(scheme_name, switch, monkeypatch):
+    """Each prefill speed switch of dsq_cuda.moe computes the same integers as the path it replaces: quantizing
+    each row once (moe_requant) or on every load in the GEMM, the zero point's share in the epilogue or per K
+    step, int4 fields split against reordered activations or unpacked by reshape (and decoded by PTX or by
+    Triton ops). Layers are bit-identical, with ragged H / I and an empty expert."""
     import dsq_cuda.moe as moe_mod
 
+    assert getattr(moe_mod, switch) is True  # the default; the test turns it off
     t, e, k, h, i = 67, 5, 2, 200, 96
     scheme, _, dev = make_experts(scheme_name, e, h, i, seed=4)
     ids, w = _routing(t, e, k, seed=9)
     ids[ids == 3] = 1  # expert 3 gets nothing
     x = torch.randn(t, h, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
     args = (None, x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev, scheme)
-    once = moe(*args)
-    monkeypatch.setattr(moe_mod, "PREFILL_QUANTIZE_ONCE", False)
-    on_load = moe(*args)
-    assert torch.equal(once.cpu(), on_load.cpu())
+    new = moe(*args)
+    monkeypatch.setattr(moe_mod, switch, False)
+    old = moe(*args)
+    assert torch.equal(new.cpu(), old.cpu())
+
+
+@triton.jit
+def _int4_halves_kernel(b_ptr, lo_ptr, hi_ptr, ASM: tl.constexpr):
+    offs = tl.arange(0, 256)
+    lo, hi = int4_halves(tl.load(b_ptr + offs), ASM)
+    tl.store(lo_ptr + offs, lo)
+    tl.store(hi_ptr + offs, hi)
+
+
+def test_split_halves_reorders_each_block_and_zero_fills():
+    from dsq_cuda.moe_requant import split_halves
+
+    codes = torch.arange(2 * 200, dtype=torch.int32).reshape(2, 200).to(torch.int8)
+    out = split_halves(codes, 128)
+    assert out.shape == (2, 256)
+    assert out[1, 5].item() == codes[1, 10].item() and out[1, 64 + 5].item() == codes[1, 11].item()
+    assert out[0, 128 + 3].item() == codes[0, 134].item() and out[0, 192 + 3].item() == codes[0, 135].item()
+    assert out[0, 128 + 36:192].eq(0).all() and out[0, 192 + 36:].eq(0).all()  # inputs 200.. do not exist
+
+
+def test_int4_halves_decodes_both_fields():
+    """Every byte value decodes to (low field - 8, high field - 8), by the Triton ops path (and by PTX on a GPU)."""
+    b = torch.arange(256, dtype=torch.int32).to(torch.uint8).to(DEVICE)
+    want_lo = (b.long() & 15) - 8
+    want_hi = (b.long() >> 4) - 8
+    for asm in [False, True] if DEVICE == "cuda" else [False]:
+        lo = torch.empty(256, dtype=torch.int8, device=DEVICE)
+        hi = torch.empty_like(lo)
+        _int4_halves_kernel[(1,)](b, lo, hi, ASM=asm)
+        assert torch.equal(lo.long(), want_lo) and torch.equal(hi.long(), want_hi), asm
 
 
 def test_expert_range_sums_to_full():
