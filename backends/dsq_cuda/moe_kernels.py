@@ -43,9 +43,9 @@ import triton.language as tl
 
 from dsq_cuda.moe_tiles import (
     a_group_scale,
+    int4_split_step,
     load_a,
     load_w,
-    int4_split_step,
     round_to,
     row_scale,
     w_channel_scale,

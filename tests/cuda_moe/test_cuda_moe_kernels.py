@@ -7,11 +7,11 @@ import torch
 
 pytest.importorskip("triton")
 
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
 from moe_cases import ALL_SCHEMES, DEVICE, make_experts, reference, rel_err  # noqa: E402
 
 from dsq.errors import QuantInputError  # noqa: E402
-import triton  # noqa: E402
-import triton.language as tl  # noqa: E402
 from dsq_cuda.moe import moe, moe_float  # noqa: E402
 from dsq_cuda.moe_tiles import int4_halves  # noqa: E402
 
