@@ -226,71 +226,35 @@ def int4_halves(b, ASM: tl.constexpr):
 
 
 @triton.jit
-def int4_halves_scaled(b, s2, ASM: tl.constexpr):
-    """Like ``int4_halves``, times the integer group scale: ``((f - 8) * s2)`` as int8 for both fields.
-
-    The scheme keeps codes in [-7, 7] (fields 1..15) and s2 in 1..17, so every product lies in [-119, 119]
-    (dsq.schemes). ``ASM`` (``s2`` uint8, the same in the four bytes of a register, which hold four inputs of
-    one output column) multiplies four bytes at once: with ``u = f - 1`` (0..14) each byte of
-    ``u * s2 + (128 - 7 * s2)`` is ``q * s2 + 128``, in 9..247, so no byte carries into the next; flipping bit 7
-    makes it ``q * s2`` in two's complement.
-    """
-    if ASM:
-        lo, hi = tl.inline_asm_elementwise(
-            asm="""
-            {
-            .reg .b32 s, c, u, t;
-            and.b32 s, $3, 0xFF;
-            mul.lo.s32 c, s, -7;
-            add.s32 c, c, 128;
-            mul.lo.u32 c, c, 0x01010101;
-            and.b32 u, $2, 0x0F0F0F0F;
-            sub.u32 u, u, 0x01010101;
-            mad.lo.u32 t, u, s, c;
-            xor.b32 $0, t, 0x80808080;
-            shr.u32 u, $2, 4;
-            and.b32 u, u, 0x0F0F0F0F;
-            sub.u32 u, u, 0x01010101;
-            mad.lo.u32 t, u, s, c;
-            xor.b32 $1, t, 0x80808080;
-            }
-            """,
-            constraints="=r,=r,r,r", args=[b, s2], dtype=(tl.int8, tl.int8), is_pure=True, pack=4)
-    else:
-        s = s2.to(tl.int32)
-        lo = (((b & 15).to(tl.int32) - 8) * s).to(tl.int8)
-        hi = (((b >> 4).to(tl.int32) - 8) * s).to(tl.int8)
-    return lo, hi
-
-
-@triton.jit
-def int4_split_step(acc, a_lo, a_hi, wb_ptr, gs_ptr, e64, rows, k0, N_ROWS, KB, stride_we, stride_wn, stride_ge,
-                    stride_gn, GROUP: tl.constexpr, ASM: tl.constexpr, S2_IN_CODES: tl.constexpr,
-                    BK: tl.constexpr, BN: tl.constexpr):
-    """One K step of int8 codes times two-level int4 weights, added to the int32 accumulator ``[BM, BN]``:
-
-        acc + (a_lo @ q_even + a_hi @ q_odd) * s2[n, k0 // GROUP]
-
-    ``a_lo`` / ``a_hi`` are the activation codes of inputs ``k0 + 2j`` / ``k0 + 2j + 1`` (moe_requant.split_halves
-    lays them out so); ``wb_ptr`` is the canonical int4 words viewed as bytes (``KB`` bytes per row), byte j
-    holding inputs 2j (bits 0-3) and 2j + 1. Past the row, bytes read 0x88 (code 0; the activations there are 0
-    too). ``S2_IN_CODES`` multiplies the codes by s2 before the MMAs, which then chain on ``acc``; otherwise the
-    int32 partial sum is scaled (the step stays inside one group, so both are the same integer).
-    """
+def load_w_halves(wb_ptr, e64, rows, k0, N_ROWS, KB, stride_we, stride_wn, ASM: tl.constexpr,
+                  BK: tl.constexpr, BN: tl.constexpr):
+    """Int4 codes of inputs ``k0 .. k0 + BK`` of expert e as two int8 tiles ``[BK/2, BN]``: the even inputs
+    ``k0 + 2j`` and the odd inputs ``k0 + 2j + 1``. ``wb_ptr`` is the canonical words viewed as bytes
+    (``KB`` bytes per row); bytes past the row read as code -8, which the caller's zero activations cancel."""
     kb = k0 // 2 + tl.arange(0, BK // 2)
     nmask = rows < N_ROWS
     b = tl.load(wb_ptr + e64 * stride_we + rows[None, :].to(tl.int64) * stride_wn + kb[:, None],
-                mask=(kb < KB)[:, None] & nmask[None, :], other=0x88)
-    s2 = tl.load(gs_ptr + e64 * stride_ge + rows.to(tl.int64) * stride_gn + k0 // GROUP, mask=nmask, other=1)
-    if S2_IN_CODES:
-        w_lo, w_hi = int4_halves_scaled(b, tl.broadcast_to(s2.to(tl.uint8)[None, :], [BK // 2, BN]), ASM)
-        acc = tl.dot(a_lo, w_lo, acc, out_dtype=tl.int32)
-        acc = tl.dot(a_hi, w_hi, acc, out_dtype=tl.int32)
-    else:
-        w_lo, w_hi = int4_halves(b, ASM)
-        part = tl.dot(a_hi, w_hi, tl.dot(a_lo, w_lo, out_dtype=tl.int32), out_dtype=tl.int32)
-        acc += part * s2.to(tl.int32)[None, :]
-    return acc
+                mask=(kb < KB)[:, None] & nmask[None, :], other=0)
+    return int4_halves(b, ASM)
 
-__all__ = ["round_to", "load_w", "int4_halves", "int4_halves_scaled", "int4_split_step", "w_tile_scale", "load_a", "a_group_scale",
+
+@triton.jit
+def int4_split_step(a_lo, a_hi, wb_ptr, gs_ptr, e64, rows, k0, N_ROWS, KB, stride_we, stride_wn, stride_ge,
+                    stride_gn, GROUP: tl.constexpr, ASM: tl.constexpr, BK: tl.constexpr, BN: tl.constexpr):
+    """One K step of int8 codes times two-level int4 weights, int32 ``[BM, BN]``:
+
+        (a_lo @ q_even + a_hi @ q_odd) * s2[n, k0 // GROUP]
+
+    ``a_lo`` / ``a_hi`` are the activation codes of inputs ``k0 + 2j`` / ``k0 + 2j + 1`` (split_halves lays
+    them out so); the integer group scale multiplies the int32 partial sum rather than every code, which is
+    the same integer because the step stays inside one group.
+    """
+    w_lo, w_hi = load_w_halves(wb_ptr, e64, rows, k0, N_ROWS, KB, stride_we, stride_wn, ASM, BK, BN)
+    part = tl.dot(a_hi, w_hi, tl.dot(a_lo, w_lo, out_dtype=tl.int32), out_dtype=tl.int32)
+    s2 = tl.load(gs_ptr + e64 * stride_ge + rows.to(tl.int64) * stride_gn + k0 // GROUP, mask=rows < N_ROWS,
+                 other=0)
+    return part * s2.to(tl.int32)[None, :]
+
+
+__all__ = ["round_to", "load_w", "int4_halves", "load_w_halves", "int4_split_step", "w_tile_scale", "load_a", "a_group_scale",
            "row_scale", "w_channel_scale", "triton"]
