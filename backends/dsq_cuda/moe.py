@@ -63,6 +63,9 @@ PREFILL_ZP_EPILOGUE = True
 PREFILL_INT4_SPLIT = True
 #: the split path decodes four bytes per instruction sequence with inline PTX on a GPU (moe_tiles.int4_halves)
 INT4_UNPACK_ASM = True
+#: the split path computes the transposed tile (weights as the MMA's first operand, which Hopper's wgmma can
+#: read from registers); an experiment, off by default
+INT4_SWAP_AB = False
 #: block-shape overrides for the tiled path (BlockConfig field -> value; benchmark sweeps), None: moe_plan's
 PREFILL_BLOCKS: dict | None = None
 _EMPTY: dict[tuple, torch.Tensor] = {}
@@ -190,7 +193,7 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
              and cfg.block_k >= 64)
     zp_corr = (PREFILL_ZP_EPILOGUE and up_sw["A_KIND"] == A_STATIC and up_sw["DOT"] == DOT_INT8
                and not up_sw["TILE_SCALED"])
-    extra = dict(W_SPLIT=split, ZP_CORR=zp_corr,
+    extra = dict(W_SPLIT=split, ZP_CORR=zp_corr, SWAP_AB=split and INT4_SWAP_AB,
                  UNPACK_ASM=split and INT4_UNPACK_ASM and device.type == "cuda" and not interpreting())
 
     # Activations of the gate_up launch.

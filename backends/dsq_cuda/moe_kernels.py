@@ -28,7 +28,8 @@ precomputed per-expert code sums ``corr`` (moe_layout), rather than ``zp * colsu
 W_SPLIT (int4 weights, int8 codes, two-level group scales) reads the int4 words as bytes, each byte's low and
 high fields as two int8 tiles (inputs ``k0 + 2j`` and ``k0 + 2j + 1``), multiplies them by two contiguous
 activation tiles that moe_requant.split_halves laid out in that order, and scales the int32 partial sum by the
-group's integer s2 (moe_tiles.int4_split_step); UNPACK_ASM decodes the bytes with inline PTX.
+group's integer s2 (moe_tiles.int4_split_step); UNPACK_ASM decodes the bytes with inline PTX; SWAP_AB
+computes the transposed tile ``W @ A^T``, the decoded weights as the MMA's first operand.
 
 A_KIND: 0 float x, 1 codes with stored per-row / per-group scales, 2 quantized on load from a stored amax,
 3 quantized on load with the expert's static scale and zero point, 4 static codes quantized beforehand (the
@@ -67,7 +68,7 @@ def moe_gemm_kernel(
         NEXT_AMAX: tl.constexpr, NEXT_GROUP: tl.constexpr, EVEN_K: tl.constexpr, TILE_SCALED: tl.constexpr,
         UNIQUE_LOAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
         A_POS: tl.constexpr = False, ZP_CORR: tl.constexpr = False, W_SPLIT: tl.constexpr = False,
-        UNPACK_ASM: tl.constexpr = False):
+        UNPACK_ASM: tl.constexpr = False, SWAP_AB: tl.constexpr = False):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     e = tl.load(block_expert_ptr + pid_m)
@@ -93,7 +94,25 @@ def moe_gemm_kernel(
         else:
             acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
             acc_u = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        if W_SPLIT:
+        if W_SPLIT and SWAP_AB:
+            # int4 weights x int8 codes (W4A8 two-level), transposed: out^T = W @ A^T (module docstring)
+            offs_h = tl.arange(0, BLOCK_K // 2)
+            a_col = a_ptr + a_rows[None, :].to(tl.int64) * stride_am
+            kb = (K + 7) // 8 * 4
+            acc_t = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.int32)
+            acc_ut = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.int32)
+            for k0 in range(0, K, BLOCK_K):
+                a_lo = tl.load(a_col + (k0 + offs_h)[:, None], mask=rmask[None, :], other=0)
+                a_hi = tl.load(a_col + (k0 + BLOCK_K // 2 + offs_h)[:, None], mask=rmask[None, :], other=0)
+                acc_t += int4_split_step(a_lo, a_hi, w_ptr, gs_ptr, e64, cols, k0, N, kb, stride_we, stride_wn,
+                                         stride_ge, stride_gn, GROUP, UNPACK_ASM, True, BLOCK_K, BLOCK_N)
+                if GATE_UP:
+                    acc_ut += int4_split_step(a_lo, a_hi, w_ptr, gs_ptr, e64, cols + N, k0, 2 * N, kb, stride_we,
+                                              stride_wn, stride_ge, stride_gn, GROUP, UNPACK_ASM, True, BLOCK_K,
+                                              BLOCK_N)
+            acc = tl.trans(acc_t)
+            acc_u = tl.trans(acc_ut)
+        elif W_SPLIT:
             # int4 weights x int8 codes (W4A8 two-level), the split-halves way (module docstring)
             offs_h = tl.arange(0, BLOCK_K // 2)
             a_row = a_ptr + a_rows[:, None].to(tl.int64) * stride_am
@@ -102,10 +121,11 @@ def moe_gemm_kernel(
                 a_lo = tl.load(a_row + (k0 + offs_h)[None, :], mask=rmask[:, None], other=0)
                 a_hi = tl.load(a_row + (k0 + BLOCK_K // 2 + offs_h)[None, :], mask=rmask[:, None], other=0)
                 acc += int4_split_step(a_lo, a_hi, w_ptr, gs_ptr, e64, cols, k0, N, kb, stride_we, stride_wn,
-                                       stride_ge, stride_gn, GROUP, UNPACK_ASM, BLOCK_K, BLOCK_N)
+                                       stride_ge, stride_gn, GROUP, UNPACK_ASM, False, BLOCK_K, BLOCK_N)
                 if GATE_UP:
                     acc_u += int4_split_step(a_lo, a_hi, w_ptr, gs_ptr, e64, cols + N, k0, 2 * N, kb, stride_we,
-                                             stride_wn, stride_ge, stride_gn, GROUP, UNPACK_ASM, BLOCK_K, BLOCK_N)
+                                             stride_wn, stride_ge, stride_gn, GROUP, UNPACK_ASM, False, BLOCK_K,
+                                             BLOCK_N)
         else:
             for k0 in range(0, K, BLOCK_K):
                 a = load_a(a_ptr, a_rows, rmask, offs_k, k0, K, stride_am, as_ptr, stride_asm, st_s, st_zp,

@@ -226,35 +226,38 @@ def int4_halves(b, ASM: tl.constexpr):
 
 
 @triton.jit
-def load_w_halves(wb_ptr, e64, rows, k0, N_ROWS, KB, stride_we, stride_wn, ASM: tl.constexpr,
-                  BK: tl.constexpr, BN: tl.constexpr):
-    """Int4 codes of inputs ``k0 .. k0 + BK`` of expert e as two int8 tiles ``[BK/2, BN]``: the even inputs
-    ``k0 + 2j`` and the odd inputs ``k0 + 2j + 1``. ``wb_ptr`` is the canonical words viewed as bytes
-    (``KB`` bytes per row); bytes past the row read as code -8, which the caller's zero activations cancel."""
-    kb = k0 // 2 + tl.arange(0, BK // 2)
-    nmask = rows < N_ROWS
-    b = tl.load(wb_ptr + e64 * stride_we + rows[None, :].to(tl.int64) * stride_wn + kb[:, None],
-                mask=(kb < KB)[:, None] & nmask[None, :], other=0)
-    return int4_halves(b, ASM)
-
-
-@triton.jit
 def int4_split_step(a_lo, a_hi, wb_ptr, gs_ptr, e64, rows, k0, N_ROWS, KB, stride_we, stride_wn, stride_ge,
-                    stride_gn, GROUP: tl.constexpr, ASM: tl.constexpr, BK: tl.constexpr, BN: tl.constexpr):
+                    stride_gn, GROUP: tl.constexpr, ASM: tl.constexpr, SWAP: tl.constexpr, BK: tl.constexpr,
+                    BN: tl.constexpr):
     """One K step of int8 codes times two-level int4 weights, int32 ``[BM, BN]``:
 
         (a_lo @ q_even + a_hi @ q_odd) * s2[n, k0 // GROUP]
 
-    ``a_lo`` / ``a_hi`` are the activation codes of inputs ``k0 + 2j`` / ``k0 + 2j + 1`` (split_halves lays
-    them out so); the integer group scale multiplies the int32 partial sum rather than every code, which is
-    the same integer because the step stays inside one group.
+    ``a_lo`` / ``a_hi`` ``[BM, BK/2]`` are the activation codes of inputs ``k0 + 2j`` / ``k0 + 2j + 1``
+    (moe_requant.split_halves lays them out so). ``wb_ptr`` is the canonical int4 words viewed as bytes (``KB``
+    bytes per row): byte j holds inputs 2j (bits 0-3) and 2j + 1, so one byte load serves both dots; bytes past
+    the row read as code -8, which the zero activations there cancel. The integer group scale multiplies the
+    int32 partial sum rather than every code: the same integer, as the step stays inside one group.
+    ``SWAP``: the transposed product, ``[BN, BM]`` from ``a_lo`` / ``a_hi`` given as ``[BK/2, BM]``, so that the
+    decoded weights are the MMA's first operand (which may stay in registers) instead of its second.
     """
-    w_lo, w_hi = load_w_halves(wb_ptr, e64, rows, k0, N_ROWS, KB, stride_we, stride_wn, ASM, BK, BN)
-    part = tl.dot(a_hi, w_hi, tl.dot(a_lo, w_lo, out_dtype=tl.int32), out_dtype=tl.int32)
-    s2 = tl.load(gs_ptr + e64 * stride_ge + rows.to(tl.int64) * stride_gn + k0 // GROUP, mask=rows < N_ROWS,
-                 other=0)
-    return part * s2.to(tl.int32)[None, :]
+    kb = k0 // 2 + tl.arange(0, BK // 2)
+    nmask = rows < N_ROWS
+    s2 = tl.load(gs_ptr + e64 * stride_ge + rows.to(tl.int64) * stride_gn + k0 // GROUP, mask=nmask,
+                 other=0).to(tl.int32)
+    base = wb_ptr + e64 * stride_we
+    if SWAP:
+        b = tl.load(base + rows[:, None].to(tl.int64) * stride_wn + kb[None, :],
+                    mask=nmask[:, None] & (kb < KB)[None, :], other=0)
+        w_lo, w_hi = int4_halves(b, ASM)
+        part = tl.dot(w_hi, a_hi, tl.dot(w_lo, a_lo, out_dtype=tl.int32), out_dtype=tl.int32)
+        return part * s2[:, None]
+    else:
+        b = tl.load(base + rows[None, :].to(tl.int64) * stride_wn + kb[:, None],
+                    mask=(kb < KB)[:, None] & nmask[None, :], other=0)
+        w_lo, w_hi = int4_halves(b, ASM)
+        part = tl.dot(a_hi, w_hi, tl.dot(a_lo, w_lo, out_dtype=tl.int32), out_dtype=tl.int32)
+        return part * s2[None, :]
 
-
-__all__ = ["round_to", "load_w", "int4_halves", "load_w_halves", "int4_split_step", "w_tile_scale", "load_a", "a_group_scale",
+__all__ = ["round_to", "load_w", "int4_halves", "int4_split_step", "w_tile_scale", "load_a", "a_group_scale",
            "row_scale", "w_channel_scale", "triton"]

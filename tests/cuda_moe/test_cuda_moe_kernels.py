@@ -81,6 +81,7 @@ def test_prefill_path(scheme_name):
 _SAME_BITS = [(n, "PREFILL_QUANTIZE_ONCE") for n in ["W8A8", "W8A8_DYNAMIC", "W4A8_DYNAMIC", "W4AFP8", "FP8_BLOCK"]]
 _SAME_BITS += [("W8A8", "PREFILL_ZP_EPILOGUE"), ("W4A8_DYNAMIC", "PREFILL_INT4_SPLIT")]
 _SAME_BITS += [("W4A8_DYNAMIC", "INT4_UNPACK_ASM")] if DEVICE == "cuda" else []  # PTX: no interpreter
+_SAME_BITS += [("W4A8_DYNAMIC", "INT4_SWAP_AB")]
 
 
 @pytest.mark.parametrize(("scheme_name", "switch"), _SAME_BITS)
@@ -91,7 +92,8 @@ def test_prefill_switches_give_the_same_bits(scheme_name, switch, monkeypatch):
     Triton ops). Layers are bit-identical, with ragged H / I and an empty expert."""
     import dsq_cuda.moe as moe_mod
 
-    assert getattr(moe_mod, switch) is True  # the default; the test turns it off
+    if not getattr(moe_mod, switch):  # an experiment, off by default: turn it on to compare
+        monkeypatch.setattr(moe_mod, switch, True)
     t, e, k, h, i = 67, 5, 2, 200, 96
     scheme, _, dev = make_experts(scheme_name, e, h, i, seed=4)
     ids, w = _routing(t, e, k, seed=9)
