@@ -66,6 +66,9 @@ INT4_UNPACK_ASM = True
 #: the split path computes the transposed tile (weights as the MMA's first operand, which Hopper's wgmma can
 #: read from registers); an experiment, off by default
 INT4_SWAP_AB = False
+#: with INT4_SWAP_AB: s2 multiplies the int4 codes before the MMAs (moe_tiles.int4_halves_scaled), which then
+#: accumulate in place; an experiment, off by default
+INT4_S2_IN_CODES = False
 #: block-shape overrides for the tiled path (BlockConfig field -> value; benchmark sweeps), None: moe_plan's
 PREFILL_BLOCKS: dict | None = None
 _EMPTY: dict[tuple, torch.Tensor] = {}
@@ -194,6 +197,7 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
     zp_corr = (PREFILL_ZP_EPILOGUE and up_sw["A_KIND"] == A_STATIC and up_sw["DOT"] == DOT_INT8
                and not up_sw["TILE_SCALED"])
     extra = dict(W_SPLIT=split, ZP_CORR=zp_corr, SWAP_AB=split and INT4_SWAP_AB,
+                 S2_IN_CODES=split and INT4_SWAP_AB and INT4_S2_IN_CODES,
                  UNPACK_ASM=split and INT4_UNPACK_ASM and device.type == "cuda" and not interpreting())
 
     # Activations of the gate_up launch.
