@@ -65,13 +65,9 @@ PREFILL_INT4_SPLIT = True
 INT4_UNPACK_ASM = True
 #: the split path computes the transposed tile ``W @ A^T``: the decoded weights are the MMA's first operand,
 #: which Hopper's wgmma reads from registers (the second one goes through shared memory), at 3 pipeline stages.
-#: H200, T = 4096 uniform (cuda-moe.md v13): 9.6 ms against 15.4 ms untransposed; False: untransposed
+#: H200, T = 4096 uniform (cuda-moe.md v13): 9.6 ms against 15.4 ms untransposed in one run, 13.2 against 18.6
+#: in another; False: untransposed
 INT4_SWAP_AB = True
-#: transposed split path with at least INT4_WIDE_MIN_PAIRS pairs per expert on average: 128-row blocks, and s2
-#: multiplies the int4 codes before the MMAs (moe_tiles.int4_halves_scaled), which then accumulate in place.
-#: H200 (v13): 11.3 ms against 13.3 ms for 64-row blocks at T = 4096; slower at T = 512 (16 pairs per expert)
-INT4_S2_IN_CODES = True
-INT4_WIDE_MIN_PAIRS = 64
 #: block-shape overrides for the tiled path (BlockConfig field -> value; benchmark sweeps), None: moe_plan's
 PREFILL_BLOCKS: dict | None = None
 _EMPTY: dict[tuple, torch.Tensor] = {}
@@ -192,9 +188,8 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
              and up_sw["W_GS"] and not up_sw["W_ZP"] and up_sw["A_KIND"] == A_CODES and not up_sw["TILE_SCALED"]
              and cfg.block_k >= 64)
     swap = split and INT4_SWAP_AB
-    s2_in_codes = swap and INT4_S2_IN_CODES and t * top_k >= INT4_WIDE_MIN_PAIRS * num_experts
     if swap:
-        cfg = dataclasses.replace(cfg, num_stages=3, block_m=128 if s2_in_codes else cfg.block_m)
+        cfg = dataclasses.replace(cfg, num_stages=3)
     if PREFILL_BLOCKS:
         cfg = dataclasses.replace(cfg, **PREFILL_BLOCKS)
     al = align_pairs(topk_ids, num_experts, cfg.block_m, expert_range)
@@ -203,7 +198,7 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
     d32 = _dummy(device)
     zp_corr = (PREFILL_ZP_EPILOGUE and up_sw["A_KIND"] == A_STATIC and up_sw["DOT"] == DOT_INT8
                and not up_sw["TILE_SCALED"])
-    extra = dict(W_SPLIT=split, ZP_CORR=zp_corr, SWAP_AB=swap, S2_IN_CODES=s2_in_codes,
+    extra = dict(W_SPLIT=split, ZP_CORR=zp_corr, SWAP_AB=swap,
                  UNPACK_ASM=split and INT4_UNPACK_ASM and device.type == "cuda" and not interpreting())
 
     # Activations of the gate_up launch.

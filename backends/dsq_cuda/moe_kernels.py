@@ -68,7 +68,7 @@ def moe_gemm_kernel(
         NEXT_AMAX: tl.constexpr, NEXT_GROUP: tl.constexpr, EVEN_K: tl.constexpr, TILE_SCALED: tl.constexpr,
         UNIQUE_LOAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
         A_POS: tl.constexpr = False, ZP_CORR: tl.constexpr = False, W_SPLIT: tl.constexpr = False,
-        UNPACK_ASM: tl.constexpr = False, SWAP_AB: tl.constexpr = False, S2_IN_CODES: tl.constexpr = False):
+        UNPACK_ASM: tl.constexpr = False, SWAP_AB: tl.constexpr = False):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     e = tl.load(block_expert_ptr + pid_m)
@@ -105,12 +105,12 @@ def moe_gemm_kernel(
                 a_lo = tl.load(a_col + (k0 + offs_h)[:, None], mask=rmask[None, :], other=0)
                 a_hi = tl.load(a_col + (k0 + BLOCK_K // 2 + offs_h)[:, None], mask=rmask[None, :], other=0)
                 acc_t = int4_split_step(acc_t, a_lo, a_hi, w_ptr, gs_ptr, e64, cols, k0, N, kb, stride_we,
-                                        stride_wn, stride_ge, stride_gn, GROUP, UNPACK_ASM, True, S2_IN_CODES,
-                                        BLOCK_K, BLOCK_N)
+                                        stride_wn, stride_ge, stride_gn, GROUP, UNPACK_ASM, True, BLOCK_K,
+                                        BLOCK_N)
                 if GATE_UP:
                     acc_ut = int4_split_step(acc_ut, a_lo, a_hi, w_ptr, gs_ptr, e64, cols + N, k0, 2 * N, kb,
                                              stride_we, stride_wn, stride_ge, stride_gn, GROUP, UNPACK_ASM, True,
-                                             S2_IN_CODES, BLOCK_K, BLOCK_N)
+                                             BLOCK_K, BLOCK_N)
             acc = tl.trans(acc_t)
             acc_u = tl.trans(acc_ut)
         elif W_SPLIT:
@@ -122,11 +122,11 @@ def moe_gemm_kernel(
                 a_lo = tl.load(a_row + (k0 + offs_h)[None, :], mask=rmask[:, None], other=0)
                 a_hi = tl.load(a_row + (k0 + BLOCK_K // 2 + offs_h)[None, :], mask=rmask[:, None], other=0)
                 acc = int4_split_step(acc, a_lo, a_hi, w_ptr, gs_ptr, e64, cols, k0, N, kb, stride_we, stride_wn,
-                                      stride_ge, stride_gn, GROUP, UNPACK_ASM, False, False, BLOCK_K, BLOCK_N)
+                                      stride_ge, stride_gn, GROUP, UNPACK_ASM, False, BLOCK_K, BLOCK_N)
                 if GATE_UP:
                     acc_u = int4_split_step(acc_u, a_lo, a_hi, w_ptr, gs_ptr, e64, cols + N, k0, 2 * N, kb,
                                             stride_we, stride_wn, stride_ge, stride_gn, GROUP, UNPACK_ASM, False,
-                                            False, BLOCK_K, BLOCK_N)
+                                            BLOCK_K, BLOCK_N)
         else:
             for k0 in range(0, K, BLOCK_K):
                 a = load_a(a_ptr, a_rows, rmask, offs_k, k0, K, stride_am, as_ptr, stride_asm, st_s, st_zp,

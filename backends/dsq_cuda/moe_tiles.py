@@ -226,48 +226,9 @@ def int4_halves(b, ASM: tl.constexpr):
 
 
 @triton.jit
-def int4_halves_scaled(b, s2, ASM: tl.constexpr):
-    """Like ``int4_halves``, times the integer group scale: ``((f - 8) * s2)`` as int8 for both fields.
-
-    The scheme keeps codes in [-7, 7] (fields 1..15) and s2 in 1..17, so every product lies in [-119, 119]
-    (dsq.schemes). ``ASM`` multiplies four bytes at once, which needs the four bytes of a register to hold inputs of
-    one output row, so one s2 (int4_split_step's SWAP tile has them so; its other tile did not, and the GPU's
-    results were wrong): with ``u = f - 1`` (0..14) each byte of
-    ``u * s2 + (128 - 7 * s2)`` is ``q * s2 + 128``, in 9..247, so no byte carries into the next; flipping bit 7
-    makes it ``q * s2`` in two's complement.
-    """
-    if ASM:
-        lo, hi = tl.inline_asm_elementwise(
-            asm="""
-            {
-            .reg .b32 s, c, u, t;
-            and.b32 s, $3, 0xFF;
-            mul.lo.s32 c, s, -7;
-            add.s32 c, c, 128;
-            mul.lo.u32 c, c, 0x01010101;
-            and.b32 u, $2, 0x0F0F0F0F;
-            sub.u32 u, u, 0x01010101;
-            mad.lo.u32 t, u, s, c;
-            xor.b32 $0, t, 0x80808080;
-            shr.u32 u, $2, 4;
-            and.b32 u, u, 0x0F0F0F0F;
-            sub.u32 u, u, 0x01010101;
-            mad.lo.u32 t, u, s, c;
-            xor.b32 $1, t, 0x80808080;
-            }
-            """,
-            constraints="=r,=r,r,r", args=[b, s2], dtype=(tl.int8, tl.int8), is_pure=True, pack=4)
-    else:
-        s = s2.to(tl.int32)
-        lo = (((b & 15).to(tl.int32) - 8) * s).to(tl.int8)
-        hi = (((b >> 4).to(tl.int32) - 8) * s).to(tl.int8)
-    return lo, hi
-
-
-@triton.jit
 def int4_split_step(acc, a_lo, a_hi, wb_ptr, gs_ptr, e64, rows, k0, N_ROWS, KB, stride_we, stride_wn, stride_ge,
-                    stride_gn, GROUP: tl.constexpr, ASM: tl.constexpr, SWAP: tl.constexpr,
-                    S2_IN_CODES: tl.constexpr, BK: tl.constexpr, BN: tl.constexpr):
+                    stride_gn, GROUP: tl.constexpr, ASM: tl.constexpr, SWAP: tl.constexpr, BK: tl.constexpr,
+                    BN: tl.constexpr):
     """One K step of int8 codes times two-level int4 weights, added to the int32 accumulator ``acc [BM, BN]``:
 
         acc + (a_lo @ q_even + a_hi @ q_odd) * s2[n, k0 // GROUP]
@@ -278,8 +239,12 @@ def int4_split_step(acc, a_lo, a_hi, wb_ptr, gs_ptr, e64, rows, k0, N_ROWS, KB, 
     the row read as code 0. The integer group scale multiplies the
     int32 partial sum rather than every code: the same integer, as the step stays inside one group.
     ``SWAP``: the transposed product, ``[BN, BM]`` from ``a_lo`` / ``a_hi`` given as ``[BK/2, BM]``, so that the
-    decoded weights are the MMA's first operand (which may stay in registers) instead of its second; with
-    ``S2_IN_CODES`` (SWAP only) s2 multiplies the codes instead, so the MMAs accumulate in place.
+    decoded weights are the MMA's first operand (which may stay in registers) instead of its second.
+
+    Why s2 scales the partial sum and not the codes: multiplying the codes four bytes per PTX sequence needs the
+    four bytes of a register to share one s2 (one output row), and Triton's register layout did not guarantee
+    that. On the H200 it gave wrong layers in the untransposed tile, and in the transposed one at 128-row blocks
+    (cuda-moe.md v13); multiplying per element in Triton costs more than scaling the int32 partial sum.
     """
     kb = k0 // 2 + tl.arange(0, BK // 2)
     nmask = rows < N_ROWS
@@ -289,11 +254,6 @@ def int4_split_step(acc, a_lo, a_hi, wb_ptr, gs_ptr, e64, rows, k0, N_ROWS, KB, 
     if SWAP:
         b = tl.load(base + rows[:, None].to(tl.int64) * stride_wn + kb[None, :],
                     mask=nmask[:, None] & (kb < KB)[None, :], other=0x88)
-        if S2_IN_CODES:
-            s2b = tl.broadcast_to(tl.where(nmask, s2, 1).to(tl.uint8)[:, None], [BN, BK // 2])
-            w_lo, w_hi = int4_halves_scaled(b, s2b, ASM)
-            acc = tl.dot(w_lo, a_lo, acc, out_dtype=tl.int32)
-            return tl.dot(w_hi, a_hi, acc, out_dtype=tl.int32)
         w_lo, w_hi = int4_halves(b, ASM)
         part = tl.dot(w_hi, a_hi, tl.dot(w_lo, a_lo, out_dtype=tl.int32), out_dtype=tl.int32)
         return acc + part * s2[:, None]
@@ -304,5 +264,5 @@ def int4_split_step(acc, a_lo, a_hi, wb_ptr, gs_ptr, e64, rows, k0, N_ROWS, KB, 
         part = tl.dot(a_hi, w_hi, tl.dot(a_lo, w_lo, out_dtype=tl.int32), out_dtype=tl.int32)
         return acc + part * s2[None, :]
 
-__all__ = ["round_to", "load_w", "int4_halves", "int4_halves_scaled", "int4_split_step", "w_tile_scale", "load_a", "a_group_scale",
+__all__ = ["round_to", "load_w", "int4_halves", "int4_split_step", "w_tile_scale", "load_a", "a_group_scale",
            "row_scale", "w_channel_scale", "triton"]

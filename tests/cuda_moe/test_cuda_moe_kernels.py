@@ -13,7 +13,7 @@ from moe_cases import ALL_SCHEMES, DEVICE, make_experts, reference, rel_err  # n
 
 from dsq.errors import QuantInputError  # noqa: E402
 from dsq_cuda.moe import moe, moe_float  # noqa: E402
-from dsq_cuda.moe_tiles import int4_halves, int4_halves_scaled  # noqa: E402
+from dsq_cuda.moe_tiles import int4_halves  # noqa: E402
 
 TOL = 4e-3  # bf16 output: the reference rounds once; we round the same intermediates, sums differ in order
 
@@ -79,11 +79,11 @@ def test_prefill_path(scheme_name):
 
 
 _SAME_BITS = [(n, "PREFILL_QUANTIZE_ONCE", {}) for n in ["W8A8", "W8A8_DYNAMIC", "W4A8_DYNAMIC", "W4AFP8", "FP8_BLOCK"]]
-_WIDE = {"INT4_WIDE_MIN_PAIRS": 1}  # 128-row blocks and s2 in the codes already at these few tokens
+_BM128 = {"PREFILL_BLOCKS": {"block_m": 128}}
 _SAME_BITS += [("W8A8", "PREFILL_ZP_EPILOGUE", {}), ("W4A8_DYNAMIC", "PREFILL_INT4_SPLIT", {}),
-               ("W4A8_DYNAMIC", "INT4_SWAP_AB", {}), ("W4A8_DYNAMIC", "INT4_S2_IN_CODES", _WIDE)]
+               ("W4A8_DYNAMIC", "INT4_SWAP_AB", {}), ("W4A8_DYNAMIC", "INT4_SWAP_AB", _BM128)]
 if DEVICE == "cuda":  # PTX does not run in the interpreter
-    _SAME_BITS += [("W4A8_DYNAMIC", "INT4_UNPACK_ASM", {}), ("W4A8_DYNAMIC", "INT4_UNPACK_ASM", _WIDE)]
+    _SAME_BITS += [("W4A8_DYNAMIC", "INT4_UNPACK_ASM", {}), ("W4A8_DYNAMIC", "INT4_UNPACK_ASM", _BM128)]
 
 
 @pytest.mark.parametrize(("scheme_name", "switch", "preset"), _SAME_BITS)
@@ -115,29 +115,6 @@ def _int4_halves_kernel(b_ptr, lo_ptr, hi_ptr, ASM: tl.constexpr):
     lo, hi = int4_halves(tl.load(b_ptr + offs), ASM)
     tl.store(lo_ptr + offs, lo)
     tl.store(hi_ptr + offs, hi)
-
-
-@triton.jit
-def _int4_halves_scaled_kernel(b_ptr, s_ptr, lo_ptr, hi_ptr, ASM: tl.constexpr):
-    offs = tl.arange(0, 4096)
-    lo, hi = int4_halves_scaled(tl.load(b_ptr + offs), tl.load(s_ptr + offs), ASM)
-    tl.store(lo_ptr + offs, lo)
-    tl.store(hi_ptr + offs, hi)
-
-
-def test_int4_halves_scaled_covers_every_code_and_group_scale():
-    """(field - 8) * s2 for fields 1..15 (codes -7..7) and every s2 in 1..17, each run of four inputs sharing
-    one s2 as a column's inputs do; the PTX path (GPU) must not carry between bytes at the extremes (+-119)."""
-    i = torch.arange(4096)
-    f_lo, f_hi, s2 = 1 + i % 15, 1 + (i // 15) % 15, 1 + (i // 4) % 17
-    b = (f_lo + 16 * f_hi).to(torch.uint8).to(DEVICE)
-    sv = s2.to(torch.uint8).to(DEVICE)
-    for asm in [False, True] if DEVICE == "cuda" else [False]:
-        lo = torch.empty(4096, dtype=torch.int8, device=DEVICE)
-        hi = torch.empty_like(lo)
-        _int4_halves_scaled_kernel[(1,)](b, sv, lo, hi, ASM=asm)
-        assert torch.equal(lo.cpu().long(), (f_lo - 8) * s2), asm
-        assert torch.equal(hi.cpu().long(), (f_hi - 8) * s2), asm
 
 
 def test_split_halves_reorders_each_block_and_zero_fills():
