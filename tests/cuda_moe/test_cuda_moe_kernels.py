@@ -25,7 +25,8 @@ def _routing(t, e, k, seed):
     return ids, w
 
 
-def _check(scheme_name, t, e, k, h=256, i=128, ids=None, w=None, expert_range=None, dtype=torch.bfloat16):
+def _check(scheme_name, t, e, k, h=256, i=128, ids=None, w=None, expert_range=None, dtype=torch.bfloat16,
+           tol=TOL):
     scheme, cpu, dev = make_experts(scheme_name, e, h, i, seed=t + e + k)
     if ids is None:
         ids, w = _routing(t, e, k, seed=t * 7 + k)
@@ -34,7 +35,7 @@ def _check(scheme_name, t, e, k, h=256, i=128, ids=None, w=None, expert_range=No
     poison = torch.full_like(r, float("nan"))
     y = moe(None, x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev, scheme, expert_range=expert_range)
     assert y.shape == r.shape and y.dtype == x.dtype and not torch.isnan(y).any(), poison.shape
-    assert rel_err(y, r) < TOL, (scheme_name, rel_err(y, r))
+    assert rel_err(y, r) < tol, (scheme_name, rel_err(y, r))
     return y.cpu(), r
 
 
@@ -63,19 +64,19 @@ def test_ragged_shapes(scheme_name):
     _check(scheme_name, t=3, e=4, k=2, h=200, i=96)
 
 
-# FP8_BLOCK's tiled path gave a relative error of 5.7e-3 (tolerance 4e-3) on the H200, the same with the
-# activations quantized once or on load (bit-identical layers); 12 of 13 prefill cases passed there. Likely the
-# FP8 MMA's ~14-bit sums flipping intermediate FP8 codes, which the conformance MoE bounds allow and this flat
-# bound does not; to be confirmed on the GPU (cuda-moe.md v12). It passes in the interpreter.
-_GPU_FP8_BLOCK = pytest.mark.xfail(DEVICE == "cuda", reason="FP8_BLOCK tiled MoE 5.7e-3 on the H200 (cuda-moe.md v12)",
-                                   strict=False)
+# FP8 activations on the GPU's tiled path: the FP8 MMA keeps about 14 bits of its sums inside a 128-input chunk,
+# so a bf16 gate/up output can land one ulp off the reference's and move an intermediate FP8 code by a whole
+# step (about 6%). FP8_BLOCK gave 5.7e-3 here on the H200 (cuda-moe.md v12); the conformance suite, whose MoE
+# bounds model that flip, passed it there at T = 80 at 7% of its bound (docs/conformance/cuda-h200-moe.md). The
+# interpreter and the decode path multiply the same codes exactly, so they keep the flat bound.
+_TILED_FP8_TOL = 1e-2
 
 
-@pytest.mark.parametrize("scheme_name", [pytest.param(n, marks=_GPU_FP8_BLOCK) if n == "FP8_BLOCK" else n
-                                         for n in ALL_SCHEMES])
+@pytest.mark.parametrize("scheme_name", ALL_SCHEMES)
 def test_prefill_path(scheme_name):
     # 70 tokens take the prefill block shapes (64-row blocks); activations quantized once per row
-    _check(scheme_name, t=70, e=6, k=2, h=128, i=64)
+    tol = _TILED_FP8_TOL if DEVICE == "cuda" and scheme_name == "FP8_BLOCK" else TOL
+    _check(scheme_name, t=70, e=6, k=2, h=128, i=64, tol=tol)
 
 
 _SAME_BITS = [(n, "PREFILL_QUANTIZE_ONCE", {}) for n in ["W8A8", "W8A8_DYNAMIC", "W4A8_DYNAMIC", "W4AFP8", "FP8_BLOCK"]]
