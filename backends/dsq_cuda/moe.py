@@ -42,6 +42,7 @@ from dsq_cuda.moe_plan import (
     A_STATIC_CODES,
     DOT_INT8,
     W_INT4,
+    BlockConfig,
     block_config,
     k_limit,
     plan,
@@ -149,6 +150,32 @@ def prepare_all(experts: ExpertWeights, scheme: QuantScheme, device: torch.devic
             moe_gemv.prepare(p, scheme, device)  # T = 1
 
 
+def prefill_setup(scheme: QuantScheme | None, x_dtype: torch.dtype, t: int, unique_load: bool,
+                  device: torch.device) -> tuple[dict, dict, BlockConfig, dict]:
+    """The tiled path's plan for one call: (gate_up switches, down switches, block shapes, the speed switches
+    ``W_SPLIT`` / ``SWAP_AB`` / ``UNPACK_ASM`` / ``ZP_CORR`` that this module's flags turn on for the scheme)."""
+    up_sw, down_sw = plan(scheme, x_dtype)
+    if interpreting() and up_sw["DOT"] in (0, 3, 4):
+        # Triton's interpreter multiplies bf16 tiles as raw integers; float32 products of bf16/fp16 values
+        # are exact, so the float32 IEEE dot computes the same thing.
+        up_sw["DOT"] = down_sw["DOT"] = 5
+    cfg = block_config(t, up_sw["DOT"] in (1, 2), k_limit(scheme),
+                       weight_tile_bytes(up_sw["W_KIND"], unique_load, x_dtype.itemsize))
+    split = (PREFILL_INT4_SPLIT and PREFILL_QUANTIZE_ONCE and up_sw["W_KIND"] == W_INT4 and up_sw["DOT"] == DOT_INT8
+             and up_sw["W_GS"] and not up_sw["W_ZP"] and up_sw["A_KIND"] == A_CODES and not up_sw["TILE_SCALED"]
+             and cfg.block_k >= 64)
+    swap = split and INT4_SWAP_AB
+    if swap:
+        cfg = dataclasses.replace(cfg, num_stages=3)
+    if PREFILL_BLOCKS:
+        cfg = dataclasses.replace(cfg, **PREFILL_BLOCKS)
+    zp_corr = (PREFILL_ZP_EPILOGUE and up_sw["A_KIND"] == A_STATIC and up_sw["DOT"] == DOT_INT8
+               and not up_sw["TILE_SCALED"])
+    extra = dict(W_SPLIT=split, ZP_CORR=zp_corr, SWAP_AB=swap,
+                 UNPACK_ASM=split and INT4_UNPACK_ASM and device.type == "cuda" and not interpreting())
+    return up_sw, down_sw, cfg, extra
+
+
 def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
             gate_up: PackedWeight | torch.Tensor, down: PackedWeight | torch.Tensor,
             scheme: QuantScheme | None, num_experts: int,
@@ -176,29 +203,12 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
         return run_decode(x, topk_ids, topk_weights, gate_up, down, scheme, num_experts, expert_range,
                           lambda p: _static_args(p, scheme, device), [_dummy(device), _dummy(device, torch.int8)],
                           _dummy(device), TINY_F32, decode_cfg)
-    up_sw, down_sw = plan(scheme, x.dtype)
-    if interpreting() and up_sw["DOT"] in (0, 3, 4):
-        # Triton's interpreter multiplies bf16 tiles as raw integers; float32 products of bf16/fp16 values
-        # are exact, so the float32 IEEE dot computes the same thing.
-        up_sw["DOT"] = down_sw["DOT"] = 5
-    cfg = block_config(t, up_sw["DOT"] in (1, 2), k_limit(scheme),
-                       weight_tile_bytes(up_sw["W_KIND"], unique_load, x.element_size()))
-    split = (PREFILL_INT4_SPLIT and PREFILL_QUANTIZE_ONCE and up_sw["W_KIND"] == W_INT4 and up_sw["DOT"] == DOT_INT8
-             and up_sw["W_GS"] and not up_sw["W_ZP"] and up_sw["A_KIND"] == A_CODES and not up_sw["TILE_SCALED"]
-             and cfg.block_k >= 64)
-    swap = split and INT4_SWAP_AB
-    if swap:
-        cfg = dataclasses.replace(cfg, num_stages=3)
-    if PREFILL_BLOCKS:
-        cfg = dataclasses.replace(cfg, **PREFILL_BLOCKS)
+    up_sw, down_sw, cfg, extra = prefill_setup(scheme, x.dtype, t, unique_load, device)
     al = align_pairs(topk_ids, num_experts, cfg.block_m, expert_range)
     rows = al.max_blocks * cfg.block_m
     x = x if x.stride(-1) == 1 else x.contiguous()
     d32 = _dummy(device)
-    zp_corr = (PREFILL_ZP_EPILOGUE and up_sw["A_KIND"] == A_STATIC and up_sw["DOT"] == DOT_INT8
-               and not up_sw["TILE_SCALED"])
-    extra = dict(W_SPLIT=split, ZP_CORR=zp_corr, SWAP_AB=swap,
-                 UNPACK_ASM=split and INT4_UNPACK_ASM and device.type == "cuda" and not interpreting())
+    split, zp_corr = extra["W_SPLIT"], extra["ZP_CORR"]
 
     # Activations of the gate_up launch.
     a_ptr, stride_am, as_ptr, stride_asm = x, x.stride(0), d32, 0

@@ -87,6 +87,20 @@ if DEVICE == "cuda":  # PTX does not run in the interpreter
     _SAME_BITS += [("W4A8_DYNAMIC", "INT4_UNPACK_ASM", {}), ("W4A8_DYNAMIC", "INT4_UNPACK_ASM", _BM128)]
 
 
+@pytest.mark.parametrize(("scheme_name", "on"), [("W4A8_DYNAMIC", {"W_SPLIT", "SWAP_AB"}), ("W8A8", {"ZP_CORR"}),
+                                                 ("W8A8_DYNAMIC", set()), ("W4AFP8", set()), ("W4A16", set())])
+def test_prefill_speed_switches_apply_where_they_should(scheme_name, on):
+    """The same-bits test below only means something if the switch it turns off was on: check which are."""
+    from dsq.schemes import get_scheme
+    from dsq_cuda.moe import prefill_setup
+
+    _, _, cfg, extra = prefill_setup(get_scheme(scheme_name), torch.bfloat16, 67, True, torch.device(DEVICE))
+    assert {k for k in ("W_SPLIT", "SWAP_AB", "ZP_CORR") if extra[k]} == on
+    assert extra["UNPACK_ASM"] == ("W_SPLIT" in on and DEVICE == "cuda")
+    if "SWAP_AB" in on:
+        assert cfg.num_stages == 3
+
+
 @pytest.mark.parametrize(("scheme_name", "switch", "preset"), _SAME_BITS)
 def test_prefill_switches_give_the_same_bits(scheme_name, switch, preset, monkeypatch):
     """Each prefill speed switch of dsq_cuda.moe computes the same integers as the path it replaces: quantizing
