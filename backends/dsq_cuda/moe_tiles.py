@@ -235,12 +235,14 @@ def int4_split_step(acc, a_lo, a_hi, wb_ptr, gs_ptr, e64, rows, k0, N_ROWS, KB, 
 
     ``a_lo`` / ``a_hi`` ``[BM, BK/2]`` are the activation codes of inputs ``k0 + 2j`` / ``k0 + 2j + 1``
     (moe_requant.split_halves lays them out so). ``wb_ptr`` is the canonical int4 words viewed as bytes (``KB``
-    bytes per row): byte j holds inputs 2j (bits 0-3) and 2j + 1, so one byte load serves both dots; bytes past
-    the row read as code -8, which the zero activations there cancel. (Filling them with code 0, 0x88, made
-    the layer 30% slower on the H200: a masked load that fills with zeros stays an asynchronous copy.) The integer group scale multiplies the
-    int32 partial sum rather than every code: the same integer, as the step stays inside one group.
-    ``SWAP``: the transposed product, ``[BN, BM]`` from ``a_lo`` / ``a_hi`` given as ``[BK/2, BM]``, so that the
-    decoded weights are the MMA's first operand (which may stay in registers) instead of its second.
+    bytes per row): byte j holds inputs 2j (bits 0-3) and 2j + 1, so one byte load serves both dots. Bytes past
+    the row read as code -8, which the zero activations there cancel; filling them with code 0 (0x88) made the
+    layer 30% slower on the H200, likely because a load that fills with zeros can stay an asynchronous copy.
+    The integer group scale multiplies the int32 partial sum rather than every code: the same integer, as the
+    step stays inside one group.
+
+    ``SWAP``: the transposed product, ``acc [BN, BM]`` from ``a_lo`` / ``a_hi`` given as ``[BK/2, BM]``, so that
+    the decoded weights are the MMA's first operand (which may stay in registers) instead of its second.
 
     Why s2 scales the partial sum and not the codes: multiplying the codes four bytes per PTX sequence needs the
     four bytes of a register to share one s2 (one output row), and Triton's register layout did not guarantee
@@ -264,6 +266,7 @@ def int4_split_step(acc, a_lo, a_hi, wb_ptr, gs_ptr, e64, rows, k0, N_ROWS, KB, 
         w_lo, w_hi = int4_halves(b, ASM)
         part = tl.dot(a_hi, w_hi, tl.dot(a_lo, w_lo, out_dtype=tl.int32), out_dtype=tl.int32)
         return acc + part * s2[None, :]
+
 
 __all__ = ["round_to", "load_w", "int4_halves", "int4_split_step", "w_tile_scale", "load_a", "a_group_scale",
            "row_scale", "w_channel_scale", "triton"]
