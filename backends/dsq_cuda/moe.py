@@ -34,7 +34,9 @@ from dsq.validate import check_moe_inputs
 from dsq_cuda import moe_gemv
 from dsq_cuda._env import interpreting
 from dsq_cuda.moe_align import align_pairs
-from dsq_cuda.moe_decode import DECODE_MAX_T, run_decode
+from dsq_cuda.moe_decode import DECODE_MAX_T, DEFAULTS, expert_pair_tiles, mma_eligible, run_decode
+from dsq_cuda.moe_layout import bits_of
+from dsq_cuda.moe_layout import prepare as prepare_layout
 from dsq_cuda.moe_plan import (
     A_CODES,
     A_DYNAMIC,
@@ -107,17 +109,18 @@ def _weight_args(packed: PackedWeight | torch.Tensor, scheme: QuantScheme | None
     return args
 
 
+def _slab_layout(packed: PackedWeight, scheme: QuantScheme, device) -> dict:
+    """The experts' slab layout at the decode path's tile width (moe_layout.prepare; cached): its words, and
+    ``corr`` for static activation schemes."""
+    return prepare_layout(packed, scheme, device, DEFAULTS["lbk4"] if bits_of(scheme) == 4 else DEFAULTS["lbk8"])
+
+
 def _corr_args(packed: PackedWeight | torch.Tensor, scheme: QuantScheme | None, device, needed: bool) -> list:
-    """The per-expert code sums ``corr [E, N]`` int32 of a static scheme's weight and its row stride (cached in
-    the weight's device layout, moe_layout.prepare), or a dummy when the kernel does not read them."""
+    """The per-expert code sums ``corr [E, N]`` int32 of a static scheme's weight and its row stride, or a dummy
+    when the kernel does not read them."""
     if not needed:
         return [_dummy(device, torch.int32), 0]
-    from dsq_cuda.moe_decode import DEFAULTS
-    from dsq_cuda.moe_layout import bits_of
-    from dsq_cuda.moe_layout import prepare as prepare_layout
-
-    lbk = DEFAULTS["lbk4"] if bits_of(scheme) == 4 else DEFAULTS["lbk8"]  # the key prepare_all builds
-    corr = prepare_layout(packed, scheme, device, lbk)["corr"]
+    corr = _slab_layout(packed, scheme, device)["corr"]
     return [corr, corr.stride(0)]
 
 
@@ -133,19 +136,16 @@ def _static_args(packed: PackedWeight, scheme: QuantScheme, device) -> list:
 
 def prepare_all(experts: ExpertWeights, scheme: QuantScheme, device: torch.device) -> None:
     """Build every layout the default dispatch can use for these experts (before CUDA graph capture)."""
-    from dsq_cuda.moe_decode import DEFAULTS, expert_pair_tiles, mma_eligible
-    from dsq_cuda.moe_layout import bits_of
-    from dsq_cuda.moe_layout import prepare as prepare_slabs
-
     bits = bits_of(scheme)
     # decode (T <= 64) runs symmetric int4 experts on their pair tiles (bf16 / fp16 activations assumed, as
-    # served), everything else on the slab layout; the tiled prefill path reads the canonical tensors
+    # served), everything else on the slab layout; the tiled prefill path reads the canonical tensors (and, for
+    # static activations, the slab layout's corr)
     mma = DEFAULTS["mma"] and mma_eligible(scheme, torch.bfloat16)
     for p in (experts.gate_up, experts.down):
         if mma:
             expert_pair_tiles(p, scheme, device)
         else:
-            prepare_slabs(p, scheme, device, DEFAULTS["lbk4"] if bits == 4 else DEFAULTS["lbk8"])
+            _slab_layout(p, scheme, device)
         if scheme.weight_only and bits:
             moe_gemv.prepare(p, scheme, device)  # T = 1
 

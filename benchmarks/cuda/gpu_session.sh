@@ -131,22 +131,17 @@ for s in $STEPS; do
         {"INT4_SWAP_AB":true,"PREFILL_BLOCKS":{"num_stages":3,"block_n_down":64}},
         {"INT4_SWAP_AB":true,"PREFILL_BLOCKS":{"num_stages":3,"block_n_up":128,"num_warps":8}},
         {"INT4_SWAP_AB":true,"PREFILL_BLOCKS":{"num_stages":3,"block_m":32}}]' ;;
-    bench_moe_v13f) step bench_moe_v13f 300 python3 benchmarks/cuda_moe/bench_moe.py --tokens 512,4096 --no-loop \
-        --schemes W4A8_DYNAMIC --out "$OUT/moe_v13f.json" --prefill-variants '[{"INT4_SWAP_AB":true,
-        "PREFILL_BLOCKS":{"num_stages":3}},{"INT4_SWAP_AB":true,"INT4_S2_IN_CODES":true,"PREFILL_BLOCKS":{"num_stages":3}},
-        {"INT4_SWAP_AB":true,"INT4_S2_IN_CODES":true},
-        {"INT4_SWAP_AB":true,"INT4_S2_IN_CODES":true,"PREFILL_BLOCKS":{"num_stages":3,"block_m":128}}]' ;;
-    # v13's final table: the defaults against each replaced path, in one run
+    # v13: the defaults against each replaced path, in one run (results-h200-v13g-final.json ran at commit
+    # 27eda2a with a third variant, {"INT4_S2_IN_CODES":false}, of a path since removed)
     bench_moe_v13g) step bench_moe_v13g 300 python3 benchmarks/cuda_moe/bench_moe.py --tokens 512,4096 --no-loop \
         --schemes W8A8,W4A8_DYNAMIC,W8A8_DYNAMIC --out "$OUT/moe_v13g.json" \
-        --prefill-variants '[{"PREFILL_INT4_SPLIT":false,"PREFILL_ZP_EPILOGUE":false},{"INT4_SWAP_AB":false},
-        {"INT4_S2_IN_CODES":false}]' ;;
-    # v13h: the byte loads fill masked lanes with 0 again (0x88 in v13f/g)
+        --prefill-variants '[{"PREFILL_INT4_SPLIT":false,"PREFILL_ZP_EPILOGUE":false},{"INT4_SWAP_AB":false}]' ;;
+    # v13h: the byte loads fill masked lanes with 0 again (0x88 in v13g)
     bench_moe_v13h) step bench_moe_v13h 120 python3 benchmarks/cuda_moe/bench_moe.py --tokens 512,4096 --no-loop \
         --schemes W4A8_DYNAMIC --out "$OUT/moe_v13h.json" --prefill-variants '[{"INT4_SWAP_AB":false}]' ;;
     pytest_moe_v13h) step pytest_moe_v13h 100 env DSQ_MOE_TEST_DEVICE=cuda python3 -m pytest -q \
         tests/cuda_moe/test_cuda_moe_kernels.py -k "same_bits and W4A8" ;;
-    *) echo "unknown step $s; known: pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13f bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
+    *) echo "unknown step $s; known: pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
     esac
 done
 # the device returns at most 8 files: the logs travel as one archive
