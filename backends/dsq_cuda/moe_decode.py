@@ -22,7 +22,8 @@ from dsq.schemes import ActGranularity, QuantScheme
 from dsq_cuda._env import check_not_capturing, interpreting
 from dsq_cuda.moe_align import align_pairs
 from dsq_cuda.moe_layout import bits_of, prepare
-from dsq_cuda.moe_plan import A_CODES, A_DYNAMIC, A_FLOAT, k_limit, plan
+from dsq_cuda.moe_plan import A_CODES, A_DYNAMIC, A_FLOAT, A_STATIC, A_STATIC_CODES, k_limit, plan
+from dsq_cuda.moe_requant import requantize
 
 DECODE_MAX_T = 64
 BLOCK_M = 16
@@ -30,7 +31,13 @@ BLOCK_M = 16
 LBK = {4: 256, 8: 128}
 #: defaults; the benchmark overrides them (decode_cfg) to sweep.
 DEFAULTS = dict(block_n=64, num_warps=4, num_stages=4, target_programs=1024, lbk4=512, lbk8=128, sl1=128, swap=0,
-                mma=1, mma_block_m=16, mma_stages=3, mma_x_ahead=0, mma_dot_fields=0)
+                mma=1, mma_block_m=16, mma_stages=3, mma_x_ahead=0, mma_dot_fields=0, block_m=BLOCK_M,
+                static_codes=1)
+#: ``block_m``: pairs per M-block of moe_slab_kernel (16 or 32). An expert with more pairs than a block reads
+#: its weights once per block, so skewed routing (32 pairs per expert at T = 64) reads them twice at 16.
+#: ``static_codes``: static activation schemes (W8A8) quantize x and the intermediate once per padded position
+#: (moe_requant, the prefill path's pass) and the GEMMs read int8 codes, as the dynamic schemes do; 0 quantizes
+#: on load, in every N tile, with a correctly rounded division per element.
 #: ``mma=1`` runs symmetric int4 experts (W4A16, W4A8_DYNAMIC, W4AFP8 with per-token activations) through the
 #: dense decode GEMM's kernel (dsq_cuda.mma_decode_kernel, MOE mode) on pair tiles instead of moe_slab_kernel
 #: (``mma=0``). On the H200 (bench_moe.py --tokens 8,64 --variants '[{"mma": 1}]', 2026-11-29, one run) it won
@@ -43,6 +50,7 @@ DEFAULTS = dict(block_n=64, num_warps=4, num_stages=4, target_programs=1024, lbk
 #: '[{"mma_block_m": 32}]', 2026-11-29, cuda-moe.md v10) 32 was slower in all 12 cells, 0.74-1.09x bf16 where
 #: 16 ran 1.10-2.36x (W4AFP8 T = 64 uniform 4547 vs 1937 us).
 MMA_BLOCK_MS = (16, 32, 64)
+SLAB_BLOCK_MS = (16, 32)
 #: ``mma_stages`` / ``mma_x_ahead``: that kernel's pipeline stages and X_AHEAD (x loaded a field ahead by hand,
 #: 1, or by Triton's pipeliner, 0). 3 / 0 keeps the next weight tile in flight, as in the dense path: on the
 #: H200 (bench_moe.py --variants '[{"mma_stages": 3, "mma_x_ahead": 0}]', 2026-11-29, cuda-moe.md v10) it won
@@ -62,7 +70,7 @@ def tuned(up_sw: dict) -> dict:
     unswapped because the swapped form (wgmma) lost accuracy there, for no measurable gain.
     """
     kind, dot, act = up_sw["W_KIND"], up_sw["DOT"], up_sw["A_KIND"]
-    if act == 3:
+    if act == A_STATIC:
         return dict(block_n=128, num_warps=8)
     if kind == 1 and dot == 1:
         return {}
@@ -181,7 +189,7 @@ def _launch(a, a_scale, static, lay, packed, scheme, al, out, n, k, top_k, gate_
         GROUP=sw["GROUP"], BLOCK_N_W=sw["BLOCK_N_W"], BLOCK_K_W=sw["BLOCK_K_W"], A_KIND=sw["A_KIND"],
         A_FP8=sw["A_FP8"], A_GROUPED=sw["A_GROUPED"], A_GROUP=sw["A_GROUP"], HALF_AWAY=sw["HALF_AWAY"],
         DOT=sw["DOT"], TILE_SCALED=sw["TILE_SCALED"], EVEN_K=k % bk == 0, EPW=epw, SWAP=swap, SPLIT_K=split,
-        BLOCK_M=BLOCK_M, BLOCK_N=cfg["block_n"], SL=sl, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+        BLOCK_M=al.block_m, BLOCK_N=cfg["block_n"], SL=sl, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
 
 
 def _quantize(v: torch.Tensor, scheme: QuantScheme, fp8: bool, as_bf16: bool = False):
@@ -217,6 +225,9 @@ def run_decode(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tens
     top_k = topk_ids.shape[1]
     device = x.device
     up_sw, down_sw = plan(scheme, x.dtype)
+    static_codes = up_sw["A_KIND"] == A_STATIC and {**DEFAULTS, **(decode_cfg or {})}["static_codes"]
+    if static_codes:
+        up_sw["A_KIND"] = down_sw["A_KIND"] = A_STATIC_CODES
     cfg = {**DEFAULTS, **tuned(up_sw), **(decode_cfg or {})}
     if interpreting() and up_sw["DOT"] in (0, 3, 4):
         # Triton's interpreter multiplies bf16 tiles as raw integers; float32 products of bf16/fp16 codes
@@ -234,7 +245,10 @@ def run_decode(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tens
             lays[idx] = prepare(p, scheme, device, cfg["lbk4"] if bits == 4 else cfg["lbk8"])
     if cfg["mma_block_m"] not in MMA_BLOCK_MS:
         raise ValueError(f"decode_cfg mma_block_m={cfg['mma_block_m']!r}: expected one of {MMA_BLOCK_MS}")
-    al = align_pairs(topk_ids, num_experts, cfg["mma_block_m"] if mma else BLOCK_M, expert_range)
+    if cfg["block_m"] not in SLAB_BLOCK_MS:
+        raise ValueError(f"decode_cfg block_m={cfg['block_m']!r}: expected one of {SLAB_BLOCK_MS}")
+    al = align_pairs(topk_ids, num_experts, cfg["mma_block_m"] if mma else cfg["block_m"], expert_range)
+    rows = al.max_blocks * al.block_m
     p = al.num_pairs
     full = expert_range is None or tuple(expert_range) == (0, num_experts)
     alloc = torch.empty if full else torch.zeros
@@ -242,7 +256,10 @@ def run_decode(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tens
     a, a_scale = (x if x.stride(-1) == 1 else x.contiguous()), dummy
     if up_sw["A_KIND"] == A_CODES:
         a, a_scale = _quantize(a, scheme, up_sw["A_FP8"], as_bf16=mma)
-    st = static_args(gate_up) if up_sw["A_KIND"] == 3 else no_static
+    st = static_args(gate_up) if static_codes or up_sw["A_KIND"] == A_STATIC else no_static
+    if static_codes:  # codes per padded position, of token pair // top_k, with the block's expert's scale
+        a, _ = requantize(a, rows, al.sorted_ids, al.block_expert, al.block_m, p, top_k, tiny, gather=True,
+                          static=(st[0], st[1]), half_away=up_sw["HALF_AWAY"])
     hbuf = alloc((p, 2 * i), dtype=torch.float32, device=device)
     _launch(a, a_scale, st, lays[0], gate_up, scheme, al, hbuf, 2 * i, h, top_k, True, up_sw, cfg, tiny, dummy, mma)
 
@@ -253,7 +270,10 @@ def run_decode(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tens
     a, a_scale = inter, dummy
     if down_sw["A_KIND"] == A_CODES:
         a, a_scale = _quantize(inter, scheme, down_sw["A_FP8"], as_bf16=mma)
-    st = static_args(down) if down_sw["A_KIND"] == 3 else no_static
+    st = static_args(down) if static_codes or down_sw["A_KIND"] == A_STATIC else no_static
+    if static_codes:  # the intermediate's rows are pairs: gather row pair // 1
+        a, _ = requantize(inter, rows, al.sorted_ids, al.block_expert, al.block_m, p, 1, tiny, gather=True,
+                          static=(st[0], st[1]), half_away=down_sw["HALF_AWAY"])
     out = alloc((p, h), dtype=torch.float32, device=device)
     _launch(a, a_scale, st, lays[1], down, scheme, al, out, h, i, top_k, False, down_sw, cfg, tiny, dummy, mma)
     return combine(out, topk_weights, x.dtype)

@@ -14,6 +14,7 @@ expert ``e = block_expert[pid_m]``, the float32 tile ``out[pair, n] = sum_k a[ro
   ``part`` per slab (SL divides every group); the others multiply the tile once at the end:
       out = (acc - zp_x * corr[e, n]) * s_x * s_w[n]       (static zero point only; corr from moe_layout)
 * GATE_UP: activation rows are tokens ``pair // top_k``; down: rows are pairs. Output rows are pairs.
+  A_KIND 4 (static codes, quantized once per padded position by moe_requant): rows are the block's positions.
 * SPLIT_K > 1: programs add float32 partials atomically into a zeroed buffer (decode has few M-blocks, so
   splitting K is what fills the SMs). Rounding to x.dtype happens after the full sum (swiglu_kernel, combine).
 """
@@ -85,7 +86,9 @@ def moe_slab_kernel(
         pos = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         pair = tl.load(sorted_ids_ptr + pos)
         rmask = pair < num_pairs
-        if GATE_UP:
+        if A_KIND == 4:  # codes quantized once per padded position (moe_requant), read by position
+            a_rows = pos
+        elif GATE_UP:
             a_rows = pair // top_k
         else:
             a_rows = pair
@@ -94,7 +97,7 @@ def moe_slab_kernel(
         offs = tl.arange(0, SL)
         st_s = 1.0
         st_zp = 0.0
-        if A_KIND == 3:
+        if A_KIND == 3 or A_KIND == 4:
             st_s = tl.load(st_s_ptr + e64)
             st_zp = tl.load(st_zp_ptr + e64).to(tl.float32)
         ACC_T: tl.constexpr = tl.int32 if (DOT == 1 and not TILE_SCALED) else tl.float32
@@ -155,7 +158,7 @@ def moe_slab_kernel(
                     acc += part
         if SWAP:
             acc = tl.trans(acc)
-        if A_KIND == 3:  # (qx - zx) @ q = qx @ q - zx * sum_k q: the offset belongs to split 0 only
+        if A_KIND == 3 or A_KIND == 4:  # (qx - zx) @ q = qx @ q - zx * sum_k q: the offset belongs to split 0 only
             corr = tl.load(corr_ptr + e64 * stride_ce + cols, mask=nmask, other=0)
             acc = acc - (tl.where(pid_k == 0, st_zp, 0.0).to(tl.int32) * corr)[None, :]
         out = acc.to(tl.float32)
@@ -163,7 +166,7 @@ def moe_slab_kernel(
             out = out * w_channel_scale(ws_ptr, e64, cols, N, stride_se, stride_sn)[None, :]
         if (A_KIND == 1 or A_KIND == 2) and not A_GROUPED:
             out = out * row_scale(as_ptr, a_rows, rmask, stride_asm, A_KIND, A_FP8, tiny)[:, None]
-        if A_KIND == 3:
+        if A_KIND == 3 or A_KIND == 4:
             out = out * st_s
         dst = out_ptr + pair[:, None].to(tl.int64) * stride_om + cols[None, :]
         omask = rmask[:, None] & nmask[None, :]

@@ -198,3 +198,32 @@ def test_mma_x_left_to_the_pipeliner_gives_the_same_bits(scheme_name):
     y_piped = run_moe(*args, path="decode", decode_cfg=dict(mma_x_ahead=0, mma_stages=3))
     assert torch.equal(y_piped, y_ahead)
     assert rel_err(y_piped, reference().moe(x, ids, w, cpu, scheme)) < 4e-3
+
+
+@pytest.mark.parametrize("block_m", [16, 32])
+def test_static_codes_once_per_position_give_the_same_bits(block_m):
+    # decode_cfg static_codes=1 (the default) quantizes x and the intermediate once per padded position and the
+    # GEMMs read int8 codes; 0 quantizes on load in every N tile. Same codes, exact int32 sums, one program per
+    # output tile (no split-K): the same bits. Ragged H/I; skewed routing puts more pairs on expert 0 than one
+    # block holds, so it spans two blocks.
+    t, e, k, h, i = 20, 6, 2, 1000, 96
+    scheme, cpu, dev = make_experts("W8A8", e, h, i, seed=11)
+    g = torch.Generator().manual_seed(8)
+    ids = torch.stack([torch.tensor([0, 1 + int(torch.randint(0, e - 1, (1,), generator=g))]) for _ in range(t)])
+    w = torch.rand(t, k, generator=g) + 0.1
+    x = torch.randn(t, h, generator=g).to(torch.bfloat16)
+    args = (x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev.gate_up, dev.down, scheme, e)
+    cfg = dict(block_m=block_m, target_programs=1)
+    y_once = run_moe(*args, path="decode", decode_cfg=dict(cfg, static_codes=1))
+    y_load = run_moe(*args, path="decode", decode_cfg=dict(cfg, static_codes=0))
+    assert torch.equal(y_once, y_load)
+    assert rel_err(y_once, reference().moe(x, ids, w, cpu, scheme)) < 4e-3
+
+
+def test_slab_block_m_must_be_known():
+    scheme, _, dev = make_experts("W8A16", 2, 64, 32, seed=1)
+    x = torch.randn(2, 64).to(torch.bfloat16).to(DEVICE)
+    ids = torch.tensor([[0], [1]]).to(DEVICE)
+    with pytest.raises(ValueError, match="block_m=24"):
+        run_moe(x, ids, torch.ones(2, 1).to(DEVICE), dev.gate_up, dev.down, scheme, 2, path="decode",
+                decode_cfg=dict(block_m=24))
