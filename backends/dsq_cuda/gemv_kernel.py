@@ -31,6 +31,13 @@ MOE: the same kernel serves a decode step of the fused MoE layer (dsq_cuda.moe_g
 expert sees one token: program row p is the (token, expert) pair p, whose weights are expert ``ids[p]`` of a
 stacked layout (``stride_we`` words / ``stride_se`` scales apart) and whose x row is token ``p // X_DIV``;
 pairs of experts outside ``[e_lo, e_hi)`` (another rank's, in expert parallelism) do nothing.
+
+Quantized activations (MOE mode of W8A8, W8A8_DYNAMIC, W4A8_DYNAMIC, W4AFP8 at one token): x holds the codes
+(int8 / e4m3 values, or static ``q - zp``; exact in bf16), so each product ``x * (q_w - zp_w)`` is an exact
+integer and only float32 summation order differs from the integer sums of the reference; X_SCALE multiplies
+row ``row // X_DIV``'s activation scale ``xs`` into y, and CHANNEL_SCALE (two-level weights, whose group
+scales ``ws`` are the integer s2) the per-channel s1 ``wc``:
+    y[n] = xs * s1[n] * sum_g s2[n, g] * sum_{k in g} x[k] * q[n, k]
 """
 
 from __future__ import annotations
@@ -44,12 +51,12 @@ MANT_DECODE = False
 
 
 @triton.jit
-def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, N, K, NG, stride_xm, stride_om,
-                stride_we, stride_se, e_lo, e_hi,
+def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr, wc_ptr, N, K, NG, stride_xm,
+                stride_om, stride_we, stride_se, stride_ce, e_lo, e_hi,
                 G: tl.constexpr, BITS: tl.constexpr, ASYM: tl.constexpr, GROUP_SCALE: tl.constexpr,
                 HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK_N: tl.constexpr, SW: tl.constexpr,
                 CH: tl.constexpr, MOE: tl.constexpr = False, X_DIV: tl.constexpr = 1,
-                MANT: tl.constexpr = False):
+                MANT: tl.constexpr = False, X_SCALE: tl.constexpr = False, CHANNEL_SCALE: tl.constexpr = False):
     EPW: tl.constexpr = 32 // BITS
     LBK: tl.constexpr = EPW * SW  # inputs per tile
     # CH: inputs per chunk (dsq_cuda.slab.row_tile_chunk), a multiple of the tile and of the scale group
@@ -78,6 +85,7 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, N, K, 
         w_ptr += e * stride_we
         ws_ptr += e * stride_se
         wz_ptr += e * stride_se
+        wc_ptr += e * stride_ce
         x_row = x_ptr + (row // X_DIV) * stride_xm
     wbase = w_ptr + rows[:, None] * SW + offs_s[None, :]
     acc = tl.zeros([BLOCK_N], dtype=tl.float32)
@@ -126,12 +134,16 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, N, K, 
                         part = tl.zeros([BLOCK_N, SW], dtype=tl.float32)
     if GROUP_SCALE:
         y = acc
+        if CHANNEL_SCALE:  # two-level weights: the group scales were the integer s2, this is s1
+            y = y * tl.load(wc_ptr + rows, mask=nmask, other=0.0)
     elif MANT:
         s = tl.load(ws_ptr + rows, mask=nmask, other=0.0)
         y = (tl.sum(part, axis=1) * ONE - (ONE + OFF) * tl.sum(xacc, axis=0)) * s
     else:
         s = tl.load(ws_ptr + rows, mask=nmask, other=0.0)
         y = tl.sum(part, axis=1) * s
+    if X_SCALE:  # x held activation codes (exact in float): their row's scale
+        y = y * tl.load(xs_ptr + row // X_DIV)
     if HAS_BIAS:
         b = tl.load(bias_ptr + rows, mask=nmask, other=0.0).to(tl.float32)
         y = y + tl.where(pid_k == 0, 1.0, 0.0) * b
@@ -143,10 +155,11 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, N, K, 
 
 
 def launch(x, words, ws, wz, bias, out, scheme, rows: int, n: int, k: int, cfg, group: int,
-           moe: tuple | None = None) -> None:
+           moe: tuple | None = None, xs=None, wc=None) -> None:
     """Launch :func:`gemv_kernel` over ``rows`` program rows with config ``cfg`` (dsq_cuda.configs; -block_k is
     the row-tile width SW of ``words``). ``wz``/``bias`` may be None. ``moe``: ``(ids, stride_we, stride_se,
-    e_lo, e_hi, x_div)`` for the MoE mode, where program row p is pair p (see the module docstring)."""
+    e_lo, e_hi, x_div)`` for the MoE mode, where program row p is pair p (see the module docstring). ``xs``:
+    float32 activation scales per x row when x holds codes; ``wc``: two-level s1 ``[E, N, 1]`` (MoE mode)."""
     from dsq.schemes import Granularity
     from dsq_cuda.slab import row_tile_chunk
 
@@ -154,9 +167,11 @@ def launch(x, words, ws, wz, bias, out, scheme, rows: int, n: int, k: int, cfg, 
     ids, stride_we, stride_se, e_lo, e_hi, x_div = moe if moe is not None else (ws, 0, 0, 0, 1, 1)
     grid = (rows, -(-n // cfg.block_n), cfg.split_k)
     gemv_kernel[grid](x, words, ws, ws if wz is None else wz, ws if bias is None else bias, out, ids,
-                      n, k, ws.shape[-1], x.stride(0), out.stride(0), stride_we, stride_se, e_lo, e_hi,
+                      ws if xs is None else xs, ws if wc is None else wc, n, k, ws.shape[-1], x.stride(0),
+                      out.stride(0), stride_we, stride_se, 0 if wc is None else wc[0].numel(), e_lo, e_hi,
                       G=group or (32 // bits) * sw, BITS=bits, ASYM=wz is not None,
-                      GROUP_SCALE=scheme.weight_granularity is Granularity.GROUP, HAS_BIAS=bias is not None,
+                      GROUP_SCALE=scheme.weight_granularity is Granularity.GROUP or scheme.two_level,
+                      HAS_BIAS=bias is not None,
                       SPLIT_K=cfg.split_k, BLOCK_N=cfg.block_n, SW=sw, CH=row_tile_chunk(bits, group, sw),
-                      MOE=moe is not None, X_DIV=x_div, MANT=MANT_DECODE,
-                      num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+                      MOE=moe is not None, X_DIV=x_div, MANT=MANT_DECODE, X_SCALE=xs is not None,
+                      CHANNEL_SCALE=wc is not None, num_warps=cfg.num_warps, num_stages=cfg.num_stages)

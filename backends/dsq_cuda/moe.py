@@ -7,8 +7,9 @@ expert ``e = topk_ids[t, j]`` is in range,
     o = matmul(a, down[e])           rounded to x.dtype, [H]
     y[t] += topk_weights[t, j] * o   float32 here (float64 in the reference), rounded to x.dtype at the end.
 
-One token with a weight-only scheme runs moe_gemv.py (a CUDA-core GEMV per pair); up to DECODE_MAX_T tokens
-the decode path of moe_decode.py runs instead (slab layout, split-K). Tiled path
+One token with integer weights and no, per-token or static activation quantization runs moe_gemv.py (a
+CUDA-core GEMV per pair); up to DECODE_MAX_T tokens the decode path of moe_decode.py runs instead (slab layout
+or pair tiles, split-K). Tiled path
 steps (no host synchronisation, so a decode step can be captured in a CUDA graph):
     1. moe_align.align_pairs: sort pairs by expert, pad each expert's run to BLOCK_M rows.
     2. dynamic activation schemes: quantize x once per token (act_quant.py, the linear kernels' quantizer);
@@ -136,7 +137,6 @@ def _static_args(packed: PackedWeight, scheme: QuantScheme, device) -> list:
 
 def prepare_all(experts: ExpertWeights, scheme: QuantScheme, device: torch.device) -> None:
     """Build every layout the default dispatch can use for these experts (before CUDA graph capture)."""
-    bits = bits_of(scheme)
     # decode (T <= 64) runs symmetric int4 experts on their pair tiles (bf16 / fp16 activations assumed, as
     # served), everything else on the slab layout; the tiled prefill path reads the canonical tensors (and, for
     # static activations, the slab layout's corr)
@@ -146,7 +146,7 @@ def prepare_all(experts: ExpertWeights, scheme: QuantScheme, device: torch.devic
             expert_pair_tiles(p, scheme, device)
         else:
             _slab_layout(p, scheme, device)
-        if scheme.weight_only and bits:
+        if moe_gemv.eligible(scheme, 1):
             moe_gemv.prepare(p, scheme, device)  # T = 1
 
 

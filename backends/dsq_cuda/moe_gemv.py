@@ -1,4 +1,4 @@
-"""One-token decode of the fused MoE for weight-only schemes (W4A16, W4A16_ASYM, W8A16): one GEMV per pair.
+"""One-token decode of the fused MoE with integer weights: one CUDA-core GEMV per (token, expert) pair.
 
 When a step routes a single token (T = 1, the latency-bound case of single-stream decoding), every touched
 expert sees exactly one row, so the layer is ``top_k`` matrix-vector products per projection, bound by the
@@ -12,9 +12,21 @@ is the pair, the expert comes from ``topk_ids``):
     4. y[t] = round(sum_j round(o[t*top_k + j]) * topk_weights[t, j])   (moe_decode.combine, one kernel)
 the reference's formulas and rounding points (dsq_cuda.moe); only float32 summation order differs.
 
+Schemes: the weight-only ones (W4A16, W4A16_ASYM, W8A16) multiply x itself. Schemes with integer weights and
+per-token or static activations (W8A8, W8A8_DYNAMIC, W4A8_DYNAMIC, W4AFP8) multiply activation codes, which are
+exact in bf16, and scale the sums (gemv_kernel's X_SCALE; two-level s1 by CHANNEL_SCALE):
+    dynamic  x -> (codes, s_x) per token (act_quant, the reference's formulas); the intermediate per pair
+    static   codes per pair with the pair's expert's scale and zero point (moe_requant, one pair a block), then
+             ``q - zp`` (|q - zp| <= 255: exact in bf16), so no zero-point correction term is needed
+Every product is then an exact integer in float32, as are the partial sums of a scale group of int4 codes;
+only per-channel int8 sums over a whole row (W8A8) can round in float32 (relative 2**-24 a step), where the
+reference's int32 sums are exact: far inside the GEMM tolerance of the conformance suite.
+
 Layout (cached in ``PackedWeight.device_layout["dsq_cuda_moe_gemv:<device>"]``): each expert's codes in
-the row-tile layout of dsq_cuda.slab (``w`` int32 ``[E, tiles, N, SW]``), scales float32 ``[E, N, G]``
-(``ws``) and, for W4A16_ASYM, zero points unpacked to int8 ``[E, N, G]`` (``wz``).
+the row-tile layout of dsq_cuda.slab (``w`` int32 ``[E, tiles, N, SW]``; W8A8's one-per-byte int8 codes are
+first packed four to a word as offset-binary fields, ``u = q + 128``, the packed int8 format), scales float32
+``[E, N, G]`` (``ws``; two-level: the integer s2, and s1 ``[E, N, 1]`` as ``wc``) and, for W4A16_ASYM, zero
+points unpacked to int8 ``[E, N, G]`` (``wz``).
 """
 
 from __future__ import annotations
@@ -22,7 +34,7 @@ from __future__ import annotations
 import torch
 
 from dsq.qtypes import PackedWeight
-from dsq.schemes import QuantScheme
+from dsq.schemes import ActGranularity, QType, QuantScheme
 from dsq_cuda._env import check_not_capturing
 from dsq_cuda.mm import group_of
 from dsq_cuda.slab import to_row_tiles
@@ -32,9 +44,33 @@ from dsq_cuda.unpack import unpack_zero_points
 GEMV_MAX_T = 1
 
 
+#: quantized-activation schemes take this path too (see the module docstring); False leaves them on the
+#: decode path (moe_decode), for benchmarks
+QUANTIZED_ACTS = True
+
+
+def _acts_ok(scheme: QuantScheme) -> bool:
+    """Activations this path multiplies exactly: none (weight-only), per token, or static per expert."""
+    if scheme.weight_only:
+        return True
+    if not QUANTIZED_ACTS or scheme.weight_dtype not in (QType.INT4, QType.INT8) or not scheme.weight_symmetric:
+        return False
+    return scheme.act_granularity is ActGranularity.TOKEN or scheme.static_activations
+
+
 def eligible(scheme: QuantScheme | None, t: int) -> bool:
-    """Whether a step of ``t`` tokens with a weight-only packed scheme takes this path."""
-    return scheme is not None and scheme.weight_only and scheme.weight_bits in (4, 8) and 1 <= t <= GEMV_MAX_T
+    """Whether a step of ``t`` tokens with this scheme takes this path (integer weights, see _acts_ok)."""
+    return scheme is not None and scheme.weight_bits in (4, 8) and _acts_ok(scheme) and 1 <= t <= GEMV_MAX_T
+
+
+def _words(packed: PackedWeight, i: int, device: torch.device) -> torch.Tensor:
+    """Expert i's canonical packed words ``[N, ceil(K / EPW)]`` int32 (W8A8's int8 codes packed here)."""
+    if "weight_packed" in packed:
+        return packed["weight_packed"][i].to(device)
+    q = packed["weight"][i].to(device)  # int8 [N, K], one code a byte
+    pad = -q.shape[1] % 4
+    u = torch.nn.functional.pad(q.view(torch.uint8) ^ 0x80, (0, pad), value=0x80)  # offset binary, code 0 past K
+    return u.contiguous().view(torch.int32)
 
 
 def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> dict:
@@ -45,16 +81,18 @@ def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> 
     check_not_capturing("MoE row-tile layout")
     e, n, k = packed.shape
     bits, group = scheme.weight_bits, group_of(scheme)
-    words = packed["weight_packed"]
-    lay = {"w": torch.stack([to_row_tiles(words[i].to(device), k, bits, group) for i in range(e)]).contiguous(),
+    lay = {"w": torch.stack([to_row_tiles(_words(packed, i, device), k, bits, group) for i in range(e)]).contiguous(),
            "ws": packed["weight_scale"].to(device).float().contiguous()}
+    if scheme.two_level:  # group scales are the integer s2 (exact in float32), s1 per channel
+        lay["wc"] = lay["ws"]
+        lay["ws"] = packed["weight_group_scale"].to(device).float().contiguous()
     if "weight_zero_point" in packed:
         lay["wz"] = unpack_zero_points(packed["weight_zero_point"].to(device), n)
     packed.device_layout[key] = lay
     return lay
 
 
-def _gemv(a, lay, scheme, out, pair_ids, n, k, x_div, expert_range, num_experts):
+def _gemv(a, a_scale, lay, scheme, out, pair_ids, n, k, x_div, expert_range, num_experts):
     from dsq_cuda.configs import pick
     from dsq_cuda.gemv_kernel import launch
 
@@ -65,7 +103,30 @@ def _gemv(a, lay, scheme, out, pair_ids, n, k, x_div, expert_range, num_experts)
         raise RuntimeError(f"moe_gemv: layout width {w.shape[-1]} != config width {-cfg.block_k}")
     e_lo, e_hi = expert_range if expert_range is not None else (0, num_experts)
     launch(a, w, ws, lay.get("wz"), None, out, scheme, pair_ids.shape[0], n, k, cfg, group,
-           moe=(pair_ids, w[0].numel(), ws[0].numel(), e_lo, e_hi, x_div))
+           moe=(pair_ids, w[0].numel(), ws[0].numel(), e_lo, e_hi, x_div), xs=a_scale, wc=lay.get("wc"))
+
+
+def _codes(v: torch.Tensor, scheme: QuantScheme, packed: PackedWeight, ids: torch.Tensor, top_k: int):
+    """(activation codes as bf16, float32 scale per code row, rows per x row) of ``v`` for the GEMV, or
+    ``(v, None, top_k)`` for weight-only schemes. ``top_k``: pairs per row of ``v`` (1 when rows are pairs)."""
+    from dsq_cuda.act_quant import quantize_per_token_as_bf16
+    from dsq_cuda.moe_requant import requantize
+
+    if scheme.weight_only:
+        return v, None, top_k
+    if not scheme.static_activations:
+        codes, scales = quantize_per_token_as_bf16(v, scheme.act_dtype is QType.FP8_E4M3)
+        return codes, scales.reshape(-1).contiguous(), top_k
+    # static: each pair's codes with its expert's scale and zero point (one pair per block of moe_requant)
+    s = packed["input_scale"].reshape(-1).float()
+    zp = packed.tensors.get("input_zero_point")
+    zp = torch.zeros_like(s, dtype=torch.int8) if zp is None else zp.reshape(-1)
+    p = ids.shape[0]
+    pos = torch.arange(p, dtype=torch.int32, device=v.device)
+    q, _ = requantize(v, p, pos, ids, 1, p, top_k, 0.0, gather=True, static=(s, zp),
+                      half_away=scheme.act_rounding.value == "half_away")
+    e = ids.long().clamp(0, s.shape[0] - 1)  # another rank's experts: their rows do no work (gemv_kernel)
+    return (q.float() - zp[e].float()[:, None]).to(torch.bfloat16), s[e].contiguous(), 1
 
 
 def run_gemv(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor, gate_up: PackedWeight,
@@ -85,11 +146,13 @@ def run_gemv(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor
     p = ids.shape[0]
     x = x if x.stride(-1) == 1 else x.contiguous()
     hbuf = torch.zeros((p, 2 * i), dtype=torch.float32, device=device)
-    _gemv(x, up, scheme, hbuf, ids, 2 * i, h, top_k, expert_range, num_experts)
+    a, a_scale, x_div = _codes(x, scheme, gate_up, ids, top_k)
+    _gemv(a, a_scale, up, scheme, hbuf, ids, 2 * i, h, x_div, expert_range, num_experts)
     inter = torch.empty((p, i), dtype=x.dtype, device=device)
     block = min(1024, max(16, 1 << (i - 1).bit_length()))
     swiglu_kernel[(p, -(-i // block))](hbuf, inter, i, hbuf.stride(0), inter.stride(0),
                                        OUT_KIND=OUT_KIND[x.dtype], BLOCK=block, num_warps=4)
     out = torch.zeros((p, h), dtype=torch.float32, device=device)
-    _gemv(inter, dn, scheme, out, ids, h, i, 1, expert_range, num_experts)
+    a, a_scale, _ = _codes(inter, scheme, down, ids, 1)
+    _gemv(a, a_scale, dn, scheme, out, ids, h, i, 1, expert_range, num_experts)
     return combine(out, topk_weights, x.dtype)

@@ -272,7 +272,7 @@ def main() -> int:
                         torch.empty((m, n), dtype=torch.bfloat16, device=dev)
                     if kern is gemv_kernel:  # the backend's kernel on dsq_cuda.slab's row tiles
                         gemv_kernel[(1, grid[0], grid[1])](
-                            x, w, s, s, s, out, s, n, k, k // G, x.stride(0), out.stride(0), 0, 0, 0, 1, G=G,
+                            x, w, s, s, s, out, s, s, s, n, k, k // G, x.stride(0), out.stride(0), 0, 0, 0, 0, 1, G=G,
                             BITS=bits, ASYM=False,
                             GROUP_SCALE=True, HAS_BIAS=False, SPLIT_K=cfg["SPLIT"], BLOCK_N=cfg["BN"], SW=cfg["SW"],
                             CH=row_tile_chunk(bits, G, cfg["SW"]), MANT=cfg["MANT"], num_warps=warps)

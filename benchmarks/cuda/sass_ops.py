@@ -31,8 +31,9 @@ from dsq_cuda.mma_decode_kernel import mma_decode_kernel  # noqa: E402
 from dsq_cuda.slab import row_tile_chunk  # noqa: E402
 
 SIGNATURE = {"x_ptr": "*bf16", "w_ptr": "*i32", "ws_ptr": "*fp32", "wz_ptr": "*i8", "bias_ptr": "*fp32",
-             "out_ptr": "*fp32", "ids_ptr": "*i32", "N": "i32", "K": "i32", "NG": "i32", "stride_xm": "i32",
-             "stride_om": "i32", "stride_we": "i64", "stride_se": "i64", "e_lo": "i32", "e_hi": "i32"}
+             "out_ptr": "*fp32", "ids_ptr": "*i32", "xs_ptr": "*fp32", "wc_ptr": "*fp32", "N": "i32", "K": "i32",
+             "NG": "i32", "stride_xm": "i32", "stride_om": "i32", "stride_we": "i64", "stride_se": "i64",
+             "stride_ce": "i64", "e_lo": "i32", "e_hi": "i32"}
 
 
 def sass_opcodes(bits: int, group: int, mant: bool, block_n: int = 128, sw: int = 16, warps: int = 4) -> list[str]:

@@ -129,17 +129,22 @@ def check(h, i, device) -> list[dict]:
 
 @contextlib.contextmanager
 def switches(values: dict):
-    """Set module-level switches of dsq_cuda.moe for one timing, then restore them."""
-    import dsq_cuda.moe as moe_mod
+    """Set module-level switches for one timing, then restore them: ``NAME`` of dsq_cuda.moe, or ``mod.NAME``
+    of dsq_cuda.mod (e.g. ``moe_gemv.QUANTIZED_ACTS``)."""
+    import importlib
 
-    saved = {k: getattr(moe_mod, k) for k in values}
+    def target(key: str):
+        mod, _, name = key.rpartition(".")
+        return importlib.import_module("dsq_cuda." + (mod or "moe")), name
+
+    saved = {k: getattr(*target(k)) for k in values}
     try:
         for k, v in values.items():
-            setattr(moe_mod, k, v)
+            setattr(*target(k), v)
         yield
     finally:
         for k, v in saved.items():
-            setattr(moe_mod, k, v)
+            setattr(*target(k), v)
 
 
 def main() -> None:
@@ -155,12 +160,16 @@ def main() -> None:
                     help="time the mantissa decode variant of the T = 1 GEMV path (dsq_cuda.gemv_kernel.MANT_DECODE)")
     ap.add_argument("--on-load", action="store_true", help="above T = 64 also time each scheme with its activations "
                     "quantized on load in the GEMM (dsq_cuda.moe.PREFILL_QUANTIZE_ONCE = False)")
+    ap.add_argument("--switch-variants", default="",
+                    help="JSON list of switch dicts (as --prefill-variants, keys may name a module: "
+                    "'moe_gemv.QUANTIZED_ACTS') timed at every T")
     ap.add_argument("--prefill-variants", default="",
                     help="JSON list of dicts of dsq_cuda.moe switches (e.g. [{\"PREFILL_INT4_SPLIT\": false}, "
                     "{\"PREFILL_BLOCKS\": {\"block_m\": 128}}]), each timed above T = 64 as SCHEME@{...}; "
                     "variants that set PREFILL_BLOCKS also time the bf16 fused layer")
     args = ap.parse_args()
     prefill_variants = json.loads(args.prefill_variants) if args.prefill_variants else []
+    switch_variants = json.loads(args.switch_variants) if args.switch_variants else []
     if args.on_load:
         prefill_variants.append({"PREFILL_QUANTIZE_ONCE": False})
     if args.mant:
@@ -219,7 +228,7 @@ def main() -> None:
         for (t, kind), (ids, tw) in routes.items():
             x = x_all[:t]
             record(name, t, kind, bench(functools.partial(run_moe, x, ids, tw, ew.gate_up, ew.down, scheme, e), device, True), nbytes)
-            for v in prefill_variants if t > 64 else []:
+            for v in (prefill_variants if t > 64 else []) + switch_variants:
                 with switches(v):
                     fn = functools.partial(run_moe, x, ids, tw, ew.gate_up, ew.down, scheme, e)
                     record(name + "@" + json.dumps(v, separators=(",", ":")), t, kind, bench(fn, device, True),

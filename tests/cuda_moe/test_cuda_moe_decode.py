@@ -47,12 +47,17 @@ def test_decode_variants_match_reference(scheme_name, cfg):
     assert rel_err(y, r) < 4e-3, rel_err(y, r)
 
 
-@pytest.mark.parametrize("scheme_name", ["W4A16", "W4A16_ASYM", "W8A16"])
+@pytest.mark.parametrize("scheme_name", ["W4A16", "W4A16_ASYM", "W8A16", "W8A8", "W8A8_DYNAMIC", "W4A8_DYNAMIC",
+                                         "W4AFP8"])
 @pytest.mark.parametrize("top_k", [1, 4])
 def test_one_token_gemv_path_matches_reference(scheme_name, top_k):
-    # T = 1 with a weight-only scheme: one CUDA-core GEMV per (token, expert) pair (moe_gemv.py); ragged H/I.
+    # T = 1 with integer weights: one CUDA-core GEMV per (token, expert) pair (moe_gemv.py); ragged H/I.
+    # Quantized-activation schemes multiply codes (static W8A8: q - zp per pair, with non-zero zero points).
+    from dsq_cuda import moe_gemv
+
     e, h, i = 6, 520, 48
     scheme, cpu, dev = make_experts(scheme_name, e, h, i, seed=5)
+    assert moe_gemv.eligible(scheme, 1)
     g = torch.Generator().manual_seed(3)
     ids = torch.randperm(e, generator=g)[:top_k].view(1, top_k)
     w = torch.rand(1, top_k, generator=g) + 0.1
@@ -112,7 +117,8 @@ def test_mma_variant_eligibility():
 @pytest.mark.parametrize("scheme_name", ["W4A16", "W8A8"])
 def test_prepare_builds_the_moe_layouts(scheme_name):
     # Backend.prepare on experts builds the decode layout (pair tiles for symmetric int4 experts, the slab
-    # layout otherwise, never both) and, weight-only, the GEMV's; calls then add none.
+    # layout otherwise, never both) and the GEMV's (integer weights, per-token or static activations: both
+    # schemes here); calls then add none.
     import dsq
 
     e, h, i = 4, 256, 64
@@ -123,7 +129,7 @@ def test_prepare_builds_the_moe_layouts(scheme_name):
     int4 = scheme_name == "W4A16"
     assert any(k.startswith("dsq_cuda_moe_pt:") for k in keys) == int4
     assert any(k.startswith("dsq_cuda_moe:") for k in keys) == (not int4)
-    assert any(k.startswith("dsq_cuda_moe_gemv:") for k in keys) == scheme.weight_only
+    assert any(k.startswith("dsq_cuda_moe_gemv:") for k in keys)
     x = torch.randn(1, h).to(torch.bfloat16)
     ids = torch.tensor([[0, 2]])
     w = torch.tensor([[0.6, 0.4]])
