@@ -35,7 +35,8 @@ pairs of experts outside ``[e_lo, e_hi)`` (another rank's, in expert parallelism
 Quantized activations (MOE mode of W8A8, W8A8_DYNAMIC, W4A8_DYNAMIC, W4AFP8 at one token): x holds the codes
 (int8 / e4m3 values, or static ``q - zp``; exact in bf16), so each product ``x * (q_w - zp_w)`` is an exact
 integer and only float32 summation order differs from the integer sums of the reference; X_SCALE multiplies
-row ``row // X_DIV``'s activation scale ``xs`` into y, and CHANNEL_SCALE (two-level weights, whose group
+row ``row // X_DIV``'s activation scale ``xs`` into y (1) or that of the pair's expert (2: static scales, MOE
+mode only), and CHANNEL_SCALE (two-level weights, whose group
 scales ``ws`` are the integer s2) the per-channel s1 ``wc``:
     y[n] = xs * s1[n] * sum_g s2[n, g] * sum_{k in g} x[k] * q[n, k]
 """
@@ -56,7 +57,7 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
                 G: tl.constexpr, BITS: tl.constexpr, ASYM: tl.constexpr, GROUP_SCALE: tl.constexpr,
                 HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK_N: tl.constexpr, SW: tl.constexpr,
                 CH: tl.constexpr, MOE: tl.constexpr = False, X_DIV: tl.constexpr = 1,
-                MANT: tl.constexpr = False, X_SCALE: tl.constexpr = False, CHANNEL_SCALE: tl.constexpr = False):
+                MANT: tl.constexpr = False, X_SCALE: tl.constexpr = 0, CHANNEL_SCALE: tl.constexpr = False):
     EPW: tl.constexpr = 32 // BITS
     LBK: tl.constexpr = EPW * SW  # inputs per tile
     # CH: inputs per chunk (dsq_cuda.slab.row_tile_chunk), a multiple of the tile and of the scale group
@@ -142,8 +143,10 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
     else:
         s = tl.load(ws_ptr + rows, mask=nmask, other=0.0)
         y = tl.sum(part, axis=1) * s
-    if X_SCALE:  # x held activation codes (exact in float): their row's scale
+    if X_SCALE == 1:  # x held activation codes (exact in float): their row's scale
         y = y * tl.load(xs_ptr + row // X_DIV)
+    elif X_SCALE == 2:  # static codes: the scale of the pair's expert
+        y = y * tl.load(xs_ptr + e)
     if HAS_BIAS:
         b = tl.load(bias_ptr + rows, mask=nmask, other=0.0).to(tl.float32)
         y = y + tl.where(pid_k == 0, 1.0, 0.0) * b
@@ -155,11 +158,12 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
 
 
 def launch(x, words, ws, wz, bias, out, scheme, rows: int, n: int, k: int, cfg, group: int,
-           moe: tuple | None = None, xs=None, wc=None) -> None:
+           moe: tuple | None = None, xs=None, wc=None, xs_per_expert: bool = False) -> None:
     """Launch :func:`gemv_kernel` over ``rows`` program rows with config ``cfg`` (dsq_cuda.configs; -block_k is
     the row-tile width SW of ``words``). ``wz``/``bias`` may be None. ``moe``: ``(ids, stride_we, stride_se,
     e_lo, e_hi, x_div)`` for the MoE mode, where program row p is pair p (see the module docstring). ``xs``:
-    float32 activation scales per x row when x holds codes; ``wc``: two-level s1 ``[E, N, 1]`` (MoE mode)."""
+    float32 activation scales per x row when x holds codes (per expert with ``xs_per_expert``, MoE mode);
+    ``wc``: two-level s1 ``[E, N, 1]`` (MoE mode)."""
     from dsq.schemes import Granularity
     from dsq_cuda.slab import row_tile_chunk
 
@@ -173,5 +177,5 @@ def launch(x, words, ws, wz, bias, out, scheme, rows: int, n: int, k: int, cfg, 
                       GROUP_SCALE=scheme.weight_granularity is Granularity.GROUP or scheme.two_level,
                       HAS_BIAS=bias is not None,
                       SPLIT_K=cfg.split_k, BLOCK_N=cfg.block_n, SW=sw, CH=row_tile_chunk(bits, group, sw),
-                      MOE=moe is not None, X_DIV=x_div, MANT=MANT_DECODE, X_SCALE=xs is not None,
+                      MOE=moe is not None, X_DIV=x_div, MANT=MANT_DECODE, X_SCALE=0 if xs is None else 2 if xs_per_expert else 1,
                       CHANNEL_SCALE=wc is not None, num_warps=cfg.num_warps, num_stages=cfg.num_stages)

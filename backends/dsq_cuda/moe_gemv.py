@@ -103,12 +103,14 @@ def _gemv(a, a_scale, lay, scheme, out, pair_ids, n, k, x_div, expert_range, num
         raise RuntimeError(f"moe_gemv: layout width {w.shape[-1]} != config width {-cfg.block_k}")
     e_lo, e_hi = expert_range if expert_range is not None else (0, num_experts)
     launch(a, w, ws, lay.get("wz"), None, out, scheme, pair_ids.shape[0], n, k, cfg, group,
-           moe=(pair_ids, w[0].numel(), ws[0].numel(), e_lo, e_hi, x_div), xs=a_scale, wc=lay.get("wc"))
+           moe=(pair_ids, w[0].numel(), ws[0].numel(), e_lo, e_hi, x_div), xs=a_scale, wc=lay.get("wc"),
+           xs_per_expert=scheme.static_activations)
 
 
 def _codes(v: torch.Tensor, scheme: QuantScheme, packed: PackedWeight, ids: torch.Tensor, top_k: int):
-    """(activation codes as bf16, float32 scale per code row, rows per x row) of ``v`` for the GEMV, or
-    ``(v, None, top_k)`` for weight-only schemes. ``top_k``: pairs per row of ``v`` (1 when rows are pairs)."""
+    """(activation codes as bf16, float32 scales, pairs per code row) of ``v`` for the GEMV, or ``(v, None,
+    top_k)`` for weight-only schemes. ``top_k``: pairs per row of ``v`` (1 when rows are pairs). Scales are per
+    code row (dynamic) or per expert (static: the codes are per pair)."""
     from dsq_cuda.act_quant import quantize_per_token_as_bf16
     from dsq_cuda.moe_requant import requantize
 
@@ -117,16 +119,15 @@ def _codes(v: torch.Tensor, scheme: QuantScheme, packed: PackedWeight, ids: torc
     if not scheme.static_activations:
         codes, scales = quantize_per_token_as_bf16(v, scheme.act_dtype is QType.FP8_E4M3)
         return codes, scales.reshape(-1).contiguous(), top_k
-    # static: each pair's codes with its expert's scale and zero point (one pair per block of moe_requant)
-    s = packed["input_scale"].reshape(-1).float()
+    # static: each pair's codes q - zp with its expert's scale and zero point (one pair a block of moe_requant,
+    # one kernel); the GEMV multiplies the expert's scale in (X_SCALE 2)
+    s = packed["input_scale"].reshape(-1).float().contiguous()
     zp = packed.tensors.get("input_zero_point")
     zp = torch.zeros_like(s, dtype=torch.int8) if zp is None else zp.reshape(-1)
     p = ids.shape[0]
-    pos = torch.arange(p, dtype=torch.int32, device=v.device)
-    q, _ = requantize(v, p, pos, ids, 1, p, top_k, 0.0, gather=True, static=(s, zp),
-                      half_away=scheme.act_rounding.value == "half_away")
-    e = ids.long().clamp(0, s.shape[0] - 1)  # another rank's experts: their rows do no work (gemv_kernel)
-    return (q.float() - zp[e].float()[:, None]).to(torch.bfloat16), s[e].contiguous(), 1
+    q, _ = requantize(v, p, None, ids, 1, p, top_k, 0.0, gather=True, static=(s, zp),
+                      half_away=scheme.act_rounding.value == "half_away", centered=True)
+    return q, s, 1
 
 
 def run_gemv(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor, gate_up: PackedWeight,

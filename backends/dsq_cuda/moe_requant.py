@@ -34,11 +34,15 @@ STATIC, DYNAMIC = 0, 1
 def _requant_kernel(src_ptr, stride_src, ids_ptr, bexp_ptr, s_ptr, zp_ptr, amax_ptr, stride_amax, scale_ptr,
                     q_ptr, stride_q, R, K, top_k, num_pairs, tiny, MODE: tl.constexpr, GATHER: tl.constexpr,
                     FP8: tl.constexpr, HALF_AWAY: tl.constexpr, GROUP: tl.constexpr, BM: tl.constexpr,
-                    BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+                    BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr, CENTER: tl.constexpr = False,
+                    IDENT: tl.constexpr = False):
     pos = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
     inside = pos < R
-    pair = tl.load(ids_ptr + pos, mask=inside, other=num_pairs)
+    if IDENT:  # position p is pair p
+        pair = tl.where(inside, pos, num_pairs)
+    else:
+        pair = tl.load(ids_ptr + pos, mask=inside, other=num_pairs)
     e = tl.load(bexp_ptr + pos // BM, mask=inside, other=-1)
     live = inside & (pair < num_pairs) & (e >= 0)
     if GATHER:
@@ -58,6 +62,8 @@ def _requant_kernel(src_ptr, stride_src, ids_ptr, bexp_ptr, s_ptr, zp_ptr, amax_
             q = round_half_away(v)
         else:
             q = rne(v)
+        if CENTER:
+            q = q - zp[:, None]
     else:
         # the scale from the amax exactly as the GEMM's on-load path computes it (moe_tiles.load_a)
         if GROUP > 0:
@@ -76,32 +82,41 @@ def _requant_kernel(src_ptr, stride_src, ids_ptr, bexp_ptr, s_ptr, zp_ptr, amax_
         tl.store(scale_ptr + pos.to(tl.int64)[:, None] * stride_amax + g[None, :], s,
                  mask=inside[:, None] & cmask[None, :] & first[None, :])
     q = tl.where(m, q, 0.0)
-    if FP8:
+    if CENTER:
+        out = q.to(q_ptr.dtype.element_ty)
+    elif FP8:
         out = q.to(tl.float8e4nv).to(tl.uint8, bitcast=True)
     else:
         out = q.to(tl.int8)
     tl.store(q_ptr + pos.to(tl.int64)[:, None] * stride_q + cols[None, :], out, mask=inside[:, None] & cmask[None, :])
 
 
-def requantize(src: torch.Tensor, rows: int, sorted_ids: torch.Tensor, block_expert: torch.Tensor, block_m: int,
+def requantize(src: torch.Tensor, rows: int, sorted_ids: torch.Tensor | None, block_expert: torch.Tensor, block_m: int,
                num_pairs: int, top_k: int, tiny: float, *, gather: bool,
                static: tuple[torch.Tensor, torch.Tensor] | None = None, amax: torch.Tensor | None = None,
-               group: int = 0, fp8: bool = False, half_away: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+               group: int = 0, fp8: bool = False, half_away: bool = False,
+               centered: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Codes ``[rows, K]`` (int8, or e4m3 bits as uint8 with ``fp8``) of ``src`` rows per padded position, and
     for dynamic quantization their float32 scales (shaped like ``amax``: [rows, G], G = 1 or K / ``group``):
-    static with ``static`` = (scale [E] float32, zero point [E] int8) per expert, else from ``amax``."""
+    static with ``static`` = (scale [E] float32, zero point [E] int8) per expert, else from ``amax``.
+    ``sorted_ids=None``: position p is pair p. ``centered`` (static only): ``q - zp`` as bfloat16 (exact: at most
+    255 in magnitude), for kernels that multiply codes in float (dsq_cuda.moe_gemv)."""
     k = src.shape[1]
-    q = torch.empty((rows, k), dtype=torch.uint8 if fp8 else torch.int8, device=src.device)
+    dtype = torch.bfloat16 if centered else torch.uint8 if fp8 else torch.int8
+    q = torch.empty((rows, k), dtype=dtype, device=src.device)
     scales = None if amax is None else torch.empty_like(amax)
     if rows == 0:
         return q, scales
-    s, zp = static if static is not None else (sorted_ids, sorted_ids)
+    if centered and static is None:
+        raise ValueError("requantize: centered codes need static scales")
+    s, zp = static if static is not None else (block_expert, block_expert)
     am = amax if amax is not None else src
     grid = (triton.cdiv(rows, 16), triton.cdiv(k, 256))
-    _requant_kernel[grid](src, src.stride(0), sorted_ids, block_expert, s, zp, am, am.stride(0),
-                          scales if scales is not None else src, q, q.stride(0), rows, k, top_k, num_pairs, tiny,
-                          MODE=STATIC if static is not None else DYNAMIC, GATHER=gather, FP8=fp8,
-                          HALF_AWAY=half_away, GROUP=group, BM=block_m, BLOCK_R=16, BLOCK_K=256, num_warps=4)
+    _requant_kernel[grid](src, src.stride(0), block_expert if sorted_ids is None else sorted_ids, block_expert, s,
+                          zp, am, am.stride(0), scales if scales is not None else src, q, q.stride(0), rows, k, top_k,
+                          num_pairs, tiny, MODE=STATIC if static is not None else DYNAMIC, GATHER=gather, FP8=fp8,
+                          HALF_AWAY=half_away, GROUP=group, BM=block_m, BLOCK_R=16, BLOCK_K=256,
+                          CENTER=centered, IDENT=sorted_ids is None, num_warps=4)
     return q, scales
 
 
