@@ -151,7 +151,15 @@ for s in $STEPS; do
     bench_moe_v14b) step bench_moe_v14b 200 python3 benchmarks/cuda_moe/bench_moe.py --tokens 1 --no-loop \
         --schemes W8A8,W8A8_DYNAMIC,W4A8_DYNAMIC,W4AFP8,W4A16,W8A16 --out "$OUT/moe_v14b.json" \
         --switch-variants '[{"moe_gemv.QUANTIZED_ACTS":false}]' ;;
-    *) echo "unknown step $s; known: bench_moe_v14b pytest_moe_v14 bench_moe_v14 pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
+    # v14: one token, the GEMV against the decode path (pair tiles for int4) at the final code
+    bench_moe_v14c) step bench_moe_v14c 200 python3 benchmarks/cuda_moe/bench_moe.py --tokens 1 --no-loop \
+        --schemes W8A8,W4A16,W4A8_DYNAMIC,W4AFP8 --out "$OUT/moe_v14c.json" \
+        --switch-variants '[{"moe_gemv.GEMV_MAX_T":0}]' ;;
+    # v14: the 8-bit schemes' decode launch settings (more programs, wider N tiles)
+    bench_moe_v14d) step bench_moe_v14d 250 python3 benchmarks/cuda_moe/bench_moe.py --tokens 8,64 --no-loop \
+        --schemes W8A8,W8A16 --out "$OUT/moe_v14d.json" \
+        --variants '[{"target_programs":4096},{"block_n":128,"num_warps":8},{"block_n":32},{"num_stages":6}]' ;;
+    *) echo "unknown step $s; known: bench_moe_v14c bench_moe_v14d bench_moe_v14b pytest_moe_v14 bench_moe_v14 pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
     esac
 done
 # the device returns at most 8 files: the logs travel as one archive

@@ -40,7 +40,8 @@ def sass_opcodes(bits: int, group: int, mant: bool, block_n: int = 128, sw: int 
     """Opcodes (without modifiers) of the kernel's SASS for sm_90, as the backend launches it at M = 1."""
     chunk = row_tile_chunk(bits, group, sw)
     consts = dict(G=group or (32 // bits) * sw, BITS=bits, ASYM=False, GROUP_SCALE=bool(group), HAS_BIAS=False,
-                  SPLIT_K=32, BLOCK_N=block_n, SW=sw, CH=chunk, MOE=False, X_DIV=1, MANT=mant)
+                  SPLIT_K=32, BLOCK_N=block_n, SW=sw, CH=chunk, MOE=False, X_DIV=1, MANT=mant, X_SCALE=0,
+                  CHANNEL_SCALE=False)
     sig = dict(SIGNATURE, **{name: "constexpr" for name in consts})
     src = ASTSource(fn=gemv_kernel, signature=sig, constexprs=consts)
     compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=3))
