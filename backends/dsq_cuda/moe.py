@@ -140,7 +140,7 @@ def prepare_all(experts: ExpertWeights, scheme: QuantScheme, device: torch.devic
     # decode (T <= 64) runs symmetric int4 experts on their pair tiles (bf16 / fp16 activations assumed, as
     # served), everything else on the slab layout; the tiled prefill path reads the canonical tensors (and, for
     # static activations, the slab layout's corr)
-    mma = DEFAULTS["mma"] and mma_eligible(scheme, torch.bfloat16)
+    mma = DEFAULTS["mma"] and mma_eligible(scheme, torch.bfloat16, int8=bool(DEFAULTS["mma8"]))
     for p in (experts.gate_up, experts.down):
         if mma:
             expert_pair_tiles(p, scheme, device)

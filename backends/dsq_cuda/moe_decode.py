@@ -32,9 +32,11 @@ LBK = {4: 256, 8: 128}
 #: defaults; the benchmark overrides them (decode_cfg) to sweep.
 DEFAULTS = dict(block_n=64, num_warps=4, num_stages=4, target_programs=1024, lbk4=512, lbk8=128, sl1=128, swap=0,
                 mma=1, mma_block_m=16, mma_stages=3, mma_x_ahead=0, mma_dot_fields=0, block_m=BLOCK_M,
-                static_codes=1)
+                static_codes=1, mma8=0)
 #: ``block_m``: pairs per M-block of moe_slab_kernel (16 or 32). An expert with more pairs than a block reads
 #: its weights once per block, so skewed routing (32 pairs per expert at T = 64) reads them twice at 16.
+#: ``mma8``: W8A16's experts (int8 codes in words, per-channel scales) on that kernel too, as the dense W8A16
+#: path runs at M <= 64; 0 keeps them on moe_slab_kernel.
 #: ``static_codes``: static activation schemes (W8A8) quantize x and the intermediate once per padded position
 #: (moe_requant, the prefill path's pass) and the GEMMs read int8 codes, as the dynamic schemes do; 0 quantizes
 #: on load, in every N tile, with a correctly rounded division per element.
@@ -89,9 +91,12 @@ def _split(blocks: int, n_tiles: int, k_tiles: int, target: int) -> int:
     return int(max(1, min(-(-target // base), k_tiles // 2)))
 
 
-def mma_eligible(scheme: QuantScheme | None, x_dtype: torch.dtype) -> bool:
-    """Whether the MOE mode of mma_decode_kernel serves this layer (see DEFAULTS['mma'])."""
-    if scheme is None or bits_of(scheme) != 4 or not scheme.weight_symmetric:
+def mma_eligible(scheme: QuantScheme | None, x_dtype: torch.dtype, int8: bool = False) -> bool:
+    """Whether the MOE mode of mma_decode_kernel serves this layer (see DEFAULTS['mma']): symmetric int4
+    experts, and with ``int8`` (DEFAULTS['mma8']) W8A16's int8-in-words experts too."""
+    if scheme is None or not scheme.weight_symmetric:
+        return False
+    if bits_of(scheme) != 4 and not (int8 and bits_of(scheme) == 8 and scheme.weight_only):
         return False
     if scheme.act_dtype is None:
         return x_dtype in (torch.bfloat16, torch.float16)
@@ -109,7 +114,7 @@ def expert_pair_tiles(packed: PackedWeight, scheme: QuantScheme, device: torch.d
         check_not_capturing("MoE pair-tile layout")
         e, n, k = packed.shape
         canon = packed["weight_packed"].to(device)
-        packed.device_layout[key] = to_pair_tiles(canon.reshape(e * n, -1), k, 4, sl).view(e, n, -1)
+        packed.device_layout[key] = to_pair_tiles(canon.reshape(e * n, -1), k, bits_of(scheme), sl).view(e, n, -1)
     return packed.device_layout[key]
 
 
@@ -119,7 +124,9 @@ def _launch_mma(a, a_scale, packed: PackedWeight, scheme: QuantScheme, al, out, 
     from dsq_cuda.mma_decode_kernel import mma_decode_kernel
     from dsq_cuda.slab import slab_length
 
-    group = group_of(scheme)
+    group = group_of(scheme)  # 0: per-channel scales (W8A16)
+    bits = bits_of(scheme)
+    epw = 32 // bits
     w = expert_pair_tiles(packed, scheme, out.device)
     sl = slab_length(group)
     two_level = scheme.two_level
@@ -130,18 +137,18 @@ def _launch_mma(a, a_scale, packed: PackedWeight, scheme: QuantScheme, al, out, 
     xs = a_scale.reshape(-1).float().contiguous() if act else ws
     # a [64, 32] float32 accumulator fits 4 warps; [*, 64] takes 8 warps and 128 rows, as in the dense kernel
     block_n, warps = (128, 8) if al.block_m > 32 else (64, 4)
-    k_tiles = -(-k // (8 * sl))
+    k_tiles = -(-k // (epw * sl))
     split = _split(al.max_blocks, -(-n // block_n), k_tiles, cfg["target_programs"])
     if split > 1:
         out.zero_()
     mma_decode_kernel[(-(-n // block_n), split, al.max_blocks)](
         a, xs, w, ws, wc, ws, ws, out, al.num_pairs, n, k, w.shape[-1], ws.shape[-1], a.stride(0), out.stride(0),
         al.sorted_ids, al.block_expert, w.stride(0), ws.stride(0), wc.stride(0),
-        G=group, BITS=4, ACT=act, ASYM=False, GROUP_SCALE=True, CHANNEL_SCALE=two_level, HAS_BIAS=False,
-        SPLIT_K=split, BLOCK_M=al.block_m, BLOCK_N=block_n, SL=sl, F16=act == 0 and a.dtype == torch.float16,
-        ASM=not interpreting(), EVEN_K=k % (8 * sl) == 0, MOE=True, X_DIV=top_k if gate_up else 1,
+        G=group or epw * sl, BITS=bits, ACT=act, ASYM=False, GROUP_SCALE=bool(group),
+        CHANNEL_SCALE=two_level or not group, HAS_BIAS=False, SPLIT_K=split, BLOCK_M=al.block_m, BLOCK_N=block_n, SL=sl, F16=act == 0 and a.dtype == torch.float16,
+        ASM=not interpreting(), EVEN_K=k % (epw * sl) == 0, MOE=True, X_DIV=top_k if gate_up else 1,
         X_AHEAD=bool(cfg["mma_x_ahead"]), num_warps=warps, num_stages=cfg["mma_stages"],
-        DOT_FIELDS=mma_dot_fields(4, group, sl, bool(cfg["mma_x_ahead"]), cfg["mma_dot_fields"]))
+        DOT_FIELDS=mma_dot_fields(bits, group, sl, bool(cfg["mma_x_ahead"]), cfg["mma_dot_fields"]))
 
 
 def _launch(a, a_scale, static, lay, packed, scheme, al, out, n, k, top_k, gate_up, sw, cfg, tiny, dummy, mma):
@@ -237,7 +244,8 @@ def run_decode(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tens
         down_sw["A_KIND"] = A_CODES
     # the tensor-core decode kernel takes symmetric int4 experts (on their pair tiles; the slab layout is
     # then not built); it reads per-token codes as bf16
-    mma = bool(cfg["mma"]) and mma_eligible(scheme, x.dtype if up_sw["A_KIND"] == A_FLOAT else torch.bfloat16)
+    mma = bool(cfg["mma"]) and mma_eligible(scheme, x.dtype if up_sw["A_KIND"] == A_FLOAT else torch.bfloat16,
+                                            int8=bool(cfg["mma8"]))
     lays = [None, None]
     if scheme is not None and not mma:
         for idx, p in enumerate((gate_up, down)):

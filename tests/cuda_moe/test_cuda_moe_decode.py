@@ -77,21 +77,23 @@ def test_one_token_gemv_path_matches_reference(scheme_name, top_k):
     assert rel_err(total.to(torch.bfloat16), r) < 8e-3
 
 
-@pytest.mark.parametrize("scheme_name", ["W4A16", "W4A8_DYNAMIC", "W4AFP8"])
+@pytest.mark.parametrize("scheme_name", ["W4A16", "W4A8_DYNAMIC", "W4AFP8", "W8A16"])
 @pytest.mark.parametrize("t,top_k,skew,split", [(5, 3, False, False), (19, 1, True, True), (7, 4, False, True)])
 def test_mma_variant_matches_reference(scheme_name, t, top_k, skew, split):
-    # The dense decode kernel in MOE mode (decode_cfg mma=1): ragged H/I, a token block of 16 overflowing
-    # into a second block (T = 19 all on one expert), split-K, and one rank's expert range.
+    # The dense decode kernel in MOE mode (decode_cfg mma=1; W8A16's int8 words with mma8=1): ragged H/I, a
+    # token block of 16 overflowing into a second block (T = 19 all on one expert), split-K, and one rank's
+    # expert range.
     from dsq_cuda.moe_decode import mma_eligible
 
     e, h, i = 6, 300, 96
     scheme, cpu, dev = make_experts(scheme_name, e, h, i, seed=6)
-    assert mma_eligible(scheme, torch.bfloat16)
+    int8 = scheme_name == "W8A16"
+    assert mma_eligible(scheme, torch.bfloat16, int8=int8) and mma_eligible(scheme, torch.bfloat16) != int8
     g = torch.Generator().manual_seed(4)
     ids = torch.full((t, top_k), 2) if skew else torch.stack([torch.randperm(e, generator=g)[:top_k] for _ in range(t)])
     w = torch.rand(t, top_k, generator=g) + 0.1
     x = torch.randn(t, h, generator=g).to(torch.bfloat16)
-    cfg = dict(mma=1, target_programs=10**6 if split else 1)
+    cfg = dict(mma=1, mma8=1, target_programs=10**6 if split else 1)
     r = reference().moe(x, ids, w, cpu, scheme)
     y = run_moe(x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev.gate_up, dev.down, scheme, e, path="decode",
                 decode_cfg=cfg)
@@ -110,7 +112,8 @@ def test_mma_variant_eligibility():
     assert mma_eligible(get_scheme("W4A16"), torch.float16)
     assert not mma_eligible(get_scheme("W4A16"), torch.float32)  # fp32 x keeps the float32 path
     assert not mma_eligible(get_scheme("W4A16_ASYM"), torch.bfloat16)  # zero points: not in MOE mode
-    assert not mma_eligible(get_scheme("W8A16"), torch.bfloat16)
+    assert not mma_eligible(get_scheme("W8A16"), torch.bfloat16)  # unless int8=True (decode_cfg mma8)
+    assert not mma_eligible(get_scheme("W8A8_DYNAMIC"), torch.bfloat16, int8=True)  # int8 codes not in words
     assert not mma_eligible(None, torch.bfloat16)
 
 
