@@ -49,6 +49,12 @@ import triton.language as tl
 #: the decode variant the dispatchers (dsq_cuda.mm, dsq_cuda.moe_gemv) pass as MANT (see above); benchmarks
 #: set it to time the other variant
 MANT_DECODE = False
+#: int4 codes two at a time (PAIRS) where a scale group spans whole tiles (or scales are per channel): one
+#: shift and one and-or put fields j and j + 4 of a word into a bf16 pair ``(128 + u_j, 128 + u_j+4)``
+#: (``0x43004300`` is 128 in both halves; the nibbles land in the low mantissa bits, exactly), and a shift or
+#: an and turns each half into float32; then the same subtraction and FMA per code, so the same values and
+#: sums. The compiler otherwise spends a shift, a bit-field extract and an or per field.
+PAIR_DECODE = True
 
 
 @triton.jit
@@ -57,7 +63,8 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
                 G: tl.constexpr, BITS: tl.constexpr, ASYM: tl.constexpr, GROUP_SCALE: tl.constexpr,
                 HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK_N: tl.constexpr, SW: tl.constexpr,
                 CH: tl.constexpr, MOE: tl.constexpr = False, X_DIV: tl.constexpr = 1,
-                MANT: tl.constexpr = False, X_SCALE: tl.constexpr = 0, CHANNEL_SCALE: tl.constexpr = False):
+                MANT: tl.constexpr = False, X_SCALE: tl.constexpr = 0, CHANNEL_SCALE: tl.constexpr = False,
+                PAIRS: tl.constexpr = False):
     EPW: tl.constexpr = 32 // BITS
     LBK: tl.constexpr = EPW * SW  # inputs per tile
     # CH: inputs per chunk (dsq_cuda.slab.row_tile_chunk), a multiple of the tile and of the scale group
@@ -90,6 +97,9 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
         x_row = x_ptr + (row // X_DIV) * stride_xm
     wbase = w_ptr + rows[:, None] * SW + offs_s[None, :]
     acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    # scaled group sums per lane, reduced over the lanes once at the end: a lane reduction per group costs
+    # cross-thread shuffles (the lanes of a row are spread over threads), a scaled FMA per lane does not
+    lane_acc = tl.zeros([BLOCK_N, SW], dtype=tl.float32)
     part = tl.zeros([BLOCK_N, SW], dtype=tl.float32)  # sum of x * (q - zp), or of x * f (MANT), per lane
     xacc = tl.zeros([SW], dtype=tl.float32)  # MANT: sum of x per lane over the same inputs
     for c in range(c_lo, c_hi):
@@ -99,8 +109,23 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
             for j in tl.static_range(EPW):
                 k0 = t * LBK + j * SW
                 ks = k0 + offs_s
-                xj = tl.load(x_row + ks, mask=ks < K, other=0.0).to(tl.float32)
-                if MANT:
+                if PAIRS:  # int4, fields j and j + 4 at once (see PAIR_DECODE); nothing left for j >= 4
+                    if j < EPW // 2:
+                        sub = 136.0  # 128 + 2**(BITS-1)
+                        if ASYM:
+                            g = tl.minimum(k0 // G, NG - 1)
+                            zp = tl.load(wz_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
+                            sub = (sub + zp)[:, None]
+                        ks_hi = ks + (EPW // 2) * SW
+                        xj = tl.load(x_row + ks, mask=ks < K, other=0.0).to(tl.float32)
+                        xh = tl.load(x_row + ks_hi, mask=ks_hi < K, other=0.0).to(tl.float32)
+                        r = ((words >> (j * BITS)) & 0x000F000F) | 0x43004300  # bf16 pair 128 + u_j, 128 + u_j+4
+                        lo = (r << 16).to(tl.float32, bitcast=True) - sub
+                        hi = (r & -65536).to(tl.float32, bitcast=True) - sub
+                        part += xj[None, :] * lo  # two FMAs (one expression would round x * lo first)
+                        part += xh[None, :] * hi
+                elif MANT:
+                    xj = tl.load(x_row + ks, mask=ks < K, other=0.0).to(tl.float32)
                     # field j moved to the top mantissa bits of 1.0: f = 1 + u / 2**BITS exactly (a shift and
                     # an and-or); sum x * (q - zp) is rebuilt per group from sum x * f and sum x
                     SH = 23 - BITS - BITS * j
@@ -111,6 +136,7 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
                     part += xj[None, :] * f.to(tl.float32, bitcast=True)
                     xacc += xj
                 else:
+                    xj = tl.load(x_row + ks, mask=ks < K, other=0.0).to(tl.float32)
                     # (u | 0x4B000000) as float32 is 2**23 + u: one subtraction gives q - zp exactly
                     sub = 8388608.0 + OFF
                     if ASYM:
@@ -131,10 +157,10 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
                             acc += (tl.sum(part, axis=1) * ONE - sub * tl.sum(xacc, axis=0)) * s
                             xacc = tl.zeros([SW], dtype=tl.float32)
                         else:
-                            acc += tl.sum(part, axis=1) * s
+                            lane_acc += part * s[:, None]
                         part = tl.zeros([BLOCK_N, SW], dtype=tl.float32)
     if GROUP_SCALE:
-        y = acc
+        y = acc + tl.sum(lane_acc, axis=1)  # (acc: the MANT groups)
         if CHANNEL_SCALE:  # two-level weights: the group scales were the integer s2, this is s1
             y = y * tl.load(wc_ptr + rows, mask=nmask, other=0.0)
     elif MANT:
@@ -177,5 +203,12 @@ def launch(x, words, ws, wz, bias, out, scheme, rows: int, n: int, k: int, cfg, 
                       GROUP_SCALE=scheme.weight_granularity is Granularity.GROUP or scheme.two_level,
                       HAS_BIAS=bias is not None,
                       SPLIT_K=cfg.split_k, BLOCK_N=cfg.block_n, SW=sw, CH=row_tile_chunk(bits, group, sw),
-                      MOE=moe is not None, X_DIV=x_div, MANT=MANT_DECODE, X_SCALE=0 if xs is None else 2 if xs_per_expert else 1,
-                      CHANNEL_SCALE=wc is not None, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+                      MOE=moe is not None, X_DIV=x_div, MANT=MANT_DECODE,
+                      X_SCALE=0 if xs is None else 2 if xs_per_expert else 1, CHANNEL_SCALE=wc is not None,
+                      PAIRS=pairs_apply(bits, group, sw), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+
+
+def pairs_apply(bits: int, group: int, sw: int) -> bool:
+    """Whether the GEMV decodes int4 fields in pairs (PAIR_DECODE): the fields of a word must share a scale
+    group (the group a multiple of the 8 * SW inputs of a tile, or per-channel scales), and MANT off."""
+    return PAIR_DECODE and not MANT_DECODE and bits == 4 and (not group or group % (8 * sw) == 0)

@@ -154,7 +154,8 @@ def main() -> None:
     ap.add_argument("--schemes", default=",".join(SCHEMES))
     ap.add_argument("--tokens", default="1,8,64,512,4096")
     ap.add_argument("--check-only", action="store_true")
-    ap.add_argument("--variants", default="", help="JSON list of decode_cfg dicts timed at T <= 64 (sweep)")
+    ap.add_argument("--variants", default="", help="JSON list of decode_cfg dicts timed at T <= 64 (sweep); a "
+                    "key 'path' sets run_moe's path ('decode' at T = 1 skips the GEMV)")
     ap.add_argument("--no-loop", action="store_true", help="skip the torch per-expert loop")
     ap.add_argument("--mant", action="store_true",
                     help="time the mantissa decode variant of the T = 1 GEMV path (dsq_cuda.gemv_kernel.MANT_DECODE)")
@@ -233,8 +234,10 @@ def main() -> None:
                     fn = functools.partial(run_moe, x, ids, tw, ew.gate_up, ew.down, scheme, e)
                     record(name + "@" + json.dumps(v, separators=(",", ":")), t, kind, bench(fn, device, True),
                            nbytes)
-            for v in variants if t <= 64 else []:
-                fn = functools.partial(run_moe, x, ids, tw, ew.gate_up, ew.down, scheme, e, decode_cfg=v)
+            for v in variants if t <= 64 else []:  # a variant's "path" key picks run_moe's path (default auto)
+                cfg = {k: val for k, val in v.items() if k != "path"}
+                fn = functools.partial(run_moe, x, ids, tw, ew.gate_up, ew.down, scheme, e, decode_cfg=cfg,
+                                       path=v.get("path", "auto"))
                 record(name + json.dumps(v, separators=(",", ":")), t, kind, bench(fn, device, True), nbytes)
         del ew
         torch.cuda.empty_cache() if device.type == "cuda" else None

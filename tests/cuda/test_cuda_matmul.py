@@ -166,6 +166,23 @@ def test_gemv_mantissa_variant(cuda_backend, ref_backend, monkeypatch, name):
     assert _rel(y, ref_backend.matmul(x, pw, scheme, bias)) < TOL[torch.bfloat16]
 
 
+@pytest.mark.parametrize("pairs", [True, False])
+@pytest.mark.parametrize("name", ["W4A16", "W4A16_ASYM"])
+def test_gemv_pair_decode(cuda_backend, ref_backend, monkeypatch, name, pairs):
+    """The M = 1 kernel's int4 decode two fields at a time (PAIR_DECODE, the default where a scale group spans
+    whole tiles) and one at a time both match the reference; K = 300 ends in a partial tile."""
+    import dsq_cuda.gemv_kernel as gk
+    import dsq_cuda.mm as mm
+
+    assert gk.pairs_apply(4, 128, 16) and not gk.pairs_apply(4, 128, 32) and not gk.pairs_apply(8, 0, 16)
+    monkeypatch.setattr(gk, "PAIR_DECODE", pairs)
+    monkeypatch.setattr(mm, "MMA_MAX_M", {4: 0, 8: 0})  # M = 1 would take the tensor-core kernel for int4
+    scheme, w, x, bias, _ = _problem(name, 40, 300, 1, torch.bfloat16, seed=12)
+    pw = ref_backend.quantize_weight(w, scheme)
+    y = raw_matmul(x, pw, scheme, bias)
+    assert _rel(y, ref_backend.matmul(x, pw, scheme, bias)) < TOL[torch.bfloat16]
+
+
 @pytest.mark.parametrize("m", [1, 2, 9])
 def test_small_group_size(cuda_backend, ref_backend, m):
     """group 32 (shallower than one MMA after unpacking) on a deep weight: the decode kernel at M <= 16."""
