@@ -31,6 +31,8 @@ points unpacked to int8 ``[E, N, G]`` (``wz``).
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from dsq.qtypes import PackedWeight
@@ -44,6 +46,9 @@ from dsq_cuda.unpack import unpack_zero_points
 GEMV_MAX_T = 1
 
 
+#: split-K cap: the dense GEMV's configs (dsq_cuda.configs) split K up to 32 ways to keep one row's weights
+#: streaming; here top_k pairs already multiply the programs
+MAX_SPLIT = 32
 #: quantized-activation schemes take this path too (see the module docstring); False leaves them on the
 #: decode path (moe_decode), for benchmarks
 QUANTIZED_ACTS = True
@@ -98,6 +103,8 @@ def _gemv(a, a_scale, lay, scheme, out, pair_ids, n, k, x_div, expert_range, num
 
     group = group_of(scheme)
     cfg = pick(f"gemv{scheme.weight_bits}", 1, n, k, group, str(a.device))
+    if cfg.split_k > MAX_SPLIT:
+        cfg = dataclasses.replace(cfg, split_k=MAX_SPLIT)
     w, ws = lay["w"], lay["ws"]
     if w.shape[-1] != -cfg.block_k:  # prepare() builds dsq_cuda.slab.ROW_TILE_WORDS, which the configs pick
         raise RuntimeError(f"moe_gemv: layout width {w.shape[-1]} != config width {-cfg.block_k}")
