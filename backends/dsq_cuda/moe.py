@@ -41,8 +41,10 @@ from dsq_cuda.moe_layout import prepare as prepare_layout
 from dsq_cuda.moe_plan import (
     A_CODES,
     A_DYNAMIC,
+    A_FLOAT,
     A_STATIC,
     A_STATIC_CODES,
+    DOT_FP8,
     DOT_INT8,
     W_INT4,
     BlockConfig,
@@ -65,6 +67,12 @@ PREFILL_ZP_EPILOGUE = True
 #: by moe_requant.split_halves (moe_tiles.int4_split_step), the group scale on the int32 partial sums; False:
 #: the words unpacked by reshape and the codes multiplied by s2 (the same int32)
 PREFILL_INT4_SPLIT = True
+#: weight-only int4 experts (W4A16: bf16 / fp16 / float32 activations, float group scales) take the split path
+#: too, codes converted exactly to the activations' type and the float32 partial sums scaled per group; False:
+#: the reshape-unpacking path (same products, summed in another order)
+PREFILL_WONLY_SPLIT = True
+#: W4AFP8 experts (int4, float group scales, per-token e4m3 activations) take the split path too, with e4m3 dots
+PREFILL_FP8_SPLIT = True
 #: the split path decodes four bytes per instruction sequence with inline PTX on a GPU (moe_tiles.int4_halves)
 INT4_UNPACK_ASM = True
 #: the split path computes the transposed tile ``W @ A^T``: the decoded weights are the MMA's first operand,
@@ -161,9 +169,13 @@ def prefill_setup(scheme: QuantScheme | None, x_dtype: torch.dtype, t: int, uniq
         up_sw["DOT"] = down_sw["DOT"] = 5
     cfg = block_config(t, up_sw["DOT"] in (1, 2), k_limit(scheme),
                        weight_tile_bytes(up_sw["W_KIND"], unique_load, x_dtype.itemsize))
-    split = (PREFILL_INT4_SPLIT and PREFILL_QUANTIZE_ONCE and up_sw["W_KIND"] == W_INT4 and up_sw["DOT"] == DOT_INT8
-             and up_sw["W_GS"] and not up_sw["W_ZP"] and up_sw["A_KIND"] == A_CODES and not up_sw["TILE_SCALED"]
-             and cfg.block_k >= 64)
+    int4 = up_sw["W_KIND"] == W_INT4 and not up_sw["W_ZP"] and cfg.block_k >= 64
+    split = int4 and (
+        (PREFILL_INT4_SPLIT and PREFILL_QUANTIZE_ONCE and up_sw["DOT"] == DOT_INT8 and up_sw["W_GS"]
+         and up_sw["A_KIND"] == A_CODES and not up_sw["TILE_SCALED"])
+        or (PREFILL_WONLY_SPLIT and up_sw["A_KIND"] == A_FLOAT and up_sw["W_SCALE"] == 2 and not up_sw["W_GS"])
+        or (PREFILL_FP8_SPLIT and PREFILL_QUANTIZE_ONCE and up_sw["DOT"] == DOT_FP8 and up_sw["A_KIND"] == A_CODES
+            and up_sw["W_SCALE"] == 2 and not up_sw["W_GS"] and not up_sw["A_GROUPED"]))
     swap = split and INT4_SWAP_AB
     if swap:
         cfg = dataclasses.replace(cfg, num_stages=3)
@@ -225,6 +237,9 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
         if split:
             codes = split_halves(codes, cfg.block_k)
         a_ptr, stride_am, as_ptr, stride_asm = codes, codes.stride(0), scales, scales.stride(0)
+    elif split:  # weight-only int4: x itself, reordered for the split path
+        a_ptr = split_halves(x, cfg.block_k)
+        stride_am = a_ptr.stride(0)
     elif up_sw["A_KIND"] == 3:
         st = _static_args(gate_up, scheme, device)
         if PREFILL_QUANTIZE_ONCE:  # per padded position: each row its expert's scale
@@ -266,6 +281,8 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
         down_sw = dict(down_sw, A_KIND=A_STATIC_CODES if static else A_CODES)
         if split:
             a_down = split_halves(a_down, cfg.block_k)
+    elif split:  # weight-only int4: the intermediate itself, reordered
+        a_down = split_halves(inter, cfg.block_k)
     full = expert_range is None or tuple(expert_range) == (0, num_experts)
     out = (torch.empty if full else torch.zeros)((al.num_pairs, h), dtype=torch.float32, device=device)
     grid = (al.max_blocks, -(-h // cfg.block_n_down))

@@ -28,8 +28,10 @@ precomputed per-expert code sums ``corr`` (moe_layout), rather than ``zp * colsu
 W_SPLIT (int4 weights, int8 codes, two-level group scales) reads the int4 words as bytes, each byte's low and
 high fields as two int8 tiles (inputs ``k0 + 2j`` and ``k0 + 2j + 1``), multiplies them by two contiguous
 activation tiles that moe_requant.split_halves laid out in that order, and scales the int32 partial sum by the
-group's integer s2 (moe_tiles.int4_split_step); UNPACK_ASM decodes the bytes with inline PTX; SWAP_AB
-computes the transposed tile ``W @ A^T``, the decoded weights as the MMA's first operand.
+group's integer s2 (moe_tiles.int4_split_step); for weight-only int4 (W4A16, float group scales) the same with
+the codes converted to the activations' bf16 / fp16 and float32 partial sums scaled per group (not bit-identical
+to the unsplit path: the MMA sums the same products in another order); UNPACK_ASM decodes the bytes with inline
+PTX; SWAP_AB computes the transposed tile ``W @ A^T``, the decoded weights as the MMA's first operand.
 
 A_KIND: 0 float x, 1 codes with stored per-row / per-group scales, 2 quantized on load from a stored amax,
 3 quantized on load with the expert's static scale and zero point, 4 static codes quantized beforehand (the
@@ -95,38 +97,49 @@ def moe_gemm_kernel(
             acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
             acc_u = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
         if W_SPLIT and SWAP_AB:
-            # int4 weights x int8 codes (W4A8 two-level), transposed: out^T = W @ A^T (module docstring)
+            # int4 weights x int8 codes (W4A8 two-level) or x bf16/fp16 (W4A16), transposed: out^T = W @ A^T
             offs_h = tl.arange(0, BLOCK_K // 2)
             a_col = a_ptr + a_rows[None, :].to(tl.int64) * stride_am
             kb = (K + 7) // 8 * 4
-            acc_t = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.int32)
-            acc_ut = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.int32)
+            # the group scales: two-level s2 (int32 sums), or weight-only float scales (float32 sums)
+            if DOT == 1:
+                sc_ptr, stride_sce, stride_scn = gs_ptr, stride_ge, stride_gn
+                acc_t = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.int32)
+                acc_ut = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.int32)
+            else:
+                sc_ptr, stride_sce, stride_scn = ws_ptr, stride_se, stride_sn
+                acc_t = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+                acc_ut = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
             for k0 in range(0, K, BLOCK_K):
                 a_lo = tl.load(a_col + (k0 + offs_h)[:, None], mask=rmask[None, :], other=0)
                 a_hi = tl.load(a_col + (k0 + BLOCK_K // 2 + offs_h)[:, None], mask=rmask[None, :], other=0)
-                acc_t = int4_split_step(acc_t, a_lo, a_hi, w_ptr, gs_ptr, e64, cols, k0, N, kb, stride_we,
-                                        stride_wn, stride_ge, stride_gn, GROUP, UNPACK_ASM, True, BLOCK_K,
-                                        BLOCK_N)
+                acc_t = int4_split_step(acc_t, a_lo, a_hi, w_ptr, sc_ptr, e64, cols, k0, N, kb, stride_we,
+                                        stride_wn, stride_sce, stride_scn, GROUP, UNPACK_ASM, True, BLOCK_K,
+                                        BLOCK_N, DOT)
                 if GATE_UP:
-                    acc_ut = int4_split_step(acc_ut, a_lo, a_hi, w_ptr, gs_ptr, e64, cols + N, k0, 2 * N, kb,
-                                             stride_we, stride_wn, stride_ge, stride_gn, GROUP, UNPACK_ASM, True,
-                                             BLOCK_K, BLOCK_N)
+                    acc_ut = int4_split_step(acc_ut, a_lo, a_hi, w_ptr, sc_ptr, e64, cols + N, k0, 2 * N, kb,
+                                             stride_we, stride_wn, stride_sce, stride_scn, GROUP, UNPACK_ASM, True,
+                                             BLOCK_K, BLOCK_N, DOT)
             acc = tl.trans(acc_t)
             acc_u = tl.trans(acc_ut)
         elif W_SPLIT:
-            # int4 weights x int8 codes (W4A8 two-level), the split-halves way (module docstring)
+            # int4 weights x int8 codes (W4A8 two-level) or x bf16/fp16 (W4A16), the split-halves way
             offs_h = tl.arange(0, BLOCK_K // 2)
             a_row = a_ptr + a_rows[:, None].to(tl.int64) * stride_am
             kb = (K + 7) // 8 * 4
+            if DOT == 1:
+                sc_ptr, stride_sce, stride_scn = gs_ptr, stride_ge, stride_gn
+            else:
+                sc_ptr, stride_sce, stride_scn = ws_ptr, stride_se, stride_sn
             for k0 in range(0, K, BLOCK_K):
                 a_lo = tl.load(a_row + (k0 + offs_h)[None, :], mask=rmask[:, None], other=0)
                 a_hi = tl.load(a_row + (k0 + BLOCK_K // 2 + offs_h)[None, :], mask=rmask[:, None], other=0)
-                acc = int4_split_step(acc, a_lo, a_hi, w_ptr, gs_ptr, e64, cols, k0, N, kb, stride_we, stride_wn,
-                                      stride_ge, stride_gn, GROUP, UNPACK_ASM, False, BLOCK_K, BLOCK_N)
+                acc = int4_split_step(acc, a_lo, a_hi, w_ptr, sc_ptr, e64, cols, k0, N, kb, stride_we, stride_wn,
+                                      stride_sce, stride_scn, GROUP, UNPACK_ASM, False, BLOCK_K, BLOCK_N, DOT)
                 if GATE_UP:
-                    acc_u = int4_split_step(acc_u, a_lo, a_hi, w_ptr, gs_ptr, e64, cols + N, k0, 2 * N, kb,
-                                            stride_we, stride_wn, stride_ge, stride_gn, GROUP, UNPACK_ASM, False,
-                                            BLOCK_K, BLOCK_N)
+                    acc_u = int4_split_step(acc_u, a_lo, a_hi, w_ptr, sc_ptr, e64, cols + N, k0, 2 * N, kb,
+                                            stride_we, stride_wn, stride_sce, stride_scn, GROUP, UNPACK_ASM, False,
+                                            BLOCK_K, BLOCK_N, DOT)
         else:
             for k0 in range(0, K, BLOCK_K):
                 a = load_a(a_ptr, a_rows, rmask, offs_k, k0, K, stride_am, as_ptr, stride_asm, st_s, st_zp,

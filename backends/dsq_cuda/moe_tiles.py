@@ -228,17 +228,22 @@ def int4_halves(b, ASM: tl.constexpr):
 @triton.jit
 def int4_split_step(acc, a_lo, a_hi, wb_ptr, gs_ptr, e64, rows, k0, N_ROWS, KB, stride_we, stride_wn, stride_ge,
                     stride_gn, GROUP: tl.constexpr, ASM: tl.constexpr, SWAP: tl.constexpr, BK: tl.constexpr,
-                    BN: tl.constexpr):
-    """One K step of int8 codes times two-level int4 weights, added to the int32 accumulator ``acc [BM, BN]``:
+                    BN: tl.constexpr, DOT: tl.constexpr = 1):
+    """One K step of activations times int4 weights with a scale per group along K, added to ``acc [BM, BN]``:
 
-        acc + (a_lo @ q_even + a_hi @ q_odd) * s2[n, k0 // GROUP]
+        acc + (a_lo @ q_even + a_hi @ q_odd) * s[n, k0 // GROUP]
 
-    ``a_lo`` / ``a_hi`` ``[BM, BK/2]`` are the activation codes of inputs ``k0 + 2j`` / ``k0 + 2j + 1``
+    DOT 1 (W4A8 two-level): int8 codes, int32 sums, ``s`` the integer group scale s2 (``gs_ptr``). DOT 3 / 4 / 5
+    (W4A16): bf16 / fp16 / float32 activations, the codes converted exactly to that type, float32 sums, ``s`` the
+    float group scale (``gs_ptr`` is then weight_scale; DOT 5 multiplies in IEEE float32, the interpreter's way).
+    DOT 2 (W4AFP8): e4m3 activation codes as uint8 bits, the weight codes as e4m3 (exact), float32 sums.
+
+    ``a_lo`` / ``a_hi`` ``[BM, BK/2]`` are the activations of inputs ``k0 + 2j`` / ``k0 + 2j + 1``
     (moe_requant.split_halves lays them out so). ``wb_ptr`` is the canonical int4 words viewed as bytes (``KB``
     bytes per row): byte j holds inputs 2j (bits 0-3) and 2j + 1, so one byte load serves both dots. Bytes past
     the row read as code -8, which the zero activations there cancel; filling them with code 0 (0x88) made the
     layer 30% slower on the H200, likely because a load that fills with zeros can stay an asynchronous copy.
-    The integer group scale multiplies the int32 partial sum rather than every code: the same integer, as the
+    The group scale multiplies the partial sum rather than every code: the same number for int32 sums, as the
     step stays inside one group.
 
     ``SWAP``: the transposed product, ``acc [BN, BM]`` from ``a_lo`` / ``a_hi`` given as ``[BK/2, BM]``, so that
@@ -251,21 +256,48 @@ def int4_split_step(acc, a_lo, a_hi, wb_ptr, gs_ptr, e64, rows, k0, N_ROWS, KB, 
     """
     kb = k0 // 2 + tl.arange(0, BK // 2)
     nmask = rows < N_ROWS
-    s2 = tl.load(gs_ptr + e64 * stride_ge + rows.to(tl.int64) * stride_gn + k0 // GROUP, mask=nmask,
-                 other=0).to(tl.int32)
+    s = tl.load(gs_ptr + e64 * stride_ge + rows.to(tl.int64) * stride_gn + k0 // GROUP, mask=nmask, other=0)
+    if DOT == 1:
+        s = s.to(tl.int32)
+    else:
+        s = s.to(tl.float32)
     base = wb_ptr + e64 * stride_we
     if SWAP:
         b = tl.load(base + rows[:, None].to(tl.int64) * stride_wn + kb[None, :],
                     mask=nmask[:, None] & (kb < KB)[None, :], other=0)
-        w_lo, w_hi = int4_halves(b, ASM)
-        part = tl.dot(w_hi, a_hi, tl.dot(w_lo, a_lo, out_dtype=tl.int32), out_dtype=tl.int32)
-        return acc + part * s2[:, None]
     else:
         b = tl.load(base + rows[None, :].to(tl.int64) * stride_wn + kb[:, None],
                     mask=(kb < KB)[:, None] & nmask[None, :], other=0)
-        w_lo, w_hi = int4_halves(b, ASM)
-        part = tl.dot(a_hi, w_hi, tl.dot(a_lo, w_lo, out_dtype=tl.int32), out_dtype=tl.int32)
-        return acc + part * s2[None, :]
+    w_lo, w_hi = int4_halves(b, ASM)
+    if DOT == 1:
+        if SWAP:
+            part = tl.dot(w_hi, a_hi, tl.dot(w_lo, a_lo, out_dtype=tl.int32), out_dtype=tl.int32)
+        else:
+            part = tl.dot(a_hi, w_hi, tl.dot(a_lo, w_lo, out_dtype=tl.int32), out_dtype=tl.int32)
+    else:
+        if DOT == 2:  # e4m3 activation codes (uint8 bits); codes -8..7 are e4m3 values exactly
+            w_lo, w_hi = w_lo.to(tl.float16).to(tl.float8e4nv), w_hi.to(tl.float16).to(tl.float8e4nv)
+            a_lo, a_hi = a_lo.to(tl.float8e4nv, bitcast=True), a_hi.to(tl.float8e4nv, bitcast=True)
+        elif DOT == 3:
+            w_lo, w_hi = w_lo.to(tl.bfloat16), w_hi.to(tl.bfloat16)
+        elif DOT == 4:
+            w_lo, w_hi = w_lo.to(tl.float16), w_hi.to(tl.float16)
+        else:
+            w_lo, w_hi = w_lo.to(tl.float32), w_hi.to(tl.float32)
+            a_lo, a_hi = a_lo.to(tl.float32), a_hi.to(tl.float32)
+        if SWAP:
+            if DOT == 5:
+                part = tl.dot(w_hi, a_hi, tl.dot(w_lo, a_lo, input_precision="ieee"), input_precision="ieee")
+            else:
+                part = tl.dot(w_hi, a_hi, tl.dot(w_lo, a_lo))
+        else:
+            if DOT == 5:
+                part = tl.dot(a_hi, w_hi, tl.dot(a_lo, w_lo, input_precision="ieee"), input_precision="ieee")
+            else:
+                part = tl.dot(a_hi, w_hi, tl.dot(a_lo, w_lo))
+    if SWAP:
+        return acc + part * s[:, None]
+    return acc + part * s[None, :]
 
 
 __all__ = ["round_to", "load_w", "int4_halves", "int4_split_step", "w_tile_scale", "load_a", "a_group_scale",

@@ -182,7 +182,13 @@ for s in $STEPS; do
     # v14: the whole table at the final code: every scheme, T = 1 .. 4096, bf16 fused and the torch loop
     bench_moe_v14_full) step bench_moe_v14_full 400 python3 benchmarks/cuda_moe/bench_moe.py \
         --out "$OUT/moe_v14_full.json" ;;
-    *) echo "unknown step $s; known: bench_moe_v14_full bench_moe_v14h pytest_gemv_v14 bench_moe_v14g bench_moe_v14f pytest_moe_v14e bench_moe_v14e bench_moe_v14c bench_moe_v14d bench_moe_v14b pytest_moe_v14 bench_moe_v14 pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
+    # v14: W4A16 and W4AFP8 prefill on the split, transposed int4 path (as W4A8), against the unpacking path
+    pytest_moe_v14i) step pytest_moe_v14i 150 env DSQ_MOE_TEST_DEVICE=cuda python3 -m pytest -q \
+        tests/cuda_moe/test_cuda_moe_kernels.py ;;
+    bench_moe_v14i) step bench_moe_v14i 200 python3 benchmarks/cuda_moe/bench_moe.py --tokens 512,4096 --no-loop \
+        --schemes W4A16,W4AFP8 --out "$OUT/moe_v14i.json" \
+        --prefill-variants '[{"PREFILL_WONLY_SPLIT":false,"PREFILL_FP8_SPLIT":false}]' ;;
+    *) echo "unknown step $s; known: pytest_moe_v14i bench_moe_v14i bench_moe_v14_full bench_moe_v14h pytest_gemv_v14 bench_moe_v14g bench_moe_v14f pytest_moe_v14e bench_moe_v14e bench_moe_v14c bench_moe_v14d bench_moe_v14b pytest_moe_v14 bench_moe_v14 pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
     esac
 done
 # the device returns at most 8 files: the logs travel as one archive

@@ -79,7 +79,9 @@ def test_prefill_path(scheme_name):
     _check(scheme_name, t=70, e=6, k=2, h=128, i=64, tol=tol)
 
 
-_SAME_BITS = [(n, "PREFILL_QUANTIZE_ONCE", {}) for n in ["W8A8", "W8A8_DYNAMIC", "W4A8_DYNAMIC", "W4AFP8", "FP8_BLOCK"]]
+# W4AFP8 on the split path sums in another order than the unsplit path it takes without PREFILL_QUANTIZE_ONCE
+_SAME_BITS = [(n, "PREFILL_QUANTIZE_ONCE", {"PREFILL_FP8_SPLIT": False} if n == "W4AFP8" else {})
+              for n in ["W8A8", "W8A8_DYNAMIC", "W4A8_DYNAMIC", "W4AFP8", "FP8_BLOCK"]]
 _BM128 = {"PREFILL_BLOCKS": {"block_m": 128}}
 _SAME_BITS += [("W8A8", "PREFILL_ZP_EPILOGUE", {}), ("W4A8_DYNAMIC", "PREFILL_INT4_SPLIT", {}),
                ("W4A8_DYNAMIC", "INT4_SWAP_AB", {}), ("W4A8_DYNAMIC", "INT4_SWAP_AB", _BM128)]
@@ -88,7 +90,8 @@ if DEVICE == "cuda":  # PTX does not run in the interpreter
 
 
 @pytest.mark.parametrize(("scheme_name", "on"), [("W4A8_DYNAMIC", {"W_SPLIT", "SWAP_AB"}), ("W8A8", {"ZP_CORR"}),
-                                                 ("W8A8_DYNAMIC", set()), ("W4AFP8", set()), ("W4A16", set())])
+                                                 ("W8A8_DYNAMIC", set()), ("W4AFP8", {"W_SPLIT", "SWAP_AB"}),
+                                                 ("W4A16", {"W_SPLIT", "SWAP_AB"}), ("W4A16_ASYM", set())])
 def test_prefill_speed_switches_apply_where_they_should(scheme_name, on):
     """The same-bits test below only means something if the switch it turns off was on: check which are."""
     from dsq.schemes import get_scheme
@@ -99,6 +102,32 @@ def test_prefill_speed_switches_apply_where_they_should(scheme_name, on):
     assert extra["UNPACK_ASM"] == ("W_SPLIT" in on and DEVICE == "cuda")
     if "SWAP_AB" in on:
         assert cfg.num_stages == 3
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("split", [True, False])
+def test_weight_only_int4_prefill_split_and_not(dtype, split, monkeypatch):
+    """W4A16 prefill on the split path (codes in x's type, float partial sums scaled per group) and on the
+    reshape-unpacking path both match the reference; H = 200 and I = 96 are not whole 64-input K steps."""
+    import dsq_cuda.moe as moe_mod
+    from dsq.schemes import get_scheme
+
+    monkeypatch.setattr(moe_mod, "PREFILL_WONLY_SPLIT", split)
+    extra = moe_mod.prefill_setup(get_scheme("W4A16"), dtype, 70, True, torch.device(DEVICE))[3]
+    assert extra["W_SPLIT"] == split
+    _check("W4A16", t=70, e=5, k=2, h=200, i=96, dtype=dtype)
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_w4afp8_prefill_split_and_not(split, monkeypatch):
+    """W4AFP8 prefill with e4m3 dots on the split path and on the reshape-unpacking path match the reference."""
+    import dsq_cuda.moe as moe_mod
+    from dsq.schemes import get_scheme
+
+    monkeypatch.setattr(moe_mod, "PREFILL_FP8_SPLIT", split)
+    extra = moe_mod.prefill_setup(get_scheme("W4AFP8"), torch.bfloat16, 70, True, torch.device(DEVICE))[3]
+    assert extra["W_SPLIT"] == split
+    _check("W4AFP8", t=70, e=5, k=2, h=200, i=96, tol=_TILED_FP8_TOL if DEVICE == "cuda" else TOL)
 
 
 @pytest.mark.parametrize(("scheme_name", "switch", "preset"), _SAME_BITS)
