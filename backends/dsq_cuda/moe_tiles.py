@@ -295,9 +295,11 @@ def int4_split_step(acc, a_lo, a_hi, wb_ptr, gs_ptr, e64, rows, k0, N_ROWS, KB, 
                 part = tl.dot(a_hi, w_hi, tl.dot(a_lo, w_lo, input_precision="ieee"), input_precision="ieee")
             else:
                 part = tl.dot(a_hi, w_hi, tl.dot(a_lo, w_lo))
-    if SWAP:
-        return acc + part * s[:, None]
-    return acc + part * s[None, :]
+    if SWAP:  # (both returns in branches: Triton compiles the code after a constexpr-if return as well)
+        out = acc + part * s[:, None]
+    else:
+        out = acc + part * s[None, :]
+    return out
 
 
 __all__ = ["round_to", "load_w", "int4_halves", "int4_split_step", "w_tile_scale", "load_a", "a_group_scale",
