@@ -1,11 +1,13 @@
 """Decode path of the fused MoE (T <= DECODE_MAX_T): slab-layout weights, gate/up as one N = 2I GEMM, split-K.
 
 Steps (no host synchronisation; capturable in a CUDA graph):
-    1. align pairs by expert in 16-row blocks (moe_align.py); quantize x once per token (dynamic schemes).
+    1. align pairs by expert in 16-row blocks (moe_align.py); quantize x once per token (dynamic schemes) or
+       once per padded position with the position's expert's scale (static schemes: moe_requant.py).
     2. h[P, 2I] = x[token(p)] @ gate_up[e(p)]^T in float32, scales applied (moe_slab_kernel, split-K atomics).
     3. a[P, I] = round(silu(round(h[:, :I])) * round(h[:, I:])) in x.dtype (swiglu_kernel); dynamic schemes
-       then quantize ``a`` once per pair (act_quant.py: per token int8/fp8 or per 128-group fp8) - at decode
-       this is a few rows, cheaper than quantizing on load in every N tile of the down GEMM.
+       then quantize ``a`` once per pair (act_quant.py: per token int8/fp8 or per 128-group fp8; static: per
+       padded position, moe_requant.py) - at decode this is a few rows, cheaper than quantizing on load in
+       every N tile of the down GEMM.
     4. o[P, H] = a[p] @ down[e(p)]^T in float32 (moe_slab_kernel).
     5. y[t] = sum_j round(o[t*top_k + j]) * topk_weights[t, j] (float32 sum), cast to x.dtype.
 Compared with the prefill kernel (moe_kernels.py) this has no reshape-unpacking, twice the N tiles per
