@@ -4,13 +4,14 @@
 #   STEPS="pytest_cuda lab_x_ahead bench_dense" bash benchmarks/cuda/gpu_session.sh     (a chosen list of steps)
 # Steps run in order under their own time limits, so a slow step cannot starve the ones after it; each
 # writes its log under $OUT/logs (archived as one file at the end) and results under $OUT. The device's limit
-# is 600 s a call: pick steps whose limits add up to less. The default list checks what v12 left unchecked on
-# the GPU: the whole tests/cuda suite after the dequantize / expand refactor, the MoE prefill tests, and the
-# conformance MoE cases now including a prefill-sized T = 80 (the FP8_BLOCK tiled-path question of
-# cuda-moe.md v12). v12's timings: bench_v12 100 s, bench_moe_prefill 36 s, pytest_v12 54 s, conformance 96 s.
+# is 600 s a call: pick steps whose limits add up to less. The default list checks what v14 left unchecked on
+# the GPU (cuda-moe.md v14): the whole MoE kernel test file after the W4A16 / W4AFP8 split prefill (it ran out
+# of its 150 s there; now 240 s), the conformance MoE cases on that build, and the int4 decode cells at T = 64
+# that ran 5-6% slower than in v11. v14's timings: pytest_moe_v14i > 150 s, conformance_moe 96 s,
+# bench_moe_v14_full 200 s, a T = 1 bench 15-30 s.
 set -u
 OUT=${OUT:-gpu-session}
-STEPS=${STEPS:-pytest_cuda pytest_moe_prefill conformance_moe}
+STEPS=${STEPS:-pytest_moe_v14i conformance_moe bench_moe_chain}
 mkdir -p "$OUT/logs"
 ROOT=$(pwd)
 export PYTHONPATH=$ROOT/backends:$ROOT/conformance:$ROOT:$ROOT/benchmarks/cuda_moe
@@ -183,7 +184,7 @@ for s in $STEPS; do
     bench_moe_v14_full) step bench_moe_v14_full 400 python3 benchmarks/cuda_moe/bench_moe.py \
         --out "$OUT/moe_v14_full.json" ;;
     # v14: W4A16 and W4AFP8 prefill on the split, transposed int4 path (as W4A8), against the unpacking path
-    pytest_moe_v14i) step pytest_moe_v14i 150 env DSQ_MOE_TEST_DEVICE=cuda python3 -m pytest -q \
+    pytest_moe_v14i) step pytest_moe_v14i 240 env DSQ_MOE_TEST_DEVICE=cuda python3 -m pytest -q \
         tests/cuda_moe/test_cuda_moe_kernels.py ;;
     bench_moe_v14i) step bench_moe_v14i 200 python3 benchmarks/cuda_moe/bench_moe.py --tokens 512,4096 --no-loop \
         --schemes W4A16,W4AFP8 --out "$OUT/moe_v14i.json" \
