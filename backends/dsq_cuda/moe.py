@@ -47,6 +47,7 @@ from dsq_cuda.moe_plan import (
     DOT_FP8,
     DOT_INT8,
     W_INT4,
+    W_INT8_PACKED,
     BlockConfig,
     block_config,
     k_limit,
@@ -73,6 +74,10 @@ PREFILL_INT4_SPLIT = True
 PREFILL_WONLY_SPLIT = True
 #: W4AFP8 experts (int4, float group scales, per-token e4m3 activations) take the split path too, with e4m3 dots
 PREFILL_FP8_SPLIT = True
+#: W8A16 experts (int8 codes four to a word, per-channel scales) read the words as bytes, code k in byte k, in
+#: the transposed tile (moe_kernels W_BYTES), instead of unpacking words by reshape. Off until timed on a GPU
+#: (gpu_session step bench_moe_v15); the interpreter tests and the sm_90 compile test cover it
+PREFILL_INT8_BYTES = False
 #: the split path decodes four bytes per instruction sequence with inline PTX on a GPU (moe_tiles.int4_halves)
 INT4_UNPACK_ASM = True
 #: the split path computes the transposed tile ``W @ A^T``: the decoded weights are the MMA's first operand,
@@ -95,7 +100,7 @@ def _weight_args(packed: PackedWeight | torch.Tensor, scheme: QuantScheme | None
                  as_bytes: bool = False) -> list:
     """Pointer and stride arguments of one stacked weight: codes, scale, zero point, group scale.
 
-    ``as_bytes``: the codes as bytes (int4 words viewed as uint8, for the split W4A8 path)."""
+    ``as_bytes``: the codes as bytes (packed words viewed as uint8: the split int4 path, W8A16's W_BYTES)."""
     if isinstance(packed, torch.Tensor):  # unquantized [E, N, K] (the bf16 design)
         w = packed
         d = _dummy(device)
@@ -161,7 +166,7 @@ def prepare_all(experts: ExpertWeights, scheme: QuantScheme, device: torch.devic
 def prefill_setup(scheme: QuantScheme | None, x_dtype: torch.dtype, t: int, unique_load: bool,
                   device: torch.device) -> tuple[dict, dict, BlockConfig, dict]:
     """The tiled path's plan for one call: (gate_up switches, down switches, block shapes, the speed switches
-    ``W_SPLIT`` / ``SWAP_AB`` / ``UNPACK_ASM`` / ``ZP_CORR`` that this module's flags turn on for the scheme)."""
+    ``W_SPLIT`` / ``SWAP_AB`` / ``UNPACK_ASM`` / ``ZP_CORR`` / ``W_BYTES`` that this module's flags turn on)."""
     up_sw, down_sw = plan(scheme, x_dtype)
     if interpreting() and up_sw["DOT"] in (0, 3, 4):
         # Triton's interpreter multiplies bf16 tiles as raw integers; float32 products of bf16/fp16 values
@@ -181,9 +186,11 @@ def prefill_setup(scheme: QuantScheme | None, x_dtype: torch.dtype, t: int, uniq
         cfg = dataclasses.replace(cfg, num_stages=3)
     if PREFILL_BLOCKS:
         cfg = dataclasses.replace(cfg, **PREFILL_BLOCKS)
+    w_bytes = (PREFILL_INT8_BYTES and up_sw["W_KIND"] == W_INT8_PACKED and not up_sw["W_ZP"] and not up_sw["W_GS"]
+               and up_sw["A_KIND"] == A_FLOAT and up_sw["W_SCALE"] == 1)
     zp_corr = (PREFILL_ZP_EPILOGUE and up_sw["A_KIND"] == A_STATIC and up_sw["DOT"] == DOT_INT8
                and not up_sw["TILE_SCALED"])
-    extra = dict(W_SPLIT=split, ZP_CORR=zp_corr, SWAP_AB=swap,
+    extra = dict(W_SPLIT=split, ZP_CORR=zp_corr, SWAP_AB=swap, W_BYTES=w_bytes,
                  UNPACK_ASM=split and INT4_UNPACK_ASM and device.type == "cuda" and not interpreting())
     return up_sw, down_sw, cfg, extra
 
@@ -259,7 +266,7 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
                   UNIQUE_LOAD=unique_load)
     grid = (al.max_blocks, -(-i // cfg.block_n_up))
     moe_gemm_kernel[grid](
-        a_ptr, stride_am, as_ptr, stride_asm, *st, *_weight_args(gate_up, scheme, device, split),
+        a_ptr, stride_am, as_ptr, stride_asm, *st, *_weight_args(gate_up, scheme, device, split or extra["W_BYTES"]),
         al.sorted_ids, al.block_expert, tw, inter, inter.stride(0), amax, amax.stride(0) if amax.ndim == 2 else 0,
         *_corr_args(gate_up, scheme, device, zp_corr), i, h, al.num_pairs, top_k, TINY_F32,
         EVEN_K=h % cfg.block_k == 0, BLOCK_N=cfg.block_n_up, **up_sw, **launch, **extra)
@@ -287,7 +294,7 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
     out = (torch.empty if full else torch.zeros)((al.num_pairs, h), dtype=torch.float32, device=device)
     grid = (al.max_blocks, -(-h // cfg.block_n_down))
     moe_gemm_kernel[grid](
-        a_down, a_down.stride(0), as_ptr, stride_asm, *st, *_weight_args(down, scheme, device, split),
+        a_down, a_down.stride(0), as_ptr, stride_asm, *st, *_weight_args(down, scheme, device, split or extra["W_BYTES"]),
         al.sorted_ids, al.block_expert, tw, out, out.stride(0), d32, 0, *_corr_args(down, scheme, device, zp_corr),
         h, i, al.num_pairs, top_k, TINY_F32, EVEN_K=i % cfg.block_k == 0, BLOCK_N=cfg.block_n_down,
         **down_sw, **launch, **extra)

@@ -32,6 +32,8 @@ group's integer s2 (moe_tiles.int4_split_step); for weight-only int4 (W4A16, flo
 the codes converted to the activations' bf16 / fp16 and float32 partial sums scaled per group (not bit-identical
 to the unsplit path: the MMA sums the same products in another order); UNPACK_ASM decodes the bytes with inline
 PTX; SWAP_AB computes the transposed tile ``W @ A^T``, the decoded weights as the MMA's first operand.
+W_BYTES (W8A16) reads the int8-in-words codes as bytes in input order and computes the transposed tile, with
+no reshape (moe_tiles.int8_bytes_step); the same products and sums as the unpacking path, in another order.
 
 A_KIND: 0 float x, 1 codes with stored per-row / per-group scales, 2 quantized on load from a stored amax,
 3 quantized on load with the expert's static scale and zero point, 4 static codes quantized beforehand (the
@@ -47,6 +49,7 @@ import triton.language as tl
 from dsq_cuda.moe_tiles import (
     a_group_scale,
     int4_split_step,
+    int8_bytes_step,
     load_a,
     load_w,
     round_to,
@@ -70,7 +73,7 @@ def moe_gemm_kernel(
         NEXT_AMAX: tl.constexpr, NEXT_GROUP: tl.constexpr, EVEN_K: tl.constexpr, TILE_SCALED: tl.constexpr,
         UNIQUE_LOAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
         A_POS: tl.constexpr = False, ZP_CORR: tl.constexpr = False, W_SPLIT: tl.constexpr = False,
-        UNPACK_ASM: tl.constexpr = False, SWAP_AB: tl.constexpr = False):
+        UNPACK_ASM: tl.constexpr = False, SWAP_AB: tl.constexpr = False, W_BYTES: tl.constexpr = False):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     e = tl.load(block_expert_ptr + pid_m)
@@ -96,7 +99,22 @@ def moe_gemm_kernel(
         else:
             acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
             acc_u = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        if W_SPLIT and SWAP_AB:
+        if W_BYTES:
+            # int8 codes in words read as bytes (W8A16), transposed: out^T = W @ A^T (moe_tiles.int8_bytes_step)
+            a_col = a_ptr + a_rows[None, :].to(tl.int64) * stride_am
+            kb = (K + 3) // 4 * 4
+            acc_t = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+            acc_ut = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+            for k0 in range(0, K, BLOCK_K):
+                ks = k0 + offs_k
+                a_t = tl.load(a_col + ks[:, None], mask=rmask[None, :] & (ks < K)[:, None], other=0)
+                acc_t = int8_bytes_step(acc_t, a_t, w_ptr, e64, cols, k0, N, kb, stride_we, stride_wn, DOT, BLOCK_K)
+                if GATE_UP:
+                    acc_ut = int8_bytes_step(acc_ut, a_t, w_ptr, e64, cols + N, k0, 2 * N, kb, stride_we, stride_wn,
+                                             DOT, BLOCK_K)
+            acc = tl.trans(acc_t)
+            acc_u = tl.trans(acc_ut)
+        elif W_SPLIT and SWAP_AB:
             # int4 weights x int8 codes (W4A8 two-level) or x bf16/fp16 (W4A16), transposed: out^T = W @ A^T
             offs_h = tl.arange(0, BLOCK_K // 2)
             a_col = a_ptr + a_rows[None, :].to(tl.int64) * stride_am

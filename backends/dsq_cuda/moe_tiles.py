@@ -302,5 +302,34 @@ def int4_split_step(acc, a_lo, a_hi, wb_ptr, gs_ptr, e64, rows, k0, N_ROWS, KB, 
     return out
 
 
-__all__ = ["round_to", "load_w", "int4_halves", "int4_split_step", "w_tile_scale", "load_a", "a_group_scale",
+@triton.jit
+def int8_bytes_step(acc, a_t, wb_ptr, e64, rows, k0, N_ROWS, KB, stride_we, stride_wn, DOT: tl.constexpr,
+                    BK: tl.constexpr):
+    """One K step of the transposed product ``acc [BN, BM] + W_tile @ a_t`` for int8 codes in words (W8A16).
+
+    The packed words, viewed as bytes (``KB`` bytes per row), hold input k in byte k, offset binary: ``q = u - 128``,
+    here ``(u ^ 0x80)`` read as a signed byte, converted exactly to the activations' type (DOT 3 bf16, 4 fp16, 5
+    float32 in IEEE, the interpreter's way). ``a_t`` ``[BK, BM]`` are the activations of inputs ``k0 ..``; bytes
+    past the row read as 0 (code -128), which the zero activations there cancel. Per-channel scales apply in the
+    epilogue, so the float32 sum runs over the whole K without a per-step scale.
+    """
+    kb = k0 + tl.arange(0, BK)
+    nmask = rows < N_ROWS
+    b = tl.load(wb_ptr + e64 * stride_we + rows[:, None].to(tl.int64) * stride_wn + kb[None, :],
+                mask=nmask[:, None] & (kb < KB)[None, :], other=0)
+    q = (b ^ 0x80).to(tl.int8, bitcast=True)
+    if DOT == 3:
+        w = q.to(tl.bfloat16)
+    elif DOT == 4:
+        w = q.to(tl.float16)
+    else:
+        w = q.to(tl.float32)
+    if DOT == 5:
+        out = tl.dot(w, a_t.to(tl.float32), acc, input_precision="ieee")
+    else:
+        out = tl.dot(w, a_t, acc)
+    return out
+
+
+__all__ = ["round_to", "load_w", "int4_halves", "int4_split_step", "int8_bytes_step", "w_tile_scale", "load_a", "a_group_scale",
            "row_scale", "w_channel_scale", "triton"]

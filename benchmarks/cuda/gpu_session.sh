@@ -6,12 +6,13 @@
 # writes its log under $OUT/logs (archived as one file at the end) and results under $OUT. The device's limit
 # is 600 s a call: pick steps whose limits add up to less. The default list checks what v14 left unchecked on
 # the GPU (cuda-moe.md v14): the whole MoE kernel test file after the W4A16 / W4AFP8 split prefill (it ran out
-# of its 150 s there; now 240 s), the conformance MoE cases on that build, and the int4 decode cells at T = 64
-# that ran 5-6% slower than in v11. v14's timings: pytest_moe_v14i > 150 s, conformance_moe 96 s,
-# bench_moe_v14_full 200 s, a T = 1 bench 15-30 s.
+# of its 150 s there; now 240 s), the conformance MoE cases on that build, and bench_moe_v15: W8A16 prefill with
+# its words read as bytes (moe.PREFILL_INT8_BYTES, written after v14's device time was spent, off until timed)
+# and the int4 decode cells at T = 64 that ran 5-6% slower than in v11. v14's timings: pytest_moe_v14i > 150 s,
+# conformance_moe 96 s, bench_moe_v14_full 200 s, a T = 1 bench 15-30 s.
 set -u
 OUT=${OUT:-gpu-session}
-STEPS=${STEPS:-pytest_moe_v14i conformance_moe bench_moe_chain}
+STEPS=${STEPS:-pytest_moe_v14i conformance_moe bench_moe_v15}
 mkdir -p "$OUT/logs"
 ROOT=$(pwd)
 export PYTHONPATH=$ROOT/backends:$ROOT/conformance:$ROOT:$ROOT/benchmarks/cuda_moe
@@ -189,7 +190,11 @@ for s in $STEPS; do
     bench_moe_v14i) step bench_moe_v14i 200 python3 benchmarks/cuda_moe/bench_moe.py --tokens 512,4096 --no-loop \
         --schemes W4A16,W4AFP8 --out "$OUT/moe_v14i.json" \
         --prefill-variants '[{"PREFILL_WONLY_SPLIT":false,"PREFILL_FP8_SPLIT":false}]' ;;
-    *) echo "unknown step $s; known: pytest_moe_v14i bench_moe_v14i bench_moe_v14_full bench_moe_v14h pytest_gemv_v14 bench_moe_v14g bench_moe_v14f pytest_moe_v14e bench_moe_v14e bench_moe_v14c bench_moe_v14d bench_moe_v14b pytest_moe_v14 bench_moe_v14 pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
+    # v15: W8A16 prefill, words read as bytes in the transposed tile, against the reshape-unpacking path; and the
+    # int4 decode cells at T = 8 / 64 again (v14's full run had them 5-6% slower than v11)
+    bench_moe_v15) step bench_moe_v15 150 python3 benchmarks/cuda_moe/bench_moe.py --tokens 8,64,512,4096 --no-loop \
+        --schemes W8A16,W4A16,W4A8_DYNAMIC --out "$OUT/moe_v15.json" --prefill-variants '[{"PREFILL_INT8_BYTES":true}]' ;;
+    *) echo "unknown step $s; known: bench_moe_v15 pytest_moe_v14i bench_moe_v14i bench_moe_v14_full bench_moe_v14h pytest_gemv_v14 bench_moe_v14g bench_moe_v14f pytest_moe_v14e bench_moe_v14e bench_moe_v14c bench_moe_v14d bench_moe_v14b pytest_moe_v14 bench_moe_v14 pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
     esac
 done
 # the device returns at most 8 files: the logs travel as one archive

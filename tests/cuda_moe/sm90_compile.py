@@ -1,7 +1,9 @@
 """Compile the fused MoE's tiled kernel (dsq_cuda.moe_kernels.moe_gemm_kernel) for sm_90 on a machine without a
 GPU, with the prefill plan of each scheme named on the command line (both launches: gate_up and down).
 
-    python tests/cuda_moe/sm90_compile.py W4A16 W4A8_DYNAMIC ...      (TRITON_INTERPRET unset)
+    python tests/cuda_moe/sm90_compile.py W4A16 W4A8_DYNAMIC W8A16+PREFILL_INT8_BYTES ...   (TRITON_INTERPRET unset)
+
+``NAME+SWITCH``: the scheme with a switch of dsq_cuda.moe turned on (e.g. a path that is off by default).
 
 The interpreter runs a kernel as Python, so code that Triton cannot compile still passes there: a return after
 a constexpr ``if`` that returned is compiled too and failed on the H200 with mismatched shapes (cuda-moe.md
@@ -60,15 +62,21 @@ def compile_launch(scheme_name: str, gate_up: bool) -> None:
 
 def main(names: list[str]) -> int:
     failed = 0
-    for name in names:
+    for arg in names:
+        name, *switches = arg.split("+")
+        for switch in switches:
+            getattr(moe_mod, switch)  # a typo fails here, not silently
+            setattr(moe_mod, switch, True)
         for gate_up in (True, False):
             launch = "gate_up" if gate_up else "down"
             try:
                 compile_launch(name, gate_up)
-                print(f"{name} {launch}: compiled", flush=True)
+                print(f"{arg} {launch}: compiled", flush=True)
             except Exception as exc:  # noqa: BLE001 - report every launch, then fail
                 failed += 1
-                print(f"{name} {launch}: FAILED {' '.join(str(exc).split())[-600:]}", flush=True)
+                print(f"{arg} {launch}: FAILED {' '.join(str(exc).split())[-600:]}", flush=True)
+        for switch in switches:
+            setattr(moe_mod, switch, False)
     return 1 if failed else 0
 
 

@@ -118,6 +118,20 @@ def test_weight_only_int4_prefill_split_and_not(dtype, split, monkeypatch):
     _check("W4A16", t=70, e=5, k=2, h=200, i=96, dtype=dtype)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("on", [True, False])
+def test_w8a16_prefill_bytes_and_not(dtype, on, monkeypatch):
+    """W8A16 prefill with its words read as bytes in the transposed tile (PREFILL_INT8_BYTES) and unpacked by
+    reshape both match the reference; H = 202 is not a whole number of words (the last one half padding)."""
+    import dsq_cuda.moe as moe_mod
+    from dsq.schemes import get_scheme
+
+    monkeypatch.setattr(moe_mod, "PREFILL_INT8_BYTES", on)
+    extra = moe_mod.prefill_setup(get_scheme("W8A16"), dtype, 70, True, torch.device(DEVICE))[3]
+    assert extra["W_BYTES"] == on
+    _check("W8A16", t=70, e=5, k=2, h=202, i=96, dtype=dtype)
+
+
 @pytest.mark.parametrize("split", [True, False])
 def test_w4afp8_prefill_split_and_not(split, monkeypatch):
     """W4AFP8 prefill with e4m3 dots on the split path and on the reshape-unpacking path match the reference."""
