@@ -35,6 +35,7 @@ import dataclasses
 
 import torch
 
+from dsq.errors import QuantInputError
 from dsq.qtypes import PackedWeight
 from dsq.schemes import ActGranularity, QType, QuantScheme
 from dsq_cuda._env import check_not_capturing
@@ -128,7 +129,10 @@ def _codes(v: torch.Tensor, scheme: QuantScheme, packed: PackedWeight, ids: torc
         return codes, scales.reshape(-1).contiguous(), top_k
     # static: each pair's codes q - zp with its expert's scale and zero point (one pair a block of moe_requant,
     # one kernel); the GEMV multiplies the expert's scale in (X_SCALE 2)
-    s = packed["input_scale"].reshape(-1).float().contiguous()
+    s = packed.tensors.get("input_scale")
+    if s is None:
+        raise QuantInputError(f"{scheme.name} expert weights need input_scale [E, 1] (static activations)")
+    s = s.reshape(-1).float().contiguous()
     zp = packed.tensors.get("input_zero_point")
     zp = torch.zeros_like(s, dtype=torch.int8) if zp is None else zp.reshape(-1)
     p = ids.shape[0]

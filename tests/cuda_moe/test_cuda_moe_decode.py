@@ -236,3 +236,19 @@ def test_slab_block_m_must_be_known():
     with pytest.raises(ValueError, match="block_m=24"):
         run_moe(x, ids, torch.ones(2, 1).to(DEVICE), dev.gate_up, dev.down, scheme, 2, path="decode",
                 decode_cfg=dict(block_m=24))
+
+
+@pytest.mark.parametrize("t", [1, 5])
+def test_static_experts_without_input_scale_name_it(t):
+    # W8A8 experts that lost their static input scale: the one-token GEMV and the decode path both say which
+    # tensor is missing, rather than a KeyError deep inside.
+    from dsq.errors import QuantInputError
+    from dsq.qtypes import PackedWeight
+
+    scheme, _, dev = make_experts("W8A8", 3, 64, 32, seed=2)
+    strip = [PackedWeight(p.scheme, p.shape, {k: v for k, v in p.tensors.items() if k != "input_scale"})
+             for p in (dev.gate_up, dev.down)]
+    x = torch.randn(t, 64).to(torch.bfloat16).to(DEVICE)
+    ids = torch.zeros(t, 1, dtype=torch.int64).to(DEVICE)
+    with pytest.raises(QuantInputError, match="input_scale"):
+        run_moe(x, ids, torch.ones(t, 1).to(DEVICE), strip[0], strip[1], scheme, 3)
