@@ -36,8 +36,8 @@ Quantized activations (MOE mode of W8A8, W8A8_DYNAMIC, W4A8_DYNAMIC, W4AFP8 at o
 (int8 / e4m3 values, or static ``q - zp``; exact in bf16), so each product ``x * (q_w - zp_w)`` is an exact
 integer and only float32 summation order differs from the integer sums of the reference; X_SCALE multiplies
 row ``row // X_DIV``'s activation scale ``xs`` into y (1) or that of the pair's expert (2: static scales, MOE
-mode only), and CHANNEL_SCALE (two-level weights, whose group
-scales ``ws`` are the integer s2) the per-channel s1 ``wc``:
+mode only), and CHANNEL_SCALE (two-level weights, whose group scales ``ws`` are the integer s2) the
+per-channel s1 ``wc``:
     y[n] = xs * s1[n] * sum_g s2[n, g] * sum_{k in g} x[k] * q[n, k]
 """
 
@@ -52,8 +52,9 @@ MANT_DECODE = False
 #: int4 codes two at a time (PAIRS) where a scale group spans whole tiles (or scales are per channel): one
 #: shift and one and-or put fields j and j + 4 of a word into a bf16 pair ``(128 + u_j, 128 + u_j+4)``
 #: (``0x43004300`` is 128 in both halves; the nibbles land in the low mantissa bits, exactly), and a shift or
-#: an and turns each half into float32; then the same subtraction and FMA per code, so the same values and
-#: sums. The compiler otherwise spends a shift, a bit-field extract and an or per field.
+#: an and turns each half into float32; then the same subtraction and FMA per code: the same products, added
+#: to a lane in another order (j, j + 4, j + 1, ...). The compiler otherwise spends a shift, a bit-field extract
+#: and an or per field. On the H200, W4A16 at one token (the MoE layer, cuda-moe.md v14): 102 vs 109 us.
 PAIR_DECODE = True
 
 
