@@ -43,7 +43,10 @@ from dsq_cuda.mm import group_of
 from dsq_cuda.slab import to_row_tiles
 from dsq_cuda.unpack import unpack_zero_points
 
-#: the largest token count this path serves (more tokens share experts: the tensor-core paths win)
+#: the largest token count this path serves (more tokens share experts: the tensor-core paths win). Its row
+#: tiles are one more device copy of the experts' codes, besides the canonical tensors (the prefill path's) and
+#: the decode layout: about 3x the quantized experts' bytes in all (cuda-moe.md v14, "Device memory"). 0 before
+#: Backend.prepare holds 2x and sends one token to the decode path (slower: W8A8 1.32x bf16 instead of 2.14x).
 GEMV_MAX_T = 1
 
 

@@ -252,3 +252,21 @@ def test_static_experts_without_input_scale_name_it(t):
     ids = torch.zeros(t, 1, dtype=torch.int64).to(DEVICE)
     with pytest.raises(QuantInputError, match="input_scale"):
         run_moe(x, ids, torch.ones(t, 1).to(DEVICE), strip[0], strip[1], scheme, 3)
+
+
+def test_no_gemv_layout_when_the_gemv_is_off(monkeypatch):
+    # moe_gemv.GEMV_MAX_T = 0 (fewer device copies of the experts): prepare builds no row tiles and one token
+    # runs the decode path, still matching the reference.
+    import dsq
+    from dsq_cuda import moe_gemv
+
+    monkeypatch.setattr(moe_gemv, "GEMV_MAX_T", 0)
+    e, h, i = 4, 256, 64
+    scheme, cpu, dev = make_experts("W8A8", e, h, i, seed=3)
+    dsq.get_backend("cuda").prepare(dev, scheme)
+    assert not any(k.startswith("dsq_cuda_moe_gemv:") for k in dev.gate_up.device_layout)
+    x = torch.randn(1, h).to(torch.bfloat16)
+    ids, w = torch.tensor([[1, 3]]), torch.tensor([[0.7, 0.3]])
+    y = run_moe(x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev.gate_up, dev.down, scheme, e)
+    assert not any(k.startswith("dsq_cuda_moe_gemv:") for k in dev.gate_up.device_layout)
+    assert rel_err(y, reference().moe(x, ids, w, cpu, scheme)) < 4e-3
