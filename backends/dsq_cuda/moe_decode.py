@@ -266,7 +266,7 @@ def run_decode(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tens
     a, a_scale = (x if x.stride(-1) == 1 else x.contiguous()), dummy
     if up_sw["A_KIND"] == A_CODES:
         a, a_scale = _quantize(a, scheme, up_sw["A_FP8"], as_bf16=mma)
-    st = static_args(gate_up) if static_codes or up_sw["A_KIND"] == A_STATIC else no_static
+    st = static_args(gate_up) if up_sw["A_KIND"] in (A_STATIC, A_STATIC_CODES) else no_static
     if static_codes:  # codes per padded position, of token pair // top_k, with the block's expert's scale
         a, _ = requantize(a, rows, al.sorted_ids, al.block_expert, al.block_m, p, top_k, tiny, gather=True,
                           static=(st[0], st[1]), half_away=up_sw["HALF_AWAY"])
@@ -280,7 +280,7 @@ def run_decode(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tens
     a, a_scale = inter, dummy
     if down_sw["A_KIND"] == A_CODES:
         a, a_scale = _quantize(inter, scheme, down_sw["A_FP8"], as_bf16=mma)
-    st = static_args(down) if static_codes or down_sw["A_KIND"] == A_STATIC else no_static
+    st = static_args(down) if down_sw["A_KIND"] in (A_STATIC, A_STATIC_CODES) else no_static
     if static_codes:  # the intermediate's rows are pairs: gather row pair // 1
         a, _ = requantize(inter, rows, al.sorted_ids, al.block_expert, al.block_m, p, 1, tiny, gather=True,
                           static=(st[0], st[1]), half_away=down_sw["HALF_AWAY"])

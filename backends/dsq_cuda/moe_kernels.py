@@ -99,6 +99,11 @@ def moe_gemm_kernel(
         else:
             acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
             acc_u = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        # the split int4 paths' group scales: two-level s2 (int32 sums), or weight-only / W4AFP8 float scales
+        if DOT == 1:
+            sc_ptr, stride_sce, stride_scn = gs_ptr, stride_ge, stride_gn
+        else:
+            sc_ptr, stride_sce, stride_scn = ws_ptr, stride_se, stride_sn
         if W_BYTES:
             # int8 codes in words read as bytes (W8A16), transposed: out^T = W @ A^T (moe_tiles.int8_bytes_step)
             a_col = a_ptr + a_rows[None, :].to(tl.int64) * stride_am
@@ -119,15 +124,9 @@ def moe_gemm_kernel(
             offs_h = tl.arange(0, BLOCK_K // 2)
             a_col = a_ptr + a_rows[None, :].to(tl.int64) * stride_am
             kb = (K + 7) // 8 * 4
-            # the group scales: two-level s2 (int32 sums), or weight-only float scales (float32 sums)
-            if DOT == 1:
-                sc_ptr, stride_sce, stride_scn = gs_ptr, stride_ge, stride_gn
-                acc_t = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.int32)
-                acc_ut = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.int32)
-            else:
-                sc_ptr, stride_sce, stride_scn = ws_ptr, stride_se, stride_sn
-                acc_t = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
-                acc_ut = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+            ACC_T: tl.constexpr = tl.int32 if DOT == 1 else tl.float32
+            acc_t = tl.zeros([BLOCK_N, BLOCK_M], dtype=ACC_T)
+            acc_ut = tl.zeros([BLOCK_N, BLOCK_M], dtype=ACC_T)
             for k0 in range(0, K, BLOCK_K):
                 a_lo = tl.load(a_col + (k0 + offs_h)[:, None], mask=rmask[None, :], other=0)
                 a_hi = tl.load(a_col + (k0 + BLOCK_K // 2 + offs_h)[:, None], mask=rmask[None, :], other=0)
@@ -145,10 +144,6 @@ def moe_gemm_kernel(
             offs_h = tl.arange(0, BLOCK_K // 2)
             a_row = a_ptr + a_rows[:, None].to(tl.int64) * stride_am
             kb = (K + 7) // 8 * 4
-            if DOT == 1:
-                sc_ptr, stride_sce, stride_scn = gs_ptr, stride_ge, stride_gn
-            else:
-                sc_ptr, stride_sce, stride_scn = ws_ptr, stride_se, stride_sn
             for k0 in range(0, K, BLOCK_K):
                 a_lo = tl.load(a_row + (k0 + offs_h)[None, :], mask=rmask[:, None], other=0)
                 a_hi = tl.load(a_row + (k0 + BLOCK_K // 2 + offs_h)[None, :], mask=rmask[:, None], other=0)

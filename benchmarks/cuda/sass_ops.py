@@ -36,12 +36,13 @@ SIGNATURE = {"x_ptr": "*bf16", "w_ptr": "*i32", "ws_ptr": "*fp32", "wz_ptr": "*i
              "stride_ce": "i64", "e_lo": "i32", "e_hi": "i32"}
 
 
-def sass_opcodes(bits: int, group: int, mant: bool, block_n: int = 128, sw: int = 16, warps: int = 4) -> list[str]:
+def sass_opcodes(bits: int, group: int, mant: bool, block_n: int = 128, sw: int = 16, warps: int = 4,
+                 pairs: bool = False) -> list[str]:
     """Opcodes (without modifiers) of the kernel's SASS for sm_90, as the backend launches it at M = 1."""
     chunk = row_tile_chunk(bits, group, sw)
     consts = dict(G=group or (32 // bits) * sw, BITS=bits, ASYM=False, GROUP_SCALE=bool(group), HAS_BIAS=False,
                   SPLIT_K=32, BLOCK_N=block_n, SW=sw, CH=chunk, MOE=False, X_DIV=1, MANT=mant, X_SCALE=0,
-                  CHANNEL_SCALE=False)
+                  CHANNEL_SCALE=False, PAIRS=pairs)
     sig = dict(SIGNATURE, **{name: "constexpr" for name in consts})
     src = ASTSource(fn=gemv_kernel, signature=sig, constexprs=consts)
     compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=3))
@@ -98,6 +99,18 @@ def main_loop_opcodes(sass: str) -> list[str]:
             best = body if len(body) > len(best) else best
     ops = [re.match(r"(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", t).group(1) for t in best]
     return [op for op in ops if op != "NOP"]
+
+
+def gemv_moe_compile(pairs: bool, bits: int = 4, group: int = 128, block_n: int = 128, sw: int = 16):
+    """gemv_kernel compiled as dsq_cuda.moe_gemv launches it (MOE mode, split-K), with the runtime's multiple-of-16
+    hints on pointers, N, K and strides."""
+    consts = dict(G=group, BITS=bits, ASYM=False, GROUP_SCALE=bool(group), HAS_BIAS=False, SPLIT_K=32,
+                  BLOCK_N=block_n, SW=sw, CH=row_tile_chunk(bits, group, sw), MOE=True, X_DIV=1, MANT=False,
+                  X_SCALE=0, CHANNEL_SCALE=False, PAIRS=pairs)
+    names = list(SIGNATURE)
+    attrs = {(names.index(a),): [["tt.divisibility", 16]]
+             for a in ("x_ptr", "w_ptr", "ws_ptr", "out_ptr", "N", "K", "stride_xm", "stride_om")}
+    return _compile(gemv_kernel, SIGNATURE, consts, attrs, 4, 3)
 
 
 def mma_compile(bits: int, group: int, block_n: int = 64, warps: int = 4, stages: int = 2, block_m: int = 16,
@@ -160,11 +173,23 @@ def main() -> int:
     print("| scheme | decode | codes per thread per chunk | static instructions | per code | top opcodes |")
     print("|---|---|---|---|---|---|")
     for name, bits, group in (("W4A16 (group 128)", 4, 128), ("W8A16 (per channel)", 8, 0)):
-        for mant in (False, True):
-            ops = sass_opcodes(bits, group, mant)
+        # decode variants: one field at a time, int4 fields in pairs (gemv_kernel.PAIR_DECODE, the default for
+        # int4 since cuda-moe.md v14), codes in the mantissa (MANT)
+        for label, mant, pairs in (("one field", False, False), ("pairs", False, True), ("MANT", True, False)):
+            if pairs and bits != 4:
+                continue
+            ops = sass_opcodes(bits, group, mant, pairs=pairs)
             codes = 128 * row_tile_chunk(bits, group, 16) // (32 * 4)
             top = ", ".join(f"{op} {n}" for op, n in collections.Counter(ops).most_common(6))
-            print(f"| {name} | {'MANT' if mant else 'default'} | {codes} | {len(ops)} | {len(ops) / codes:.1f} | {top} |")
+            print(f"| {name} | {label} | {codes} | {len(ops)} | {len(ops) / codes:.1f} | {top} |")
+    print()
+    print("The same kernel in MOE mode (dsq_cuda.moe_gemv, one token), W4A16 group 128: main loop")
+    print("| decode | loop instructions per 128 codes | SHFL | top opcodes |")
+    print("|---|---|---|---|")
+    for label, pairs in (("one field", False), ("pairs (the default)", True)):
+        ops = main_loop_opcodes(_sass(gemv_moe_compile(pairs)))
+        top = ", ".join(f"{op} {n}" for op, n in collections.Counter(ops).most_common(6))
+        print(f"| {label} | {len(ops)} | {ops.count('SHFL')} | {top} |")
     print()
     print("Tensor-core decode kernel (dsq_cuda.mma_decode_kernel), M <= 16, BLOCK_N 64, 4 warps: main loop")
     print("| scheme | stages, x | codes per thread per tile | loop instructions | per code | registers | top opcodes |")

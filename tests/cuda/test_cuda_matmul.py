@@ -152,32 +152,23 @@ def test_pair_tile_layout(bits, sl, k):
     assert not back[:, k:].any()  # padding is code 0
 
 
-@pytest.mark.parametrize("name", ["W4A16", "W4A16_ASYM", "W8A16"])
-def test_gemv_mantissa_variant(cuda_backend, ref_backend, monkeypatch, name):
-    """The MANT decode variant of the M = 1 kernel (codes in the top mantissa bits of 1.0) computes the same."""
-    import dsq_cuda.gemv_kernel as gk
-    import dsq_cuda.mm as mm
-
-    monkeypatch.setattr(gk, "MANT_DECODE", True)
-    monkeypatch.setattr(mm, "MMA_MAX_M", {4: 0, 8: 0})  # M = 1 would take the tensor-core kernel for int4
-    scheme, w, x, bias, _ = _problem(name, 40, 300, 1, torch.bfloat16, seed=9)
-    pw = ref_backend.quantize_weight(w, scheme)
-    y = raw_matmul(x, pw, scheme, bias)
-    assert _rel(y, ref_backend.matmul(x, pw, scheme, bias)) < TOL[torch.bfloat16]
+_GEMV_VARIANTS = [("W4A16", "MANT_DECODE", True), ("W4A16_ASYM", "MANT_DECODE", True), ("W8A16", "MANT_DECODE", True),
+                  ("W4A16", "PAIR_DECODE", True), ("W4A16_ASYM", "PAIR_DECODE", True),
+                  ("W4A16", "PAIR_DECODE", False), ("W4A16_ASYM", "PAIR_DECODE", False)]
 
 
-@pytest.mark.parametrize("pairs", [True, False])
-@pytest.mark.parametrize("name", ["W4A16", "W4A16_ASYM"])
-def test_gemv_pair_decode(cuda_backend, ref_backend, monkeypatch, name, pairs):
-    """The M = 1 kernel's int4 decode two fields at a time (PAIR_DECODE, the default where a scale group spans
-    whole tiles) and one at a time both match the reference; K = 300 ends in a partial tile."""
+@pytest.mark.parametrize(("name", "switch", "value"), _GEMV_VARIANTS)
+def test_gemv_decode_variants(cuda_backend, ref_backend, monkeypatch, name, switch, value):
+    """The M = 1 kernel's decode variants match the reference: MANT (codes in the top mantissa bits of 1.0),
+    int4 fields two at a time (PAIR_DECODE, the default where a scale group spans whole tiles) and one at a
+    time; K = 300 ends in a partial tile."""
     import dsq_cuda.gemv_kernel as gk
     import dsq_cuda.mm as mm
 
     assert gk.pairs_apply(4, 128, 16) and not gk.pairs_apply(4, 128, 32) and not gk.pairs_apply(8, 0, 16)
-    monkeypatch.setattr(gk, "PAIR_DECODE", pairs)
+    monkeypatch.setattr(gk, switch, value)
     monkeypatch.setattr(mm, "MMA_MAX_M", {4: 0, 8: 0})  # M = 1 would take the tensor-core kernel for int4
-    scheme, w, x, bias, _ = _problem(name, 40, 300, 1, torch.bfloat16, seed=12)
+    scheme, w, x, bias, _ = _problem(name, 40, 300, 1, torch.bfloat16, seed=9 if switch == "MANT_DECODE" else 12)
     pw = ref_backend.quantize_weight(w, scheme)
     y = raw_matmul(x, pw, scheme, bias)
     assert _rel(y, ref_backend.matmul(x, pw, scheme, bias)) < TOL[torch.bfloat16]

@@ -64,8 +64,8 @@ def main(names: list[str]) -> int:
     failed = 0
     for arg in names:
         name, *switches = arg.split("+")
+        saved = {sw: getattr(moe_mod, sw) for sw in switches}  # a typo fails here, not silently
         for switch in switches:
-            getattr(moe_mod, switch)  # a typo fails here, not silently
             setattr(moe_mod, switch, True)
         for gate_up in (True, False):
             launch = "gate_up" if gate_up else "down"
@@ -75,8 +75,8 @@ def main(names: list[str]) -> int:
             except Exception as exc:  # noqa: BLE001 - report every launch, then fail
                 failed += 1
                 print(f"{arg} {launch}: FAILED {' '.join(str(exc).split())[-600:]}", flush=True)
-        for switch in switches:
-            setattr(moe_mod, switch, False)
+        for switch, value in saved.items():
+            setattr(moe_mod, switch, value)
     return 1 if failed else 0
 
 
