@@ -17,7 +17,7 @@ import torch
 import triton
 
 from dsq_cuda._env import interpreting
-from dsq_cuda.slab import ROW_TILE_WORDS
+from dsq_cuda.slab import GEMV_TILE_WORDS
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def pick(kind: str, m: int, n: int, k: int, group: int, device: str) -> Config:
 
 
 def _pick_gemv(m: int, n: int, k: int, group: int, device: str) -> Config:
-    """Decode kernel config; block_k holds the row-tile width SW negated (the marker that selects gemv_kernel).
+    """Decode kernel config; block_k holds the tile width SW in words negated (the marker that selects gemv_kernel).
 
     From the H200 sweep of benchmarks/cuda/gemv_lab.py (2026-11-29): the kernel is latency-bound unless many
     programs stream weights at once, so every shape wanted the largest split tried (16 programs per output
@@ -124,10 +124,10 @@ def _pick_gemv(m: int, n: int, k: int, group: int, device: str) -> Config:
     slower) and BLOCK_N = 128 (64 when N is small; 256 within 1%)."""
     bm = triton.next_power_of_2(max(1, m))
     if interpreting() or device == "cpu":
-        return Config(bm, 16, -ROW_TILE_WORDS, 2 if k > 256 else 1, 4, 1)
+        return Config(bm, 16, -GEMV_TILE_WORDS, 2 if k > 256 else 1, 4, 1)
     bn = 128 if n >= 4096 else 64
     chunks = triton.cdiv(k, max(group or 0, 128))
-    return Config(bm, bn, -ROW_TILE_WORDS, max(1, min(32, chunks)), 4, 3)
+    return Config(bm, bn, -GEMV_TILE_WORDS, max(1, min(32, chunks)), 4, 3)
 
 
 #: pipeline stages of the decode kernel at M <= 16 when a program sums at least 2 K tiles (1 tile: 2 stages).

@@ -163,6 +163,28 @@ def prepare_all(experts: ExpertWeights, scheme: QuantScheme, device: torch.devic
             moe_gemv.prepare(p, scheme, device)  # T = 1
 
 
+def device_bytes(experts: ExpertWeights) -> dict[str, int]:
+    """Bytes the experts' tensors hold (on their device): ``canonical`` (the packed tensors: the checkpoint's codes, scales,
+    zero points) and ``layouts`` (what :func:`prepare_all` added: device copies of the codes in another
+    layout, unpacked scales), each storage counted once, so a layout that is a view of a canonical tensor adds
+    nothing. For sizing a deployment: the codes dominate both."""
+    seen: set[int] = set()
+
+    def total(values) -> int:
+        n = 0
+        for v in values:
+            if isinstance(v, dict):
+                n += total(v.values())
+            elif isinstance(v, torch.Tensor) and v.untyped_storage().data_ptr() not in seen:
+                seen.add(v.untyped_storage().data_ptr())
+                n += v.untyped_storage().nbytes()
+        return n
+
+    canonical = sum(total(p.tensors.values()) for p in (experts.gate_up, experts.down))
+    layouts = sum(total(p.device_layout.values()) for p in (experts.gate_up, experts.down))
+    return {"canonical": canonical, "layouts": layouts}
+
+
 def prefill_setup(scheme: QuantScheme | None, x_dtype: torch.dtype, t: int, unique_load: bool,
                   device: torch.device) -> tuple[dict, dict, BlockConfig, dict]:
     """The tiled path's plan for one call: (gate_up switches, down switches, block shapes, the speed switches

@@ -177,16 +177,23 @@ def moe_slab_kernel(
 
 
 @triton.jit
-def swiglu_kernel(h_ptr, out_ptr, I, stride_h, stride_o, OUT_KIND: tl.constexpr, BLOCK: tl.constexpr):
+def swiglu_kernel(h_ptr, out_ptr, I, stride_h, stride_o, OUT_KIND: tl.constexpr, BLOCK: tl.constexpr,
+                  TILE_EPW: tl.constexpr = 0, TILE_SW: tl.constexpr = 0):
     """``out[p, n] = round(silu(round(h[p, n])) * round(h[p, I + n]))``, rounding to the output dtype
-    (OUT_KIND as in round_to), silu(g) = g / (1 + exp(-g)) in float32."""
+    (OUT_KIND as in round_to), silu(g) = g / (1 + exp(-g)) in float32. TILE_SW > 0 stores column n where
+    dsq_cuda.slab.tile_order(bits = 32 / TILE_EPW, sw = TILE_SW) puts it (the one-token GEMV's input order):
+    ``n = t*LBK + EPW*s + j`` goes to ``t*LBK + j*SW + s``."""
     p = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     m = cols < I
     g = round_to(tl.load(h_ptr + p * stride_h + cols, mask=m, other=0.0), OUT_KIND)
     u = round_to(tl.load(h_ptr + p * stride_h + I + cols, mask=m, other=0.0), OUT_KIND)
     a = round_to(g / (1.0 + tl.exp(-g)) * u, OUT_KIND)
-    tl.store(out_ptr + p * stride_o + cols, a.to(out_ptr.dtype.element_ty), mask=m)
+    dest = cols
+    if TILE_SW > 0:
+        r = cols % (TILE_EPW * TILE_SW)
+        dest = cols - r + (r % TILE_EPW) * TILE_SW + r // TILE_EPW
+    tl.store(out_ptr + p * stride_o + dest, a.to(out_ptr.dtype.element_ty), mask=m)
 
 
 @triton.jit

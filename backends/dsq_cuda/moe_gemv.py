@@ -22,9 +22,10 @@ Every product is then an exact integer in float32, as are the partial sums of a 
 only per-channel int8 sums over a whole row (W8A8) can round in float32 (relative 2**-24 a step), where the
 reference's int32 sums are exact: far inside the GEMM tolerance of the conformance suite.
 
-Layout (cached in ``PackedWeight.device_layout["dsq_cuda_moe_gemv:<device>"]``): each expert's codes in
-the row-tile layout of dsq_cuda.slab (``w`` int32 ``[E, tiles, N, SW]``; W8A8's one-per-byte int8 codes are
-first packed four to a word as offset-binary fields, ``u = q + 128``, the packed int8 format), scales float32
+Weights: the GEMV reads the experts' canonical words as they are (the tensors the tiled path reads too: no
+device copy of the codes; W8A8's one-per-byte int8 codes as words, SIGNED), and its activation rows in the
+tile order of dsq_cuda.slab.tile_order: x reordered once per call, the intermediate written in that order by
+the SwiGLU kernel. Cached in ``PackedWeight.device_layout["dsq_cuda_moe_gemv:<device>"]``: the scales float32
 ``[E, N, G]`` (``ws``; two-level: the integer s2, and s1 ``[E, N, 1]`` as ``wc``) and, for W4A16_ASYM, zero
 points unpacked to int8 ``[E, N, G]`` (``wz``).
 """
@@ -40,13 +41,10 @@ from dsq.qtypes import PackedWeight
 from dsq.schemes import ActGranularity, QType, QuantScheme
 from dsq_cuda._env import check_not_capturing
 from dsq_cuda.mm import group_of
-from dsq_cuda.slab import to_row_tiles
+from dsq_cuda.slab import gemv_tile_words, tile_order
 from dsq_cuda.unpack import unpack_zero_points
 
-#: the largest token count this path serves (more tokens share experts: the tensor-core paths win). Its row
-#: tiles are one more device copy of the experts' codes, besides the canonical tensors (the prefill path's) and
-#: the decode layout: about 3x the quantized experts' bytes in all (cuda-moe.md v14, "Device memory"). 0 before
-#: Backend.prepare holds 2x and sends one token to the decode path (slower: W8A8 1.32x bf16 instead of 2.14x).
+#: the largest token count this path serves (more tokens share experts: the tensor-core paths win)
 GEMV_MAX_T = 1
 
 
@@ -72,26 +70,28 @@ def eligible(scheme: QuantScheme | None, t: int) -> bool:
     return scheme is not None and scheme.weight_bits in (4, 8) and _acts_ok(scheme) and 1 <= t <= GEMV_MAX_T
 
 
-def _words(packed: PackedWeight, i: int, device: torch.device) -> torch.Tensor:
-    """Expert i's canonical packed words ``[N, ceil(K / EPW)]`` int32 (W8A8's int8 codes packed here)."""
+def _words(packed: PackedWeight, device: torch.device) -> tuple[torch.Tensor, bool]:
+    """The experts' canonical words ``[E, N, KW]`` int32 on the device, and whether they are W8A8's signed
+    bytes viewed as words. Codes one per byte whose rows are not whole words (K % 4) are packed into words
+    once here: the one case that needs a device copy."""
     if "weight_packed" in packed:
-        return packed["weight_packed"][i].to(device)
-    q = packed["weight"][i].to(device)  # int8 [N, K], one code a byte
-    pad = -q.shape[1] % 4
-    u = torch.nn.functional.pad(q.view(torch.uint8) ^ 0x80, (0, pad), value=0x80)  # offset binary, code 0 past K
-    return u.contiguous().view(torch.int32)
+        return packed["weight_packed"].to(device).contiguous(), False
+    q = packed["weight"].to(device).contiguous()  # int8 [E, N, K], one code a byte
+    if q.shape[-1] % 4 == 0:
+        return q.view(torch.int32), True
+    u = torch.nn.functional.pad(q.view(torch.uint8) ^ 0x80, (0, -q.shape[-1] % 4), value=0x80)  # offset binary
+    return u.contiguous().view(torch.int32), False
 
 
 def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> dict:
-    """Row-tile layout of stacked experts ``[E, N, K]`` (made once per device, one expert at a time)."""
+    """The GEMV's view of stacked experts ``[E, N, K]`` (made once per device; see the module docstring)."""
     key = f"dsq_cuda_moe_gemv:{device}"
     if key in packed.device_layout:
         return packed.device_layout[key]
-    check_not_capturing("MoE row-tile layout")
-    e, n, k = packed.shape
-    bits, group = scheme.weight_bits, group_of(scheme)
-    lay = {"w": torch.stack([to_row_tiles(_words(packed, i, device), k, bits, group) for i in range(e)]).contiguous(),
-           "ws": packed["weight_scale"].to(device).float().contiguous()}
+    check_not_capturing("MoE GEMV weights")
+    n = packed.shape[1]
+    w, signed = _words(packed, device)
+    lay = {"w": w, "signed": signed, "ws": packed["weight_scale"].to(device).float().contiguous()}
     if scheme.two_level:  # group scales are the integer s2 (exact in float32), s1 per channel
         lay["wc"] = lay["ws"]
         lay["ws"] = packed["weight_group_scale"].to(device).float().contiguous()
@@ -99,6 +99,16 @@ def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> 
         lay["wz"] = unpack_zero_points(packed["weight_zero_point"].to(device), n)
     packed.device_layout[key] = lay
     return lay
+
+
+def tile_words(scheme: QuantScheme, n: int, k: int, device: torch.device) -> int:
+    """The GEMV's tile width in words for an expert projection ``[N, K]``: the activation rows go in its tile
+    order."""
+    from dsq_cuda.configs import pick
+
+    group = group_of(scheme)
+    return gemv_tile_words(scheme.weight_bits, group, -pick(f"gemv{scheme.weight_bits}", 1, n, k, group,
+                                                             str(device)).block_k)
 
 
 def _gemv(a, a_scale, lay, scheme, out, pair_ids, n, k, x_div, expert_range, num_experts):
@@ -110,12 +120,10 @@ def _gemv(a, a_scale, lay, scheme, out, pair_ids, n, k, x_div, expert_range, num
     if cfg.split_k > MAX_SPLIT:
         cfg = dataclasses.replace(cfg, split_k=MAX_SPLIT)
     w, ws = lay["w"], lay["ws"]
-    if w.shape[-1] != -cfg.block_k:  # prepare() builds dsq_cuda.slab.ROW_TILE_WORDS, which the configs pick
-        raise RuntimeError(f"moe_gemv: layout width {w.shape[-1]} != config width {-cfg.block_k}")
     e_lo, e_hi = expert_range if expert_range is not None else (0, num_experts)
-    launch(a, w, ws, lay.get("wz"), None, out, scheme, pair_ids.shape[0], n, k, cfg, group,
+    launch(a, w, ws, lay.get("wz"), None, out, scheme, pair_ids.shape[0], n, cfg, group,
            moe=(pair_ids, w[0].numel(), ws[0].numel(), e_lo, e_hi, x_div), xs=a_scale, wc=lay.get("wc"),
-           xs_per_expert=scheme.static_activations)
+           xs_per_expert=scheme.static_activations, signed=lay["signed"])
 
 
 def _codes(v: torch.Tensor, scheme: QuantScheme, packed: PackedWeight, ids: torch.Tensor, top_k: int):
@@ -159,14 +167,20 @@ def run_gemv(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor
     up, dn = prepare(gate_up, scheme, device), prepare(down, scheme, device)
     ids = topk_ids.reshape(-1).to(torch.int32).contiguous()
     p = ids.shape[0]
-    x = x if x.stride(-1) == 1 else x.contiguous()
+    bits = scheme.weight_bits
     hbuf = torch.zeros((p, 2 * i), dtype=torch.float32, device=device)
-    a, a_scale, x_div = _codes(x, scheme, gate_up, ids, top_k)
+    a, a_scale, x_div = _codes(tile_order(x, bits, tile_words(scheme, 2 * i, h, device)), scheme, gate_up, ids,
+                               top_k)
     _gemv(a, a_scale, up, scheme, hbuf, ids, 2 * i, h, x_div, expert_range, num_experts)
-    inter = torch.empty((p, i), dtype=x.dtype, device=device)
+    # the intermediate is written in the down projection's tile order (zeros past I)
+    sw = tile_words(scheme, h, i, device)
+    lbk = (32 // bits) * sw
+    ip = -(-i // lbk) * lbk
+    inter = (torch.zeros if ip != i else torch.empty)((p, ip), dtype=x.dtype, device=device)
     block = min(1024, max(16, 1 << (i - 1).bit_length()))
     swiglu_kernel[(p, -(-i // block))](hbuf, inter, i, hbuf.stride(0), inter.stride(0),
-                                       OUT_KIND=OUT_KIND[x.dtype], BLOCK=block, num_warps=4)
+                                       OUT_KIND=OUT_KIND[x.dtype], BLOCK=block, TILE_EPW=32 // bits, TILE_SW=sw,
+                                       num_warps=4)
     out = torch.zeros((p, h), dtype=torch.float32, device=device)
     a, a_scale, _ = _codes(inter, scheme, down, ids, 1)
     _gemv(a, a_scale, dn, scheme, out, ids, h, i, 1, expert_range, num_experts)

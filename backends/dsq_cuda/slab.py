@@ -1,5 +1,6 @@
-"""Device layouts of packed int4/int8 weights (made once): slabs for the GEMM and dequantize kernels, row
-tiles for the M = 1 decode kernel (bottom of this file).
+"""Device layouts of packed int4/int8 weights (made once): slabs for the GEMM and dequantize kernels, pair
+tiles for the tensor-core decode kernel; and the tile order of activations in which the M = 1 decode kernel
+reads the canonical words themselves (no layout of its own).
 
 Canonical words (dsq.qtypes) hold the codes of inputs ``EPW*c .. EPW*c + EPW-1`` in word ``c`` of a row
 (EPW = 32 / bits: 8 for int4, 4 for int8). Kernels that read that layout must either reshape the unpacked
@@ -79,38 +80,44 @@ def from_slabs(slabs: torch.Tensor, k: int, bits: int, sl: int) -> torch.Tensor:
     return (u - (1 << (bits - 1))).to(torch.int8)
 
 
-#: words per row per tile in the row-tile layout of the M = 1 decode kernel: 16 words = 64 bytes per row, read
+#: words of a row per tile of the M = 1 decode kernel (dsq_cuda.gemv_kernel): 16 words = 64 bytes per row, read
 #: by one thread as four 16-byte loads (the H200 sweep of benchmarks/cuda/gemv_lab.py: 16 beat 8 and 4)
-ROW_TILE_WORDS = 16
+GEMV_TILE_WORDS = 16
 
 
-def row_tile_chunk(bits: int, group: int, sw: int = ROW_TILE_WORDS) -> int:
-    """Inputs per chunk of the row-tile layout: the least common multiple of a tile (EPW * SW inputs) and the
-    scale group (0: per channel), so every chunk starts a tile and a group."""
+def gemv_tile_words(bits: int, group: int, sw: int = GEMV_TILE_WORDS) -> int:
+    """The tile width in words (at most ``sw``) of gemv_kernel for a scale group of ``group`` inputs (0 = per
+    channel): the largest power of two whose tile of ``32/bits * SW`` inputs divides the group, because a
+    field of a tile spans the whole tile (see :func:`tile_order`)."""
+    epw = 32 // bits
+    while sw > 1 and group and group % (epw * sw):
+        sw //= 2
+    return sw
+
+
+def gemv_chunk(bits: int, group: int, sw: int) -> int:
+    """Inputs per chunk of gemv_kernel: the least common multiple of a tile (EPW * SW inputs) and the scale
+    group (0: per channel), so every chunk starts a tile and a group (split-K splits whole chunks)."""
     return math.lcm(group or 1, (32 // bits) * sw)
 
 
-def to_row_tiles(words: torch.Tensor, k: int, bits: int, group: int, sw: int = ROW_TILE_WORDS) -> torch.Tensor:
-    """Canonical int32 words ``[N, ceil(K/EPW)]`` -> row-tile words int32 ``[tiles, N, SW]``.
+def tile_order(x: torch.Tensor, bits: int, sw: int) -> torch.Tensor:
+    """Activation rows ``[R, K]`` -> ``[R, Kp]`` (Kp = K rounded up to a tile of ``LBK = EPW * sw`` inputs,
+    zero-filled) in the order in which gemv_kernel reads canonical words ``sw`` at a time:
 
-    Word ``s`` of (tile t, row n) holds in bit field j the code of input ``t*LBK + j*SW + s`` (LBK = EPW * SW):
-    a thread that owns row n reads the tile as SW contiguous words, and field j multiplies the SW contiguous x
-    values ``t*LBK + j*SW + [0, SW)``, the same for every row. K is padded with code 0 (field ``2**(bits-1)``)
-    to whole chunks (:func:`row_tile_chunk`), so a chunk never straddles a scale group or a tile.
+        out[r, t*LBK + j*sw + s] = x[r, t*LBK + EPW*s + j]        (s < sw, j < EPW)
+
+    Word s of tile t holds inputs ``t*LBK + EPW*s + j`` in its bit fields j, so field j of the tile's
+    ``sw`` words multiplies the contiguous ``out[r, t*LBK + j*sw + (0..sw-1)]``. A permutation inside each
+    tile: per-row statistics (amax, hence dynamic quantization) are unchanged by it.
     """
     epw = 32 // bits
+    r, k = x.shape
     lbk = epw * sw
-    chunk = row_tile_chunk(bits, group, sw)
-    kp = -(-k // chunk) * chunk
-    tiles = kp // lbk
-    n = words.shape[0]
-    shifts = torch.arange(epw, device=words.device, dtype=torch.int64) * bits
-    out = torch.empty((tiles, n, sw), dtype=torch.int32, device=words.device)
-    for lo in range(0, n, _CHUNK_N):
-        u = _padded_fields(words[lo:lo + _CHUNK_N], k, kp, bits).reshape(-1, tiles, epw, sw)
-        s = _as_int32((u << shifts.view(1, 1, epw, 1)).sum(dim=2))  # disjoint fields: the sum is an OR
-        out[:, lo:lo + _CHUNK_N] = s.permute(1, 0, 2)
-    return out
+    kp = -(-k // lbk) * lbk
+    if kp != k:
+        x = torch.nn.functional.pad(x, (0, kp - k))
+    return x.reshape(r, kp // lbk, sw, epw).transpose(2, 3).reshape(r, kp)
 
 
 def to_pair_tiles(words: torch.Tensor, k: int, bits: int, sl: int) -> torch.Tensor:

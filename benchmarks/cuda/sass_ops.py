@@ -28,21 +28,22 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "backends
 
 from dsq_cuda.gemv_kernel import gemv_kernel  # noqa: E402
 from dsq_cuda.mma_decode_kernel import mma_decode_kernel  # noqa: E402
-from dsq_cuda.slab import row_tile_chunk  # noqa: E402
+from dsq_cuda.slab import gemv_chunk  # noqa: E402
 
 SIGNATURE = {"x_ptr": "*bf16", "w_ptr": "*i32", "ws_ptr": "*fp32", "wz_ptr": "*i8", "bias_ptr": "*fp32",
              "out_ptr": "*fp32", "ids_ptr": "*i32", "xs_ptr": "*fp32", "wc_ptr": "*fp32", "N": "i32", "K": "i32",
-             "NG": "i32", "stride_xm": "i32", "stride_om": "i32", "stride_we": "i64", "stride_se": "i64",
+             "KW": "i32", "NG": "i32", "stride_xm": "i32", "stride_om": "i32", "stride_wn": "i32", "stride_we": "i64",
+             "stride_se": "i64",
              "stride_ce": "i64", "e_lo": "i32", "e_hi": "i32"}
 
 
 def sass_opcodes(bits: int, group: int, mant: bool, block_n: int = 128, sw: int = 16, warps: int = 4,
                  pairs: bool = False) -> list[str]:
     """Opcodes (without modifiers) of the kernel's SASS for sm_90, as the backend launches it at M = 1."""
-    chunk = row_tile_chunk(bits, group, sw)
+    chunk = gemv_chunk(bits, group, sw)
     consts = dict(G=group or (32 // bits) * sw, BITS=bits, ASYM=False, GROUP_SCALE=bool(group), HAS_BIAS=False,
                   SPLIT_K=32, BLOCK_N=block_n, SW=sw, CH=chunk, MOE=False, X_DIV=1, MANT=mant, X_SCALE=0,
-                  CHANNEL_SCALE=False, PAIRS=pairs)
+                  CHANNEL_SCALE=False, PAIRS=pairs, SIGNED=False, EVEN_W=True)
     sig = dict(SIGNATURE, **{name: "constexpr" for name in consts})
     src = ASTSource(fn=gemv_kernel, signature=sig, constexprs=consts)
     compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=3))
@@ -105,11 +106,11 @@ def gemv_moe_compile(pairs: bool, bits: int = 4, group: int = 128, block_n: int 
     """gemv_kernel compiled as dsq_cuda.moe_gemv launches it (MOE mode, split-K), with the runtime's multiple-of-16
     hints on pointers, N, K and strides."""
     consts = dict(G=group, BITS=bits, ASYM=False, GROUP_SCALE=bool(group), HAS_BIAS=False, SPLIT_K=32,
-                  BLOCK_N=block_n, SW=sw, CH=row_tile_chunk(bits, group, sw), MOE=True, X_DIV=1, MANT=False,
-                  X_SCALE=0, CHANNEL_SCALE=False, PAIRS=pairs)
+                  BLOCK_N=block_n, SW=sw, CH=gemv_chunk(bits, group, sw), MOE=True, X_DIV=1, MANT=False,
+                  X_SCALE=0, CHANNEL_SCALE=False, PAIRS=pairs, SIGNED=False, EVEN_W=True)
     names = list(SIGNATURE)
     attrs = {(names.index(a),): [["tt.divisibility", 16]]
-             for a in ("x_ptr", "w_ptr", "ws_ptr", "out_ptr", "N", "K", "stride_xm", "stride_om")}
+             for a in ("x_ptr", "w_ptr", "ws_ptr", "out_ptr", "N", "K", "KW", "stride_xm", "stride_om", "stride_wn")}
     return _compile(gemv_kernel, SIGNATURE, consts, attrs, 4, 3)
 
 
@@ -179,7 +180,7 @@ def main() -> int:
             if pairs and bits != 4:
                 continue
             ops = sass_opcodes(bits, group, mant, pairs=pairs)
-            codes = 128 * row_tile_chunk(bits, group, 16) // (32 * 4)
+            codes = 128 * gemv_chunk(bits, group, 16) // (32 * 4)
             top = ", ".join(f"{op} {n}" for op, n in collections.Counter(ops).most_common(6))
             print(f"| {name} | {label} | {codes} | {len(ops)} | {len(ops) / codes:.1f} | {top} |")
     print()

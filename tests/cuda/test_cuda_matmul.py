@@ -99,7 +99,7 @@ def test_weight_only_paths(cuda_backend, ref_backend, monkeypatch, name, path):
     elif path == "gemv":
         monkeypatch.setattr(mm, "MMA_MAX_M", {4: 0, 8: 0})
         monkeypatch.setattr(mm, "GEMV_MAX_M", 4)  # the kernel takes any M (one program row per token)
-    elif path == "gemv_split":  # -32 / -64: row tiles 32 / 64 words wide (a tile holds 2 scale groups)
+    elif path == "gemv_split":  # -32 / -64 ask for wider tiles: int4 groups of 128 keep 16 words, int8 gets 64
         cfg = Config(4, 16, -32 if name != "W8A16" else -64, 3, 4, 1)
     elif path == "tiled":
         monkeypatch.setattr(mm, "MMA_MAX_M", {4: 0, 8: 0})
@@ -205,29 +205,41 @@ def test_slab_layout_round_trip(bits, sl, k):
         assert field - (1 << (bits - 1)) == int(codes[4, kk])
 
 
-@pytest.mark.parametrize("bits,sw,k,group", [(4, 16, 600, 128), (4, 16, 200, 96), (8, 16, 300, 0)])
-def test_row_tile_layout(bits, sw, k, group):
-    """Row tiles hold exactly the canonical codes: word s of (tile t, row n), field j = input t*LBK + j*SW + s;
-    K is padded with code 0 to whole chunks (lcm of the tile and the scale group)."""
-    from dsq_cuda.slab import row_tile_chunk, to_row_tiles
+@pytest.mark.parametrize("bits,sw,k", [(4, 16, 600), (4, 4, 200), (8, 16, 300), (8, 8, 64)])
+def test_tile_order_pairs_each_field_with_its_input(bits, sw, k):
+    """tile_order puts the activation of input t*LBK + EPW*s + j (field j of canonical word t*SW + s) at
+    t*LBK + j*SW + s, zeros past K: so the GEMV's field-j products over a tile's contiguous activations are
+    exactly the dot product of the row's codes with x."""
+    from dsq_cuda.slab import tile_order
     from dsq_cuda.unpack import unpack_words
 
     g = torch.Generator().manual_seed(8)
-    epw = 32 // bits
-    words = torch.randint(-2**31, 2**31 - 1, (5, -(-k // epw)), generator=g, dtype=torch.int64).to(torch.int32)
-    tiles = to_row_tiles(words, k, bits, group, sw)
-    lbk = epw * sw
-    chunk = row_tile_chunk(bits, group, sw)
-    assert chunk % lbk == 0 and (not group or chunk % group == 0)
-    assert tiles.shape == (-(-k // chunk) * chunk // lbk, 5, sw)
-    codes = unpack_words(words, bits, k)
-    u = (tiles.to(torch.int64) & 0xFFFFFFFF).unsqueeze(-1) >> (torch.arange(epw) * bits)  # [T, N, SW, EPW]
-    back = ((u & ((1 << bits) - 1)) - (1 << (bits - 1))).permute(1, 0, 3, 2).reshape(5, -1)
-    assert torch.equal(back[:, :k], codes.to(torch.int64))
-    assert not back[:, k:].any()  # padding is code 0
-    kk = lbk + 2 * sw + 3  # one element by hand: tile 1, field 2, word 3
-    field = (int(tiles[1, 4, 3]) >> (2 * bits)) & ((1 << bits) - 1)
-    assert field - (1 << (bits - 1)) == int(codes[4, kk])
+    epw, lbk = 32 // bits, (32 // bits) * sw
+    kw = -(-k // epw)
+    words = torch.randint(-2**31, 2**31 - 1, (5, kw), generator=g, dtype=torch.int64).to(torch.int32)
+    x = torch.randn(3, k, generator=g, dtype=torch.float64)
+    xo = tile_order(x, bits, sw)
+    kp = -(-k // lbk) * lbk
+    assert xo.shape == (3, kp)
+    kk = lbk + 3 * epw + 2  # one element by hand: tile 1, word 3, field 2
+    if kk < k:
+        assert xo[1, lbk + 2 * sw + 3] == x[1, kk]
+    # the GEMV's sum: field j of word c (tile t = c // SW, s = c % SW) times xo[t*LBK + j*SW + s]
+    u = (words.to(torch.int64) & 0xFFFFFFFF).unsqueeze(-1) >> (torch.arange(epw) * bits)
+    q = ((u & ((1 << bits) - 1)) - (1 << (bits - 1))).to(torch.float64)  # [N, KW, EPW]
+    c = torch.arange(kw)
+    pos = (c // sw * lbk).unsqueeze(1) + torch.arange(epw).unsqueeze(0) * sw + (c % sw).unsqueeze(1)  # [KW, EPW]
+    gemv = torch.einsum("nce,rce->rn", q, xo[:, pos])
+    codes = unpack_words(words, bits, k).to(torch.float64)
+    torch.testing.assert_close(gemv, x @ codes.T, rtol=1e-12, atol=1e-9)
+
+
+def test_gemv_tile_words_keep_a_tile_inside_a_group():
+    from dsq_cuda.slab import gemv_chunk, gemv_tile_words
+
+    assert gemv_tile_words(4, 128) == 16 and gemv_tile_words(8, 128) == 16 and gemv_tile_words(8, 0, 64) == 64
+    assert gemv_tile_words(4, 96) == 4 and gemv_tile_words(4, 64, 32) == 8 and gemv_tile_words(4, 16) == 2
+    assert gemv_chunk(8, 128, 16) == 128 and gemv_chunk(4, 0, 16) == 128
 
 
 @pytest.mark.parametrize("name,group", [("W4A16", 512), ("W8A16", 256), ("W4A16_ASYM", 64), ("W4A16", 96)])

@@ -254,19 +254,21 @@ def test_static_experts_without_input_scale_name_it(t):
         run_moe(x, ids, torch.ones(t, 1).to(DEVICE), strip[0], strip[1], scheme, 3)
 
 
-def test_no_gemv_layout_when_the_gemv_is_off(monkeypatch):
-    # moe_gemv.GEMV_MAX_T = 0 (fewer device copies of the experts): prepare builds no row tiles and one token
-    # runs the decode path, still matching the reference.
+@pytest.mark.parametrize("name", ["W4A16", "W8A8", "W4A8_DYNAMIC"])
+def test_one_token_gemv_reads_the_canonical_codes(name):
+    # The one-token GEMV holds no device copy of the experts' codes: its words are the canonical tensors
+    # themselves (W8A8's int8 bytes viewed as words), so prepare adds only the decode layout to them.
     import dsq
     from dsq_cuda import moe_gemv
 
-    monkeypatch.setattr(moe_gemv, "GEMV_MAX_T", 0)
     e, h, i = 4, 256, 64
-    scheme, cpu, dev = make_experts("W8A8", e, h, i, seed=3)
+    scheme, cpu, dev = make_experts(name, e, h, i, seed=3)
     dsq.get_backend("cuda").prepare(dev, scheme)
-    assert not any(k.startswith("dsq_cuda_moe_gemv:") for k in dev.gate_up.device_layout)
+    for p in (dev.gate_up, dev.down):
+        canon = p["weight_packed" if "weight_packed" in p else "weight"]
+        lay = moe_gemv.prepare(p, scheme, canon.device)
+        assert lay["w"].data_ptr() == canon.data_ptr() and lay["signed"] == (name == "W8A8")
     x = torch.randn(1, h).to(torch.bfloat16)
     ids, w = torch.tensor([[1, 3]]), torch.tensor([[0.7, 0.3]])
-    y = run_moe(x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev.gate_up, dev.down, scheme, e)
-    assert not any(k.startswith("dsq_cuda_moe_gemv:") for k in dev.gate_up.device_layout)
+    y = run_moe(x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev.gate_up, dev.down, scheme, e, path="gemv")
     assert rel_err(y, reference().moe(x, ids, w, cpu, scheme)) < 4e-3
