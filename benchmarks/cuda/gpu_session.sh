@@ -194,7 +194,24 @@ for s in $STEPS; do
     # int4 decode cells at T = 8 / 64 again (v14's full run had them 5-6% slower than v11)
     bench_moe_v15) step bench_moe_v15 150 python3 benchmarks/cuda_moe/bench_moe.py --tokens 8,64,512,4096 --no-loop \
         --schemes W8A16,W4A16,W4A8_DYNAMIC --out "$OUT/moe_v15.json" --prefill-variants '[{"PREFILL_INT8_BYTES":true}]' ;;
-    *) echo "unknown step $s; known: bench_moe_v15 pytest_moe_v14i bench_moe_v14i bench_moe_v14_full bench_moe_v14h pytest_gemv_v14 bench_moe_v14g bench_moe_v14f pytest_moe_v14e bench_moe_v14e bench_moe_v14c bench_moe_v14d bench_moe_v14b pytest_moe_v14 bench_moe_v14 pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
+    # v15: the one-token GEMV on the canonical words (activations in tile order) against the row-tile copy it
+    # replaced: the same benchmarks run on this tree and on the tree of b8e54e7 (exported to _old/ and carried:
+    # git archive b8e54e7 backends | tar -x -C _old), in one device call
+    pytest_gemv_v15) step pytest_gemv_v15 150 bash -c "python3 -m pytest -q tests/cuda/test_cuda_matmul.py \
+        -k 'gemv or weight_only or small_group or tile' && DSQ_MOE_TEST_DEVICE=cuda python3 -m pytest -q \
+        tests/cuda_moe/test_cuda_moe_decode.py -k 'gemv or static or canonical'" ;;
+    bench_gemv_v15) for tree in new old; do
+        pp=$PYTHONPATH; [ $tree = old ] && pp=$ROOT/_old/backends:$PYTHONPATH
+        step bench_gemv_v15_$tree 150 env PYTHONPATH=$pp python3 benchmarks/cuda_moe/bench_moe.py --tokens 1 \
+            --no-loop --schemes W4A16,W4A8_DYNAMIC,W4AFP8,W8A8,W8A16 --out "$OUT/moe_v15_gemv_$tree.json"
+    done ;;
+    bench_gemv_v15_dense) for tree in new old; do
+        pp=$PYTHONPATH; [ $tree = old ] && pp=$ROOT/_old/backends:$PYTHONPATH
+        step bench_gemv_v15_dense_$tree 200 env PYTHONPATH=$pp bash -c "cd benchmarks/cuda && python3 run_gpu.py \
+            --out $OUT/dense_$tree --skip-correctness --ms 1 --schemes W4A16,W8A16 \
+            --shapes 7168x18432,2048x7168,512x32768,1536x24576 --variant 'gemv:W4A16+W8A16:mm.MMA_MAX_M={4: 0, 8: 0}'"
+    done ;;
+    *) echo "unknown step $s; known: pytest_gemv_v15 bench_gemv_v15 bench_gemv_v15_dense bench_moe_v15 pytest_moe_v14i bench_moe_v14i bench_moe_v14_full bench_moe_v14h pytest_gemv_v14 bench_moe_v14g bench_moe_v14f pytest_moe_v14e bench_moe_v14e bench_moe_v14c bench_moe_v14d bench_moe_v14b pytest_moe_v14 bench_moe_v14 pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
     esac
 done
 # the device returns at most 8 files: the logs travel as one archive
