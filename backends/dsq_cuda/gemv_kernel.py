@@ -1,19 +1,20 @@
 """Decode kernel for packed int4/int8 weights at M = 1 (and one token of the fused MoE): CUDA cores, no MMA.
 
 At one token the GEMM reads each weight byte once and does 2 flops per weight, so it is bound by how many
-weight bytes are in flight and by the instructions spent per code. The kernel reads the *canonical* packed
-words (dsq.qtypes: word ``c`` of a row holds in bit field i the code of input ``EPW*c + i``), so it needs no
-device copy of the weights, and it multiplies an activation row stored in *tile order*
-(:func:`dsq_cuda.slab.tile_order`):
+weight bytes are in flight and by the instructions spent per code. K is cut into tiles of ``LBK = EPW * SW``
+inputs: SW words of a row (four 16-byte loads at SW = 16), and a thread owns whole rows of a ``[BLOCK_N, SW]``
+word tile, so no value crosses threads until the end. Field j of a tile multiplies the SW *contiguous*
+activations ``t*LBK + j*SW + [0, SW)``, the same for every row (one broadcast load per field). The words come
+in one of two layouts (addressed by ``stride_wn`` between rows and ``stride_wt`` between tiles):
 
-* K is cut into tiles of ``LBK = EPW * SW`` inputs (SW words of a row, four 16-byte loads at SW = 16); a
-  thread owns whole rows of a ``[BLOCK_N, SW]`` word tile, so no value crosses threads until the end;
-* field j of word s of tile t is input ``t*LBK + EPW*s + j``; tile order puts that input's activation at
-  position ``t*LBK + j*SW + s``, so field j of the whole tile multiplies the SW *contiguous* activations
-  ``t*LBK + j*SW + [0, SW)``, the same for every row: one broadcast load per field. A scale group must hold
-  whole tiles (the host picks SW so that LBK divides the group), since a field's inputs span the tile;
-* int8 codes stored one per byte in two's complement (W8A8's ``weight``, read as words: SIGNED) are turned
-  into the offset-binary fields of packed int8 by one xor per word;
+* row tiles (:func:`dsq_cuda.slab.to_row_tiles`, ``[tiles, N, SW]``): word s of a tile holds in field j the
+  code of input ``t*LBK + j*SW + s``, and a program's ``[BLOCK_N, SW]`` tile is one contiguous block. The
+  default: the fastest on the H200 (cuda-moe.md v15);
+* the canonical words themselves (``[N, KW]``, word c holds input ``EPW*c + i`` in field i; no device copy),
+  with the activations in the *tile order* of :func:`dsq_cuda.slab.tile_order`, which puts input
+  ``t*LBK + EPW*s + j`` at ``t*LBK + j*SW + s``. A scale group must then hold whole tiles (the host picks SW
+  so), since a field's inputs span the tile. int8 codes one per byte in two's complement (W8A8's ``weight``
+  read as words: SIGNED) become the offset-binary fields of packed int8 by one xor per word;
 * a code becomes a float with bit operations, two ways (constexpr MANT):
     default   ``(u | 0x4B000000)`` read as float32 is exactly ``2**23 + u``; subtracting ``2**23 + 2**(b-1)
               + zp`` gives ``q - zp`` exactly, and one FMA adds ``x * (q - zp)`` (exact in float32) into a
@@ -65,14 +66,15 @@ PAIR_DECODE = True
 
 @triton.jit
 def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr, wc_ptr, N, K, KW, NG, stride_xm,
-                stride_om, stride_wn, stride_we, stride_se, stride_ce, e_lo, e_hi,
+                stride_om, stride_wn, stride_wt, stride_we, stride_se, stride_ce, e_lo, e_hi,
                 G: tl.constexpr, BITS: tl.constexpr, ASYM: tl.constexpr, GROUP_SCALE: tl.constexpr,
                 HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK_N: tl.constexpr, SW: tl.constexpr,
                 CH: tl.constexpr, MOE: tl.constexpr = False, X_DIV: tl.constexpr = 1,
                 MANT: tl.constexpr = False, X_SCALE: tl.constexpr = 0, CHANNEL_SCALE: tl.constexpr = False,
                 PAIRS: tl.constexpr = False, SIGNED: tl.constexpr = False, EVEN_W: tl.constexpr = False):
-    """y[row, n] (see the module docstring): K is the length of the tile-ordered x row (whole tiles), KW the
-    words of a weight row (``stride_wn`` apart), EVEN_W when KW is a whole number of chunks (no word mask)."""
+    """y[row, n] (see the module docstring): K is the length of an x row (masked past it), KW the words of a
+    weight row that exist (tile t's words ``t*SW + [0, SW)`` past KW read as 0), EVEN_W when every chunk's words
+    exist (no word mask)."""
     EPW: tl.constexpr = 32 // BITS
     LBK: tl.constexpr = EPW * SW  # inputs per tile
     # CH: inputs per chunk (dsq_cuda.slab.gemv_chunk), a multiple of the tile and of the scale group
@@ -114,9 +116,10 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
         for tt in tl.static_range(TPC):
             t = c * TPC + tt
             if EVEN_W:
-                words = tl.load(wbase + t * SW, mask=nmask[:, None], other=0)
+                words = tl.load(wbase + t.to(tl.int64) * stride_wt, mask=nmask[:, None], other=0)
             else:
-                words = tl.load(wbase + t * SW, mask=nmask[:, None] & (t * SW + offs_s < KW)[None, :], other=0)
+                words = tl.load(wbase + t.to(tl.int64) * stride_wt,
+                                mask=nmask[:, None] & (t * SW + offs_s < KW)[None, :], other=0)
             if SIGNED:  # two's complement bytes -> offset binary (u = q + 128): flip each byte's top bit
                 words = words ^ -2139062144  # 0x80808080
             for j in tl.static_range(EPW):
@@ -196,40 +199,48 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
         tl.store(optr, y.to(out_ptr.dtype.element_ty), mask=nmask)
 
 
-def launch(x, words, ws, wz, bias, out, scheme, rows: int, n: int, cfg, group: int,
+def launch(x, words, ws, wz, bias, out, scheme, rows: int, n: int, cfg, group: int, row_tiles: bool = True,
            moe: tuple | None = None, xs=None, wc=None, xs_per_expert: bool = False, signed: bool = False) -> None:
     """Launch :func:`gemv_kernel` over ``rows`` program rows with config ``cfg`` (dsq_cuda.configs).
 
-    ``x``: activation rows in the tile order of :func:`dsq_cuda.slab.tile_order` for ``sw =
-    gemv_tile_words(bits, group, -cfg.block_k)``; ``words``: canonical int32 words ``[..., N, KW]`` (rows
-    contiguous; ``signed``: int8 codes one per byte in two's complement, viewed as words). ``wz``/``bias`` may be
-    None. ``moe``: ``(ids, stride_we, stride_se, e_lo, e_hi, x_div)`` for the MoE mode, where program row p is
-    pair p (see the module docstring). ``xs``: float32 activation scales per x row when x holds codes (per expert
-    with ``xs_per_expert``, MoE mode); ``wc``: two-level s1 ``[E, N, 1]`` (MoE mode)."""
+    ``row_tiles``: ``words`` are row tiles ``[..., tiles, N, SW]`` (SW = -cfg.block_k) and x rows are in input
+    order; otherwise canonical words ``[..., N, KW]`` (``signed``: int8 codes one per byte, viewed as words)
+    and x rows in the tile order of :func:`dsq_cuda.slab.tile_order` for ``SW = gemv_tile_words(bits, group,
+    -cfg.block_k)``. ``wz``/``bias`` may be None. ``moe``: ``(ids, stride_we, stride_se, e_lo, e_hi, x_div)``
+    for the MoE mode, where program row p is pair p (see the module docstring). ``xs``: float32 activation
+    scales per x row when x holds codes (per expert with ``xs_per_expert``, MoE mode); ``wc``: two-level s1
+    ``[E, N, 1]`` (MoE mode)."""
     from dsq.schemes import Granularity
     from dsq_cuda.slab import gemv_chunk, gemv_tile_words
 
     bits = scheme.weight_bits
-    sw = gemv_tile_words(bits, group, -cfg.block_k)
     epw = 32 // bits
-    kx, kw = x.shape[-1], words.shape[-1]
-    if kx != -(-kw // sw) * sw * epw:
-        raise RuntimeError(f"gemv: x rows of {kx} are not the tile order of {kw} words at {sw} words a tile")
+    kx = x.shape[-1]
+    if row_tiles:
+        sw = -cfg.block_k
+        if words.shape[-1] != sw:
+            raise RuntimeError(f"gemv: row tiles {words.shape[-1]} words wide, the config wants {sw}")
+        kw, stride_wn, stride_wt = words.shape[-3] * sw, sw, n * sw
+    else:
+        sw = gemv_tile_words(bits, group, -cfg.block_k)
+        kw, stride_wn, stride_wt = words.shape[-1], words.stride(-2), sw
+        if kx != -(-kw // sw) * sw * epw:
+            raise RuntimeError(f"gemv: x rows of {kx} are not the tile order of {kw} words at {sw} words a tile")
     chunk = gemv_chunk(bits, group, sw)
     ids, stride_we, stride_se, e_lo, e_hi, x_div = moe if moe is not None else (ws, 0, 0, 0, 1, 1)
     grid = (rows, -(-n // cfg.block_n), cfg.split_k)
     gemv_kernel[grid](x, words, ws, ws if wz is None else wz, ws if bias is None else bias, out, ids,
                       ws if xs is None else xs, ws if wc is None else wc, n, kx, kw, ws.shape[-1], x.stride(0),
-                      out.stride(0), words.stride(-2), stride_we, stride_se, 0 if wc is None else wc[0].numel(),
+                      out.stride(0), stride_wn, stride_wt, stride_we, stride_se, 0 if wc is None else wc[0].numel(),
                       e_lo, e_hi,
-                      G=group or (32 // bits) * sw, BITS=bits, ASYM=wz is not None,
+                      G=group or epw * sw, BITS=bits, ASYM=wz is not None,
                       GROUP_SCALE=scheme.weight_granularity is Granularity.GROUP or scheme.two_level,
                       HAS_BIAS=bias is not None,
                       SPLIT_K=cfg.split_k, BLOCK_N=cfg.block_n, SW=sw, CH=chunk,
                       MOE=moe is not None, X_DIV=x_div, MANT=MANT_DECODE,
                       X_SCALE=0 if xs is None else 2 if xs_per_expert else 1, CHANNEL_SCALE=wc is not None,
                       PAIRS=pairs_apply(bits, group, sw), SIGNED=signed,
-                      EVEN_W=kw * epw == -(-kx // chunk) * chunk,  # every chunk's words exist
+                      EVEN_W=kw * epw >= -(-kx // chunk) * chunk,  # every chunk's words exist
                       num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 

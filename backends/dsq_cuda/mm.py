@@ -16,7 +16,7 @@ Device layout (cached in ``PackedWeight.device_layout[device]``; the canonical t
           int8/fp8 codes [N, K] contiguous on the device
     pt    the same codes in the pair-tile layout of mma_decode_kernel, int32 ``[N, tiles * SL]``
           (dsq_cuda.slab.to_pair_tiles; made at the first decode call, so prefill-only use never pays for it)
-    canon the canonical words on the device (gemv_kernel reads them as they are; only if it runs)
+    wt    row tiles for gemv_kernel, int32 ``[tiles, N, SW]`` (dsq_cuda.slab.to_row_tiles; only if it runs)
     sl    the slab length SL of packed weights (dsq_cuda.slab.slab_length of the scale group)
     ws    weight_scale as float32 [N, G] / [N, 1] / [N/128, K/128]
     wz    zero points unpacked to int8 [N, G] (W4A16_ASYM)
@@ -48,7 +48,7 @@ from dsq_cuda.mm_kernel import (
     qmm_kernel,
 )
 from dsq_cuda.mma_decode_kernel import mma_decode_kernel
-from dsq_cuda.slab import gemv_tile_words, slab_length, tile_order, to_pair_tiles, to_slabs
+from dsq_cuda.slab import GEMV_TILE_WORDS, slab_length, to_pair_tiles, to_row_tiles, to_slabs
 from dsq_cuda.unpack import unpack_zero_points
 
 
@@ -79,8 +79,8 @@ def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> 
     t = {name: v.to(device) for name, v in packed.tensors.items() if name != "weight_packed"}
     lay: dict = {"n": n, "k": k}
     if "weight_packed" in packed.tensors:
-        # every layout of packed codes is made at its first use (slabs, pair tiles, the GEMV's device copy of
-        # the canonical words), so a weight only ever decoded holds pair tiles only
+        # every layout of packed codes is made at its first use (slabs, pair tiles, row tiles), so a weight
+        # only ever decoded holds pair tiles only
         lay["packed"] = packed.tensors["weight_packed"]
         lay["device"] = device
         # the backend supports groups that are multiples of 16 only (see backend.supports), so a slab fits
@@ -117,13 +117,13 @@ def pair_tiles(lay: dict, bits: int) -> torch.Tensor:
     return lay[key]
 
 
-def canonical(lay: dict) -> torch.Tensor:
-    """The canonical packed words on the layout's device (gemv_kernel), moved at their first use (no copy
-    when they are there already)."""
-    if "canon" not in lay:
-        check_not_capturing("canonical words")
-        lay["canon"] = lay["packed"].to(lay["device"]).contiguous()
-    return lay["canon"]
+def row_tiles(lay: dict, bits: int, group: int, sw: int) -> torch.Tensor:
+    """The row-tile words of a packed weight (gemv_kernel) for tile width ``sw``, made at their first use."""
+    key = f"wt{sw}"
+    if key not in lay:
+        check_not_capturing("row-tile layout")
+        lay[key] = to_row_tiles(lay["packed"].to(lay["device"]), lay["k"], bits, group, sw)
+    return lay[key]
 
 
 def prepare_all(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> None:
@@ -135,7 +135,7 @@ def prepare_all(packed: PackedWeight, scheme: QuantScheme, device: torch.device)
         if MMA_MAX_M[bits] and (scheme.weight_only or bits == 4):
             pair_tiles(lay, bits)
         if scheme.weight_only and (not MMA_MAX_M[bits] or lay["k"] < MMA_MIN_K[bits]):  # the GEMV's
-            canonical(lay)
+            row_tiles(lay, bits, group_of(scheme), GEMV_TILE_WORDS)
 
 
 #: packed weights use the tensor-core decode kernel up to this many rows (bf16/fp16 x), per weight width. On
@@ -287,10 +287,9 @@ def _weight_only(x, lay, scheme, bias, config: Config | None) -> torch.Tensor | 
         return _mma_decode(x, lay, scheme, bias, ACT_FLOAT, x.dtype)
     if (config is None and m <= GEMV_MAX_M) or (config is not None and config.block_k < 0):
         cfg = config or pick(f"gemv{scheme.weight_bits}", m, n, k, group, str(dev))
-        sw = gemv_tile_words(scheme.weight_bits, group, -cfg.block_k)  # the configs carry the width negated
+        words = row_tiles(lay, scheme.weight_bits, group, -cfg.block_k)  # the configs carry the width negated
         out = _out_buffer(m, n, x.dtype, cfg.split_k, dev)
-        launch_gemv(tile_order(x, scheme.weight_bits, sw), canonical(lay), lay["ws"], lay.get("wz"), bias, out,
-                    scheme, m, n, cfg, group)
+        launch_gemv(x, words, lay["ws"], lay.get("wz"), bias, out, scheme, m, n, cfg, group)
         return out.to(x.dtype)
     return None
 

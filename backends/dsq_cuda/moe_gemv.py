@@ -22,12 +22,13 @@ Every product is then an exact integer in float32, as are the partial sums of a 
 only per-channel int8 sums over a whole row (W8A8) can round in float32 (relative 2**-24 a step), where the
 reference's int32 sums are exact: far inside the GEMM tolerance of the conformance suite.
 
-Weights: the GEMV reads the experts' canonical words as they are (the tensors the tiled path reads too: no
-device copy of the codes; W8A8's one-per-byte int8 codes as words, SIGNED), and its activation rows in the
-tile order of dsq_cuda.slab.tile_order: x reordered once per call, the intermediate written in that order by
-the SwiGLU kernel. Cached in ``PackedWeight.device_layout["dsq_cuda_moe_gemv:<device>"]``: the scales float32
+Layout (cached in ``PackedWeight.device_layout["dsq_cuda_moe_gemv:<device>"]``): each expert's codes in the
+row-tile layout of dsq_cuda.slab (``w`` int32 ``[E, tiles, N, SW]``; W8A8's one-per-byte int8 codes are first
+packed four to a word as offset-binary fields, ``u = q + 128``, the packed int8 format), scales float32
 ``[E, N, G]`` (``ws``; two-level: the integer s2, and s1 ``[E, N, 1]`` as ``wc``) and, for W4A16_ASYM, zero
-points unpacked to int8 ``[E, N, G]`` (``wz``).
+points unpacked to int8 ``[E, N, G]`` (``wz``). With CANONICAL the GEMV reads the canonical words instead (no
+device copy of the codes; W8A8's bytes viewed as words), its activation rows in the tile order of
+dsq_cuda.slab.tile_order (x reordered once a call, the intermediate stored in that order by the SwiGLU kernel).
 """
 
 from __future__ import annotations
@@ -41,11 +42,16 @@ from dsq.qtypes import PackedWeight
 from dsq.schemes import ActGranularity, QType, QuantScheme
 from dsq_cuda._env import check_not_capturing
 from dsq_cuda.mm import group_of
-from dsq_cuda.slab import gemv_tile_words, tile_order
+from dsq_cuda.slab import gemv_tile_words, tile_order, to_row_tiles
 from dsq_cuda.unpack import unpack_zero_points
 
-#: the largest token count this path serves (more tokens share experts: the tensor-core paths win)
+#: the largest token count this path serves (more tokens share experts: the tensor-core paths win). 0 before
+#: Backend.prepare holds no row tiles and sends one token to the decode path.
 GEMV_MAX_T = 1
+#: read the canonical words (True) instead of row tiles: one device copy of the codes fewer (W8A8 experts then
+#: hold 1x their canonical bytes instead of 2x), at a cost: on the H200 (cuda-moe.md v15, one call) one token
+#: took 120 / 128 / 178 us against 103 / 115 / 121 us on row tiles (W4A16 / W4A8_DYNAMIC / W8A8)
+CANONICAL = False
 
 
 #: split-K cap: the dense GEMV's configs (dsq_cuda.configs) split K up to 32 ways to keep one row's weights
@@ -70,10 +76,10 @@ def eligible(scheme: QuantScheme | None, t: int) -> bool:
     return scheme is not None and scheme.weight_bits in (4, 8) and _acts_ok(scheme) and 1 <= t <= GEMV_MAX_T
 
 
-def _words(packed: PackedWeight, device: torch.device) -> tuple[torch.Tensor, bool]:
+def _canonical_words(packed: PackedWeight, device: torch.device) -> tuple[torch.Tensor, bool]:
     """The experts' canonical words ``[E, N, KW]`` int32 on the device, and whether they are W8A8's signed
     bytes viewed as words. Codes one per byte whose rows are not whole words (K % 4) are packed into words
-    once here: the one case that needs a device copy."""
+    here (offset binary): then a device copy."""
     if "weight_packed" in packed:
         return packed["weight_packed"].to(device).contiguous(), False
     q = packed["weight"].to(device).contiguous()  # int8 [E, N, K], one code a byte
@@ -84,14 +90,22 @@ def _words(packed: PackedWeight, device: torch.device) -> tuple[torch.Tensor, bo
 
 
 def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> dict:
-    """The GEMV's view of stacked experts ``[E, N, K]`` (made once per device; see the module docstring)."""
+    """The GEMV's weights of stacked experts ``[E, N, K]`` (made once per device; see the module docstring)."""
     key = f"dsq_cuda_moe_gemv:{device}"
     if key in packed.device_layout:
         return packed.device_layout[key]
     check_not_capturing("MoE GEMV weights")
-    n = packed.shape[1]
-    w, signed = _words(packed, device)
-    lay = {"w": w, "signed": signed, "ws": packed["weight_scale"].to(device).float().contiguous()}
+    e, n, k = packed.shape
+    w, signed = _canonical_words(packed, device)
+    lay = {"row_tiles": not CANONICAL, "signed": signed and CANONICAL,
+           "ws": packed["weight_scale"].to(device).float().contiguous()}
+    if CANONICAL:
+        lay["w"] = w
+    else:  # one expert at a time: the int64 temporaries of a whole stack would not fit next to the weights
+        if signed:  # two's complement bytes -> offset binary, the packed int8 fields
+            w = (w.view(torch.uint8) ^ 0x80).view(torch.int32)
+        bits, group = scheme.weight_bits, group_of(scheme)
+        lay["w"] = torch.stack([to_row_tiles(w[i], k, bits, group) for i in range(e)]).contiguous()
     if scheme.two_level:  # group scales are the integer s2 (exact in float32), s1 per channel
         lay["wc"] = lay["ws"]
         lay["ws"] = packed["weight_group_scale"].to(device).float().contiguous()
@@ -102,8 +116,8 @@ def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> 
 
 
 def tile_words(scheme: QuantScheme, n: int, k: int, device: torch.device) -> int:
-    """The GEMV's tile width in words for an expert projection ``[N, K]``: the activation rows go in its tile
-    order."""
+    """The GEMV's tile width in words for an expert projection ``[N, K]`` read in canonical order (CANONICAL):
+    the activation rows go in its tile order."""
     from dsq_cuda.configs import pick
 
     group = group_of(scheme)
@@ -121,7 +135,7 @@ def _gemv(a, a_scale, lay, scheme, out, pair_ids, n, k, x_div, expert_range, num
         cfg = dataclasses.replace(cfg, split_k=MAX_SPLIT)
     w, ws = lay["w"], lay["ws"]
     e_lo, e_hi = expert_range if expert_range is not None else (0, num_experts)
-    launch(a, w, ws, lay.get("wz"), None, out, scheme, pair_ids.shape[0], n, cfg, group,
+    launch(a, w, ws, lay.get("wz"), None, out, scheme, pair_ids.shape[0], n, cfg, group, row_tiles=lay["row_tiles"],
            moe=(pair_ids, w[0].numel(), ws[0].numel(), e_lo, e_hi, x_div), xs=a_scale, wc=lay.get("wc"),
            xs_per_expert=scheme.static_activations, signed=lay["signed"])
 
@@ -168,14 +182,15 @@ def run_gemv(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor
     ids = topk_ids.reshape(-1).to(torch.int32).contiguous()
     p = ids.shape[0]
     bits = scheme.weight_bits
+    canonical = not up["row_tiles"]
     hbuf = torch.zeros((p, 2 * i), dtype=torch.float32, device=device)
-    a, a_scale, x_div = _codes(tile_order(x, bits, tile_words(scheme, 2 * i, h, device)), scheme, gate_up, ids,
-                               top_k)
+    a = tile_order(x, bits, tile_words(scheme, 2 * i, h, device)) if canonical else x.contiguous()
+    a, a_scale, x_div = _codes(a, scheme, gate_up, ids, top_k)
     _gemv(a, a_scale, up, scheme, hbuf, ids, 2 * i, h, x_div, expert_range, num_experts)
-    # the intermediate is written in the down projection's tile order (zeros past I)
-    sw = tile_words(scheme, h, i, device)
+    # canonical words: the intermediate is stored in the down projection's tile order (zeros past I)
+    sw = tile_words(scheme, h, i, device) if canonical else 0
     lbk = (32 // bits) * sw
-    ip = -(-i // lbk) * lbk
+    ip = -(-i // lbk) * lbk if canonical else i
     inter = (torch.zeros if ip != i else torch.empty)((p, ip), dtype=x.dtype, device=device)
     block = min(1024, max(16, 1 << (i - 1).bit_length()))
     swiglu_kernel[(p, -(-i // block))](hbuf, inter, i, hbuf.stride(0), inter.stride(0),

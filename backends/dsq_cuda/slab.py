@@ -1,6 +1,6 @@
-"""Device layouts of packed int4/int8 weights (made once): slabs for the GEMM and dequantize kernels, pair
-tiles for the tensor-core decode kernel; and the tile order of activations in which the M = 1 decode kernel
-reads the canonical words themselves (no layout of its own).
+"""Device layouts of packed int4/int8 weights (made once): slabs for the GEMM and dequantize kernels, row tiles
+for the M = 1 decode kernel (:func:`to_row_tiles`), pair tiles for the tensor-core decode kernel; and the tile
+order of activations in which the M = 1 kernel can read the canonical words themselves (:func:`tile_order`).
 
 Canonical words (dsq.qtypes) hold the codes of inputs ``EPW*c .. EPW*c + EPW-1`` in word ``c`` of a row
 (EPW = 32 / bits: 8 for int4, 4 for int8). Kernels that read that layout must either reshape the unpacked
@@ -118,6 +118,29 @@ def tile_order(x: torch.Tensor, bits: int, sw: int) -> torch.Tensor:
     if kp != k:
         x = torch.nn.functional.pad(x, (0, kp - k))
     return x.reshape(r, kp // lbk, sw, epw).transpose(2, 3).reshape(r, kp)
+
+
+def to_row_tiles(words: torch.Tensor, k: int, bits: int, group: int, sw: int = GEMV_TILE_WORDS) -> torch.Tensor:
+    """Canonical int32 words ``[N, ceil(K/EPW)]`` -> row-tile words int32 ``[tiles, N, SW]``.
+
+    Word ``s`` of (tile t, row n) holds in bit field j the code of input ``t*LBK + j*SW + s`` (LBK = EPW * SW):
+    a thread that owns row n reads the tile as SW contiguous words, and field j multiplies the SW contiguous x
+    values ``t*LBK + j*SW + [0, SW)``, the same for every row. K is padded with code 0 (field ``2**(bits-1)``)
+    to whole chunks (:func:`gemv_chunk`), so a chunk never straddles a scale group or a tile.
+    """
+    epw = 32 // bits
+    lbk = epw * sw
+    chunk = gemv_chunk(bits, group, sw)
+    kp = -(-k // chunk) * chunk
+    tiles = kp // lbk
+    n = words.shape[0]
+    shifts = torch.arange(epw, device=words.device, dtype=torch.int64) * bits
+    out = torch.empty((tiles, n, sw), dtype=torch.int32, device=words.device)
+    for lo in range(0, n, _CHUNK_N):
+        u = _padded_fields(words[lo:lo + _CHUNK_N], k, kp, bits).reshape(-1, tiles, epw, sw)
+        s = _as_int32((u << shifts.view(1, 1, epw, 1)).sum(dim=2))  # disjoint fields: the sum is an OR
+        out[:, lo:lo + _CHUNK_N] = s.permute(1, 0, 2)
+    return out
 
 
 def to_pair_tiles(words: torch.Tensor, k: int, bits: int, sl: int) -> torch.Tensor:

@@ -99,7 +99,7 @@ def test_weight_only_paths(cuda_backend, ref_backend, monkeypatch, name, path):
     elif path == "gemv":
         monkeypatch.setattr(mm, "MMA_MAX_M", {4: 0, 8: 0})
         monkeypatch.setattr(mm, "GEMV_MAX_M", 4)  # the kernel takes any M (one program row per token)
-    elif path == "gemv_split":  # -32 / -64 ask for wider tiles: int4 groups of 128 keep 16 words, int8 gets 64
+    elif path == "gemv_split":  # -32 / -64: row tiles 32 / 64 words wide (a tile holds 2 scale groups)
         cfg = Config(4, 16, -32 if name != "W8A16" else -64, 3, 4, 1)
     elif path == "tiled":
         monkeypatch.setattr(mm, "MMA_MAX_M", {4: 0, 8: 0})
@@ -203,6 +203,31 @@ def test_slab_layout_round_trip(bits, sl, k):
     if kk < k:
         field = (int(slabs[sl + 3, 4]) >> (2 * bits)) & ((1 << bits) - 1)
         assert field - (1 << (bits - 1)) == int(codes[4, kk])
+
+
+@pytest.mark.parametrize("bits,sw,k,group", [(4, 16, 600, 128), (4, 16, 200, 96), (8, 16, 300, 0)])
+def test_row_tile_layout(bits, sw, k, group):
+    """Row tiles hold exactly the canonical codes: word s of (tile t, row n), field j = input t*LBK + j*SW + s;
+    K is padded with code 0 to whole chunks (lcm of the tile and the scale group)."""
+    from dsq_cuda.slab import gemv_chunk, to_row_tiles
+    from dsq_cuda.unpack import unpack_words
+
+    g = torch.Generator().manual_seed(8)
+    epw = 32 // bits
+    words = torch.randint(-2**31, 2**31 - 1, (5, -(-k // epw)), generator=g, dtype=torch.int64).to(torch.int32)
+    tiles = to_row_tiles(words, k, bits, group, sw)
+    lbk = epw * sw
+    chunk = gemv_chunk(bits, group, sw)
+    assert chunk % lbk == 0 and (not group or chunk % group == 0)
+    assert tiles.shape == (-(-k // chunk) * chunk // lbk, 5, sw)
+    codes = unpack_words(words, bits, k)
+    u = (tiles.to(torch.int64) & 0xFFFFFFFF).unsqueeze(-1) >> (torch.arange(epw) * bits)  # [T, N, SW, EPW]
+    back = ((u & ((1 << bits) - 1)) - (1 << (bits - 1))).permute(1, 0, 3, 2).reshape(5, -1)
+    assert torch.equal(back[:, :k], codes.to(torch.int64))
+    assert not back[:, k:].any()  # padding is code 0
+    kk = lbk + 2 * sw + 3  # one element by hand: tile 1, field 2, word 3
+    field = (int(tiles[1, 4, 3]) >> (2 * bits)) & ((1 << bits) - 1)
+    assert field - (1 << (bits - 1)) == int(codes[4, kk])
 
 
 @pytest.mark.parametrize("bits,sw,k", [(4, 16, 600), (4, 4, 200), (8, 16, 300), (8, 8, 64)])

@@ -254,21 +254,46 @@ def test_static_experts_without_input_scale_name_it(t):
         run_moe(x, ids, torch.ones(t, 1).to(DEVICE), strip[0], strip[1], scheme, 3)
 
 
-@pytest.mark.parametrize("name", ["W4A16", "W8A8", "W4A8_DYNAMIC"])
-def test_one_token_gemv_reads_the_canonical_codes(name):
-    # The one-token GEMV holds no device copy of the experts' codes: its words are the canonical tensors
-    # themselves (W8A8's int8 bytes viewed as words), so prepare adds only the decode layout to them.
+@pytest.mark.parametrize("name,h,i", [("W4A16", 264, 48), ("W8A8", 264, 48), ("W4A8_DYNAMIC", 264, 48),
+                                      ("W4A16", 512, 256), ("W8A8", 512, 256)])
+def test_one_token_gemv_on_the_canonical_codes(name, h, i, monkeypatch):
+    # moe_gemv.CANONICAL: the one-token GEMV reads the canonical tensors themselves (W8A8's int8 bytes viewed
+    # as words), activations in tile order, so it holds no device copy of the codes; ragged H / I (partial tiles)
+    # and whole tiles (where the byte count is not dominated by the decode layout's padding).
     import dsq
     from dsq_cuda import moe_gemv
+    from dsq_cuda.moe import device_bytes
 
-    e, h, i = 4, 256, 64
+    monkeypatch.setattr(moe_gemv, "CANONICAL", True)
+    e = 4
     scheme, cpu, dev = make_experts(name, e, h, i, seed=3)
     dsq.get_backend("cuda").prepare(dev, scheme)
     for p in (dev.gate_up, dev.down):
         canon = p["weight_packed" if "weight_packed" in p else "weight"]
         lay = moe_gemv.prepare(p, scheme, canon.device)
         assert lay["w"].data_ptr() == canon.data_ptr() and lay["signed"] == (name == "W8A8")
+    b = device_bytes(dev)
+    if i % 256 == 0:  # W8A8's decode path reads the canonical bytes too: only scales and code sums on top
+        assert b["layouts"] < (0.1 if name == "W8A8" else 1.1) * b["canonical"], b
     x = torch.randn(1, h).to(torch.bfloat16)
     ids, w = torch.tensor([[1, 3]]), torch.tensor([[0.7, 0.3]])
     y = run_moe(x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev.gate_up, dev.down, scheme, e, path="gemv")
+    assert rel_err(y, reference().moe(x, ids, w, cpu, scheme)) < 4e-3
+
+
+def test_no_gemv_layout_when_the_gemv_is_off(monkeypatch):
+    # moe_gemv.GEMV_MAX_T = 0 (fewer device copies of the experts): prepare builds no row tiles and one token
+    # runs the decode path, still matching the reference.
+    import dsq
+    from dsq_cuda import moe_gemv
+
+    monkeypatch.setattr(moe_gemv, "GEMV_MAX_T", 0)
+    e, h, i = 4, 256, 64
+    scheme, cpu, dev = make_experts("W8A8", e, h, i, seed=3)
+    dsq.get_backend("cuda").prepare(dev, scheme)
+    assert not any(k.startswith("dsq_cuda_moe_gemv:") for k in dev.gate_up.device_layout)
+    x = torch.randn(1, h).to(torch.bfloat16)
+    ids, w = torch.tensor([[1, 3]]), torch.tensor([[0.7, 0.3]])
+    y = run_moe(x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev.gate_up, dev.down, scheme, e)
+    assert not any(k.startswith("dsq_cuda_moe_gemv:") for k in dev.gate_up.device_layout)
     assert rel_err(y, reference().moe(x, ids, w, cpu, scheme)) < 4e-3
