@@ -187,10 +187,15 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
                       F16: tl.constexpr, ASM: tl.constexpr, EVEN_K: tl.constexpr, MOE: tl.constexpr = False,
                       X_DIV: tl.constexpr = 1, STREAM: tl.constexpr = False, FIXUP: tl.constexpr = False,
                       sum_ptr=None, count_ptr=None, X_AHEAD: tl.constexpr = True,
-                      DOT_FIELDS: tl.constexpr = 1):
+                      DOT_FIELDS: tl.constexpr = 1, ROW_TILES: tl.constexpr = False):
     """``ws``: per-group scales [N, NG] (float, or int8 s2 for two-level) when GROUP_SCALE; ``wc``: per-channel
     scales [N] (float32) when CHANNEL_SCALE; ``wz``: int8 zero points [N, NG] when ASYM; ``xs``: per-row
     activation scales for ACT != 0. ``KW``: words per row of the pair-tile layout. EVEN_K: K % LBK == 0.
+    ROW_TILES (int4, MOE mode): the words are the one-token GEMV's row tiles ``[tiles, N, SL]``
+    (dsq_cuda.slab.to_row_tiles, one scale group a tile) instead of pair tiles ``[N, tiles * SL]``, and x is
+    in the matching K order (dsq_cuda.slab.pair_order): field F of a word tile then decodes, element by
+    element, codes whose activations sit at ``t*LBK + F*SL + [0, SL)`` of the reordered x, so the same decode
+    and MMAs compute the same sums, and the fused MoE holds one device copy of its experts' codes, not two.
     X_AHEAD: each field's x slab is loaded one field ahead by hand; False leaves its scheduling to Triton's
     pipeliner, which then keeps a whole tile of weights in flight (at 3 stages its wait at the loop top is
     ``DEPBAR.LE 9``, the next tile's 9 copy groups, where X_AHEAD's is ``LE 8``: not the next weight tile).
@@ -255,10 +260,10 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
         for blk in range(u_lo // tiles, tl.cdiv(u_hi, tiles)):
             _row_block(blk, tl.maximum(u_lo - blk * tiles, 0), tl.minimum(u_hi - blk * tiles, tiles), *args, G, BITS,
                        ACT, ASYM, GROUP_SCALE, CHANNEL_SCALE, HAS_BIAS, SPLIT_K, BLOCK_M, BLOCK_N, SL, F16, ASM,
-                       EVEN_K, FIXUP, X_AHEAD, DOT_FIELDS)
+                       EVEN_K, FIXUP, X_AHEAD, DOT_FIELDS, ROW_TILES)
     else:  # no loop around a single row block: the K loop compiles as tight as it can
         _row_block(tl.program_id(0), t_lo, t_hi, *args, G, BITS, ACT, ASYM, GROUP_SCALE, CHANNEL_SCALE, HAS_BIAS,
-                   SPLIT_K, BLOCK_M, BLOCK_N, SL, F16, ASM, EVEN_K, FIXUP, X_AHEAD, DOT_FIELDS)
+                   SPLIT_K, BLOCK_M, BLOCK_N, SL, F16, ASM, EVEN_K, FIXUP, X_AHEAD, DOT_FIELDS, ROW_TILES)
 
 
 @triton.jit
@@ -267,7 +272,7 @@ def _row_block(blk, t_lo, t_hi, xrows, xbase, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_
                ACT: tl.constexpr, ASYM: tl.constexpr, GROUP_SCALE: tl.constexpr, CHANNEL_SCALE: tl.constexpr,
                HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                SL: tl.constexpr, F16: tl.constexpr, ASM: tl.constexpr, EVEN_K: tl.constexpr, FIXUP: tl.constexpr,
-               X_AHEAD: tl.constexpr, DOT_FIELDS: tl.constexpr):
+               X_AHEAD: tl.constexpr, DOT_FIELDS: tl.constexpr, ROW_TILES: tl.constexpr):
     """K tiles ``[t_lo, t_hi)`` of row block ``blk``: their sum, finished or handed on."""
     EPW: tl.constexpr = 32 // BITS  # fields per tile
     LBK: tl.constexpr = EPW * SL  # inputs per tile
@@ -276,7 +281,12 @@ def _row_block(blk, t_lo, t_hi, xrows, xbase, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_
     DT: tl.constexpr = tl.float16 if F16 else tl.bfloat16
     rows = blk * BLOCK_N + tl.arange(0, BLOCK_N)
     nmask = rows < N
-    wbase = w_ptr + rows[:, None].to(tl.int64) * KW + offs_s[None, :]
+    if ROW_TILES:  # [tiles, N, SL]: rows SL words apart, tiles N * SL apart
+        wbase = w_ptr + rows[:, None].to(tl.int64) * SL + offs_s[None, :]
+        w_step = N * SL
+    else:  # [N, tiles * SL]
+        wbase = w_ptr + rows[:, None].to(tl.int64) * KW + offs_s[None, :]
+        w_step = SL
     acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
     part = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
     # x of the next field is loaded one field ahead (fields are consecutive in K, so "next" is always
@@ -298,7 +308,7 @@ def _row_block(blk, t_lo, t_hi, xrows, xbase, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_
         offs_r = tl.arange(0, DOT_FIELDS * SL)
         xrun = xrows + offs_r[None, :]
         for t in range(t_lo, t_hi):
-            words = tl.load(wbase + t * SL, mask=nmask[:, None], other=0)
+            words = tl.load(wbase + t * w_step, mask=nmask[:, None], other=0)
             for r in tl.static_range(EPW // DOT_FIELDS):
                 k0 = t * LBK + r * DOT_FIELDS * SL
                 # columns past M (and MoE padding) read zeros: a masked copy reads no memory. Reading the last
@@ -319,7 +329,7 @@ def _row_block(blk, t_lo, t_hi, xrows, xbase, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_
                 part, acc = _mma_step(a, xf, part, acc, rows, nmask, wz_ptr, ws_ptr, NG, g, flush, BITS, ASYM, ASM, B)
     else:
         for t in range(t_lo, t_hi):
-            words = tl.load(wbase + t * SL, mask=nmask[:, None], other=0)
+            words = tl.load(wbase + t * w_step, mask=nmask[:, None], other=0)
             for f in tl.static_range(EPW):
                 k0 = t * LBK + f * SL
                 if X_AHEAD:

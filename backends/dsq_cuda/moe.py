@@ -35,7 +35,14 @@ from dsq.validate import check_moe_inputs
 from dsq_cuda import moe_gemv
 from dsq_cuda._env import interpreting
 from dsq_cuda.moe_align import align_pairs
-from dsq_cuda.moe_decode import DECODE_MAX_T, DEFAULTS, expert_pair_tiles, mma_eligible, run_decode
+from dsq_cuda.moe_decode import (
+    DECODE_MAX_T,
+    DEFAULTS,
+    expert_pair_tiles,
+    mma_eligible,
+    run_decode,
+    shares_row_tiles,
+)
 from dsq_cuda.moe_layout import bits_of
 from dsq_cuda.moe_layout import prepare as prepare_layout
 from dsq_cuda.moe_plan import (
@@ -150,12 +157,16 @@ def _static_args(packed: PackedWeight, scheme: QuantScheme, device) -> list:
 
 def prepare_all(experts: ExpertWeights, scheme: QuantScheme, device: torch.device) -> None:
     """Build every layout the default dispatch can use for these experts (before CUDA graph capture)."""
+    # packed experts: the one-token GEMV's row tiles serve decode too (moe_decode.shares_row_tiles); otherwise
     # decode (T <= 64) runs symmetric int4 experts on their pair tiles (bf16 / fp16 activations assumed, as
-    # served), everything else on the slab layout; the tiled prefill path reads the canonical tensors (and, for
+    # served), everything else on the slab layout. The tiled prefill path reads the canonical tensors (and, for
     # static activations, the slab layout's corr)
-    mma = DEFAULTS["mma"] and mma_eligible(scheme, torch.bfloat16, int8=bool(DEFAULTS["mma8"]))
+    shared = shares_row_tiles(scheme)
+    mma = DEFAULTS["mma"] and mma_eligible(scheme, torch.bfloat16, int8=bool(DEFAULTS["mma8"]) and not shared)
     for p in (experts.gate_up, experts.down):
-        if mma:
+        if shared:
+            moe_gemv.prepare(p, scheme, device)
+        elif mma:
             expert_pair_tiles(p, scheme, device)
         else:
             _slab_layout(p, scheme, device)

@@ -34,7 +34,11 @@ LBK = {4: 256, 8: 128}
 #: defaults; the benchmark overrides them (decode_cfg) to sweep.
 DEFAULTS = dict(block_n=64, num_warps=4, num_stages=4, target_programs=1024, lbk4=512, lbk8=128, sl1=128, swap=0,
                 mma=1, mma_block_m=16, mma_stages=3, mma_x_ahead=0, mma_dot_fields=0, block_m=BLOCK_M,
-                static_codes=1, mma8=0)
+                static_codes=1, mma8=0, shared=1)
+#: ``shared``: packed experts (int4, int8 in words) run both decode kernels on the one-token GEMV's row tiles
+#: (dsq_cuda.moe_gemv; tiles of 16 words, x reordered by dsq_cuda.slab.pair_order for the tensor-core kernel)
+#: instead of a layout of their own (pair tiles, the slab layout): one device copy of the codes fewer, 2x the
+#: canonical bytes in all instead of 3x (cuda-moe.md v15). 0: the own layouts.
 #: ``block_m``: pairs per M-block of moe_slab_kernel (16 or 32). An expert with more pairs than a block reads
 #: its weights once per block, so skewed routing (32 pairs per expert at T = 64) reads them twice at 16.
 #: ``mma8``: W8A16's experts (int8 codes in words, per-channel scales) on that kernel too, as the dense W8A16
@@ -105,6 +109,28 @@ def mma_eligible(scheme: QuantScheme | None, x_dtype: torch.dtype, int8: bool = 
     return scheme.act_granularity is ActGranularity.TOKEN
 
 
+def shares_row_tiles(scheme: QuantScheme | None, decode_cfg: dict | None = None) -> bool:
+    """Whether the decode kernels read the one-token GEMV's row tiles (DEFAULTS['shared']): packed experts whose
+    scale groups hold whole 16-word tiles (the tensor-core kernel's field decode spans a tile), while the GEMV
+    reads row tiles (not moe_gemv.CANONICAL)."""
+    from dsq_cuda import moe_gemv
+    from dsq_cuda.mm import group_of
+    from dsq_cuda.slab import GEMV_TILE_WORDS
+
+    if not {**DEFAULTS, **(decode_cfg or {})}["shared"] or scheme is None or moe_gemv.CANONICAL:
+        return False
+    bits = bits_of(scheme)
+    group = group_of(scheme)
+    return bits in (4, 8) and (not group or group % ((32 // bits) * GEMV_TILE_WORDS) == 0)
+
+
+def _row_tiles(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> torch.Tensor:
+    """The experts' row tiles ``[E, tiles, N, SW]`` (moe_gemv.prepare's, made once per device)."""
+    from dsq_cuda import moe_gemv
+
+    return moe_gemv.prepare(packed, scheme, device)["w"]
+
+
 def expert_pair_tiles(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> torch.Tensor:
     """Stacked pair tiles ``[E, N, tiles * SL]`` of int4 experts (made once per device)."""
     from dsq_cuda.mm import group_of
@@ -124,13 +150,21 @@ def _launch_mma(a, a_scale, packed: PackedWeight, scheme: QuantScheme, al, out, 
     """One grouped GEMM of the layer with mma_decode_kernel (MOE mode) on the experts' pair tiles."""
     from dsq_cuda.mm import group_of, mma_dot_fields
     from dsq_cuda.mma_decode_kernel import mma_decode_kernel
-    from dsq_cuda.slab import slab_length
+    from dsq_cuda.slab import pair_order, slab_length
 
     group = group_of(scheme)  # 0: per-channel scales (W8A16)
     bits = bits_of(scheme)
     epw = 32 // bits
-    w = expert_pair_tiles(packed, scheme, out.device)
-    sl = slab_length(group)
+    row_tiles = cfg["shared"]
+    if row_tiles:  # [E, tiles, N, SL] row tiles, x reordered to match (see mma_decode_kernel ROW_TILES)
+        w = _row_tiles(packed, scheme, out.device)
+        sl = w.shape[-1]
+        a = pair_order(a, sl)
+        k, kw, stride_we = a.shape[1], w.shape[1] * sl, w.stride(0)
+    else:
+        w = expert_pair_tiles(packed, scheme, out.device)
+        sl = slab_length(group)
+        kw, stride_we = w.shape[-1], w.stride(0)
     two_level = scheme.two_level
     ws = packed["weight_group_scale" if two_level else "weight_scale"].to(out.device).contiguous()
     wc = packed["weight_scale"].to(out.device).contiguous() if two_level else ws
@@ -144,13 +178,14 @@ def _launch_mma(a, a_scale, packed: PackedWeight, scheme: QuantScheme, al, out, 
     if split > 1:
         out.zero_()
     mma_decode_kernel[(-(-n // block_n), split, al.max_blocks)](
-        a, xs, w, ws, wc, ws, ws, out, al.num_pairs, n, k, w.shape[-1], ws.shape[-1], a.stride(0), out.stride(0),
-        al.sorted_ids, al.block_expert, w.stride(0), ws.stride(0), wc.stride(0),
+        a, xs, w, ws, wc, ws, ws, out, al.num_pairs, n, k, kw, ws.shape[-1], a.stride(0), out.stride(0),
+        al.sorted_ids, al.block_expert, stride_we, ws.stride(0), wc.stride(0),
         G=group or epw * sl, BITS=bits, ACT=act, ASYM=False, GROUP_SCALE=bool(group),
         CHANNEL_SCALE=two_level or not group, HAS_BIAS=False, SPLIT_K=split, BLOCK_M=al.block_m, BLOCK_N=block_n, SL=sl, F16=act == 0 and a.dtype == torch.float16,
         ASM=not interpreting(), EVEN_K=k % (epw * sl) == 0, MOE=True, X_DIV=top_k if gate_up else 1,
         X_AHEAD=bool(cfg["mma_x_ahead"]), num_warps=warps, num_stages=cfg["mma_stages"],
-        DOT_FIELDS=mma_dot_fields(bits, group, sl, bool(cfg["mma_x_ahead"]), cfg["mma_dot_fields"]))
+        DOT_FIELDS=mma_dot_fields(bits, group, sl, bool(cfg["mma_x_ahead"]), cfg["mma_dot_fields"]),
+        ROW_TILES=bool(row_tiles))
 
 
 def _launch(a, a_scale, static, lay, packed, scheme, al, out, n, k, top_k, gate_up, sw, cfg, tiny, dummy, mma):
@@ -162,7 +197,10 @@ def _launch(a, a_scale, static, lay, packed, scheme, al, out, n, k, top_k, gate_
 
     bits = bits_of(scheme) if scheme is not None else 0
     epw = 32 // bits if bits else 1
-    if bits:
+    row_tiles = bits and "row_tiles" in lay  # moe_gemv.prepare's dict: [E, tiles, N, SL]
+    if row_tiles:
+        sl = lay["w"].shape[-1]
+    elif bits:
         sl = lay["lbk"] // epw
     else:
         sl = min(cfg["sl1"], k_limit(scheme))
@@ -192,13 +230,15 @@ def _launch(a, a_scale, static, lay, packed, scheme, al, out, n, k, top_k, gate_
     grid = (al.max_blocks, n_tiles, split)
     moe_slab_kernel[grid](
         a, a.stride(0), a_scale, a_scale.stride(0) if a_scale.ndim else 0, *static, corr,
-        corr.stride(0) if corr.ndim == 2 else 0, w, w.stride(0), w.stride(1), ws, *st(ws), zp, *st(zp), gs, *st(gs),
+        corr.stride(0) if corr.ndim == 2 else 0, w, w.stride(0), w.stride(-2 if row_tiles else 1), ws, *st(ws),
+        zp, *st(zp), gs, *st(gs),
         al.sorted_ids, al.block_expert, out, out.stride(0), n, k, al.num_pairs, top_k, tiny,
         GATE_UP=gate_up, W_KIND=sw["W_KIND"], W_ZP=sw["W_ZP"], W_GS=sw["W_GS"], W_SCALE=sw["W_SCALE"],
         GROUP=sw["GROUP"], BLOCK_N_W=sw["BLOCK_N_W"], BLOCK_K_W=sw["BLOCK_K_W"], A_KIND=sw["A_KIND"],
         A_FP8=sw["A_FP8"], A_GROUPED=sw["A_GROUPED"], A_GROUP=sw["A_GROUP"], HALF_AWAY=sw["HALF_AWAY"],
         DOT=sw["DOT"], TILE_SCALED=sw["TILE_SCALED"], EVEN_K=k % bk == 0, EPW=epw, SWAP=swap, SPLIT_K=split,
-        BLOCK_M=al.block_m, BLOCK_N=cfg["block_n"], SL=sl, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+        BLOCK_M=al.block_m, BLOCK_N=cfg["block_n"], SL=sl, ROW_TILES=bool(row_tiles), num_warps=cfg["num_warps"],
+        num_stages=cfg["num_stages"])
 
 
 def _quantize(v: torch.Tensor, scheme: QuantScheme, fp8: bool, as_bf16: bool = False):
@@ -246,13 +286,19 @@ def run_decode(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tens
         down_sw["A_KIND"] = A_CODES
     # the tensor-core decode kernel takes symmetric int4 experts (on their pair tiles; the slab layout is
     # then not built); it reads per-token codes as bf16
+    cfg["shared"] = shares_row_tiles(scheme, cfg)
     mma = bool(cfg["mma"]) and mma_eligible(scheme, x.dtype if up_sw["A_KIND"] == A_FLOAT else torch.bfloat16,
-                                            int8=bool(cfg["mma8"]))
+                                            int8=bool(cfg["mma8"]) and not cfg["shared"])
     lays = [None, None]
     if scheme is not None and not mma:
+        from dsq_cuda import moe_gemv
+
         for idx, p in enumerate((gate_up, down)):
             bits = bits_of(scheme)
-            lays[idx] = prepare(p, scheme, device, cfg["lbk4"] if bits == 4 else cfg["lbk8"])
+            if cfg["shared"]:
+                lays[idx] = moe_gemv.prepare(p, scheme, device)
+            else:
+                lays[idx] = prepare(p, scheme, device, cfg["lbk4"] if bits == 4 else cfg["lbk8"])
     if cfg["mma_block_m"] not in MMA_BLOCK_MS:
         raise ValueError(f"decode_cfg mma_block_m={cfg['mma_block_m']!r}: expected one of {MMA_BLOCK_MS}")
     if cfg["block_m"] not in SLAB_BLOCK_MS:

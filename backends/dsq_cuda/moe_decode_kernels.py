@@ -5,7 +5,9 @@ expert ``e = block_expert[pid_m]``, the float32 tile ``out[pair, n] = sum_k a[ro
 (scales applied, not rounded) over the K tiles of split ``pid_k``:
 
 * Weights come in the slab layout of moe_layout.py: a ``[SL, BN]`` word tile holds EPW slabs (bit fields);
-  slab j multiplies the activation columns ``k0 + j*SL ..`` (a contiguous load). Per slab:
+  slab j multiplies the activation columns ``k0 + j*SL ..`` (a contiguous load). ROW_TILES: the same word
+  tiles read from the one-token GEMV's row tiles ``[E, tiles, N, SL]`` (dsq_cuda.slab.to_row_tiles, whose
+  words hold the same fields), so the experts need one device copy of their codes, not two. Per slab:
   int4/int8 fields ``u`` become codes ``q = u - 2**(b-1)`` (minus the zero point, times the two-level group
   scale, in int32: exact), and for float dots via ``bitcast(u | 0x4B000000) - (2**23 + 2**(b-1))``, which is
   exactly ``q`` in float32 (one OR, one subtraction). One-per-byte kinds (int8, fp8, float) use EPW = 1.
@@ -76,7 +78,8 @@ def moe_slab_kernel(
         W_SCALE: tl.constexpr, GROUP: tl.constexpr, BLOCK_N_W: tl.constexpr, BLOCK_K_W: tl.constexpr,
         A_KIND: tl.constexpr, A_FP8: tl.constexpr, A_GROUPED: tl.constexpr, A_GROUP: tl.constexpr,
         HALF_AWAY: tl.constexpr, DOT: tl.constexpr, TILE_SCALED: tl.constexpr, EVEN_K: tl.constexpr,
-        EPW: tl.constexpr, SWAP: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SL: tl.constexpr):
+        EPW: tl.constexpr, SWAP: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SL: tl.constexpr,
+        ROW_TILES: tl.constexpr = False):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -113,7 +116,9 @@ def moe_slab_kernel(
         wbase = w_ptr + e64 * stride_we + cols[None, :].to(tl.int64) * stride_wn
         for t in range(t_lo, t_hi):
             k0 = t * BK
-            if EPW > 1:  # slab words: K is padded to whole tiles, only N needs a mask
+            if ROW_TILES:  # the one-token GEMV's row tiles [tiles, N, SL] (stride_wn = SL): the same words
+                words = tl.load(wbase + t * N * SL + offs[:, None], mask=nmask[None, :], other=0)  # < 2**31 words
+            elif EPW > 1:  # slab words: K is padded to whole tiles, only N needs a mask
                 words = tl.load(wbase + (t * SL + offs)[:, None], mask=nmask[None, :], other=0)
             else:
                 ks = k0 + offs

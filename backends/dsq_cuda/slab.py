@@ -143,6 +143,33 @@ def to_row_tiles(words: torch.Tensor, k: int, bits: int, group: int, sw: int = G
     return out
 
 
+_PAIR_ORDER: dict[tuple, torch.Tensor] = {}
+
+
+def pair_order(x: torch.Tensor, sw: int) -> torch.Tensor:
+    """Activation rows ``[R, K]`` -> ``[R, Kp]`` (Kp = K rounded up to a tile of ``LBK = 8 * sw`` inputs,
+    zero-filled) in the order in which mma_decode_kernel (ROW_TILES) multiplies int4 row tiles of width ``sw``.
+
+    That kernel decodes field F of a ``[*, sw]`` word tile as pairs of adjacent elements ``(2p, 2p + 1)``, both
+    from one word: word ``2p + h`` with ``h = F // 4``, its fields ``f = F % 4`` (element 2p) and ``f + 4``
+    (element 2p + 1). In row tiles field j of word s holds input ``t*LBK + j*sw + s``, so element c of field F
+    is input ``t*LBK + (F % 4 + 4 * (c % 2)) * sw + 2 * (c // 2) + F // 4``, and the kernel multiplies it by
+    activation ``t*LBK + F*sw + c``: this function puts each input's activation there. A permutation inside
+    each tile: per-row statistics (amax) are unchanged.
+    """
+    r, k = x.shape
+    lbk = 8 * sw
+    kp = -(-k // lbk) * lbk
+    key = (sw, str(x.device))
+    if key not in _PAIR_ORDER:
+        f = torch.arange(8).view(8, 1)
+        c = torch.arange(sw).view(1, sw)
+        _PAIR_ORDER[key] = ((f % 4 + 4 * (c % 2)) * sw + 2 * (c // 2) + f // 4).reshape(-1).to(x.device)
+    if kp != k:
+        x = torch.nn.functional.pad(x, (0, kp - k))
+    return x.reshape(r, kp // lbk, lbk).index_select(2, _PAIR_ORDER[key]).reshape(r, kp)
+
+
 def to_pair_tiles(words: torch.Tensor, k: int, bits: int, sl: int) -> torch.Tensor:
     """Canonical int32 words ``[N, ceil(K/EPW)]`` -> pair-tile words int32 ``[N, tiles * SL]`` (the layout of
     dsq_cuda.mma_decode_kernel, made for decoding two codes per instruction into a bf16x2/f16x2 register).

@@ -31,7 +31,8 @@ def test_slab_words_put_slab_j_in_field_j():
 
 
 @pytest.mark.parametrize("scheme_name", ["W4A16_ASYM", "W8A8", "W4A8_DYNAMIC", "FP8_BLOCK", "W8A16"])
-@pytest.mark.parametrize("cfg", [dict(swap=1, mma=0), dict(sl1=32, lbk4=256, lbk8=128, target_programs=10**6, mma=0)])
+@pytest.mark.parametrize("cfg", [dict(swap=1, mma=0), dict(sl1=32, lbk4=256, lbk8=128, target_programs=10**6, mma=0),
+                                 dict(shared=0)])
 def test_decode_variants_match_reference(scheme_name, cfg):
     # Ragged H/I; the second config splits K over several programs (atomic float32 partial sums). mma=0 keeps
     # symmetric int4 experts (W4A8_DYNAMIC) on the slab kernel these variants configure.
@@ -117,29 +118,71 @@ def test_mma_variant_eligibility():
     assert not mma_eligible(None, torch.bfloat16)
 
 
-@pytest.mark.parametrize("scheme_name", ["W4A16", "W8A8"])
-def test_prepare_builds_the_moe_layouts(scheme_name):
-    # Backend.prepare on experts builds the decode layout (pair tiles for symmetric int4 experts, the slab
-    # layout otherwise, never both) and the GEMV's (integer weights, per-token or static activations: both
-    # schemes here); calls then add none.
+@pytest.mark.parametrize("scheme_name", ["W4A16", "W8A16", "W8A8"])
+@pytest.mark.parametrize("shared", [1, 0])
+def test_prepare_builds_the_moe_layouts(scheme_name, shared, monkeypatch):
+    # Backend.prepare on experts builds the GEMV's row tiles (integer weights, per-token or static activations)
+    # and, for decode, nothing more where the decode kernels share them (packed experts, moe_decode DEFAULTS
+    # shared=1: 2x the canonical bytes in all); otherwise pair tiles for symmetric int4 experts, the slab layout
+    # (W8A8: the canonical bytes themselves) for the rest, never both. Calls then add none.
     import dsq
+    from dsq_cuda import moe_decode
+    from dsq_cuda.moe import device_bytes
 
-    e, h, i = 4, 256, 64
+    monkeypatch.setitem(moe_decode.DEFAULTS, "shared", shared)
+    e, h, i = 4, 256, 128
     scheme, cpu, dev = make_experts(scheme_name, e, h, i, seed=7)
     backend = dsq.get_backend("cuda")
     backend.prepare(dev, scheme)
     keys = set(dev.gate_up.device_layout)
-    int4 = scheme_name == "W4A16"
-    assert any(k.startswith("dsq_cuda_moe_pt:") for k in keys) == int4
-    assert any(k.startswith("dsq_cuda_moe:") for k in keys) == (not int4)
+    packed = scheme_name != "W8A8"
+    own = not (shared and packed)
+    assert any(k.startswith("dsq_cuda_moe_pt:") for k in keys) == (own and scheme_name == "W4A16")
+    assert any(k.startswith("dsq_cuda_moe:") for k in keys) == (own and scheme_name != "W4A16")
     assert any(k.startswith("dsq_cuda_moe_gemv:") for k in keys)
+    b = device_bytes(dev)
+    # (own layouts: 2x, a bit more where pair tiles pad I = 128 to a 256-input tile)
+    assert 0.9 < b["layouts"] / b["canonical"] < (2.5 if own and packed else 1.1), b
+    assert own and packed or b["layouts"] < 1.1 * b["canonical"]
     x = torch.randn(1, h).to(torch.bfloat16)
     ids = torch.tensor([[0, 2]])
     w = torch.tensor([[0.6, 0.4]])
-    run_moe(x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev.gate_up, dev.down, scheme, e)
-    run_moe(x.expand(3, h).contiguous().to(DEVICE), ids.expand(3, 2).to(DEVICE), w.expand(3, 2).to(DEVICE),
-            dev.gate_up, dev.down, scheme, e)
+    for t in (1, 3):
+        y = run_moe(x.expand(t, h).contiguous().to(DEVICE), ids.expand(t, 2).to(DEVICE), w.expand(t, 2).to(DEVICE),
+                    dev.gate_up, dev.down, scheme, e)
+        r = reference().moe(x.expand(t, h).contiguous(), ids.expand(t, 2), w.expand(t, 2), cpu, scheme)
+        assert rel_err(y, r) < 4e-3
     assert set(dev.gate_up.device_layout) == keys
+
+
+@pytest.mark.parametrize("bits_sw", [(4, 16), (4, 4)])
+def test_pair_order_matches_the_tensor_core_field_decode(bits_sw):
+    # mma_decode_kernel (ROW_TILES) decodes field F of a row-tile word tile as pairs (2p, 2p + 1) from word
+    # 2p + F // 4, fields F % 4 and F % 4 + 4 (its _field_ref, in torch here); multiplied by the activations
+    # that pair_order puts at t*LBK + F*SW + c, the products sum to x @ codes^T.
+    from dsq_cuda.slab import pair_order, to_row_tiles
+    from dsq_cuda.unpack import unpack_words
+
+    _, sw = bits_sw
+    g = torch.Generator().manual_seed(4)
+    n, k = 3, 200
+    words = torch.randint(-2**31, 2**31 - 1, (n, -(-k // 8)), generator=g, dtype=torch.int64).to(torch.int32)
+    x = torch.randn(2, k, generator=g, dtype=torch.float64)
+    rt = to_row_tiles(words, k, 4, 0, sw)  # [tiles, N, SW]
+    xo = pair_order(x, sw)
+    lbk = 8 * sw
+    u = rt.to(torch.int64) & 0xFFFFFFFF
+    y = torch.zeros(2, n, dtype=torch.float64)
+    for t in range(rt.shape[0]):
+        for f in range(8):
+            wsel = u[t, :, (f // 4)::2]  # words 2p + h, h = F // 4: [N, SW/2]
+            lo = ((wsel >> (4 * (f % 4))) & 15) - 8
+            hi = ((wsel >> (4 * (f % 4) + 16)) & 15) - 8
+            a = torch.stack([lo, hi], dim=-1).reshape(n, sw).to(torch.float64)  # element 2p + e
+            if t * lbk < xo.shape[1]:
+                y += xo[:, t * lbk + f * sw: t * lbk + (f + 1) * sw] @ a.T
+    codes = unpack_words(words, 4, k).to(torch.float64)
+    torch.testing.assert_close(y, x @ codes.T, rtol=1e-12, atol=1e-9)
 
 
 @pytest.mark.parametrize("scheme_name,block_m", [("W4A16", 32), ("W4AFP8", 64)])
