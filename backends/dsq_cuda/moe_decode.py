@@ -115,13 +115,19 @@ def shares_row_tiles(scheme: QuantScheme | None, decode_cfg: dict | None = None)
     reads row tiles (not moe_gemv.CANONICAL)."""
     from dsq_cuda import moe_gemv
     from dsq_cuda.mm import group_of
-    from dsq_cuda.slab import GEMV_TILE_WORDS
 
     if not {**DEFAULTS, **(decode_cfg or {})}["shared"] or scheme is None or moe_gemv.CANONICAL:
         return False
     bits = bits_of(scheme)
     group = group_of(scheme)
-    return bits in (4, 8) and (not group or group % ((32 // bits) * GEMV_TILE_WORDS) == 0)
+    return bits in (4, 8) and (not group or group % ((32 // bits) * moe_gemv.tile_width(scheme)) == 0)
+
+
+def row_tile_width(scheme: QuantScheme) -> int:
+    """Words per row tile of the experts' shared layout (moe_gemv.tile_width)."""
+    from dsq_cuda import moe_gemv
+
+    return moe_gemv.tile_width(scheme)
 
 
 def _row_tiles(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> torch.Tensor:
@@ -289,6 +295,8 @@ def run_decode(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tens
     cfg["shared"] = shares_row_tiles(scheme, cfg)
     mma = bool(cfg["mma"]) and mma_eligible(scheme, x.dtype if up_sw["A_KIND"] == A_FLOAT else torch.bfloat16,
                                             int8=bool(cfg["mma8"]) and not cfg["shared"])
+    if cfg["shared"] and not mma and up_sw["DOT"] in (1, 2) and row_tile_width(scheme) < 32:
+        cfg["shared"] = False  # int8 / fp8 dots are at least 32 deep: the slab kernel keeps its own layout
     lays = [None, None]
     if scheme is not None and not mma:
         from dsq_cuda import moe_gemv

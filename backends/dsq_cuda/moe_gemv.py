@@ -42,12 +42,15 @@ from dsq.qtypes import PackedWeight
 from dsq.schemes import ActGranularity, QType, QuantScheme
 from dsq_cuda._env import check_not_capturing
 from dsq_cuda.mm import group_of
-from dsq_cuda.slab import gemv_tile_words, tile_order, to_row_tiles
+from dsq_cuda.slab import GEMV_TILE_WORDS, gemv_tile_words, tile_order, to_row_tiles
 from dsq_cuda.unpack import unpack_zero_points
 
 #: the largest token count this path serves (more tokens share experts: the tensor-core paths win). 0 before
 #: Backend.prepare holds no row tiles and sends one token to the decode path.
 GEMV_MAX_T = 1
+#: words per row tile of 8-bit experts (int4 experts keep dsq_cuda.slab.GEMV_TILE_WORDS = 16, one scale group of
+#: 128 a tile, which the tensor-core decode needs when it shares the row tiles, moe_decode DEFAULTS shared)
+INT8_TILE_WORDS = 16
 #: read the canonical words (True) instead of row tiles: one device copy of the codes fewer (W8A8 experts then
 #: hold 1x their canonical bytes instead of 2x), at a cost: on the H200 (cuda-moe.md v15, one call) one token
 #: took 120 / 128 / 178 us against 103 / 115 / 121 us on row tiles (W4A16 / W4A8_DYNAMIC / W8A8)
@@ -76,6 +79,11 @@ def eligible(scheme: QuantScheme | None, t: int) -> bool:
     return scheme is not None and scheme.weight_bits in (4, 8) and _acts_ok(scheme) and 1 <= t <= GEMV_MAX_T
 
 
+def tile_width(scheme: QuantScheme) -> int:
+    """Words per row tile of these experts (INT8_TILE_WORDS for 8-bit codes)."""
+    return INT8_TILE_WORDS if scheme.weight_bits == 8 else GEMV_TILE_WORDS
+
+
 def _canonical_words(packed: PackedWeight, device: torch.device) -> tuple[torch.Tensor, bool]:
     """The experts' canonical words ``[E, N, KW]`` int32 on the device, and whether they are W8A8's signed
     bytes viewed as words. Codes one per byte whose rows are not whole words (K % 4) are packed into words
@@ -91,7 +99,7 @@ def _canonical_words(packed: PackedWeight, device: torch.device) -> tuple[torch.
 
 def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> dict:
     """The GEMV's weights of stacked experts ``[E, N, K]`` (made once per device; see the module docstring)."""
-    key = f"dsq_cuda_moe_gemv:{device}"
+    key = f"dsq_cuda_moe_gemv:{device}:{tile_width(scheme)}"
     if key in packed.device_layout:
         return packed.device_layout[key]
     check_not_capturing("MoE GEMV weights")
@@ -105,7 +113,8 @@ def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> 
         if signed:  # two's complement bytes -> offset binary, the packed int8 fields
             w = (w.view(torch.uint8) ^ 0x80).view(torch.int32)
         bits, group = scheme.weight_bits, group_of(scheme)
-        lay["w"] = torch.stack([to_row_tiles(w[i], k, bits, group) for i in range(e)]).contiguous()
+        sw = tile_width(scheme)
+        lay["w"] = torch.stack([to_row_tiles(w[i], k, bits, group, sw) for i in range(e)]).contiguous()
     if scheme.two_level:  # group scales are the integer s2 (exact in float32), s1 per channel
         lay["wc"] = lay["ws"]
         lay["ws"] = packed["weight_group_scale"].to(device).float().contiguous()
@@ -131,6 +140,8 @@ def _gemv(a, a_scale, lay, scheme, out, pair_ids, n, k, x_div, expert_range, num
 
     group = group_of(scheme)
     cfg = pick(f"gemv{scheme.weight_bits}", 1, n, k, group, str(a.device))
+    if lay["row_tiles"]:
+        cfg = dataclasses.replace(cfg, block_k=-lay["w"].shape[-1])
     if cfg.split_k > MAX_SPLIT:
         cfg = dataclasses.replace(cfg, split_k=MAX_SPLIT)
     w, ws = lay["w"], lay["ws"]

@@ -214,10 +214,18 @@ for s in $STEPS; do
     # v15: the decode kernels on the GEMV's row tiles (decode_cfg shared=1, one device copy of the codes) against
     # their own layouts (pair tiles, slabs: shared=0)
     pytest_shared_v15) step pytest_shared_v15 200 bash -c "DSQ_MOE_TEST_DEVICE=cuda python3 -m pytest -q \
-        tests/cuda_moe/test_cuda_moe_decode.py && python3 -m pytest -q tests/cuda/test_cuda_matmul.py -k 'mma or gemv'" ;;
+        tests/cuda_moe/test_cuda_moe_decode.py; python3 -m pytest -q tests/cuda/test_cuda_matmul.py -k 'mma or gemv'" ;;
     bench_shared_v15) step bench_shared_v15 330 python3 benchmarks/cuda_moe/bench_moe.py --tokens 8,64 --no-loop \
         --schemes W4A16,W4A8_DYNAMIC,W4AFP8,W8A16 --variants '[{"shared":0}]' --out "$OUT/moe_v15_shared.json" ;;
-    *) echo "unknown step $s; known: pytest_shared_v15 bench_shared_v15 pytest_gemv_v15 bench_gemv_v15 bench_gemv_v15_dense bench_moe_v15 pytest_moe_v14i bench_moe_v14i bench_moe_v14_full bench_moe_v14h pytest_gemv_v14 bench_moe_v14g bench_moe_v14f pytest_moe_v14e bench_moe_v14e bench_moe_v14c bench_moe_v14d bench_moe_v14b pytest_moe_v14 bench_moe_v14 pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
+    # v15b: 8-bit row tiles 32 words wide (the slab kernel's depth before sharing) for W8A16, and the int4 decode
+    # kernel's stages on 16-word row tiles at T = 8 (where sharing lost 3-4% in v15)
+    bench_w8_v15) step bench_w8_v15 200 python3 benchmarks/cuda_moe/bench_moe.py --tokens 1,8,64 --no-loop \
+        --schemes W8A16 --variants '[{"shared":0}]' --switch-variants '[{"moe_gemv.INT8_TILE_WORDS":32}]' \
+        --out "$OUT/moe_v15_w8.json" ;;
+    bench_int4_stages_v15) step bench_int4_stages_v15 200 python3 benchmarks/cuda_moe/bench_moe.py --tokens 8 \
+        --no-loop --schemes W4A16,W4A8_DYNAMIC --variants '[{"mma_stages":4},{"mma_stages":2},{"shared":0}]' \
+        --out "$OUT/moe_v15_stages.json" ;;
+    *) echo "unknown step $s; known: bench_w8_v15 bench_int4_stages_v15 pytest_shared_v15 bench_shared_v15 pytest_gemv_v15 bench_gemv_v15 bench_gemv_v15_dense bench_moe_v15 pytest_moe_v14i bench_moe_v14i bench_moe_v14_full bench_moe_v14h pytest_gemv_v14 bench_moe_v14g bench_moe_v14f pytest_moe_v14e bench_moe_v14e bench_moe_v14c bench_moe_v14d bench_moe_v14b pytest_moe_v14 bench_moe_v14 pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
     esac
 done
 # the device returns at most 8 files: the logs travel as one archive

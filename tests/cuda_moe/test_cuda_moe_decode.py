@@ -340,3 +340,25 @@ def test_no_gemv_layout_when_the_gemv_is_off(monkeypatch):
     y = run_moe(x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev.gate_up, dev.down, scheme, e)
     assert not any(k.startswith("dsq_cuda_moe_gemv:") for k in dev.gate_up.device_layout)
     assert rel_err(y, reference().moe(x, ids, w, cpu, scheme)) < 4e-3
+
+
+@pytest.mark.parametrize("name", ["W8A16", "W4A8_DYNAMIC"])
+def test_wider_int8_row_tiles_serve_gemv_and_decode(name, monkeypatch):
+    # moe_gemv.INT8_TILE_WORDS = 32: 8-bit experts' row tiles 32 words wide, read by the one-token GEMV and the
+    # slab decode kernel (int4 experts keep 16); both match the reference, and the experts hold one copy.
+    import dsq
+    from dsq_cuda import moe_gemv
+
+    monkeypatch.setattr(moe_gemv, "INT8_TILE_WORDS", 32)
+    e, h, i = 4, 320, 96
+    scheme, cpu, dev = make_experts(name, e, h, i, seed=6)
+    dsq.get_backend("cuda").prepare(dev, scheme)
+    lay = moe_gemv.prepare(dev.gate_up, scheme, dev.gate_up["weight_packed"].device)
+    assert lay["w"].shape[-1] == (32 if name == "W8A16" else 16)
+    g = torch.Generator().manual_seed(2)
+    for t in (1, 5):
+        x = torch.randn(t, h, generator=g).to(torch.bfloat16)
+        ids = torch.stack([torch.randperm(e, generator=g)[:2] for _ in range(t)])
+        w = torch.rand(t, 2, generator=g) + 0.1
+        y = run_moe(x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev.gate_up, dev.down, scheme, e)
+        assert rel_err(y, reference().moe(x, ids, w, cpu, scheme)) < 4e-3
