@@ -71,12 +71,18 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
                 HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK_N: tl.constexpr, SW: tl.constexpr,
                 CH: tl.constexpr, MOE: tl.constexpr = False, X_DIV: tl.constexpr = 1,
                 MANT: tl.constexpr = False, X_SCALE: tl.constexpr = 0, CHANNEL_SCALE: tl.constexpr = False,
-                PAIRS: tl.constexpr = False, SIGNED: tl.constexpr = False, EVEN_W: tl.constexpr = False):
+                PAIRS: tl.constexpr = False, SIGNED: tl.constexpr = False, EVEN_W: tl.constexpr = False,
+                SLW: tl.constexpr = 0):
     """y[row, n] (see the module docstring): K is the length of an x row (masked past it), KW the words of a
     weight row that exist (tile t's words ``t*SW + [0, SW)`` past KW read as 0), EVEN_W when every chunk's words
-    exist (no word mask)."""
+    exist (no word mask). SLW (row tiles; 0: canonical words, strides ``stride_wn`` / ``stride_wt``): words per
+    row of a *layout* tile, a multiple of SW, read
+    as SLW / SW sub-tiles of SW words (row tiles wider than the kernel's loads, shared with the decode kernels):
+    field j of sub-tile u of layout tile t multiplies x ``t*EPW*SLW + j*SLW + u*SW + [0, SW)``."""
     EPW: tl.constexpr = 32 // BITS
-    LBK: tl.constexpr = EPW * SW  # inputs per tile
+    LBK: tl.constexpr = EPW * SW  # inputs per (sub-)tile
+    LW: tl.constexpr = SW if SLW == 0 else SLW  # words per row of a layout tile
+    R: tl.constexpr = LW // SW  # sub-tiles per layout tile
     # CH: inputs per chunk (dsq_cuda.slab.gemv_chunk), a multiple of the tile and of the scale group
     TPC: tl.constexpr = CH // LBK  # tiles per chunk
     FPG: tl.constexpr = G // SW  # fields per scale group (G: the group, or LBK when scales are per channel)
@@ -105,7 +111,10 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
         wz_ptr += e * stride_se
         wc_ptr += e * stride_ce
         x_row = x_ptr + (row // X_DIV) * stride_xm
-    wbase = w_ptr + rows[:, None].to(tl.int64) * stride_wn + offs_s[None, :]
+    if SLW > 0:  # row tiles: compile-time strides (rows LW words apart, tiles N * LW)
+        wbase = w_ptr + rows[:, None] * LW + offs_s[None, :]
+    else:
+        wbase = w_ptr + rows[:, None].to(tl.int64) * stride_wn + offs_s[None, :]
     acc = tl.zeros([BLOCK_N], dtype=tl.float32)
     # scaled group sums per lane, reduced over the lanes once at the end: a lane reduction per group costs
     # cross-thread shuffles (the lanes of a row are spread over threads), a scaled FMA per lane does not
@@ -115,15 +124,20 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
     for c in range(c_lo, c_hi):
         for tt in tl.static_range(TPC):
             t = c * TPC + tt
-            if EVEN_W:
-                words = tl.load(wbase + t.to(tl.int64) * stride_wt, mask=nmask[:, None], other=0)
+            tl_ = c * (TPC // R) + tt // R  # the layout tile and the sub-tile in it (TPC is a multiple of R)
+            u: tl.constexpr = tt % R
+            if SLW > 0:
+                wt = wbase + tl_.to(tl.int64) * N * LW + u * SW
             else:
-                words = tl.load(wbase + t.to(tl.int64) * stride_wt,
-                                mask=nmask[:, None] & (t * SW + offs_s < KW)[None, :], other=0)
+                wt = wbase + tl_.to(tl.int64) * stride_wt
+            if EVEN_W:
+                words = tl.load(wt, mask=nmask[:, None], other=0)
+            else:
+                words = tl.load(wt, mask=nmask[:, None] & (t * SW + offs_s < KW)[None, :], other=0)
             if SIGNED:  # two's complement bytes -> offset binary (u = q + 128): flip each byte's top bit
                 words = words ^ -2139062144  # 0x80808080
             for j in tl.static_range(EPW):
-                k0 = t * LBK + j * SW
+                k0 = tl_ * (EPW * LW) + j * LW + u * SW
                 ks = k0 + offs_s
                 if PAIRS:  # int4, fields j and j + 4 at once (see PAIR_DECODE); nothing left for j >= 4
                     if j < EPW // 2:
@@ -132,7 +146,7 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
                             g = tl.minimum(k0 // G, NG - 1)
                             zp = tl.load(wz_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
                             sub = (sub + zp)[:, None]
-                        ks_hi = ks + (EPW // 2) * SW
+                        ks_hi = ks + (EPW // 2) * LW
                         xj = tl.load(x_row + ks, mask=ks < K, other=0.0).to(tl.float32)
                         xh = tl.load(x_row + ks_hi, mask=ks_hi < K, other=0.0).to(tl.float32)
                         r = ((words >> (j * BITS)) & 0x000F000F) | 0x43004300  # bf16 pair 128 + u_j, 128 + u_j+4
@@ -216,17 +230,18 @@ def launch(x, words, ws, wz, bias, out, scheme, rows: int, n: int, cfg, group: i
     bits = scheme.weight_bits
     epw = 32 // bits
     kx = x.shape[-1]
-    if row_tiles:
-        sw = -cfg.block_k
-        if words.shape[-1] != sw:
-            raise RuntimeError(f"gemv: row tiles {words.shape[-1]} words wide, the config wants {sw}")
-        kw, stride_wn, stride_wt = words.shape[-3] * sw, sw, n * sw
+    if row_tiles:  # (the kernel takes their strides from SLW)
+        slw, sw = words.shape[-1], -cfg.block_k
+        if slw % sw or (group and group % (epw * slw)):  # sub-tiles need whole layout tiles per scale group
+            sw = slw
+        kw, stride_wn, stride_wt = words.shape[-3] * slw, slw, n * slw
     else:
         sw = gemv_tile_words(bits, group, -cfg.block_k)
+        slw = 0
         kw, stride_wn, stride_wt = words.shape[-1], words.stride(-2), sw
         if kx != -(-kw // sw) * sw * epw:
             raise RuntimeError(f"gemv: x rows of {kx} are not the tile order of {kw} words at {sw} words a tile")
-    chunk = gemv_chunk(bits, group, sw)
+    chunk = gemv_chunk(bits, group, slw or sw)
     ids, stride_we, stride_se, e_lo, e_hi, x_div = moe if moe is not None else (ws, 0, 0, 0, 1, 1)
     grid = (rows, -(-n // cfg.block_n), cfg.split_k)
     gemv_kernel[grid](x, words, ws, ws if wz is None else wz, ws if bias is None else bias, out, ids,
@@ -239,8 +254,8 @@ def launch(x, words, ws, wz, bias, out, scheme, rows: int, n: int, cfg, group: i
                       SPLIT_K=cfg.split_k, BLOCK_N=cfg.block_n, SW=sw, CH=chunk,
                       MOE=moe is not None, X_DIV=x_div, MANT=MANT_DECODE,
                       X_SCALE=0 if xs is None else 2 if xs_per_expert else 1, CHANNEL_SCALE=wc is not None,
-                      PAIRS=pairs_apply(bits, group, sw), SIGNED=signed,
-                      EVEN_W=kw * epw >= -(-kx // chunk) * chunk,  # every chunk's words exist
+                      PAIRS=pairs_apply(bits, group, slw or sw), SIGNED=signed,
+                      EVEN_W=kw * epw >= -(-kx // chunk) * chunk, SLW=slw,  # EVEN_W: every chunk's words exist
                       num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 

@@ -139,9 +139,7 @@ def _gemv(a, a_scale, lay, scheme, out, pair_ids, n, k, x_div, expert_range, num
     from dsq_cuda.gemv_kernel import launch
 
     group = group_of(scheme)
-    cfg = pick(f"gemv{scheme.weight_bits}", 1, n, k, group, str(a.device))
-    if lay["row_tiles"]:
-        cfg = dataclasses.replace(cfg, block_k=-lay["w"].shape[-1])
+    cfg = pick(f"gemv{scheme.weight_bits}", 1, n, k, group, str(a.device))  # its SW: words a load
     if cfg.split_k > MAX_SPLIT:
         cfg = dataclasses.replace(cfg, split_k=MAX_SPLIT)
     w, ws = lay["w"], lay["ws"]

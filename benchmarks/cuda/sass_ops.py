@@ -32,7 +32,8 @@ from dsq_cuda.slab import gemv_chunk  # noqa: E402
 
 SIGNATURE = {"x_ptr": "*bf16", "w_ptr": "*i32", "ws_ptr": "*fp32", "wz_ptr": "*i8", "bias_ptr": "*fp32",
              "out_ptr": "*fp32", "ids_ptr": "*i32", "xs_ptr": "*fp32", "wc_ptr": "*fp32", "N": "i32", "K": "i32",
-             "KW": "i32", "NG": "i32", "stride_xm": "i32", "stride_om": "i32", "stride_wn": "i32", "stride_we": "i64",
+             "KW": "i32", "NG": "i32", "stride_xm": "i32", "stride_om": "i32", "stride_wn": "i32", "stride_wt": "i32",
+             "stride_we": "i64",
              "stride_se": "i64",
              "stride_ce": "i64", "e_lo": "i32", "e_hi": "i32"}
 
@@ -43,7 +44,7 @@ def sass_opcodes(bits: int, group: int, mant: bool, block_n: int = 128, sw: int 
     chunk = gemv_chunk(bits, group, sw)
     consts = dict(G=group or (32 // bits) * sw, BITS=bits, ASYM=False, GROUP_SCALE=bool(group), HAS_BIAS=False,
                   SPLIT_K=32, BLOCK_N=block_n, SW=sw, CH=chunk, MOE=False, X_DIV=1, MANT=mant, X_SCALE=0,
-                  CHANNEL_SCALE=False, PAIRS=pairs, SIGNED=False, EVEN_W=True)
+                  CHANNEL_SCALE=False, PAIRS=pairs, SIGNED=False, EVEN_W=True, SLW=sw)
     sig = dict(SIGNATURE, **{name: "constexpr" for name in consts})
     src = ASTSource(fn=gemv_kernel, signature=sig, constexprs=consts)
     compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=3))
@@ -107,10 +108,11 @@ def gemv_moe_compile(pairs: bool, bits: int = 4, group: int = 128, block_n: int 
     hints on pointers, N, K and strides."""
     consts = dict(G=group, BITS=bits, ASYM=False, GROUP_SCALE=bool(group), HAS_BIAS=False, SPLIT_K=32,
                   BLOCK_N=block_n, SW=sw, CH=gemv_chunk(bits, group, sw), MOE=True, X_DIV=1, MANT=False,
-                  X_SCALE=0, CHANNEL_SCALE=False, PAIRS=pairs, SIGNED=False, EVEN_W=True)
+                  X_SCALE=0, CHANNEL_SCALE=False, PAIRS=pairs, SIGNED=False, EVEN_W=True, SLW=sw)
     names = list(SIGNATURE)
     attrs = {(names.index(a),): [["tt.divisibility", 16]]
-             for a in ("x_ptr", "w_ptr", "ws_ptr", "out_ptr", "N", "K", "KW", "stride_xm", "stride_om", "stride_wn")}
+             for a in ("x_ptr", "w_ptr", "ws_ptr", "out_ptr", "N", "K", "KW", "stride_xm", "stride_om", "stride_wn",
+                       "stride_wt")}
     return _compile(gemv_kernel, SIGNATURE, consts, attrs, 4, 3)
 
 
