@@ -125,7 +125,7 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
         for tt in tl.static_range(TPC):
             t = c * TPC + tt
             tl_ = c * (TPC // R) + tt // R  # the layout tile and the sub-tile in it (TPC is a multiple of R)
-            u: tl.constexpr = tt % R
+            u = tt % R  # (a compile-time value: tt is static)
             if SLW > 0:
                 wt = wbase + tl_.to(tl.int64) * N * LW + u * SW
             else:
