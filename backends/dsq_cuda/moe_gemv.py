@@ -38,7 +38,7 @@ import dataclasses
 import torch
 
 from dsq.errors import QuantInputError
-from dsq.qtypes import PackedWeight
+from dsq.qtypes import PackedWeight, weight_tensor_name
 from dsq.schemes import ActGranularity, QType, QuantScheme
 from dsq_cuda._env import check_not_capturing
 from dsq_cuda.mm import group_of
@@ -48,9 +48,12 @@ from dsq_cuda.unpack import unpack_zero_points
 #: the largest token count this path serves (more tokens share experts: the tensor-core paths win). 0 before
 #: Backend.prepare holds no row tiles and sends one token to the decode path.
 GEMV_MAX_T = 1
-#: words per row tile of 8-bit experts (int4 experts keep dsq_cuda.slab.GEMV_TILE_WORDS = 16, one scale group of
-#: 128 a tile, which the tensor-core decode needs when it shares the row tiles, moe_decode DEFAULTS shared)
-INT8_TILE_WORDS = 16
+#: words per row tile of packed 8-bit experts (W8A16), whose decode kernel shares the row tiles (moe_decode
+#: DEFAULTS shared) and wants 32-deep slabs; the GEMV reads them as two 16-word sub-tiles. On the H200 (cuda-moe.md
+#: v15, one run) 32 against 16: T = 8 / 64 uniform 1.70x / 1.72x bf16 against 1.59x / 1.67x, skewed 1.47x /
+#: 1.04x against 1.26x / 0.92x, one token 2.18x against 2.34x. Other experts keep dsq_cuda.slab.GEMV_TILE_WORDS
+#: (16): int4 (a scale group of 128 a tile, which the tensor-core decode needs) and W8A8's bytes (GEMV only).
+INT8_TILE_WORDS = 32
 #: read the canonical words (True) instead of row tiles: one device copy of the codes fewer (W8A8 experts then
 #: hold 1x their canonical bytes instead of 2x), at a cost: on the H200 (cuda-moe.md v15, one call) one token
 #: took 120 / 128 / 178 us against 103 / 115 / 121 us on row tiles (W4A16 / W4A8_DYNAMIC / W8A8)
@@ -80,8 +83,9 @@ def eligible(scheme: QuantScheme | None, t: int) -> bool:
 
 
 def tile_width(scheme: QuantScheme) -> int:
-    """Words per row tile of these experts (INT8_TILE_WORDS for 8-bit codes)."""
-    return INT8_TILE_WORDS if scheme.weight_bits == 8 else GEMV_TILE_WORDS
+    """Words per row tile of these experts (INT8_TILE_WORDS for packed 8-bit codes)."""
+    packed8 = scheme.weight_bits == 8 and weight_tensor_name(scheme) == "weight_packed"
+    return INT8_TILE_WORDS if packed8 else GEMV_TILE_WORDS
 
 
 def _canonical_words(packed: PackedWeight, device: torch.device) -> tuple[torch.Tensor, bool]:

@@ -12,7 +12,7 @@
 # conformance_moe 96 s, bench_moe_v14_full 200 s, a T = 1 bench 15-30 s.
 set -u
 OUT=${OUT:-gpu-session}
-STEPS=${STEPS:-pytest_moe_v14i conformance_moe bench_moe_v15}
+STEPS=${STEPS:-conformance_moe bench_moe_v15_full bench_moe_v15}
 mkdir -p "$OUT/logs"
 ROOT=$(pwd)
 export PYTHONPATH=$ROOT/backends:$ROOT/conformance:$ROOT:$ROOT/benchmarks/cuda_moe
@@ -230,7 +230,10 @@ for s in $STEPS; do
     bench_v15c) step bench_v15c 330 python3 benchmarks/cuda_moe/bench_moe.py --tokens 1,8,64 --no-loop \
         --schemes W4A16,W4A8_DYNAMIC,W4AFP8,W8A16,W8A8 --switch-variants '[{"moe_gemv.INT8_TILE_WORDS":32}]' \
         --out "$OUT/moe_v15c.json" ;;
-    *) echo "unknown step $s; known: bench_v15c bench_w8_v15 bench_int4_stages_v15 pytest_shared_v15 bench_shared_v15 pytest_gemv_v15 bench_gemv_v15 bench_gemv_v15_dense bench_moe_v15 pytest_moe_v14i bench_moe_v14i bench_moe_v14_full bench_moe_v14h pytest_gemv_v14 bench_moe_v14g bench_moe_v14f pytest_moe_v14e bench_moe_v14e bench_moe_v14c bench_moe_v14d bench_moe_v14b pytest_moe_v14 bench_moe_v14 pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
+    # v15: the whole table on the shared row tiles (every scheme, T = 1 .. 4096, bf16 fused and the loop)
+    bench_moe_v15_full) step bench_moe_v15_full 330 python3 benchmarks/cuda_moe/bench_moe.py \
+        --out "$OUT/moe_v15_full.json" ;;
+    *) echo "unknown step $s; known: bench_moe_v15_full bench_v15c bench_w8_v15 bench_int4_stages_v15 pytest_shared_v15 bench_shared_v15 pytest_gemv_v15 bench_gemv_v15 bench_gemv_v15_dense bench_moe_v15 pytest_moe_v14i bench_moe_v14i bench_moe_v14_full bench_moe_v14h pytest_gemv_v14 bench_moe_v14g bench_moe_v14f pytest_moe_v14e bench_moe_v14e bench_moe_v14c bench_moe_v14d bench_moe_v14b pytest_moe_v14 bench_moe_v14 pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
     esac
 done
 # the device returns at most 8 files: the logs travel as one archive

@@ -343,18 +343,20 @@ def test_no_gemv_layout_when_the_gemv_is_off(monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["W8A16", "W4A8_DYNAMIC"])
-def test_wider_int8_row_tiles_serve_gemv_and_decode(name, monkeypatch):
-    # moe_gemv.INT8_TILE_WORDS = 32: 8-bit experts' row tiles 32 words wide, read by the one-token GEMV and the
-    # slab decode kernel (int4 experts keep 16); both match the reference, and the experts hold one copy.
+@pytest.mark.parametrize("width", [32, 16])
+def test_int8_row_tile_widths_serve_gemv_and_decode(name, width, monkeypatch):
+    # moe_gemv.INT8_TILE_WORDS: packed 8-bit experts' row tiles 32 (the default) or 16 words wide, read by the
+    # one-token GEMV (as 16-word sub-tiles) and the slab decode kernel; int4 experts keep 16. Both paths match
+    # the reference.
     import dsq
     from dsq_cuda import moe_gemv
 
-    monkeypatch.setattr(moe_gemv, "INT8_TILE_WORDS", 32)
+    monkeypatch.setattr(moe_gemv, "INT8_TILE_WORDS", width)
     e, h, i = 4, 320, 96
     scheme, cpu, dev = make_experts(name, e, h, i, seed=6)
     dsq.get_backend("cuda").prepare(dev, scheme)
     lay = moe_gemv.prepare(dev.gate_up, scheme, dev.gate_up["weight_packed"].device)
-    assert lay["w"].shape[-1] == (32 if name == "W8A16" else 16)
+    assert lay["w"].shape[-1] == (width if name == "W8A16" else 16)
     g = torch.Generator().manual_seed(2)
     for t in (1, 5):
         x = torch.randn(t, h, generator=g).to(torch.bfloat16)

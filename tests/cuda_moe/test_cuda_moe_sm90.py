@@ -30,7 +30,7 @@ def test_tiled_kernel_compiles_for_sm90_with_every_prefill_plan():
 
 #: the decode and one-token paths, with their switches, as the host code launches them (sm90_launches.py)
 LAUNCH_CASES = ["moe:W4A16:1", "moe:W4A16:8", "moe:W4A8_DYNAMIC:8", "moe:W4AFP8:1", "moe:W4AFP8:8", "moe:W8A16:8",
-                "moe:W8A16:1:moe_gemv.INT8_TILE_WORDS=32", "moe:W8A16:8:moe_gemv.INT8_TILE_WORDS=32",
+                "moe:W8A16:1:moe_gemv.INT8_TILE_WORDS=16", "moe:W8A16:8:moe_gemv.INT8_TILE_WORDS=16",
                 "moe:W4A16_ASYM:8", "moe:W8A8:1", "moe:W8A8:8", "moe:W4A8_DYNAMIC:1:moe_gemv.CANONICAL=True",
                 "moe:W4A16:8:moe_decode.DEFAULTS.shared=0", "moe:W8A8_DYNAMIC:96", "mm:W4A16:1", "mm:W8A16:1"]
 
