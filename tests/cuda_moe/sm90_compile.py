@@ -1,9 +1,10 @@
 """Compile the fused MoE's tiled kernel (dsq_cuda.moe_kernels.moe_gemm_kernel) for sm_90 on a machine without a
 GPU, with the prefill plan of each scheme named on the command line (both launches: gate_up and down).
 
-    python tests/cuda_moe/sm90_compile.py W4A16 W4A8_DYNAMIC W8A16+PREFILL_INT8_BYTES ...   (TRITON_INTERPRET unset)
+    python tests/cuda_moe/sm90_compile.py W4A16 W4A8_DYNAMIC W8A16+PREFILL_INT8_BYTES=0 ...   (TRITON_INTERPRET unset)
 
-``NAME+SWITCH``: the scheme with a switch of dsq_cuda.moe turned on (e.g. a path that is off by default).
+``NAME+SWITCH``: the scheme with a switch of dsq_cuda.moe turned on (a path that is off by default), or off
+with ``NAME+SWITCH=0``.
 
 The interpreter runs a kernel as Python, so code that Triton cannot compile still passes there: a return after
 a constexpr ``if`` that returned is compiled too and failed on the H200 with mismatched shapes (cuda-moe.md
@@ -64,9 +65,10 @@ def main(names: list[str]) -> int:
     failed = 0
     for arg in names:
         name, *switches = arg.split("+")
-        saved = {sw: getattr(moe_mod, sw) for sw in switches}  # a typo fails here, not silently
-        for switch in switches:
-            setattr(moe_mod, switch, True)
+        pairs = [(sw.partition("=")[0], sw.partition("=")[2] != "0") for sw in switches]  # SWITCH or SWITCH=0
+        saved = {sw: getattr(moe_mod, sw) for sw, _ in pairs}  # a typo fails here, not silently
+        for switch, value in pairs:
+            setattr(moe_mod, switch, value)
         for gate_up in (True, False):
             launch = "gate_up" if gate_up else "down"
             try:
