@@ -4,12 +4,9 @@
 #   STEPS="pytest_cuda lab_x_ahead bench_dense" bash benchmarks/cuda/gpu_session.sh     (a chosen list of steps)
 # Steps run in order under their own time limits, so a slow step cannot starve the ones after it; each
 # writes its log under $OUT/logs (archived as one file at the end) and results under $OUT. The device's limit
-# is 600 s a call: pick steps whose limits add up to less. The default list checks what v14 left unchecked on
-# the GPU (cuda-moe.md v14): the whole MoE kernel test file after the W4A16 / W4AFP8 split prefill (it ran out
-# of its 150 s there; now 240 s), the conformance MoE cases on that build, and bench_moe_v15: W8A16 prefill with
-# its words read as bytes (moe.PREFILL_INT8_BYTES, written after v14's device time was spent, off until timed)
-# and the int4 decode cells at T = 64 that ran 5-6% slower than in v11. v14's timings: pytest_moe_v14i > 150 s,
-# conformance_moe 96 s, bench_moe_v14_full 200 s, a T = 1 bench 15-30 s.
+# is 600 s a call: pick steps whose limits add up to less. The default list is the last check of v15
+# (cuda-moe.md): the MoE conformance on the current build, the issue's whole table, and the v15 comparisons.
+# v15's timings: conformance_moe 128-137 s, bench_moe_v15_full 55 s, bench_moe_v15 14 s (compile caches warm).
 set -u
 OUT=${OUT:-gpu-session}
 STEPS=${STEPS:-conformance_moe bench_moe_v15_full bench_moe_v15}
