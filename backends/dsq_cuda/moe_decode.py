@@ -21,6 +21,7 @@ import torch
 
 from dsq.qtypes import PackedWeight
 from dsq.schemes import ActGranularity, QuantScheme
+from dsq_cuda import moe_gemv
 from dsq_cuda._env import check_not_capturing, interpreting
 from dsq_cuda.moe_align import align_pairs
 from dsq_cuda.moe_layout import bits_of, prepare
@@ -36,7 +37,8 @@ DEFAULTS = dict(block_n=64, num_warps=4, num_stages=4, target_programs=1024, lbk
                 mma=1, mma_block_m=16, mma_stages=3, mma_x_ahead=0, mma_dot_fields=0, block_m=BLOCK_M,
                 static_codes=1, mma8=0, shared=1)
 #: ``shared``: packed experts (int4, int8 in words) run both decode kernels on the one-token GEMV's row tiles
-#: (dsq_cuda.moe_gemv; tiles of 16 words, x reordered by dsq_cuda.slab.pair_order for the tensor-core kernel)
+#: (dsq_cuda.moe_gemv; tiles of 16 words, 32 for W8A16; x reordered by dsq_cuda.slab.pair_order for the
+#: tensor-core kernel)
 #: instead of a layout of their own (pair tiles, the slab layout): one device copy of the codes fewer, 2x the
 #: canonical bytes in all instead of 3x (cuda-moe.md v15). 0: the own layouts.
 #: ``block_m``: pairs per M-block of moe_slab_kernel (16 or 32). An expert with more pairs than a block reads
@@ -113,7 +115,6 @@ def shares_row_tiles(scheme: QuantScheme | None, decode_cfg: dict | None = None)
     """Whether the decode kernels read the one-token GEMV's row tiles (DEFAULTS['shared']): packed experts whose
     scale groups hold whole 16-word tiles (the tensor-core kernel's field decode spans a tile), while the GEMV
     reads row tiles (not moe_gemv.CANONICAL)."""
-    from dsq_cuda import moe_gemv
     from dsq_cuda.mm import group_of
 
     if not {**DEFAULTS, **(decode_cfg or {})}["shared"] or scheme is None or moe_gemv.CANONICAL:
@@ -121,20 +122,6 @@ def shares_row_tiles(scheme: QuantScheme | None, decode_cfg: dict | None = None)
     bits = bits_of(scheme)
     group = group_of(scheme)
     return bits in (4, 8) and (not group or group % ((32 // bits) * moe_gemv.tile_width(scheme)) == 0)
-
-
-def row_tile_width(scheme: QuantScheme) -> int:
-    """Words per row tile of the experts' shared layout (moe_gemv.tile_width)."""
-    from dsq_cuda import moe_gemv
-
-    return moe_gemv.tile_width(scheme)
-
-
-def _row_tiles(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> torch.Tensor:
-    """The experts' row tiles ``[E, tiles, N, SW]`` (moe_gemv.prepare's, made once per device)."""
-    from dsq_cuda import moe_gemv
-
-    return moe_gemv.prepare(packed, scheme, device)["w"]
 
 
 def expert_pair_tiles(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> torch.Tensor:
@@ -153,7 +140,8 @@ def expert_pair_tiles(packed: PackedWeight, scheme: QuantScheme, device: torch.d
 
 
 def _launch_mma(a, a_scale, packed: PackedWeight, scheme: QuantScheme, al, out, n, k, top_k, gate_up, cfg):
-    """One grouped GEMM of the layer with mma_decode_kernel (MOE mode) on the experts' pair tiles."""
+    """One grouped GEMM of the layer with mma_decode_kernel (MOE mode) on the experts' row tiles (cfg shared:
+    moe_gemv's, x in pair order) or pair tiles."""
     from dsq_cuda.mm import group_of, mma_dot_fields
     from dsq_cuda.mma_decode_kernel import mma_decode_kernel
     from dsq_cuda.slab import pair_order, slab_length
@@ -163,7 +151,7 @@ def _launch_mma(a, a_scale, packed: PackedWeight, scheme: QuantScheme, al, out, 
     epw = 32 // bits
     row_tiles = cfg["shared"]
     if row_tiles:  # [E, tiles, N, SL] row tiles, x reordered to match (see mma_decode_kernel ROW_TILES)
-        w = _row_tiles(packed, scheme, out.device)
+        w = moe_gemv.prepare(packed, scheme, out.device)["w"]
         sl = w.shape[-1]
         a = pair_order(a, sl)
         k, kw, stride_we = a.shape[1], w.shape[1] * sl, w.stride(0)
@@ -203,7 +191,7 @@ def _launch(a, a_scale, static, lay, packed, scheme, al, out, n, k, top_k, gate_
 
     bits = bits_of(scheme) if scheme is not None else 0
     epw = 32 // bits if bits else 1
-    row_tiles = bits and "row_tiles" in lay  # moe_gemv.prepare's dict: [E, tiles, N, SL]
+    row_tiles = bits and lay.get("row_tiles", False)  # moe_gemv.prepare's dict: [E, tiles, N, SL]
     if row_tiles:
         sl = lay["w"].shape[-1]
     elif bits:
@@ -290,17 +278,15 @@ def run_decode(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tens
         up_sw["DOT"] = down_sw["DOT"] = 5
     if down_sw["A_KIND"] == A_DYNAMIC:  # quantized once per pair after the SwiGLU pass (step 3)
         down_sw["A_KIND"] = A_CODES
-    # the tensor-core decode kernel takes symmetric int4 experts (on their pair tiles; the slab layout is
-    # then not built); it reads per-token codes as bf16
+    # the tensor-core decode kernel takes symmetric int4 experts (on the shared row tiles or their pair tiles;
+    # the slab layout is then not built); it reads per-token codes as bf16
     cfg["shared"] = shares_row_tiles(scheme, cfg)
     mma = bool(cfg["mma"]) and mma_eligible(scheme, x.dtype if up_sw["A_KIND"] == A_FLOAT else torch.bfloat16,
                                             int8=bool(cfg["mma8"]) and not cfg["shared"])
-    if cfg["shared"] and not mma and up_sw["DOT"] in (1, 2) and row_tile_width(scheme) < 32:
+    if cfg["shared"] and not mma and up_sw["DOT"] in (1, 2) and moe_gemv.tile_width(scheme) < 32:
         cfg["shared"] = False  # int8 / fp8 dots are at least 32 deep: the slab kernel keeps its own layout
     lays = [None, None]
     if scheme is not None and not mma:
-        from dsq_cuda import moe_gemv
-
         for idx, p in enumerate((gate_up, down)):
             bits = bits_of(scheme)
             if cfg["shared"]:

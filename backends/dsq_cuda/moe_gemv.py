@@ -22,11 +22,12 @@ Every product is then an exact integer in float32, as are the partial sums of a 
 only per-channel int8 sums over a whole row (W8A8) can round in float32 (relative 2**-24 a step), where the
 reference's int32 sums are exact: far inside the GEMM tolerance of the conformance suite.
 
-Layout (cached in ``PackedWeight.device_layout["dsq_cuda_moe_gemv:<device>"]``): each expert's codes in the
-row-tile layout of dsq_cuda.slab (``w`` int32 ``[E, tiles, N, SW]``; W8A8's one-per-byte int8 codes are first
-packed four to a word as offset-binary fields, ``u = q + 128``, the packed int8 format), scales float32
-``[E, N, G]`` (``ws``; two-level: the integer s2, and s1 ``[E, N, 1]`` as ``wc``) and, for W4A16_ASYM, zero
-points unpacked to int8 ``[E, N, G]`` (``wz``). With CANONICAL the GEMV reads the canonical words instead (no
+Layout (cached in ``PackedWeight.device_layout["dsq_cuda_moe_gemv:<device>:<SW>"]``; the decode kernels read
+it too, moe_decode DEFAULTS shared): each expert's codes in the row-tile layout of dsq_cuda.slab (``w`` int32
+``[E, tiles, N, SW]``, SW = tile_width; W8A8's one-per-byte int8 codes are first packed four to a word as
+offset-binary fields, ``u = q + 128``, the packed int8 format), scales float32 ``[E, N, G]`` (``ws``;
+two-level: the integer s2, and s1 ``[E, N, 1]`` as ``wc``) and, for W4A16_ASYM, zero points unpacked to int8
+``[E, N, G]`` (``wz``). With CANONICAL (key ``...:canonical``) the GEMV reads the canonical words instead (no
 device copy of the codes; W8A8's bytes viewed as words), its activation rows in the tile order of
 dsq_cuda.slab.tile_order (x reordered once a call, the intermediate stored in that order by the SwiGLU kernel).
 """
@@ -103,7 +104,7 @@ def _canonical_words(packed: PackedWeight, device: torch.device) -> tuple[torch.
 
 def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> dict:
     """The GEMV's weights of stacked experts ``[E, N, K]`` (made once per device; see the module docstring)."""
-    key = f"dsq_cuda_moe_gemv:{device}:{tile_width(scheme)}"
+    key = f"dsq_cuda_moe_gemv:{device}:{'canonical' if CANONICAL else tile_width(scheme)}"
     if key in packed.device_layout:
         return packed.device_layout[key]
     check_not_capturing("MoE GEMV weights")
