@@ -62,6 +62,7 @@ from dsq_cuda.moe_plan import (
     weight_tile_bytes,
 )
 from dsq_cuda.moe_requant import requantize, split_halves
+from dsq_cuda.slab import row_tile_byte_order
 
 TINY_F32 = float(torch.finfo(torch.float32).tiny)
 #: the tiled (prefill) path quantizes each activation row once before a GEMM (moe_requant) instead of on every
@@ -85,6 +86,10 @@ PREFILL_FP8_SPLIT = True
 #: the transposed tile (moe_kernels W_BYTES), instead of unpacking words by reshape. On the H200 (cuda-moe.md
 #: v15, bench_moe_v15, one run): T = 4096 uniform 0.69x bf16 against 0.45x, T = 512 0.80x against 0.53x
 PREFILL_INT8_BYTES = True
+#: the split int4 path and W8A16's bytes path read the experts' row tiles (the layout the decode paths share,
+#: moe_decode DEFAULTS shared) instead of the canonical words, activations in slab.row_tile_byte_order: every
+#: path then reads one layout, and the canonical codes need not stay on the device (release_canonical)
+PREFILL_ROW_TILES = True
 #: the split path decodes four bytes per instruction sequence with inline PTX on a GPU (moe_tiles.int4_halves)
 INT4_UNPACK_ASM = True
 #: the split path computes the transposed tile ``W @ A^T``: the decoded weights are the MMA's first operand,
@@ -104,26 +109,33 @@ def _dummy(device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Te
 
 
 def _weight_args(packed: PackedWeight | torch.Tensor, scheme: QuantScheme | None, device,
-                 as_bytes: bool = False) -> list:
+                 as_bytes: bool = False, rt: int = 0) -> list:
     """Pointer and stride arguments of one stacked weight: codes, scale, zero point, group scale.
 
-    ``as_bytes``: the codes as bytes (packed words viewed as uint8: the split int4 path, W8A16's W_BYTES)."""
+    ``as_bytes``: the codes as bytes (packed words viewed as uint8: the split int4 path, W8A16's W_BYTES);
+    ``rt``: the experts' row tiles as bytes instead (moe_gemv's layout, ``[E, tiles, N, RT]``; the row stride
+    is then the bytes between tiles)."""
     if isinstance(packed, torch.Tensor):  # unquantized [E, N, K] (the bf16 design)
         w = packed
         d = _dummy(device)
         return [w, w.stride(0), w.stride(1), d, 0, 0, d, 0, 0, d, 0, 0]
     name = weight_tensor_name(scheme)
-    if name not in packed:
-        raise QuantInputError(f"packed {scheme.name} expert weight has no {name!r} (has {sorted(packed.tensors)})")
-    w = packed[name]
-    if w.device != device:
-        raise QuantInputError(f"expert weights are on {w.device}; x is on {device}: move them with the backend")
-    if w.stride(-1) != 1:
-        raise QuantInputError(f"expert {name} must be contiguous along K (strides {tuple(w.stride())})")
-    if w.dtype == torch.float8_e4m3fn or as_bytes:
-        w = w.view(torch.uint8)  # fp8: the kernel bitcasts back (see moe_tiles.load_w)
+    if rt:
+        w = moe_gemv.prepare(packed, scheme, device)["w"].view(torch.uint8)
+        w_args = [w, w.stride(0), w.stride(1)]
+    else:
+        if name not in packed:
+            raise QuantInputError(f"packed {scheme.name} expert weight has no {name!r} (has {sorted(packed.tensors)})")
+        w = packed[name]
+        if w.device != device:
+            raise QuantInputError(f"expert weights are on {w.device}; x is on {device}: move them with the backend")
+        if w.stride(-1) != 1:
+            raise QuantInputError(f"expert {name} must be contiguous along K (strides {tuple(w.stride())})")
+        if w.dtype == torch.float8_e4m3fn or as_bytes:
+            w = w.view(torch.uint8)  # fp8: the kernel bitcasts back (see moe_tiles.load_w)
+        w_args = [w, w.stride(0), w.stride(1)]
     s = packed["weight_scale"]
-    args = [w, w.stride(0), w.stride(1), s, s.stride(0), s.stride(1)]
+    args = [*w_args, s, s.stride(0), s.stride(1)]
     for opt in ("weight_zero_point", "weight_group_scale"):
         t = packed.tensors.get(opt)
         args += [t, t.stride(0), t.stride(1)] if t is not None else [_dummy(device), 0, 0]
@@ -196,6 +208,36 @@ def device_bytes(experts: ExpertWeights) -> dict[str, int]:
     return {"canonical": canonical, "layouts": layouts}
 
 
+def release_canonical(experts: ExpertWeights, scheme: QuantScheme, to: torch.device | str = "cpu") -> int:
+    """Move the experts' canonical codes off the device once every path reads the row tiles instead; returns
+    the bytes moved. Call after ``Backend.prepare`` (it builds the row tiles from those codes).
+
+    With the defaults (moe_decode DEFAULTS shared, PREFILL_ROW_TILES, PREFILL_INT8_BYTES) the one-token GEMV,
+    the decode kernels and the prefill kernels of W4A16, W4A8_DYNAMIC, W4AFP8 and W8A16 all read the row tiles,
+    so the device then holds about 1x the canonical bytes instead of 2x (cuda-moe.md v15, "Device memory"). The
+    scales stay. The codes stay readable where they went (checkpoints, conformance). Raises UnsupportedError
+    naming the path that still reads the canonical codes for other schemes or settings.
+    """
+    name = weight_tensor_name(scheme)
+    device = experts.gate_up[name].device
+    if not shares_row_tiles(scheme):
+        raise UnsupportedError(f"{scheme.name}: the decode kernels read the experts' own layout, not the row tiles "
+                               "(moe_decode DEFAULTS shared, moe_gemv.CANONICAL): the canonical codes must stay")
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        for t in (DECODE_MAX_T + 1, 4096):
+            if not prefill_setup(scheme, dtype, t, True, torch.device(device))[3]["RT"]:
+                raise UnsupportedError(f"{scheme.name}: the tiled path reads the canonical codes ({dtype}, {t} "
+                                       "tokens): they must stay on the device")
+    moved = 0
+    for p in (experts.gate_up, experts.down):
+        moe_gemv.prepare(p, scheme, device)  # (built by prepare_all: a no-op then)
+        codes = p.tensors[name]
+        if codes.device != torch.device(to):
+            moved += codes.untyped_storage().nbytes()
+            p.tensors[name] = codes.to(to)
+    return moved
+
+
 def prefill_setup(scheme: QuantScheme | None, x_dtype: torch.dtype, t: int, unique_load: bool,
                   device: torch.device) -> tuple[dict, dict, BlockConfig, dict]:
     """The tiled path's plan for one call: (gate_up switches, down switches, block shapes, the speed switches
@@ -223,7 +265,12 @@ def prefill_setup(scheme: QuantScheme | None, x_dtype: torch.dtype, t: int, uniq
                and up_sw["A_KIND"] == A_FLOAT and up_sw["W_SCALE"] == 1)
     zp_corr = (PREFILL_ZP_EPILOGUE and up_sw["A_KIND"] == A_STATIC and up_sw["DOT"] == DOT_INT8
                and not up_sw["TILE_SCALED"])
-    extra = dict(W_SPLIT=split, ZP_CORR=zp_corr, SWAP_AB=swap, W_BYTES=w_bytes,
+    rt = 0  # row-tile bytes a row a tile, when the weights come as row tiles (PREFILL_ROW_TILES)
+    if PREFILL_ROW_TILES and (split or w_bytes) and shares_row_tiles(scheme):
+        rt = 4 * moe_gemv.tile_width(scheme)
+        if (2 * rt if split else rt) % cfg.block_k:  # a K step must stay inside a tile
+            rt = 0
+    extra = dict(W_SPLIT=split, ZP_CORR=zp_corr, SWAP_AB=swap, W_BYTES=w_bytes, RT=rt,
                  UNPACK_ASM=split and INT4_UNPACK_ASM and device.type == "cuda" and not interpreting())
     return up_sw, down_sw, cfg, extra
 
@@ -260,7 +307,13 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
     rows = al.max_blocks * cfg.block_m
     x = x if x.stride(-1) == 1 else x.contiguous()
     d32 = _dummy(device)
-    split, zp_corr = extra["W_SPLIT"], extra["ZP_CORR"]
+    split, zp_corr, rt = extra["W_SPLIT"], extra["ZP_CORR"], extra["RT"]
+
+    def order(a: torch.Tensor) -> torch.Tensor:
+        """Activation rows in the order the weight bytes of this call want (split / bytes paths)."""
+        if rt:
+            return row_tile_byte_order(a, scheme.weight_bits, moe_gemv.tile_width(scheme), cfg.block_k)
+        return split_halves(a, cfg.block_k) if split else a
 
     # Activations of the gate_up launch.
     a_ptr, stride_am, as_ptr, stride_asm = x, x.stride(0), d32, 0
@@ -274,11 +327,11 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
             codes, scales = quantize_per_token_int8(x)
         if codes.dtype == torch.float8_e4m3fn:
             codes = codes.view(torch.uint8)
-        if split:
-            codes = split_halves(codes, cfg.block_k)
+        if split or rt:
+            codes = order(codes)
         a_ptr, stride_am, as_ptr, stride_asm = codes, codes.stride(0), scales, scales.stride(0)
-    elif split:  # weight-only int4: x itself, reordered for the split path
-        a_ptr = split_halves(x, cfg.block_k)
+    elif split or rt:  # weight-only: x itself, reordered for the split path / the row tiles' bytes
+        a_ptr = order(x)
         stride_am = a_ptr.stride(0)
     elif up_sw["A_KIND"] == 3:
         st = _static_args(gate_up, scheme, device)
@@ -288,6 +341,9 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
             a_ptr, stride_am = codes, codes.stride(0)
             up_sw = dict(up_sw, A_KIND=A_STATIC_CODES, A_POS=True)
 
+    # row tiles: a K step's bytes hold inputs from all over their tile, so the GEMMs run over the reordered
+    # activations' whole length (whole tiles, zeros past K); otherwise over K
+    k_up = a_ptr.shape[1] if rt else h
     inter = torch.empty((rows, i), dtype=x.dtype, device=device)
     if up_sw["NEXT_AMAX"]:
         n_amax = -(-i // up_sw["NEXT_GROUP"]) if up_sw["NEXT_GROUP"] else 1
@@ -299,10 +355,10 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
                   UNIQUE_LOAD=unique_load)
     grid = (al.max_blocks, -(-i // cfg.block_n_up))
     moe_gemm_kernel[grid](
-        a_ptr, stride_am, as_ptr, stride_asm, *st, *_weight_args(gate_up, scheme, device, split or extra["W_BYTES"]),
+        a_ptr, stride_am, as_ptr, stride_asm, *st, *_weight_args(gate_up, scheme, device, split or extra["W_BYTES"], rt),
         al.sorted_ids, al.block_expert, tw, inter, inter.stride(0), amax, amax.stride(0) if amax.ndim == 2 else 0,
-        *_corr_args(gate_up, scheme, device, zp_corr), i, h, al.num_pairs, top_k, TINY_F32,
-        EVEN_K=h % cfg.block_k == 0, BLOCK_N=cfg.block_n_up, **up_sw, **launch, **extra)
+        *_corr_args(gate_up, scheme, device, zp_corr), i, k_up, al.num_pairs, top_k, TINY_F32,
+        EVEN_K=k_up % cfg.block_k == 0, BLOCK_N=cfg.block_n_up, **up_sw, **launch, **extra)
 
     # Down projection: the intermediate is quantized once here (PREFILL_QUANTIZE_ONCE), or on load from the
     # amax above (or static scales)
@@ -319,17 +375,18 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
         if not static:
             as_ptr, stride_asm = scales, scales.stride(0)
         down_sw = dict(down_sw, A_KIND=A_STATIC_CODES if static else A_CODES)
-        if split:
-            a_down = split_halves(a_down, cfg.block_k)
-    elif split:  # weight-only int4: the intermediate itself, reordered
-        a_down = split_halves(inter, cfg.block_k)
+        if split or rt:
+            a_down = order(a_down)
+    elif split or rt:  # weight-only: the intermediate itself, reordered
+        a_down = order(inter)
+    k_down = a_down.shape[1] if rt else i
     full = expert_range is None or tuple(expert_range) == (0, num_experts)
     out = (torch.empty if full else torch.zeros)((al.num_pairs, h), dtype=torch.float32, device=device)
     grid = (al.max_blocks, -(-h // cfg.block_n_down))
     moe_gemm_kernel[grid](
-        a_down, a_down.stride(0), as_ptr, stride_asm, *st, *_weight_args(down, scheme, device, split or extra["W_BYTES"]),
+        a_down, a_down.stride(0), as_ptr, stride_asm, *st, *_weight_args(down, scheme, device, split or extra["W_BYTES"], rt),
         al.sorted_ids, al.block_expert, tw, out, out.stride(0), d32, 0, *_corr_args(down, scheme, device, zp_corr),
-        h, i, al.num_pairs, top_k, TINY_F32, EVEN_K=i % cfg.block_k == 0, BLOCK_N=cfg.block_n_down,
+        h, k_down, al.num_pairs, top_k, TINY_F32, EVEN_K=k_down % cfg.block_k == 0, BLOCK_N=cfg.block_n_down,
         **down_sw, **launch, **extra)
     y.copy_(out.view(t, top_k, h).sum(dim=1))
     return y

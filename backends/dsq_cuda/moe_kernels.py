@@ -34,6 +34,8 @@ to the unsplit path: the MMA sums the same products in another order); UNPACK_AS
 PTX; SWAP_AB computes the transposed tile ``W @ A^T``, the decoded weights as the MMA's first operand.
 W_BYTES (W8A16) reads the int8-in-words codes as bytes in input order and computes the transposed tile, with
 no reshape (moe_tiles.int8_bytes_step); the same products and sums as the unpacking path, in another order.
+RT > 0 (with W_SPLIT or W_BYTES): the weights are the experts' row tiles (RT bytes a row a tile, ``stride_wn``
+the bytes between tiles), the layout the decode paths read, and the activations come in the matching order.
 
 A_KIND: 0 float x, 1 codes with stored per-row / per-group scales, 2 quantized on load from a stored amax,
 3 quantized on load with the expert's static scale and zero point, 4 static codes quantized beforehand (the
@@ -73,7 +75,8 @@ def moe_gemm_kernel(
         NEXT_AMAX: tl.constexpr, NEXT_GROUP: tl.constexpr, EVEN_K: tl.constexpr, TILE_SCALED: tl.constexpr,
         UNIQUE_LOAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
         A_POS: tl.constexpr = False, ZP_CORR: tl.constexpr = False, W_SPLIT: tl.constexpr = False,
-        UNPACK_ASM: tl.constexpr = False, SWAP_AB: tl.constexpr = False, W_BYTES: tl.constexpr = False):
+        UNPACK_ASM: tl.constexpr = False, SWAP_AB: tl.constexpr = False, W_BYTES: tl.constexpr = False,
+        RT: tl.constexpr = 0):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     e = tl.load(block_expert_ptr + pid_m)
@@ -113,10 +116,11 @@ def moe_gemm_kernel(
             for k0 in range(0, K, BLOCK_K):
                 ks = k0 + offs_k
                 a_t = tl.load(a_col + ks[:, None], mask=rmask[None, :] & (ks < K)[:, None], other=0)
-                acc_t = int8_bytes_step(acc_t, a_t, w_ptr, e64, cols, k0, N, kb, stride_we, stride_wn, DOT, BLOCK_K)
+                acc_t = int8_bytes_step(acc_t, a_t, w_ptr, e64, cols, k0, N, kb, stride_we, stride_wn, DOT, BLOCK_K,
+                                        RT)
                 if GATE_UP:
                     acc_ut = int8_bytes_step(acc_ut, a_t, w_ptr, e64, cols + N, k0, 2 * N, kb, stride_we, stride_wn,
-                                             DOT, BLOCK_K)
+                                             DOT, BLOCK_K, RT)
             acc = tl.trans(acc_t)
             acc_u = tl.trans(acc_ut)
         elif W_SPLIT and SWAP_AB:
@@ -132,11 +136,11 @@ def moe_gemm_kernel(
                 a_hi = tl.load(a_col + (k0 + BLOCK_K // 2 + offs_h)[:, None], mask=rmask[None, :], other=0)
                 acc_t = int4_split_step(acc_t, a_lo, a_hi, w_ptr, sc_ptr, e64, cols, k0, N, kb, stride_we,
                                         stride_wn, stride_sce, stride_scn, GROUP, UNPACK_ASM, True, BLOCK_K,
-                                        BLOCK_N, DOT)
+                                        BLOCK_N, DOT, RT)
                 if GATE_UP:
                     acc_ut = int4_split_step(acc_ut, a_lo, a_hi, w_ptr, sc_ptr, e64, cols + N, k0, 2 * N, kb,
                                              stride_we, stride_wn, stride_sce, stride_scn, GROUP, UNPACK_ASM, True,
-                                             BLOCK_K, BLOCK_N, DOT)
+                                             BLOCK_K, BLOCK_N, DOT, RT)
             acc = tl.trans(acc_t)
             acc_u = tl.trans(acc_ut)
         elif W_SPLIT:
@@ -148,11 +152,11 @@ def moe_gemm_kernel(
                 a_lo = tl.load(a_row + (k0 + offs_h)[None, :], mask=rmask[:, None], other=0)
                 a_hi = tl.load(a_row + (k0 + BLOCK_K // 2 + offs_h)[None, :], mask=rmask[:, None], other=0)
                 acc = int4_split_step(acc, a_lo, a_hi, w_ptr, sc_ptr, e64, cols, k0, N, kb, stride_we, stride_wn,
-                                      stride_sce, stride_scn, GROUP, UNPACK_ASM, False, BLOCK_K, BLOCK_N, DOT)
+                                      stride_sce, stride_scn, GROUP, UNPACK_ASM, False, BLOCK_K, BLOCK_N, DOT, RT)
                 if GATE_UP:
                     acc_u = int4_split_step(acc_u, a_lo, a_hi, w_ptr, sc_ptr, e64, cols + N, k0, 2 * N, kb,
                                             stride_we, stride_wn, stride_sce, stride_scn, GROUP, UNPACK_ASM, False,
-                                            BLOCK_K, BLOCK_N, DOT)
+                                            BLOCK_K, BLOCK_N, DOT, RT)
         else:
             for k0 in range(0, K, BLOCK_K):
                 a = load_a(a_ptr, a_rows, rmask, offs_k, k0, K, stride_am, as_ptr, stride_asm, st_s, st_zp,

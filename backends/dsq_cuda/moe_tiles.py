@@ -228,7 +228,7 @@ def int4_halves(b, ASM: tl.constexpr):
 @triton.jit
 def int4_split_step(acc, a_lo, a_hi, wb_ptr, gs_ptr, e64, rows, k0, N_ROWS, KB, stride_we, stride_wn, stride_ge,
                     stride_gn, GROUP: tl.constexpr, ASM: tl.constexpr, SWAP: tl.constexpr, BK: tl.constexpr,
-                    BN: tl.constexpr, DOT: tl.constexpr = 1):
+                    BN: tl.constexpr, DOT: tl.constexpr = 1, RT: tl.constexpr = 0):
     """One K step of activations times int4 weights with a scale per group along K, added to ``acc [BM, BN]``:
 
         acc + (a_lo @ q_even + a_hi @ q_odd) * s[n, k0 // GROUP]
@@ -249,6 +249,11 @@ def int4_split_step(acc, a_lo, a_hi, wb_ptr, gs_ptr, e64, rows, k0, N_ROWS, KB, 
     ``SWAP``: the transposed product, ``acc [BN, BM]`` from ``a_lo`` / ``a_hi`` given as ``[BK/2, BM]``, so that
     the decoded weights are the MMA's first operand (which may stay in registers) instead of its second.
 
+    ``RT`` > 0: the bytes are the experts' row tiles (dsq_cuda.slab.to_row_tiles, RT bytes a row a tile of
+    ``2 RT`` inputs, tiles ``stride_wn`` bytes apart, BK dividing a tile) instead of the canonical words: byte c of
+    a tile then holds other inputs in its two fields (slab.row_tile_byte_order), which the activations'
+    order follows, so the products and sums are the same.
+
     Why s2 scales the partial sum and not the codes: multiplying the codes four bytes per PTX sequence needs the
     four bytes of a register to share one s2 (one output row), and Triton's register layout did not guarantee
     that. On the H200 it gave wrong layers in the untransposed tile, and in the transposed one at 128-row blocks
@@ -262,7 +267,14 @@ def int4_split_step(acc, a_lo, a_hi, wb_ptr, gs_ptr, e64, rows, k0, N_ROWS, KB, 
     else:
         s = s.to(tl.float32)
     base = wb_ptr + e64 * stride_we
-    if SWAP:
+    if RT > 0:  # row tiles: the tile of input k0, then this step's bytes of each row (padded: no K mask)
+        base += (k0 // (2 * RT)) * stride_wn  # int32: < 2**31 bytes an expert
+        cb = (k0 % (2 * RT)) // 2 + tl.arange(0, BK // 2)
+        if SWAP:
+            b = tl.load(base + rows[:, None].to(tl.int64) * RT + cb[None, :], mask=nmask[:, None], other=0)
+        else:
+            b = tl.load(base + rows[None, :].to(tl.int64) * RT + cb[:, None], mask=nmask[None, :], other=0)
+    elif SWAP:
         b = tl.load(base + rows[:, None].to(tl.int64) * stride_wn + kb[None, :],
                     mask=nmask[:, None] & (kb < KB)[None, :], other=0)
     else:
@@ -304,19 +316,26 @@ def int4_split_step(acc, a_lo, a_hi, wb_ptr, gs_ptr, e64, rows, k0, N_ROWS, KB, 
 
 @triton.jit
 def int8_bytes_step(acc, a_t, wb_ptr, e64, rows, k0, N_ROWS, KB, stride_we, stride_wn, DOT: tl.constexpr,
-                    BK: tl.constexpr):
+                    BK: tl.constexpr, RT: tl.constexpr = 0):
     """One K step of the transposed product ``acc [BN, BM] + W_tile @ a_t`` for int8 codes in words (W8A16).
 
     The packed words, viewed as bytes (``KB`` bytes per row), hold input k in byte k, offset binary: ``q = u - 128``,
     here ``(u ^ 0x80)`` read as a signed byte, converted exactly to the activations' type (DOT 3 bf16, 4 fp16, 5
     float32 in IEEE, the interpreter's way). ``a_t`` ``[BK, BM]`` are the activations of inputs ``k0 ..``; bytes
     past the row read as 0 (code -128), which the zero activations there cancel. Per-channel scales apply in the
-    epilogue, so the float32 sum runs over the whole K without a per-step scale.
+    epilogue, so the float32 sum runs over the whole K without a per-step scale. ``RT`` > 0: the experts' row
+    tiles (RT bytes a row a tile of RT inputs, tiles ``stride_wn`` bytes apart; activations in
+    slab.row_tile_byte_order), as in int4_split_step.
     """
     kb = k0 + tl.arange(0, BK)
     nmask = rows < N_ROWS
-    b = tl.load(wb_ptr + e64 * stride_we + rows[:, None].to(tl.int64) * stride_wn + kb[None, :],
-                mask=nmask[:, None] & (kb < KB)[None, :], other=0)
+    if RT > 0:
+        base = wb_ptr + e64 * stride_we + (k0 // RT) * stride_wn
+        b = tl.load(base + rows[:, None].to(tl.int64) * RT + (k0 % RT + tl.arange(0, BK))[None, :],
+                    mask=nmask[:, None], other=0)
+    else:
+        b = tl.load(wb_ptr + e64 * stride_we + rows[:, None].to(tl.int64) * stride_wn + kb[None, :],
+                    mask=nmask[:, None] & (kb < KB)[None, :], other=0)
     q = (b ^ 0x80).to(tl.int8, bitcast=True)
     if DOT == 3:
         w = q.to(tl.bfloat16)

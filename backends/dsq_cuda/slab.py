@@ -170,6 +170,41 @@ def pair_order(x: torch.Tensor, sw: int) -> torch.Tensor:
     return x.reshape(r, kp // lbk, lbk).index_select(2, _PAIR_ORDER[key]).reshape(r, kp)
 
 
+_BYTE_ORDER: dict[tuple, torch.Tensor] = {}
+
+
+def row_tile_byte_order(x: torch.Tensor, bits: int, sw: int, block_k: int) -> torch.Tensor:
+    """Activation rows ``[R, K]`` -> ``[R, Kp]`` (Kp = K rounded up to a tile of ``32/bits * sw`` inputs,
+    zero-filled) in the order in which the prefill kernel multiplies the bytes of row tiles of width ``sw``
+    (moe_tiles.int4_split_step / int8_bytes_step with RT > 0).
+
+    Byte ``c`` of a row's tile is byte ``b = c % 4`` of word ``s = c // 4``, which holds fields ``2b`` and ``2b + 1``
+    (int4), inputs ``2b*sw + s`` and ``(2b + 1)*sw + s`` of the tile, or field b (int8), input ``b*sw + s``.
+    int8: position c holds that input's activation. int4: in every ``block_k`` block of positions (block_k divides
+    a tile), the first half holds the low-field inputs of the block's bytes and the second half their high-field
+    inputs (the layout moe_requant.split_halves gives the canonical words). A permutation inside each tile.
+    """
+    epw = 32 // bits
+    lbk = epw * sw
+    r, k = x.shape
+    kp = -(-k // lbk) * lbk
+    key = (bits, sw, block_k, kp, str(x.device))
+    if key not in _BYTE_ORDER:
+        p = torch.arange(kp)
+        if bits == 4:
+            half = (p % block_k) >= block_k // 2
+            byte = p // block_k * (block_k // 2) + p % (block_k // 2)
+            c = byte % (4 * sw)
+            src = byte // (4 * sw) * lbk + (2 * (c % 4) + half.long()) * sw + c // 4
+        else:
+            c = p % lbk
+            src = p - c + (c % 4) * sw + c // 4
+        _BYTE_ORDER[key] = src.to(x.device)
+    if kp != k:
+        x = torch.nn.functional.pad(x, (0, kp - k))
+    return x.index_select(1, _BYTE_ORDER[key])
+
+
 def to_pair_tiles(words: torch.Tensor, k: int, bits: int, sl: int) -> torch.Tensor:
     """Canonical int32 words ``[N, ceil(K/EPW)]`` -> pair-tile words int32 ``[N, tiles * SL]`` (the layout of
     dsq_cuda.mma_decode_kernel, made for decoding two codes per instruction into a bf16x2/f16x2 register).

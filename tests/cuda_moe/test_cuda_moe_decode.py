@@ -366,3 +366,60 @@ def test_int8_row_tile_widths_serve_gemv_and_decode(name, width, monkeypatch):
         w = torch.rand(t, 2, generator=g) + 0.1
         y = run_moe(x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev.gate_up, dev.down, scheme, e)
         assert rel_err(y, reference().moe(x, ids, w, cpu, scheme)) < 4e-3
+
+
+@pytest.mark.parametrize("bits,sw,block_k", [(4, 16, 128), (4, 16, 64), (8, 32, 128), (8, 32, 64)])
+def test_row_tile_byte_order_pairs_each_byte_with_its_inputs(bits, sw, block_k):
+    # The prefill kernel reads a row's row-tile bytes in order, block_k / 2 (int4) or block_k (int8) a step, and
+    # multiplies int4 low / high fields by the two halves of each block_k block of the reordered activations;
+    # int8 bytes by the block itself. Decoding the bytes that way against row_tile_byte_order(x) gives x @ q^T.
+    from dsq_cuda.slab import row_tile_byte_order, to_row_tiles
+    from dsq_cuda.unpack import unpack_words
+
+    g = torch.Generator().manual_seed(5)
+    n, k = 3, 300
+    epw = 32 // bits
+    words = torch.randint(-2**31, 2**31 - 1, (n, -(-k // epw)), generator=g, dtype=torch.int64).to(torch.int32)
+    x = torch.randn(2, k, generator=g, dtype=torch.float64)
+    rt = to_row_tiles(words, k, bits, 0, sw)  # [tiles, N, SW]
+    b = rt.contiguous().view(torch.uint8).permute(1, 0, 2).reshape(n, -1).to(torch.int64)  # each row's bytes in order
+    xo = row_tile_byte_order(x, bits, sw, block_k)
+    if bits == 4:
+        lo, hi = (b & 15) - 8, (b >> 4) - 8
+        y = torch.zeros(2, n, dtype=torch.float64)
+        for k0 in range(0, xo.shape[1], block_k):
+            cb = slice(k0 // 2, k0 // 2 + block_k // 2)
+            y += xo[:, k0:k0 + block_k // 2] @ lo[:, cb].T.double() + xo[:, k0 + block_k // 2:k0 + block_k] @ hi[:, cb].T.double()
+    else:
+        y = xo @ (b - 128).T.double()  # offset binary: q = u - 128
+    codes = unpack_words(words, bits, k).to(torch.float64)
+    torch.testing.assert_close(y, x @ codes.T, rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["W4A16", "W4A8_DYNAMIC", "W4AFP8", "W8A16", "W4A16_ASYM", "W8A8"])
+def test_release_canonical_leaves_every_path_on_the_row_tiles(name):
+    # moe.release_canonical moves the canonical codes off the device once the one-token GEMV, decode and prefill
+    # all read the row tiles. Moved to the meta device here (no data at all): one token, decode and prefill
+    # still match the reference, so none of them reads the codes. W4A16_ASYM (prefill unpacks the canonical
+    # words) and W8A8 (decode reads the canonical bytes) refuse, naming why.
+    import dsq
+    from dsq.errors import UnsupportedError
+    from dsq_cuda.moe import release_canonical
+
+    e, h, i = 4, 200, 72
+    scheme, cpu, dev = make_experts(name, e, h, i, seed=8)
+    dsq.get_backend("cuda").prepare(dev, scheme)
+    if name in ("W4A16_ASYM", "W8A8"):
+        with pytest.raises(UnsupportedError, match=name):
+            release_canonical(dev, scheme, to="meta")
+        return
+    codes = dev.gate_up["weight_packed"]
+    assert release_canonical(dev, scheme, to="meta") >= codes.numel() * 4
+    assert dev.gate_up["weight_packed"].is_meta and dev.down["weight_packed"].is_meta
+    g = torch.Generator().manual_seed(1)
+    for t in (1, 8, 70):
+        x = torch.randn(t, h, generator=g).to(torch.bfloat16)
+        ids = torch.stack([torch.randperm(e, generator=g)[:2] for _ in range(t)])
+        w = torch.rand(t, 2, generator=g) + 0.1
+        y = run_moe(x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev.gate_up, dev.down, scheme, e)
+        assert rel_err(y, reference().moe(x, ids, w, cpu, scheme)) < 4e-3, (name, t)

@@ -244,3 +244,19 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(QuantInputError, match="made for scheme"):
         from dsq.schemes import get_scheme
         moe(None, x, ids, w, dev, get_scheme("W8A16"))
+
+
+@pytest.mark.parametrize("scheme_name", ["W4A16", "W4A8_DYNAMIC", "W4AFP8", "W8A16"])
+@pytest.mark.parametrize("row_tiles", [True, False])
+def test_prefill_on_row_tiles_and_canonical_words(scheme_name, row_tiles, monkeypatch):
+    """The tiled path's int4 split and int8 bytes steps read the shared row tiles (PREFILL_ROW_TILES, activations
+    in slab.row_tile_byte_order) or the canonical words, and both match the reference. H = 200 and I = 72 end
+    in partial tiles, whose bytes hold inputs from all over the tile."""
+    import dsq_cuda.moe as moe_mod
+    from dsq.schemes import get_scheme
+
+    monkeypatch.setattr(moe_mod, "PREFILL_ROW_TILES", row_tiles)
+    extra = moe_mod.prefill_setup(get_scheme(scheme_name), torch.bfloat16, 70, True, torch.device(DEVICE))[3]
+    assert extra["W_SPLIT"] or extra["W_BYTES"]
+    assert bool(extra["RT"]) == row_tiles and extra["RT"] in (0, 64 if scheme_name != "W8A16" else 128)
+    _check(scheme_name, t=70, e=5, k=2, h=200, i=72)
