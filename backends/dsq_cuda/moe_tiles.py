@@ -269,7 +269,9 @@ def int4_split_step(acc, a_lo, a_hi, wb_ptr, gs_ptr, e64, rows, k0, N_ROWS, KB, 
     base = wb_ptr + e64 * stride_we
     if RT > 0:  # row tiles: the tile of input k0, then this step's bytes of each row (padded: no K mask)
         base += (k0 // (2 * RT)) * stride_wn  # int32: < 2**31 bytes an expert
-        cb = (k0 % (2 * RT)) // 2 + tl.arange(0, BK // 2)
+        # the step's first byte in the tile, a multiple of BK / 2: said so, or Triton cannot prove the
+        # alignment and loads byte by byte
+        cb = tl.multiple_of((k0 % (2 * RT)) // 2, BK // 2) + tl.arange(0, BK // 2)
         if SWAP:
             b = tl.load(base + rows[:, None].to(tl.int64) * RT + cb[None, :], mask=nmask[:, None], other=0)
         else:
@@ -331,8 +333,8 @@ def int8_bytes_step(acc, a_t, wb_ptr, e64, rows, k0, N_ROWS, KB, stride_we, stri
     nmask = rows < N_ROWS
     if RT > 0:
         base = wb_ptr + e64 * stride_we + (k0 // RT) * stride_wn
-        b = tl.load(base + rows[:, None].to(tl.int64) * RT + (k0 % RT + tl.arange(0, BK))[None, :],
-                    mask=nmask[:, None], other=0)
+        cb = tl.multiple_of(k0 % RT, BK) + tl.arange(0, BK)  # (alignment said, as in int4_split_step)
+        b = tl.load(base + rows[:, None].to(tl.int64) * RT + cb[None, :], mask=nmask[:, None], other=0)
     else:
         b = tl.load(wb_ptr + e64 * stride_we + rows[:, None].to(tl.int64) * stride_wn + kb[None, :],
                     mask=nmask[:, None] & (kb < KB)[None, :], other=0)

@@ -259,4 +259,5 @@ def test_prefill_on_row_tiles_and_canonical_words(scheme_name, row_tiles, monkey
     extra = moe_mod.prefill_setup(get_scheme(scheme_name), torch.bfloat16, 70, True, torch.device(DEVICE))[3]
     assert extra["W_SPLIT"] or extra["W_BYTES"]
     assert bool(extra["RT"]) == row_tiles and extra["RT"] in (0, 64 if scheme_name != "W8A16" else 128)
-    _check(scheme_name, t=70, e=5, k=2, h=200, i=72)
+    fp8 = scheme_name == "W4AFP8" and DEVICE == "cuda"  # e4m3 tensor-core sums (see _TILED_FP8_TOL)
+    _check(scheme_name, t=70, e=5, k=2, h=200, i=72, tol=_TILED_FP8_TOL if fp8 else TOL)
