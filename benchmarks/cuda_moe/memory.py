@@ -11,7 +11,9 @@ checkpoint's), in each mode:
     default     the decode kernels share the one-token GEMV's row tiles (moe_decode DEFAULTS shared = 1)
     own         shared = 0: pair tiles / slabs for decode and row tiles for the GEMV, as before v15
     no GEMV     moe_gemv.GEMV_MAX_T = 0 with shared = 0: the GEMV's row tiles are not built
-    canonical   moe_gemv.CANONICAL: the GEMV reads the canonical words (decode on its own layouts)
+    GEMV on canonical   moe_gemv.CANONICAL: the GEMV reads the canonical words (decode on its own layouts)
+    released    default with moe.PREFILL_ROW_TILES (off by default: slower prefill), then moe.release_canonical
+                (the canonical codes moved off the device; "-" where a path still reads them)
 
 The ratios do not depend on E; the DeepSeek-V3 column scales the default mode to 58 MoE layers x 256 experts.
 """
@@ -24,26 +26,30 @@ import contextlib
 import synth  # benchmarks/cuda_moe/synth.py (the script's folder is on sys.path)
 import torch
 
+import dsq_cuda.moe as moe_mod
+from dsq.errors import UnsupportedError
 from dsq.schemes import get_scheme
 from dsq_cuda import moe_decode, moe_gemv
-from dsq_cuda.moe import device_bytes, prepare_all
+from dsq_cuda.moe import device_bytes, prepare_all, release_canonical
 
 SCHEMES = ["W4A16", "W4A8_DYNAMIC", "W4AFP8", "W4A16_ASYM", "W8A16", "W8A8", "W8A8_DYNAMIC", "FP8_BLOCK"]
 HIDDEN, INTER, LAYERS, EXPERTS = 7168, 2048, 58, 256
 MODES = {"default": {}, "own": {"shared": 0}, "no GEMV": {"shared": 0, "GEMV_MAX_T": 0},
-         "canonical": {"CANONICAL": True}}
+         "GEMV on canonical": {"CANONICAL": True}, "released": {"release": True}}
 
 
 @contextlib.contextmanager
 def mode(settings: dict):
-    saved = (moe_decode.DEFAULTS["shared"], moe_gemv.GEMV_MAX_T, moe_gemv.CANONICAL)
+    saved = (moe_decode.DEFAULTS["shared"], moe_gemv.GEMV_MAX_T, moe_gemv.CANONICAL, moe_mod.PREFILL_ROW_TILES)
     moe_decode.DEFAULTS["shared"] = settings.get("shared", 1)
     moe_gemv.GEMV_MAX_T = settings.get("GEMV_MAX_T", 1)
     moe_gemv.CANONICAL = settings.get("CANONICAL", False)
+    moe_mod.PREFILL_ROW_TILES = settings.get("release", False)
     try:
         yield
     finally:
-        moe_decode.DEFAULTS["shared"], moe_gemv.GEMV_MAX_T, moe_gemv.CANONICAL = saved
+        (moe_decode.DEFAULTS["shared"], moe_gemv.GEMV_MAX_T, moe_gemv.CANONICAL,
+         moe_mod.PREFILL_ROW_TILES) = saved
 
 
 def main() -> None:
@@ -59,10 +65,16 @@ def main() -> None:
         cells, canon = [], 0
         for settings in MODES.values():
             ex = synth.experts(scheme, args.experts, HIDDEN, INTER, torch.device("cpu"))
+            canon = device_bytes(ex)["canonical"]
             with mode(settings):
                 prepare_all(ex, scheme, torch.device("cpu"))
+                if settings.get("release"):
+                    try:
+                        release_canonical(ex, scheme, to="meta")  # meta: no data, counted 0
+                    except UnsupportedError:
+                        cells.append("-")
+                        continue
             b = device_bytes(ex)
-            canon = b["canonical"]
             cells.append(f"{(b['canonical'] + b['layouts']) / canon:.2f}x")
         per_expert = canon / args.experts
         canon_total = per_expert * EXPERTS * LAYERS

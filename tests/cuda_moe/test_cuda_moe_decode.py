@@ -397,18 +397,23 @@ def test_row_tile_byte_order_pairs_each_byte_with_its_inputs(bits, sw, block_k):
 
 
 @pytest.mark.parametrize("name", ["W4A16", "W4A8_DYNAMIC", "W4AFP8", "W8A16", "W4A16_ASYM", "W8A8"])
-def test_release_canonical_leaves_every_path_on_the_row_tiles(name):
+def test_release_canonical_leaves_every_path_on_the_row_tiles(name, monkeypatch):
     # moe.release_canonical moves the canonical codes off the device once the one-token GEMV, decode and prefill
     # all read the row tiles. Moved to the meta device here (no data at all): one token, decode and prefill
     # still match the reference, so none of them reads the codes. W4A16_ASYM (prefill unpacks the canonical
     # words) and W8A8 (decode reads the canonical bytes) refuse, naming why.
     import dsq
+    import dsq_cuda.moe as moe_mod
     from dsq.errors import UnsupportedError
     from dsq_cuda.moe import release_canonical
 
     e, h, i = 4, 200, 72
     scheme, cpu, dev = make_experts(name, e, h, i, seed=8)
     dsq.get_backend("cuda").prepare(dev, scheme)
+    # off by default: prefill reads the codes (W8A8: decode does)
+    with pytest.raises(UnsupportedError, match="own layout" if name == "W8A8" else "PREFILL_ROW_TILES"):
+        release_canonical(dev, scheme, to="meta")
+    monkeypatch.setattr(moe_mod, "PREFILL_ROW_TILES", True)
     if name in ("W4A16_ASYM", "W8A8"):
         with pytest.raises(UnsupportedError, match=name):
             release_canonical(dev, scheme, to="meta")

@@ -33,7 +33,9 @@ LAUNCH_CASES = ["moe:W4A16:1", "moe:W4A16:8", "moe:W4A8_DYNAMIC:8", "moe:W4AFP8:
                 "moe:W8A16:1:moe_gemv.INT8_TILE_WORDS=16", "moe:W8A16:8:moe_gemv.INT8_TILE_WORDS=16",
                 "moe:W4A16_ASYM:8", "moe:W8A8:1", "moe:W8A8:8", "moe:W4A8_DYNAMIC:1:moe_gemv.CANONICAL=True",
                 "moe:W4A16:8:moe_decode.DEFAULTS.shared=0", "moe:W8A8_DYNAMIC:96", "moe:W4A8_DYNAMIC:96", "moe:W4A16:96",
-                "moe:W8A16:96", "moe:W4AFP8:96", "mm:W4A16:1", "mm:W8A16:1"]
+                "moe:W8A16:96", "moe:W4AFP8:96", "moe:W4A8_DYNAMIC:96:moe.PREFILL_ROW_TILES=True",
+                "moe:W4A16:96:moe.PREFILL_ROW_TILES=True", "moe:W8A16:96:moe.PREFILL_ROW_TILES=True",
+                "mm:W4A16:1", "mm:W8A16:1"]
 
 
 def test_decode_kernels_compile_for_sm90_as_launched():
