@@ -88,7 +88,7 @@ PREFILL_FP8_SPLIT = True
 PREFILL_INT8_BYTES = True
 #: the split int4 path and W8A16's bytes path read the experts' row tiles (the layout the decode paths share,
 #: moe_decode DEFAULTS shared) instead of the canonical words, activations in slab.row_tile_byte_order: every
-#: path then reads one layout, and the canonical codes need not stay on the device (release_canonical: 1x the
+#: path then reads one layout, and the canonical codes need not stay on the device (moe_memory.release_canonical: 1x the
 #: canonical bytes instead of 2x). Off: on the H200 (cuda-moe.md v15, bench_rt_v15, one run) prefill ran
 #: slower on them, T = 4096 uniform W4A8_DYNAMIC 0.86x bf16 against 1.26x, W4A16 0.51x against 0.73x, W8A16
 #: 0.41x against 0.71x. The byte offsets' alignment is now stated to Triton (tl.multiple_of, likely the cause:
@@ -188,61 +188,6 @@ def prepare_all(experts: ExpertWeights, scheme: QuantScheme, device: torch.devic
             _slab_layout(p, scheme, device)
         if moe_gemv.eligible(scheme, 1):
             moe_gemv.prepare(p, scheme, device)  # T = 1
-
-
-def device_bytes(experts: ExpertWeights) -> dict[str, int]:
-    """Bytes the experts' tensors hold (on their device): ``canonical`` (the packed tensors: the checkpoint's codes, scales,
-    zero points) and ``layouts`` (what :func:`prepare_all` added: device copies of the codes in another
-    layout, unpacked scales), each storage counted once, so a layout that is a view of a canonical tensor adds
-    nothing (and tensors on the meta device, which hold no data, count 0). For sizing a deployment: the codes
-    dominate both."""
-    seen: set[int] = set()
-
-    def total(values) -> int:
-        n = 0
-        for v in values:
-            if isinstance(v, dict):
-                n += total(v.values())
-            elif isinstance(v, torch.Tensor) and not v.is_meta and v.untyped_storage().data_ptr() not in seen:
-                seen.add(v.untyped_storage().data_ptr())
-                n += v.untyped_storage().nbytes()
-        return n
-
-    canonical = sum(total(p.tensors.values()) for p in (experts.gate_up, experts.down))
-    layouts = sum(total(p.device_layout.values()) for p in (experts.gate_up, experts.down))
-    return {"canonical": canonical, "layouts": layouts}
-
-
-def release_canonical(experts: ExpertWeights, scheme: QuantScheme, to: torch.device | str = "cpu") -> int:
-    """Move the experts' canonical codes off the device once every path reads the row tiles instead; returns
-    the bytes moved. Call after ``Backend.prepare`` (it builds the row tiles from those codes).
-
-    With PREFILL_ROW_TILES on (off by default: prefill is slower on the row tiles, see its comment) and the
-    other defaults (moe_decode DEFAULTS shared, PREFILL_INT8_BYTES), the one-token GEMV, the decode kernels and
-    the prefill kernels of W4A16, W4A8_DYNAMIC, W4AFP8 and W8A16 all read the row tiles, so the device then holds
-    about 1x the canonical bytes instead of 2x (cuda-moe.md v15, "Device memory"). The scales stay. The codes
-    stay readable where they went (checkpoints, conformance). Raises UnsupportedError naming the path that
-    still reads the canonical codes for other schemes or settings.
-    """
-    name = weight_tensor_name(scheme)
-    device = experts.gate_up[name].device
-    if not shares_row_tiles(scheme):
-        raise UnsupportedError(f"{scheme.name}: the decode kernels read the experts' own layout, not the row tiles "
-                               "(moe_decode DEFAULTS shared, moe_gemv.CANONICAL): the canonical codes must stay")
-    for dtype in (torch.bfloat16, torch.float16, torch.float32):
-        for t in (DECODE_MAX_T + 1, 4096):
-            if not prefill_setup(scheme, dtype, t, True, torch.device(device))[3]["RT"]:
-                raise UnsupportedError(f"{scheme.name}: the tiled path reads the canonical codes ({dtype}, {t} "
-                                       "tokens; dsq_cuda.moe.PREFILL_ROW_TILES is off): they must stay on the "
-                                       "device")
-    moved = 0
-    for p in (experts.gate_up, experts.down):
-        moe_gemv.prepare(p, scheme, device)  # (built by prepare_all: a no-op then)
-        codes = p.tensors[name]
-        if codes.device != torch.device(to):
-            moved += codes.untyped_storage().nbytes()
-            p.tensors[name] = codes.to(to)
-    return moved
 
 
 def prefill_setup(scheme: QuantScheme | None, x_dtype: torch.dtype, t: int, unique_load: bool,

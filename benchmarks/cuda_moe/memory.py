@@ -30,7 +30,8 @@ import dsq_cuda.moe as moe_mod
 from dsq.errors import UnsupportedError
 from dsq.schemes import get_scheme
 from dsq_cuda import moe_decode, moe_gemv
-from dsq_cuda.moe import device_bytes, prepare_all, release_canonical
+from dsq_cuda.moe import prepare_all
+from dsq_cuda.moe_memory import device_bytes, release_canonical
 
 SCHEMES = ["W4A16", "W4A8_DYNAMIC", "W4AFP8", "W4A16_ASYM", "W8A16", "W8A8", "W8A8_DYNAMIC", "FP8_BLOCK"]
 HIDDEN, INTER, LAYERS, EXPERTS = 7168, 2048, 58, 256

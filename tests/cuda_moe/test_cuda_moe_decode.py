@@ -127,7 +127,7 @@ def test_prepare_builds_the_moe_layouts(scheme_name, shared, monkeypatch):
     # (W8A8: the canonical bytes themselves) for the rest, never both. Calls then add none.
     import dsq
     from dsq_cuda import moe_decode
-    from dsq_cuda.moe import device_bytes
+    from dsq_cuda.moe_memory import device_bytes
 
     monkeypatch.setitem(moe_decode.DEFAULTS, "shared", shared)
     e, h, i = 4, 256, 128
@@ -305,7 +305,7 @@ def test_one_token_gemv_on_the_canonical_codes(name, h, i, monkeypatch):
     # and whole tiles (where the byte count is not dominated by the decode layout's padding).
     import dsq
     from dsq_cuda import moe_gemv
-    from dsq_cuda.moe import device_bytes
+    from dsq_cuda.moe_memory import device_bytes
 
     monkeypatch.setattr(moe_gemv, "CANONICAL", True)
     e = 4
@@ -405,7 +405,7 @@ def test_release_canonical_leaves_every_path_on_the_row_tiles(name, monkeypatch)
     import dsq
     import dsq_cuda.moe as moe_mod
     from dsq.errors import UnsupportedError
-    from dsq_cuda.moe import release_canonical
+    from dsq_cuda.moe_memory import release_canonical
 
     e, h, i = 4, 200, 72
     scheme, cpu, dev = make_experts(name, e, h, i, seed=8)
