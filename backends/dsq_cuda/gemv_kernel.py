@@ -5,7 +5,7 @@ weight bytes are in flight and by the instructions spent per code. K is cut into
 inputs: SW words of a row (four 16-byte loads at SW = 16), and a thread owns whole rows of a ``[BLOCK_N, SW]``
 word tile, so no value crosses threads until the end. Field j of a tile multiplies the SW *contiguous*
 activations ``t*LBK + j*SW + [0, SW)``, the same for every row (one broadcast load per field). The words come
-in one of two layouts (addressed by ``stride_wn`` between rows and ``stride_wt`` between tiles):
+in one of two layouts:
 
 * row tiles (:func:`dsq_cuda.slab.to_row_tiles`, ``[tiles, N, SW]``): word s of a tile holds in field j the
   code of input ``t*LBK + j*SW + s``, and a program's ``[BLOCK_N, SW]`` tile is one contiguous block. The
@@ -75,10 +75,10 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
                 SLW: tl.constexpr = 0):
     """y[row, n] (see the module docstring): K is the length of an x row (masked past it), KW the words of a
     weight row that exist (tile t's words ``t*SW + [0, SW)`` past KW read as 0), EVEN_W when every chunk's words
-    exist (no word mask). SLW (row tiles; 0: canonical words, strides ``stride_wn`` / ``stride_wt``): words per
-    row of a *layout* tile, a multiple of SW, read
+    exist (no word mask). SLW > 0: row tiles, SLW words per row of a *layout* tile (compile-time strides), read
     as SLW / SW sub-tiles of SW words (row tiles wider than the kernel's loads, shared with the decode kernels):
-    field j of sub-tile u of layout tile t multiplies x ``t*EPW*SLW + j*SLW + u*SW + [0, SW)``."""
+    field j of sub-tile u of layout tile t multiplies x ``t*EPW*SLW + j*SLW + u*SW + [0, SW)``. SLW = 0: the
+    canonical words, ``stride_wn`` words between rows and ``stride_wt`` between tiles."""
     EPW: tl.constexpr = 32 // BITS
     LBK: tl.constexpr = EPW * SW  # inputs per (sub-)tile
     LW: tl.constexpr = SW if SLW == 0 else SLW  # words per row of a layout tile

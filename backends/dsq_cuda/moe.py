@@ -262,7 +262,8 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
     split, zp_corr, rt = extra["W_SPLIT"], extra["ZP_CORR"], extra["RT"]
 
     def order(a: torch.Tensor) -> torch.Tensor:
-        """Activation rows in the order the weight bytes of this call want (split / bytes paths)."""
+        """Activation rows in the order the weight bytes of this call want (split / row-tile bytes paths; the
+        rows themselves otherwise)."""
         if rt:
             return row_tile_byte_order(a, scheme.weight_bits, moe_gemv.tile_width(scheme), cfg.block_k)
         return split_halves(a, cfg.block_k) if split else a
@@ -279,8 +280,7 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
             codes, scales = quantize_per_token_int8(x)
         if codes.dtype == torch.float8_e4m3fn:
             codes = codes.view(torch.uint8)
-        if split or rt:
-            codes = order(codes)
+        codes = order(codes)
         a_ptr, stride_am, as_ptr, stride_asm = codes, codes.stride(0), scales, scales.stride(0)
     elif split or rt:  # weight-only: x itself, reordered for the split path / the row tiles' bytes
         a_ptr = order(x)
@@ -327,10 +327,7 @@ def run_moe(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
         if not static:
             as_ptr, stride_asm = scales, scales.stride(0)
         down_sw = dict(down_sw, A_KIND=A_STATIC_CODES if static else A_CODES)
-        if split or rt:
-            a_down = order(a_down)
-    elif split or rt:  # weight-only: the intermediate itself, reordered
-        a_down = order(inter)
+    a_down = order(a_down)  # (the split / bytes paths' order; as it is otherwise)
     k_down = a_down.shape[1] if rt else i
     full = expert_range is None or tuple(expert_range) == (0, num_experts)
     out = (torch.empty if full else torch.zeros)((al.num_pairs, h), dtype=torch.float32, device=device)

@@ -21,9 +21,9 @@ from dsq_cuda.moe_decode import shares_row_tiles
 
 
 def device_bytes(experts: ExpertWeights) -> dict[str, int]:
-    """Bytes the experts' tensors hold (on their device): ``canonical`` (the packed tensors: the checkpoint's codes, scales,
-    zero points) and ``layouts`` (what :func:`prepare_all` added: device copies of the codes in another
-    layout, unpacked scales), each storage counted once, so a layout that is a view of a canonical tensor adds
+    """Bytes the experts' tensors hold on their device: ``canonical`` (the packed tensors: the checkpoint's
+    codes, scales, zero points) and ``layouts`` (what moe.prepare_all added: device copies of the codes in
+    another layout, unpacked scales), each storage counted once, so a layout that is a view of a canonical tensor adds
     nothing (and tensors on the meta device, which hold no data, count 0). For sizing a deployment: the codes
     dominate both."""
     seen: set[int] = set()

@@ -143,7 +143,20 @@ def to_row_tiles(words: torch.Tensor, k: int, bits: int, group: int, sw: int = G
     return out
 
 
-_PAIR_ORDER: dict[tuple, torch.Tensor] = {}
+_TILE_PERMUTATIONS: dict[tuple, torch.Tensor] = {}
+
+
+def _permute_in_tiles(x: torch.Tensor, lbk: int, key: tuple, source) -> torch.Tensor:
+    """Rows ``[R, K]`` -> ``[R, Kp]`` (K rounded up to ``lbk``, zero-filled), position p of every tile of ``lbk``
+    holding the tile's element ``source(arange(lbk))[p]`` (the index cached per ``key`` and device)."""
+    r, k = x.shape
+    kp = -(-k // lbk) * lbk
+    key = (*key, str(x.device))
+    if key not in _TILE_PERMUTATIONS:
+        _TILE_PERMUTATIONS[key] = source(torch.arange(lbk)).to(x.device)
+    if kp != k:
+        x = torch.nn.functional.pad(x, (0, kp - k))
+    return x.reshape(r, kp // lbk, lbk).index_select(2, _TILE_PERMUTATIONS[key]).reshape(r, kp)
 
 
 def pair_order(x: torch.Tensor, sw: int) -> torch.Tensor:
@@ -157,20 +170,11 @@ def pair_order(x: torch.Tensor, sw: int) -> torch.Tensor:
     activation ``t*LBK + F*sw + c``: this function puts each input's activation there. A permutation inside
     each tile: per-row statistics (amax) are unchanged.
     """
-    r, k = x.shape
-    lbk = 8 * sw
-    kp = -(-k // lbk) * lbk
-    key = (sw, str(x.device))
-    if key not in _PAIR_ORDER:
-        f = torch.arange(8).view(8, 1)
-        c = torch.arange(sw).view(1, sw)
-        _PAIR_ORDER[key] = ((f % 4 + 4 * (c % 2)) * sw + 2 * (c // 2) + f // 4).reshape(-1).to(x.device)
-    if kp != k:
-        x = torch.nn.functional.pad(x, (0, kp - k))
-    return x.reshape(r, kp // lbk, lbk).index_select(2, _PAIR_ORDER[key]).reshape(r, kp)
+    def source(p):
+        f, c = p // sw, p % sw
+        return (f % 4 + 4 * (c % 2)) * sw + 2 * (c // 2) + f // 4
 
-
-_BYTE_ORDER: dict[tuple, torch.Tensor] = {}
+    return _permute_in_tiles(x, 8 * sw, ("pair", sw), source)
 
 
 def row_tile_byte_order(x: torch.Tensor, bits: int, sw: int, block_k: int) -> torch.Tensor:
@@ -184,25 +188,14 @@ def row_tile_byte_order(x: torch.Tensor, bits: int, sw: int, block_k: int) -> to
     a tile), the first half holds the low-field inputs of the block's bytes and the second half their high-field
     inputs (the layout moe_requant.split_halves gives the canonical words). A permutation inside each tile.
     """
-    epw = 32 // bits
-    lbk = epw * sw
-    r, k = x.shape
-    kp = -(-k // lbk) * lbk
-    key = (bits, sw, block_k, kp, str(x.device))
-    if key not in _BYTE_ORDER:
-        p = torch.arange(kp)
-        if bits == 4:
-            half = (p % block_k) >= block_k // 2
-            byte = p // block_k * (block_k // 2) + p % (block_k // 2)
-            c = byte % (4 * sw)
-            src = byte // (4 * sw) * lbk + (2 * (c % 4) + half.long()) * sw + c // 4
-        else:
-            c = p % lbk
-            src = p - c + (c % 4) * sw + c // 4
-        _BYTE_ORDER[key] = src.to(x.device)
-    if kp != k:
-        x = torch.nn.functional.pad(x, (0, kp - k))
-    return x.index_select(1, _BYTE_ORDER[key])
+    def source(p):
+        if bits == 8:
+            return (p % 4) * sw + p // 4
+        high = (p % block_k) >= block_k // 2
+        c = p // block_k * (block_k // 2) + p % (block_k // 2)  # the byte of the tile
+        return (2 * (c % 4) + high.long()) * sw + c // 4
+
+    return _permute_in_tiles(x, (32 // bits) * sw, ("bytes", bits, sw, block_k), source)
 
 
 def to_pair_tiles(words: torch.Tensor, k: int, bits: int, sl: int) -> torch.Tensor:

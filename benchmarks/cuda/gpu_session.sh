@@ -234,12 +234,13 @@ for s in $STEPS; do
     # v15: W8A16 prefill on its bytes path, now the default (the kernel tests that name it, then conformance)
     pytest_moe_w8_v15) step pytest_moe_w8_v15 150 env DSQ_MOE_TEST_DEVICE=cuda python3 -m pytest -q \
         tests/cuda_moe/test_cuda_moe_kernels.py -k "W8A16 or bytes" ;;
-    # v15d: prefill on the shared row tiles (PREFILL_ROW_TILES) against the canonical words; release_canonical
+    # v15d: prefill on the shared row tiles (PREFILL_ROW_TILES) against the canonical words; release_canonical.
+    # Run when row tiles were the default (variant false); the variant is now true, the same comparison
     pytest_rt_v15) step pytest_rt_v15 150 env DSQ_MOE_TEST_DEVICE=cuda python3 -m pytest -q \
         tests/cuda_moe/test_cuda_moe_kernels.py tests/cuda_moe/test_cuda_moe_decode.py \
         -k "row_tiles_and_canonical or release or prefill_path or byte_order" ;;
     bench_rt_v15) step bench_rt_v15 150 python3 benchmarks/cuda_moe/bench_moe.py --tokens 512,4096 --no-loop \
-        --schemes W4A16,W4A8_DYNAMIC,W4AFP8,W8A16 --prefill-variants '[{"PREFILL_ROW_TILES":false}]' \
+        --schemes W4A16,W4A8_DYNAMIC,W4AFP8,W8A16 --prefill-variants '[{"PREFILL_ROW_TILES":true}]' \
         --out "$OUT/moe_v15d_rt.json" ;;
     # v15e (not run yet: the device time was spent): prefill on the row tiles with the steps' alignment stated to
     # Triton (tl.multiple_of), against the canonical words (the default)
