@@ -39,6 +39,7 @@ from dsq_cuda.configs import Config, mma_stream_programs, pick, pick_mma
 from dsq_cuda.dequant_kernel import dequantize_t
 from dsq_cuda.expand_kernel import FP8_CODES, INT8_TWO_LEVEL, expand_int4
 from dsq_cuda.gemv_kernel import launch as launch_gemv
+from dsq_cuda.int4_int8_mma import SW as I8_SW
 from dsq_cuda.mm_kernel import (
     ACT_FLOAT,
     ACT_FP8_GROUP,
@@ -48,7 +49,7 @@ from dsq_cuda.mm_kernel import (
     qmm_kernel,
 )
 from dsq_cuda.mma_decode_kernel import mma_decode_kernel
-from dsq_cuda.slab import GEMV_TILE_WORDS, slab_length, to_pair_tiles, to_row_tiles, to_slabs
+from dsq_cuda.slab import GEMV_TILE_WORDS, int8_mma_order, slab_length, to_pair_tiles, to_row_tiles, to_slabs
 from dsq_cuda.unpack import unpack_zero_points
 
 
@@ -132,7 +133,9 @@ def prepare_all(packed: PackedWeight, scheme: QuantScheme, device: torch.device)
     if "packed" in lay:
         bits = scheme.weight_bits
         slabs(lay, bits)
-        if MMA_MAX_M[bits] and (scheme.weight_only or bits == 4):
+        if _int8_mma(scheme):
+            row_tiles(lay, bits, group_of(scheme), I8_SW)
+        elif MMA_MAX_M[bits] and (scheme.weight_only or bits == 4):
             pair_tiles(lay, bits)
         if scheme.weight_only and (not MMA_MAX_M[bits] or lay["k"] < MMA_MIN_K[bits]):  # the GEMV's
             row_tiles(lay, bits, group_of(scheme), GEMV_TILE_WORDS)
@@ -156,6 +159,9 @@ MMA_WIDE_MIN_K = 2048
 #: cuda.md v10): W4A8 7168x18432 115 vs 258 us, 2048x7168 26 vs 62 us, 1536x24576 54 vs 77 us; on K = 512
 #: it lost (52 vs 41 us), so above M = 16 it needs MMA_ACT_WIDE_MIN_K
 MMA_ACT_MAX_M = 64
+#: W4A8_DYNAMIC on the decode kernel: int4 codes and int8 x on the int8 tensor cores (its I8 path, reading the
+#: GEMV's row tiles; dsq_cuda.int4_int8_mma) instead of both as bf16 on the bf16 tensor cores (pair tiles)
+MMA_INT8 = True
 MMA_ACT_WIDE_MIN_K = 1024
 #: W4A8_DYNAMIC / W4AFP8 from this many rows on, where the decode kernel does not take them: int4 codes expanded
 #: to one byte per weight for the call, then an int8 / FP8 GEMM (:func:`_expanded`). On the H200 the tiled
@@ -229,17 +235,32 @@ def _out_buffer(m: int, n: int, dtype: torch.dtype, split_k: int, device) -> tor
     return torch.empty((m, n), dtype=dtype, device=device)
 
 
-def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None) -> torch.Tensor:
-    """mma_decode_kernel on the pair-tile layout; ``xq``: x itself (act 0) or its int8 / fp8 codes with
-    float32 per-token scales ``xs`` [M]. Returns y [M, N] in ``out_dtype``."""
+def _int8_mma(scheme: QuantScheme) -> bool:
+    """Whether the decode kernel's I8 path serves this scheme: symmetric int4 with int8 per-token x, scale groups
+    of whole 128-input tiles (or per channel)."""
+    group = group_of(scheme)
+    return MMA_INT8 and scheme.weight_bits == 4 and scheme.weight_symmetric and scheme.act_dtype is QType.INT8 \
+        and scheme.act_granularity is ActGranularity.TOKEN and group % (8 * I8_SW) == 0
+
+
+def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None, i8: bool = False) -> torch.Tensor:
+    """mma_decode_kernel on the pair-tile layout, or with ``i8`` on the row tiles; ``xq``: x itself (act 0) or
+    its int8 / fp8 codes with float32 per-token scales ``xs`` [M] (``i8``: int8 codes in
+    dsq_cuda.slab.int8_mma_order). Returns y [M, N] in ``out_dtype``."""
     m, n, k = xq.shape[0], lay["n"], lay["k"]
     group = group_of(scheme)
     dev = xq.device
-    sl = lay["sl"]
-    w = pair_tiles(lay, scheme.weight_bits)
+    if i8:
+        sl = I8_SW
+        w = row_tiles(lay, scheme.weight_bits, group, sl)
+        kw = w.shape[0] * sl
+    else:
+        sl = lay["sl"]
+        w = pair_tiles(lay, scheme.weight_bits)
+        kw = w.shape[1]
     cfg = pick_mma(m, n, k, sl, scheme.weight_bits, str(dev))
     epw = 32 // scheme.weight_bits
-    blocks, tiles = -(-n // cfg.block_n), w.shape[1] // sl
+    blocks, tiles = -(-n // cfg.block_n), kw // sl
     programs = 0
     if MMA_SPLIT == "stream":  # (the interpreter: as if 2 SMs, so programs share row blocks)
         sms = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 2
@@ -261,13 +282,14 @@ def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None
     x_ahead = cfg.num_stages < 3 if MMA_X_AHEAD is None else MMA_X_AHEAD
     mma_decode_kernel[(programs,) if programs else (blocks, cfg.split_k)](
         xq, ws if xs is None else xs, w, ws, wc, lay.get("wz", ws), ws if bias is None else bias, out,
-        m, n, k, w.shape[1], ws.shape[-1], xq.stride(0), out.stride(0), ws, ws, 0, 0, 0,
+        m, n, k, kw, ws.shape[-1], xq.stride(0), out.stride(0), ws, ws, 0, 0, 0,
         G=group or epw * sl, BITS=scheme.weight_bits, ACT=act, ASYM="wz" in lay, GROUP_SCALE=grouped,
         CHANNEL_SCALE=not grouped or two_level, HAS_BIAS=bias is not None, SPLIT_K=1 if programs else cfg.split_k,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, SL=sl, F16=act == ACT_FLOAT and xq.dtype == torch.float16,
-        ASM=not interpreting(), EVEN_K=k % (epw * sl) == 0, STREAM=programs > 0, FIXUP=ws_fix is not None,
+        ASM=not interpreting(), EVEN_K=i8 or k % (epw * sl) == 0, STREAM=programs > 0, FIXUP=ws_fix is not None,
         sum_ptr=None if ws_fix is None else ws_fix[0], count_ptr=None if ws_fix is None else ws_fix[1],
-        X_AHEAD=x_ahead, DOT_FIELDS=mma_dot_fields(scheme.weight_bits, group, sl, x_ahead),
+        X_AHEAD=x_ahead and not i8, DOT_FIELDS=1 if i8 else mma_dot_fields(scheme.weight_bits, group, sl, x_ahead),
+        ROW_TILES=i8, I8=i8,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return out.to(out_dtype)
 
@@ -329,6 +351,10 @@ def matmul(x: torch.Tensor, packed: PackedWeight, scheme: QuantScheme, bias: tor
     elif config is None and "packed" in lay and m <= MMA_ACT_MAX_M and lay["k"] >= MMA_MIN_K[4] and \
             (m <= 16 or lay["k"] >= MMA_ACT_WIDE_MIN_K) and \
             act in (ACT_INT8_TOKEN, ACT_FP8_TOKEN):
+        if _int8_mma(scheme):
+            xq, xs = act_quant.quantize_per_token_int8(x)
+            return _mma_decode(int8_mma_order(xq), lay, scheme, bias, ACT_INT8_TOKEN, out_dtype, xs=xs.reshape(-1),
+                               i8=True)
         # the decode kernel multiplies codes in bf16: quantize straight to bf16 codes (exact), so its inner
         # loop loads them as they are instead of converting int8 / e4m3 to bf16 once per program and field
         xq, xs = act_quant.quantize_per_token_as_bf16(x, fp8=act == ACT_FP8_TOKEN)

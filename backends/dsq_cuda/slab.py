@@ -22,6 +22,9 @@ import math
 
 import torch
 
+from dsq_cuda.int4_int8_mma import LBK as I8_LBK
+from dsq_cuda.int4_int8_mma import mma_position_source
+
 #: slab length (words per tile along K): 32 gives int8/fp8 MMAs their native depth of 32; 16 is the minimum
 #: depth of a tensor-core dot, used when the scale group is 16-deep.
 SLAB_LENGTHS = (32, 16)
@@ -175,6 +178,14 @@ def pair_order(x: torch.Tensor, sw: int) -> torch.Tensor:
         return (f % 4 + 4 * (c % 2)) * sw + 2 * (c // 2) + f // 4
 
     return _permute_in_tiles(x, 8 * sw, ("pair", sw), source)
+
+
+def int8_mma_order(x: torch.Tensor) -> torch.Tensor:
+    """Activation rows ``[R, K]`` -> ``[R, Kp]`` (Kp = K rounded up to 128, zero-filled) in the order in which
+    mma_decode_kernel (I8) multiplies int4 row tiles of 16 words on the int8 tensor cores: position p of a tile
+    holds input ``dsq_cuda.int4_int8_mma.mma_position_source(p)`` (see that module). A permutation inside each
+    tile: per-row statistics (amax) are unchanged, so x may be quantized before or after it."""
+    return _permute_in_tiles(x, I8_LBK, ("int8_mma",), mma_position_source)
 
 
 def row_tile_byte_order(x: torch.Tensor, bits: int, sw: int, block_k: int) -> torch.Tensor:

@@ -249,7 +249,16 @@ for s in $STEPS; do
     bench_rt_v15b) step bench_rt_v15b 80 python3 benchmarks/cuda_moe/bench_moe.py --tokens 512,4096 --no-loop \
         --schemes W4A16,W4A8_DYNAMIC,W8A16 --prefill-variants '[{"PREFILL_ROW_TILES":true}]' \
         --out "$OUT/moe_v15e_rt.json" ;;
-    *) echo "unknown step $s; known: pytest_rt_v15b bench_rt_v15b pytest_rt_v15 bench_rt_v15 pytest_moe_w8_v15 bench_moe_v15_full bench_v15c bench_w8_v15 bench_int4_stages_v15 pytest_shared_v15 bench_shared_v15 pytest_gemv_v15 bench_gemv_v15 bench_gemv_v15_dense bench_moe_v15 pytest_moe_v14i bench_moe_v14i bench_moe_v14_full bench_moe_v14h pytest_gemv_v14 bench_moe_v14g bench_moe_v14f pytest_moe_v14e bench_moe_v14e bench_moe_v14c bench_moe_v14d bench_moe_v14b pytest_moe_v14 bench_moe_v14 pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
+    # v13 (cuda.md): W4A8_DYNAMIC's decode on the int8 tensor cores (mm.MMA_INT8, dsq_cuda.int4_int8_mma): its
+    # GPU tests, then the dense table against the bf16-MMA path in the same run, with two launch variants
+    pytest_i8) step pytest_i8 150 python3 -m pytest -q tests/cuda/test_cuda_matmul.py tests/cuda/test_cuda_quant_exact.py \
+        -k "W4A8 or int8" ;;
+    bench_i8) step bench_i8 260 bash -c "cd benchmarks/cuda && python3 run_gpu.py --out $OUT/i8 \
+        --skip-correctness --ms 1,4,16,64 --schemes W4A16,W4A8_DYNAMIC \
+        --variant 'bf16mma:W4A8_DYNAMIC:mm.MMA_INT8=False' \
+        --variant 'i8s4:W4A8_DYNAMIC:configs.MMA_DECODE_STAGES=4' \
+        --variant 'i8pps8:W4A8_DYNAMIC:configs.MMA_PROGRAMS_PER_SM=8'" ;;
+    *) echo "unknown step $s; known: pytest_i8 bench_i8 pytest_rt_v15b bench_rt_v15b pytest_rt_v15 bench_rt_v15 pytest_moe_w8_v15 bench_moe_v15_full bench_v15c bench_w8_v15 bench_int4_stages_v15 pytest_shared_v15 bench_shared_v15 pytest_gemv_v15 bench_gemv_v15 bench_gemv_v15_dense bench_moe_v15 pytest_moe_v14i bench_moe_v14i bench_moe_v14_full bench_moe_v14h pytest_gemv_v14 bench_moe_v14g bench_moe_v14f pytest_moe_v14e bench_moe_v14e bench_moe_v14c bench_moe_v14d bench_moe_v14b pytest_moe_v14 bench_moe_v14 pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
     esac
 done
 # the device returns at most 8 files: the logs travel as one archive

@@ -118,16 +118,20 @@ def gemv_moe_compile(pairs: bool, bits: int = 4, group: int = 128, block_n: int 
 
 def mma_compile(bits: int, group: int, block_n: int = 64, warps: int = 4, stages: int = 2, block_m: int = 16,
                 moe: bool = False, x_ahead: bool = True, fixup: bool = False, dot_fields: int = 1,
-                out: str = "*fp32"):
+                out: str = "*fp32", i8: bool = False):
     """The tensor-core decode kernel compiled as the backend launches it (MOE mode with ``moe``; with
     ``fixup`` its split-K finish in the kernel, the dense default; ``out``: the output's pointer type; M is a
-    plain integer, as for a token count that is not a multiple of 16)."""
+    plain integer, as for a token count that is not a multiple of 16). ``i8``: W4A8_DYNAMIC on the int8 tensor
+    cores (the I8 path: int8 x, row tiles, integer s2 group scales and float s1 channel scales)."""
     epw = 32 // bits
     consts = dict(G=group or epw * 32, BITS=bits, ACT=0, ASYM=False, GROUP_SCALE=bool(group),
                   CHANNEL_SCALE=not group, HAS_BIAS=False, SPLIT_K=4, BLOCK_M=block_m, BLOCK_N=block_n, SL=32,
                   F16=False, ASM=True, EVEN_K=True, MOE=moe, X_DIV=8 if moe else 1, X_AHEAD=x_ahead, FIXUP=fixup,
                   DOT_FIELDS=dot_fields)
     signature = dict(MMA_SIGNATURE, out_ptr=out, **({"sum_ptr": "*fp32", "count_ptr": "*i32"} if fixup else {}))
+    if i8:
+        consts.update(ACT=1, CHANNEL_SCALE=True, SL=16, ROW_TILES=True, I8=True, X_AHEAD=False, DOT_FIELDS=1)
+        signature.update(x_ptr="*i8", ws_ptr="*i8")
     names = list(signature)
     attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in MMA_DIVISIBLE + ("sum_ptr", "count_ptr")
              if a in names}
@@ -160,15 +164,16 @@ def registers(compiled) -> int:
 
 def mma_loop(bits: int, group: int, block_n: int = 64, warps: int = 4, stages: int = 2, block_m: int = 16,
              moe: bool = False, fixup: bool = False, x_ahead: bool = True,
-             dot_fields: int = 1) -> tuple[list[str], int, int, int]:
+             dot_fields: int = 1, i8: bool = False) -> tuple[list[str], int, int, int]:
     """Main-loop opcodes of the tensor-core decode kernel, the codes one thread decodes per iteration (one
-    tile: BLOCK_N rows x 256 int4 / 128 int8 inputs), the kernel's local-memory stores (register spills) and
-    its registers per thread."""
+    tile: BLOCK_N rows x 256 int4 / 128 int8 inputs; 128 int4 with ``i8``), the kernel's local-memory stores
+    (register spills) and its registers per thread."""
     compiled = mma_compile(bits, group, block_n, warps, stages, block_m, moe, x_ahead=x_ahead, fixup=fixup,
-                           dot_fields=dot_fields)
+                           dot_fields=dot_fields, i8=i8)
     sass = _sass(compiled)
     spills = len(re.findall(r"\bSTL(?:\.\w+)*\s", sass))
-    return main_loop_opcodes(sass), block_n * 32 * (32 // bits) // (32 * warps), spills, registers(compiled)
+    inputs = 128 if i8 else 32 * (32 // bits)
+    return main_loop_opcodes(sass), block_n * inputs // (32 * warps), spills, registers(compiled)
 
 
 def main() -> int:
@@ -201,8 +206,10 @@ def main() -> int:
             ("W4A16 (group 128), a group's 4 fields in one MMA chain (the default since v11)", 4, 128, True, 3, False, 4),
             ("W4A16 (group 128), one field a chain (v10)", 4, 128, True, 3, False, 1),
             ("W4A16 (group 128), split-K fixup (v9)", 4, 128, True, 2, True, 1),
-            ("W8A16 (per channel), a tile's 4 fields in one chain (v11)", 8, 0, True, 3, False, 4)):
-        ops, codes, _, regs = mma_loop(bits, group, stages=stages, fixup=fixup, x_ahead=x_ahead, dot_fields=dot)
+            ("W8A16 (per channel), a tile's 4 fields in one chain (v11)", 8, 0, True, 3, False, 4),
+            ("W4A8_DYNAMIC (group 128), int8 tensor cores (I8)", 4, 128, True, 3, False, 0)):
+        ops, codes, _, regs = mma_loop(bits, group, stages=stages, fixup=fixup, x_ahead=x_ahead, dot_fields=dot,
+                                       i8=dot == 0)
         top = ", ".join(f"{op} {n}" for op, n in collections.Counter(ops).most_common(6))
         how = f"{stages}, {'by hand' if x_ahead else 'pipelined'}"
         print(f"| {name} | {how} | {codes} | {len(ops)} | {len(ops) / codes:.2f} | {regs} | {top} |")

@@ -440,6 +440,7 @@ def test_decode_fields_chained_per_mma(cuda_backend, ref_backend, monkeypatch, n
     monkeypatch.setattr(mm, "MMA_MAX_M", {4: 64, 8: 64})
     monkeypatch.setattr(mm, "MMA_MIN_K", {4: 0, 8: 0})
     monkeypatch.setattr(mm, "MMA_X_AHEAD", False)
+    monkeypatch.setattr(mm, "MMA_INT8", False)  # W4A8 on the bf16 tensor cores: the path with fields
     scheme, w, x, b, _ = _problem(name, 80, k, m, torch.bfloat16, seed=23)
     pw = ref_backend.quantize_weight(w, scheme)
     ref = ref_backend.matmul(x, pw, scheme, b)
@@ -486,3 +487,37 @@ def test_decode_fixup_repeats_on_a_large_grid(cuda_backend, monkeypatch, m):
     monkeypatch.setattr(mm, "MMA_SPLIT", "fixup")
     wrong = sum(_rel(raw_matmul(x, pw, scheme), ref) > 1e-3 for _ in range(25))
     assert wrong == 0, f"{wrong} of 25 fixup calls differ from the atomics path"
+
+
+@pytest.mark.parametrize("k,m,n", [(600, 1, 80), (1024, 5, 64), (2048, 16, 130), (1024, 40, 96)])
+def test_w4a8_decode_on_int8_tensor_cores_is_exact(cuda_backend, ref_backend, monkeypatch, k, m, n):
+    """W4A8_DYNAMIC's decode path multiplies ``16 q`` by int8 x on the int8 tensor cores (dsq_cuda.int4_int8_mma):
+    its int32 sums are the reference's integer sums, so y equals the reference's bit for bit (K padded to whole
+    tiles or not, split-K and stream-K row blocks alike). It reads the row tiles, not pair tiles; the bf16 path
+    (MMA_INT8 off) reads pair tiles and agrees within the tolerance."""
+    import dsq_cuda.mm as mm
+
+    scheme, w, x, b, _ = _problem("W4A8_DYNAMIC", n, k, m, torch.bfloat16, seed=k + m)
+    pw = ref_backend.quantize_weight(w, scheme)
+    ref = ref_backend.matmul(x, pw, scheme, b)
+    y = raw_matmul(x, pw, scheme, b)
+    assert torch.equal(y.cpu(), ref.cpu())
+    lay = next(iter(pw.device_layout.values()))
+    assert "wt16" in lay and not any(key.startswith("pt") for key in lay)
+    monkeypatch.setattr(mm, "MMA_INT8", False)
+    assert _rel(raw_matmul(x, pw, scheme, b), ref) < TOL[torch.bfloat16]
+    assert any(key.startswith("pt") for key in lay)
+
+
+def test_int8_mma_order_is_a_permutation_of_each_tile():
+    """Every input of a 128-input tile has exactly one MMA position, and x is zero-filled to whole tiles."""
+    from dsq_cuda.int4_int8_mma import LBK, mma_position_source
+    from dsq_cuda.slab import int8_mma_order
+
+    src = mma_position_source(torch.arange(LBK))
+    assert torch.equal(src.sort().values, torch.arange(LBK))
+    x = torch.arange(1, 301, dtype=torch.float32).reshape(1, 300)
+    out = int8_mma_order(x)
+    assert out.shape == (1, 384)
+    assert torch.equal(out[0, :128], x[0, src])
+    assert torch.equal(out[0, 256:][src >= 44], torch.zeros(int((src >= 44).sum())))
