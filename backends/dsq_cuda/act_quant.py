@@ -31,11 +31,13 @@ TINY_F32 = float(torch.finfo(torch.float32).tiny)
 
 @triton.jit
 def _act_dynamic_kernel(x_ptr, q_ptr, s_ptr, K, GROUP, NG, CHUNK, stride_xm, stride_qm, tiny,
-                        FP8: tl.constexpr, BLOCK_K: tl.constexpr):
+                        FP8: tl.constexpr, BLOCK_K: tl.constexpr, MMA_ORDER: tl.constexpr = False):
     """Program (m, g, c): the scale of row m's group g = columns [g*GROUP, min(g*GROUP+GROUP, K)) and the
     codes of chunk c of that group (CHUNK columns). Every chunk's program reads the whole group for its
     amax, so at small M a long row is quantized by many programs at once instead of one (the host picks
-    one chunk per group when there are rows enough to fill the GPU)."""
+    one chunk per group when there are rows enough to fill the GPU). MMA_ORDER: code k is stored at its
+    position in dsq_cuda.slab.int8_mma_order (inside its tile of 128; the inverse of
+    int4_int8_mma.mma_position_source), so the decode kernel's I8 path needs no separate reordering pass."""
     m = tl.program_id(0).to(tl.int64)
     g = tl.program_id(1)
     c = tl.program_id(2)
@@ -63,7 +65,13 @@ def _act_dynamic_kernel(x_ptr, q_ptr, s_ptr, K, GROUP, NG, CHUNK, stride_xm, str
             q = fp8_code(x, s)
         else:
             q = int_code(x, s, -128.0, 127.0)
-        tl.store(q_ptr + m * stride_qm + cols, q.to(q_ptr.dtype.element_ty), mask=msk)
+        if MMA_ORDER:  # input r = 16 f + s of its tile goes to 32 (s % 4) + 16 (f % 2) + 4 (s // 4) + f // 2
+            r = cols % 128
+            f, w = r // 16, r % 16
+            dst = cols - r + 32 * (w % 4) + 16 * (f % 2) + 4 * (w // 4) + f // 2
+        else:
+            dst = cols
+        tl.store(q_ptr + m * stride_qm + dst, q.to(q_ptr.dtype.element_ty), mask=msk)
 
 
 @triton.jit
@@ -108,15 +116,21 @@ def _act_static_kernel(x_ptr, q_ptr, s_ptr, zp_ptr, M, K, stride_xm, HALF_AWAY: 
     tl.store(q_ptr + r64 * K + cols[None, :], q.to(tl.int8), mask=msk)
 
 
-def _dynamic(x: torch.Tensor, group: int, fp8: bool, codes_dtype: torch.dtype | None = None
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+def _dynamic(x: torch.Tensor, group: int, fp8: bool, codes_dtype: torch.dtype | None = None,
+             mma_order: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     m, k = x.shape
     if x.stride(-1) != 1:
         x = x.contiguous()
     ng = -(-k // group)
-    q = torch.empty((m, k), dtype=codes_dtype or (torch.float8_e4m3fn if fp8 else torch.int8), device=x.device)
+    dtype = codes_dtype or (torch.float8_e4m3fn if fp8 else torch.int8)
+    if mma_order:  # whole tiles of 128, the padding zero
+        kp = -(-k // 128) * 128
+        q = torch.zeros((m, kp), dtype=dtype, device=x.device) if kp != k else \
+            torch.empty((m, kp), dtype=dtype, device=x.device)
+    else:
+        q = torch.empty((m, k), dtype=dtype, device=x.device)
     s = torch.empty((m, ng), dtype=torch.float32, device=x.device)
-    if m and group < k and k % group == 0 and group == triton.next_power_of_2(group) and group <= 512:
+    if m and not mma_order and group < k and k % group == 0 and group == triton.next_power_of_2(group) and group <= 512:
         # many groups a row: whole [rows, groups, GROUP] tiles per program (4096 inputs each)
         gpb = min(triton.next_power_of_2(ng), max(1, 1024 // group))
         grid = (triton.cdiv(m, 4), triton.cdiv(ng, gpb))
@@ -128,7 +142,7 @@ def _dynamic(x: torch.Tensor, group: int, fp8: bool, codes_dtype: torch.dtype | 
         chunk = -(-min(group, k) // (chunks * block_k)) * block_k
         _act_dynamic_kernel[(m, ng, -(-min(group, k) // chunk))](
             x, q, s, k, group, ng, chunk, x.stride(0), q.stride(0), TINY_F32, FP8=fp8, BLOCK_K=block_k,
-            num_warps=4)
+            MMA_ORDER=mma_order, num_warps=4)
     return q, s
 
 
@@ -144,9 +158,10 @@ def _chunks(programs: int, group: int, block_k: int, device: torch.device) -> in
     return max(1, min(want, -(-group // block_k)))
 
 
-def quantize_per_token_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """int8 codes [M, K] and float32 scales [M, 1]."""
-    return _dynamic(x, x.shape[1], fp8=False)
+def quantize_per_token_int8(x: torch.Tensor, mma_order: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """int8 codes [M, K] and float32 scales [M, 1]. ``mma_order``: the codes [M, Kp] (K rounded up to 128,
+    zero-filled) in dsq_cuda.slab.int8_mma_order, as the decode kernel's int8 path reads them."""
+    return _dynamic(x, x.shape[1], fp8=False, mma_order=mma_order)
 
 
 def quantize_per_token_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

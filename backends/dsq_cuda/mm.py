@@ -49,7 +49,7 @@ from dsq_cuda.mm_kernel import (
     qmm_kernel,
 )
 from dsq_cuda.mma_decode_kernel import mma_decode_kernel
-from dsq_cuda.slab import GEMV_TILE_WORDS, int8_mma_order, slab_length, to_pair_tiles, to_row_tiles, to_slabs
+from dsq_cuda.slab import GEMV_TILE_WORDS, slab_length, to_pair_tiles, to_row_tiles, to_slabs
 from dsq_cuda.unpack import unpack_zero_points
 
 
@@ -162,6 +162,9 @@ MMA_ACT_MAX_M = 64
 #: W4A8_DYNAMIC on the decode kernel: int4 codes and int8 x on the int8 tensor cores (its I8 path, reading the
 #: GEMV's row tiles; dsq_cuda.int4_int8_mma) instead of both as bf16 on the bf16 tensor cores (pair tiles)
 MMA_INT8 = True
+#: ... its pipeline stages at M <= 16 (a stage holds half the weight bytes of the bf16 path's 256-input tile).
+#: H200 (cuda.md v13, bench_i8): 4 stages 39.9 us against 3 stages' 41.9 on W4A8 7168x18432 at M = 1
+MMA_INT8_STAGES = 4
 MMA_ACT_WIDE_MIN_K = 1024
 #: W4A8_DYNAMIC / W4AFP8 from this many rows on, where the decode kernel does not take them: int4 codes expanded
 #: to one byte per weight for the call, then an int8 / FP8 GEMM (:func:`_expanded`). On the H200 the tiled
@@ -259,6 +262,8 @@ def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None
         w = pair_tiles(lay, scheme.weight_bits)
         kw = w.shape[1]
     cfg = pick_mma(m, n, k, sl, scheme.weight_bits, str(dev))
+    if i8 and cfg.block_m <= 16 and cfg.num_stages > 2:
+        cfg = dataclasses.replace(cfg, num_stages=MMA_INT8_STAGES)
     epw = 32 // scheme.weight_bits
     blocks, tiles = -(-n // cfg.block_n), kw // sl
     programs = 0
@@ -352,9 +357,8 @@ def matmul(x: torch.Tensor, packed: PackedWeight, scheme: QuantScheme, bias: tor
             (m <= 16 or lay["k"] >= MMA_ACT_WIDE_MIN_K) and \
             act in (ACT_INT8_TOKEN, ACT_FP8_TOKEN):
         if _int8_mma(scheme):
-            xq, xs = act_quant.quantize_per_token_int8(x)
-            return _mma_decode(int8_mma_order(xq), lay, scheme, bias, ACT_INT8_TOKEN, out_dtype, xs=xs.reshape(-1),
-                               i8=True)
+            xq, xs = act_quant.quantize_per_token_int8(x, mma_order=True)
+            return _mma_decode(xq, lay, scheme, bias, ACT_INT8_TOKEN, out_dtype, xs=xs.reshape(-1), i8=True)
         # the decode kernel multiplies codes in bf16: quantize straight to bf16 codes (exact), so its inner
         # loop loads them as they are instead of converting int8 / e4m3 to bf16 once per program and field
         xq, xs = act_quant.quantize_per_token_as_bf16(x, fp8=act == ACT_FP8_TOKEN)

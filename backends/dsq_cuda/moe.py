@@ -89,11 +89,11 @@ PREFILL_INT8_BYTES = True
 #: the split int4 path and W8A16's bytes path read the experts' row tiles (the layout the decode paths share,
 #: moe_decode DEFAULTS shared) instead of the canonical words, activations in slab.row_tile_byte_order: every
 #: path then reads one layout, and the canonical codes need not stay on the device (moe_memory.release_canonical: 1x the
-#: canonical bytes instead of 2x). Off: on the H200 (cuda-moe.md v15, bench_rt_v15, one run) prefill ran
-#: slower on them, T = 4096 uniform W4A8_DYNAMIC 0.86x bf16 against 1.26x, W4A16 0.51x against 0.73x, W8A16
-#: 0.41x against 0.71x. The byte offsets' alignment is now stated to Triton (tl.multiple_of, likely the cause:
-#: unaligned loads go byte by byte); that build is not timed (gpu_session step bench_rt_v15b)
-PREFILL_ROW_TILES = False
+#: canonical bytes instead of 2x). On the H200 (cuda-moe.md v16, bench_rt_v15b, one run, with the byte offsets'
+#: alignment stated to Triton by tl.multiple_of) it was faster than the canonical words in every cell: T = 4096
+#: uniform W4A8_DYNAMIC 1.65x bf16 against 1.24x, W4A16 0.83x against 0.72x, W8A16 0.77x against 0.70x; T = 512
+#: uniform W4A8_DYNAMIC 2.01x against 1.46x. (Without the alignment hints, v15, it was slower: 0.86x against 1.26x.)
+PREFILL_ROW_TILES = True
 #: the split path decodes four bytes per instruction sequence with inline PTX on a GPU (moe_tiles.int4_halves)
 INT4_UNPACK_ASM = True
 #: the split path computes the transposed tile ``W @ A^T``: the decoded weights are the MMA's first operand,

@@ -2,9 +2,9 @@
 canonical codes once no path reads them.
 
 After ``prepare`` the experts hold their canonical tensors (the checkpoint's codes and scales: the tiled prefill
-path reads the codes) and one device layout of the codes, the row tiles that the one-token GEMV and the decode
-kernels share (dsq_cuda.moe_gemv, moe_decode DEFAULTS shared): about 2x the canonical bytes for packed schemes.
-With moe.PREFILL_ROW_TILES the prefill kernels read the row tiles as well, and :func:`release_canonical` moves
+path reads the codes only with moe.PREFILL_ROW_TILES off) and one device layout of the codes, the row tiles that
+the one-token GEMV, the decode kernels and (moe.PREFILL_ROW_TILES, the default since cuda-moe.md v16) the
+prefill kernels share: about 2x the canonical bytes for packed schemes. :func:`release_canonical` then moves
 the canonical codes off the device: about 1x. ``benchmarks/cuda_moe/memory.py`` prints the table per scheme
 (docs/benchmarks/cuda-moe.md v15).
 """
@@ -47,9 +47,8 @@ def release_canonical(experts: ExpertWeights, scheme: QuantScheme, to: torch.dev
     """Move the experts' canonical codes off the device once every path reads the row tiles instead; returns
     the bytes moved. Call after ``Backend.prepare`` (it builds the row tiles from those codes).
 
-    With PREFILL_ROW_TILES on (off by default: prefill is slower on the row tiles, see its comment) and the
-    other defaults (moe_decode DEFAULTS shared, PREFILL_INT8_BYTES), the one-token GEMV, the decode kernels and
-    the prefill kernels of W4A16, W4A8_DYNAMIC, W4AFP8 and W8A16 all read the row tiles, so the device then holds
+    With the defaults (moe.PREFILL_ROW_TILES, moe_decode DEFAULTS shared, moe.PREFILL_INT8_BYTES) the one-token
+    GEMV, the decode kernels and the prefill kernels of W4A16, W4A8_DYNAMIC, W4AFP8 and W8A16 all read the row tiles, so the device then holds
     about 1x the canonical bytes instead of 2x (cuda-moe.md v15, "Device memory"). The scales stay. The codes
     stay readable where they went (checkpoints, conformance). Raises UnsupportedError naming the path that
     still reads the canonical codes for other schemes or settings.

@@ -258,7 +258,19 @@ for s in $STEPS; do
         --variant 'bf16mma:W4A8_DYNAMIC:mm.MMA_INT8=False' \
         --variant 'i8s4:W4A8_DYNAMIC:configs.MMA_DECODE_STAGES=4' \
         --variant 'i8pps8:W4A8_DYNAMIC:configs.MMA_PROGRAMS_PER_SM=8'" ;;
-    *) echo "unknown step $s; known: pytest_i8 bench_i8 pytest_rt_v15b bench_rt_v15b pytest_rt_v15 bench_rt_v15 pytest_moe_w8_v15 bench_moe_v15_full bench_v15c bench_w8_v15 bench_int4_stages_v15 pytest_shared_v15 bench_shared_v15 pytest_gemv_v15 bench_gemv_v15 bench_gemv_v15_dense bench_moe_v15 pytest_moe_v14i bench_moe_v14i bench_moe_v14_full bench_moe_v14h pytest_gemv_v14 bench_moe_v14g bench_moe_v14f pytest_moe_v14e bench_moe_v14e bench_moe_v14c bench_moe_v14d bench_moe_v14b pytest_moe_v14 bench_moe_v14 pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
+    # v13b: the I8 path with its codes reordered inside the quantization kernel and 4 stages (MMA_INT8_STAGES)
+    bench_i8b) step bench_i8b 200 bash -c "cd benchmarks/cuda && python3 run_gpu.py --out $OUT/i8b \
+        --skip-correctness --ms 1,4,16,64 --schemes W4A16,W4A8_DYNAMIC \
+        --variant 'bf16mma:W4A8_DYNAMIC:mm.MMA_INT8=False' \
+        --variant 'i8s3:W4A8_DYNAMIC:mm.MMA_INT8_STAGES=3' \
+        --variant 'i8s6:W4A8_DYNAMIC:mm.MMA_INT8_STAGES=6'" ;;
+    # cuda-moe.md v16: prefill on the row tiles is the default (PREFILL_ROW_TILES): W4AFP8 against the canonical
+    # words (the one scheme bench_rt_v15b left out), and the kernel tests on the new default
+    bench_rt_fp8) step bench_rt_fp8 80 python3 benchmarks/cuda_moe/bench_moe.py --tokens 512,4096 --no-loop \
+        --schemes W4AFP8 --prefill-variants '[{"PREFILL_ROW_TILES":false}]' --out "$OUT/moe_v16_rt_fp8.json" ;;
+    pytest_moe_kernels) step pytest_moe_kernels 220 env DSQ_MOE_TEST_DEVICE=cuda python3 -m pytest -q \
+        tests/cuda_moe/test_cuda_moe_kernels.py ;;
+    *) echo "unknown step $s; known: bench_i8b bench_rt_fp8 pytest_moe_kernels pytest_i8 bench_i8 pytest_rt_v15b bench_rt_v15b pytest_rt_v15 bench_rt_v15 pytest_moe_w8_v15 bench_moe_v15_full bench_v15c bench_w8_v15 bench_int4_stages_v15 pytest_shared_v15 bench_shared_v15 pytest_gemv_v15 bench_gemv_v15 bench_gemv_v15_dense bench_moe_v15 pytest_moe_v14i bench_moe_v14i bench_moe_v14_full bench_moe_v14h pytest_gemv_v14 bench_moe_v14g bench_moe_v14f pytest_moe_v14e bench_moe_v14e bench_moe_v14c bench_moe_v14d bench_moe_v14b pytest_moe_v14 bench_moe_v14 pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
     esac
 done
 # the device returns at most 8 files: the logs travel as one archive

@@ -12,8 +12,9 @@ checkpoint's), in each mode:
     own         shared = 0: pair tiles / slabs for decode and row tiles for the GEMV, as before v15
     no GEMV     moe_gemv.GEMV_MAX_T = 0 with shared = 0: the GEMV's row tiles are not built
     GEMV on canonical   moe_gemv.CANONICAL: the GEMV reads the canonical words (decode on its own layouts)
-    released    default with moe.PREFILL_ROW_TILES (off by default: slower prefill), then moe.release_canonical
-                (the canonical codes moved off the device; "-" where a path still reads them)
+    released    default (prefill on the row tiles too: moe.PREFILL_ROW_TILES, on since cuda-moe.md v16), then
+                moe_memory.release_canonical (the canonical codes moved off the device; "-" where a path still
+                reads them)
 
 The ratios do not depend on E; the DeepSeek-V3 column scales the default mode to 58 MoE layers x 256 experts.
 """
@@ -45,7 +46,7 @@ def mode(settings: dict):
     moe_decode.DEFAULTS["shared"] = settings.get("shared", 1)
     moe_gemv.GEMV_MAX_T = settings.get("GEMV_MAX_T", 1)
     moe_gemv.CANONICAL = settings.get("CANONICAL", False)
-    moe_mod.PREFILL_ROW_TILES = settings.get("release", False)
+    moe_mod.PREFILL_ROW_TILES = True  # (the default; every mode's bytes after prepare are the same without it)
     try:
         yield
     finally:

@@ -521,3 +521,19 @@ def test_int8_mma_order_is_a_permutation_of_each_tile():
     assert out.shape == (1, 384)
     assert torch.equal(out[0, :128], x[0, src])
     assert torch.equal(out[0, 256:][src >= 44], torch.zeros(int((src >= 44).sum())))
+
+
+@pytest.mark.parametrize("m,k", [(1, 300), (3, 1024)])
+def test_per_token_int8_codes_in_mma_order(m, k):
+    """quantize_per_token_int8(mma_order=True) stores each code at its int8 MMA position (one pass), the same
+    codes as quantizing first and reordering after, zero-filled to whole tiles."""
+    from dsq_cuda import act_quant
+    from dsq_cuda.slab import int8_mma_order
+
+    dev = torch.device(dsq.get_backend("cuda").device)
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(k)).to(torch.bfloat16).to(dev)
+    q, s = act_quant.quantize_per_token_int8(x)
+    qo, so = act_quant.quantize_per_token_int8(x, mma_order=True)
+    assert torch.equal(so, s)
+    assert qo.shape == (m, -(-k // 128) * 128)
+    assert torch.equal(qo.cpu(), int8_mma_order(q.cpu()))

@@ -410,10 +410,11 @@ def test_release_canonical_leaves_every_path_on_the_row_tiles(name, monkeypatch)
     e, h, i = 4, 200, 72
     scheme, cpu, dev = make_experts(name, e, h, i, seed=8)
     dsq.get_backend("cuda").prepare(dev, scheme)
-    # off by default: prefill reads the codes (W8A8: decode does)
+    # with the row-tile prefill off, prefill reads the codes (W8A8: decode does)
+    monkeypatch.setattr(moe_mod, "PREFILL_ROW_TILES", False)
     with pytest.raises(UnsupportedError, match="own layout" if name == "W8A8" else "PREFILL_ROW_TILES"):
         release_canonical(dev, scheme, to="meta")
-    monkeypatch.setattr(moe_mod, "PREFILL_ROW_TILES", True)
+    monkeypatch.setattr(moe_mod, "PREFILL_ROW_TILES", True)  # the default
     if name in ("W4A16_ASYM", "W8A8"):
         with pytest.raises(UnsupportedError, match=name):
             release_canonical(dev, scheme, to="meta")

@@ -20,7 +20,8 @@ def test_tiled_kernel_compiles_for_sm90_with_every_prefill_plan():
     pytest.importorskip("triton")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "backends"), env.get("PYTHONPATH", "")])
-    plans = [*ALL_SCHEMES, "W8A16+PREFILL_INT8_BYTES=0"]  # and the paths that are off by default
+    # and the paths that are off by default
+    plans = [*ALL_SCHEMES, "W8A16+PREFILL_INT8_BYTES=0", "W4A8_DYNAMIC+PREFILL_ROW_TILES=0"]
     proc = subprocess.run([sys.executable, str(ROOT / "tests" / "cuda_moe" / "sm90_compile.py"), *plans],
                           env=env, capture_output=True, text=True, timeout=1200)
     lines = [ln for ln in proc.stdout.splitlines() if ": " in ln]
@@ -33,8 +34,8 @@ LAUNCH_CASES = ["moe:W4A16:1", "moe:W4A16:8", "moe:W4A8_DYNAMIC:8", "moe:W4AFP8:
                 "moe:W8A16:1:moe_gemv.INT8_TILE_WORDS=16", "moe:W8A16:8:moe_gemv.INT8_TILE_WORDS=16",
                 "moe:W4A16_ASYM:8", "moe:W8A8:1", "moe:W8A8:8", "moe:W4A8_DYNAMIC:1:moe_gemv.CANONICAL=True",
                 "moe:W4A16:8:moe_decode.DEFAULTS.shared=0", "moe:W8A8_DYNAMIC:96", "moe:W4A8_DYNAMIC:96", "moe:W4A16:96",
-                "moe:W8A16:96", "moe:W4AFP8:96", "moe:W4A8_DYNAMIC:96:moe.PREFILL_ROW_TILES=True",
-                "moe:W4A16:96:moe.PREFILL_ROW_TILES=True", "moe:W8A16:96:moe.PREFILL_ROW_TILES=True",
+                "moe:W8A16:96", "moe:W4AFP8:96", "moe:W4A8_DYNAMIC:96:moe.PREFILL_ROW_TILES=False",
+                "moe:W4A16:96:moe.PREFILL_ROW_TILES=False", "moe:W8A16:96:moe.PREFILL_ROW_TILES=False",
                 "mm:W4A16:1", "mm:W8A16:1"]
 
 
