@@ -238,12 +238,17 @@ def _out_buffer(m: int, n: int, dtype: torch.dtype, split_k: int, device) -> tor
     return torch.empty((m, n), dtype=dtype, device=device)
 
 
-def _int8_mma(scheme: QuantScheme) -> bool:
-    """Whether the decode kernel's I8 path serves this scheme: symmetric int4 with int8 per-token x, scale groups
-    of whole 128-input tiles (or per channel)."""
+def int8_mma_serves(scheme: QuantScheme) -> bool:
+    """Whether the decode kernel's I8 path can run this scheme: symmetric int4 with int8 per-token x, scale
+    groups of whole 128-input tiles (or per channel)."""
     group = group_of(scheme)
-    return MMA_INT8 and scheme.weight_bits == 4 and scheme.weight_symmetric and scheme.act_dtype is QType.INT8 \
+    return scheme.weight_bits == 4 and scheme.weight_symmetric and scheme.act_dtype is QType.INT8 \
         and scheme.act_granularity is ActGranularity.TOKEN and group % (8 * I8_SW) == 0
+
+
+def _int8_mma(scheme: QuantScheme) -> bool:
+    """Whether the dense decode takes the I8 path (MMA_INT8 and the scheme fits it)."""
+    return MMA_INT8 and int8_mma_serves(scheme)
 
 
 def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None, i8: bool = False) -> torch.Tensor:

@@ -35,12 +35,15 @@ LBK = {4: 256, 8: 128}
 #: defaults; the benchmark overrides them (decode_cfg) to sweep.
 DEFAULTS = dict(block_n=64, num_warps=4, num_stages=4, target_programs=1024, lbk4=512, lbk8=128, sl1=128, swap=0,
                 mma=1, mma_block_m=16, mma_stages=3, mma_x_ahead=0, mma_dot_fields=0, block_m=BLOCK_M,
-                static_codes=1, mma8=0, shared=1)
+                static_codes=1, mma8=0, shared=1, int8_mma=1, int8_mma_stages=4)
 #: ``shared``: packed experts (int4, int8 in words) run both decode kernels on the one-token GEMV's row tiles
 #: (dsq_cuda.moe_gemv; tiles of 16 words, 32 for W8A16; x reordered by dsq_cuda.slab.pair_order for the
 #: tensor-core kernel)
 #: instead of a layout of their own (pair tiles, the slab layout): one device copy of the codes fewer, 2x the
 #: canonical bytes in all instead of 3x (cuda-moe.md v15). 0: the own layouts.
+#: ``int8_mma``: with ``shared``, W4A8_DYNAMIC's experts (int4 x per-token int8) run that kernel's I8 path, the
+#: int8 tensor cores on the row tiles (dsq_cuda.int4_int8_mma; x quantized into slab.int8_mma_order, at
+#: ``int8_mma_stages`` stages), as the dense decode does (dsq_cuda.mm.MMA_INT8); 0: codes as bf16, bf16 MMAs.
 #: ``block_m``: pairs per M-block of moe_slab_kernel (16 or 32). An expert with more pairs than a block reads
 #: its weights once per block, so skewed routing (32 pairs per expert at T = 64) reads them twice at 16.
 #: ``mma8``: W8A16's experts (int8 codes in words, per-channel scales) on that kernel too, as the dense W8A16
@@ -150,10 +153,12 @@ def _launch_mma(a, a_scale, packed: PackedWeight, scheme: QuantScheme, al, out, 
     bits = bits_of(scheme)
     epw = 32 // bits
     row_tiles = cfg["shared"]
+    i8 = _int8_mma(scheme, cfg)
     if row_tiles:  # [E, tiles, N, SL] row tiles, x reordered to match (see mma_decode_kernel ROW_TILES)
         w = moe_gemv.prepare(packed, scheme, out.device)["w"]
         sl = w.shape[-1]
-        a = pair_order(a, sl)
+        if not i8:  # (I8: the codes came in int8 MMA order from the quantization)
+            a = pair_order(a, sl)
         k, kw, stride_we = a.shape[1], w.shape[1] * sl, w.stride(0)
     else:
         w = expert_pair_tiles(packed, scheme, out.device)
@@ -177,9 +182,17 @@ def _launch_mma(a, a_scale, packed: PackedWeight, scheme: QuantScheme, al, out, 
         G=group or epw * sl, BITS=bits, ACT=act, ASYM=False, GROUP_SCALE=bool(group),
         CHANNEL_SCALE=two_level or not group, HAS_BIAS=False, SPLIT_K=split, BLOCK_M=al.block_m, BLOCK_N=block_n, SL=sl, F16=act == 0 and a.dtype == torch.float16,
         ASM=not interpreting(), EVEN_K=k % (epw * sl) == 0, MOE=True, X_DIV=top_k if gate_up else 1,
-        X_AHEAD=bool(cfg["mma_x_ahead"]), num_warps=warps, num_stages=cfg["mma_stages"],
-        DOT_FIELDS=mma_dot_fields(bits, group, sl, bool(cfg["mma_x_ahead"]), cfg["mma_dot_fields"]),
-        ROW_TILES=bool(row_tiles))
+        X_AHEAD=bool(cfg["mma_x_ahead"]) and not i8, num_warps=warps,
+        num_stages=cfg["int8_mma_stages"] if i8 and al.block_m <= 16 else cfg["mma_stages"],
+        DOT_FIELDS=1 if i8 else mma_dot_fields(bits, group, sl, bool(cfg["mma_x_ahead"]), cfg["mma_dot_fields"]),
+        ROW_TILES=bool(row_tiles), I8=i8)
+
+
+def _int8_mma(scheme: QuantScheme | None, cfg: dict) -> bool:
+    """Whether the tensor-core decode runs this scheme's experts on the int8 tensor cores (decode_cfg int8_mma)."""
+    from dsq_cuda.mm import int8_mma_serves
+
+    return bool(cfg["int8_mma"] and cfg["shared"] and scheme is not None and int8_mma_serves(scheme))
 
 
 def _launch(a, a_scale, static, lay, packed, scheme, al, out, n, k, top_k, gate_up, sw, cfg, tiny, dummy, mma):
@@ -235,9 +248,10 @@ def _launch(a, a_scale, static, lay, packed, scheme, al, out, n, k, top_k, gate_
         num_stages=cfg["num_stages"])
 
 
-def _quantize(v: torch.Tensor, scheme: QuantScheme, fp8: bool, as_bf16: bool = False):
+def _quantize(v: torch.Tensor, scheme: QuantScheme, fp8: bool, as_bf16: bool = False, mma_order: bool = False):
     """Per-token (or per-token-group) codes of v and their scales; ``as_bf16``: per-token codes stored as bf16
-    (exact), for the tensor-core decode kernel, which multiplies them in bf16."""
+    (exact), for the tensor-core decode kernel, which multiplies them in bf16; ``mma_order``: per-token int8 codes
+    in slab.int8_mma_order, for its int8 path."""
     from dsq_cuda.act_quant import (
         quantize_per_group_fp8,
         quantize_per_token_as_bf16,
@@ -245,6 +259,8 @@ def _quantize(v: torch.Tensor, scheme: QuantScheme, fp8: bool, as_bf16: bool = F
         quantize_per_token_int8,
     )
 
+    if mma_order:
+        return quantize_per_token_int8(v, mma_order=True)
     if as_bf16 and scheme.act_granularity is ActGranularity.TOKEN:
         return quantize_per_token_as_bf16(v, fp8)
     if scheme.act_granularity is ActGranularity.TOKEN_GROUP:
@@ -285,6 +301,7 @@ def run_decode(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tens
                                             int8=bool(cfg["mma8"]) and not cfg["shared"])
     if cfg["shared"] and not mma and up_sw["DOT"] in (1, 2) and moe_gemv.tile_width(scheme) < 32:
         cfg["shared"] = False  # int8 / fp8 dots are at least 32 deep: the slab kernel keeps its own layout
+    i8 = mma and _int8_mma(scheme, cfg)
     lays = [None, None]
     if scheme is not None and not mma:
         for idx, p in enumerate((gate_up, down)):
@@ -305,7 +322,7 @@ def run_decode(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tens
 
     a, a_scale = (x if x.stride(-1) == 1 else x.contiguous()), dummy
     if up_sw["A_KIND"] == A_CODES:
-        a, a_scale = _quantize(a, scheme, up_sw["A_FP8"], as_bf16=mma)
+        a, a_scale = _quantize(a, scheme, up_sw["A_FP8"], as_bf16=mma, mma_order=i8)
     st = static_args(gate_up) if up_sw["A_KIND"] in (A_STATIC, A_STATIC_CODES) else no_static
     if static_codes:  # codes per padded position, of token pair // top_k, with the block's expert's scale
         a, _ = requantize(a, rows, al.sorted_ids, al.block_expert, al.block_m, p, top_k, tiny, gather=True,
@@ -319,7 +336,7 @@ def run_decode(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tens
                                        OUT_KIND=up_sw["OUT_KIND"], BLOCK=block, num_warps=4)
     a, a_scale = inter, dummy
     if down_sw["A_KIND"] == A_CODES:
-        a, a_scale = _quantize(inter, scheme, down_sw["A_FP8"], as_bf16=mma)
+        a, a_scale = _quantize(inter, scheme, down_sw["A_FP8"], as_bf16=mma, mma_order=i8)
     st = static_args(down) if down_sw["A_KIND"] in (A_STATIC, A_STATIC_CODES) else no_static
     if static_codes:  # the intermediate's rows are pairs: gather row pair // 1
         a, _ = requantize(inter, rows, al.sorted_ids, al.block_expert, al.block_m, p, 1, tiny, gather=True,

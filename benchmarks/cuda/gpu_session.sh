@@ -270,7 +270,15 @@ for s in $STEPS; do
         --schemes W4AFP8 --prefill-variants '[{"PREFILL_ROW_TILES":false}]' --out "$OUT/moe_v16_rt_fp8.json" ;;
     pytest_moe_kernels) step pytest_moe_kernels 220 env DSQ_MOE_TEST_DEVICE=cuda python3 -m pytest -q \
         tests/cuda_moe/test_cuda_moe_kernels.py ;;
-    *) echo "unknown step $s; known: bench_i8b bench_rt_fp8 pytest_moe_kernels pytest_i8 bench_i8 pytest_rt_v15b bench_rt_v15b pytest_rt_v15 bench_rt_v15 pytest_moe_w8_v15 bench_moe_v15_full bench_v15c bench_w8_v15 bench_int4_stages_v15 pytest_shared_v15 bench_shared_v15 pytest_gemv_v15 bench_gemv_v15 bench_gemv_v15_dense bench_moe_v15 pytest_moe_v14i bench_moe_v14i bench_moe_v14_full bench_moe_v14h pytest_gemv_v14 bench_moe_v14g bench_moe_v14f pytest_moe_v14e bench_moe_v14e bench_moe_v14c bench_moe_v14d bench_moe_v14b pytest_moe_v14 bench_moe_v14 pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
+    # cuda-moe.md v16: W4A8_DYNAMIC's experts on the int8 tensor cores (decode_cfg int8_mma) against bf16 MMAs,
+    # its GPU tests, and the whole table on the v16 defaults
+    pytest_moe_i8) step pytest_moe_i8 120 env DSQ_MOE_TEST_DEVICE=cuda python3 -m pytest -q \
+        tests/cuda_moe/test_cuda_moe_decode.py -k "W4A8 or int8" ;;
+    bench_moe_i8) step bench_moe_i8 90 python3 benchmarks/cuda_moe/bench_moe.py --tokens 8,64 --no-loop \
+        --schemes W4A8_DYNAMIC --variants '[{"int8_mma": 0}, {"int8_mma_stages": 3}]' --out "$OUT/moe_v16_i8.json" ;;
+    bench_moe_v16_full) step bench_moe_v16_full 200 python3 benchmarks/cuda_moe/bench_moe.py \
+        --out "$OUT/moe_v16_full.json" ;;
+    *) echo "unknown step $s; known: pytest_moe_i8 bench_moe_i8 bench_moe_v16_full bench_i8b bench_rt_fp8 pytest_moe_kernels pytest_i8 bench_i8 pytest_rt_v15b bench_rt_v15b pytest_rt_v15 bench_rt_v15 pytest_moe_w8_v15 bench_moe_v15_full bench_v15c bench_w8_v15 bench_int4_stages_v15 pytest_shared_v15 bench_shared_v15 pytest_gemv_v15 bench_gemv_v15 bench_gemv_v15_dense bench_moe_v15 pytest_moe_v14i bench_moe_v14i bench_moe_v14_full bench_moe_v14h pytest_gemv_v14 bench_moe_v14g bench_moe_v14f pytest_moe_v14e bench_moe_v14e bench_moe_v14c bench_moe_v14d bench_moe_v14b pytest_moe_v14 bench_moe_v14 pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
     esac
 done
 # the device returns at most 8 files: the logs travel as one archive

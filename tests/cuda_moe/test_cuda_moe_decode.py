@@ -429,3 +429,28 @@ def test_release_canonical_leaves_every_path_on_the_row_tiles(name, monkeypatch)
         w = torch.rand(t, 2, generator=g) + 0.1
         y = run_moe(x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev.gate_up, dev.down, scheme, e)
         assert rel_err(y, reference().moe(x, ids, w, cpu, scheme)) < 4e-3, (name, t)
+
+
+@pytest.mark.parametrize("t,skew", [(5, False), (19, True), (40, False)])
+def test_w4a8_experts_on_the_int8_tensor_cores(t, skew, monkeypatch):
+    # W4A8_DYNAMIC's decode (decode_cfg int8_mma, the default) multiplies 16 q by int8 x on the int8 tensor cores
+    # (dsq_cuda.int4_int8_mma), x and the intermediate quantized into slab.int8_mma_order; its int32 sums are
+    # exact, so it matches the bf16-MMA path (int8_mma=0) to the last rounding of the expert outputs. Ragged H
+    # and I (partial tiles), a block of 16 overflowing (T = 19 on one expert) and blocks of 64 pairs (T = 40).
+    import dsq_cuda.moe_decode as moe_decode
+
+    taken = []
+    real = moe_decode._int8_mma
+    monkeypatch.setattr(moe_decode, "_int8_mma", lambda *a: taken.append(real(*a)) or taken[-1])
+    e, h, i = 6, 300, 200
+    scheme, cpu, dev = make_experts("W4A8_DYNAMIC", e, h, i, seed=9)
+    g = torch.Generator().manual_seed(t)
+    ids = torch.full((t, 2), 2) if skew else torch.stack([torch.randperm(e, generator=g)[:2] for _ in range(t)])
+    w = torch.rand(t, 2, generator=g) + 0.1
+    x = torch.randn(t, h, generator=g).to(torch.bfloat16)
+    r = reference().moe(x, ids, w, cpu, scheme)
+    ys = [run_moe(x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev.gate_up, dev.down, scheme, e, path="decode",
+                  decode_cfg=dict(int8_mma=on)) for on in (1, 0)]
+    assert taken and taken[0] and not taken[-1]
+    assert rel_err(ys[0], r) < 4e-3, rel_err(ys[0], r)
+    assert rel_err(ys[0], ys[1]) < 4e-3
