@@ -4,13 +4,13 @@
 #   STEPS="pytest_cuda lab_x_ahead bench_dense" bash benchmarks/cuda/gpu_session.sh     (a chosen list of steps)
 # Steps run in order under their own time limits, so a slow step cannot starve the ones after it; each
 # writes its log under $OUT/logs (archived as one file at the end) and results under $OUT. The device's limit
-# is 600 s a call: pick steps whose limits add up to less. The default list checks what v15 left untimed
-# (cuda-moe.md): prefill on the shared row tiles with the alignment hints (PREFILL_ROW_TILES, off), its GPU
-# test, and the MoE conformance. v15's timings: conformance_moe 128-137 s, bench_moe_v15_full 55 s, a prefill
-# bench of 4 schemes 39 s, the row-tile pytest 63 s.
+# is 600 s a call: pick steps whose limits add up to less. The default list re-checks v16's defaults (cuda.md
+# v13, cuda-moe.md v16): W4A8's int8 tensor-core decode (dense and MoE tests) and the issue's whole MoE table.
+# v16's timings: pytest_i8 39 s, pytest_moe_i8 44 s, bench_moe_v16_full 53 s, bench_i8b 63 s, conformance 97 s,
+# conformance_moe 141 s, pytest_moe_kernels 164 s.
 set -u
 OUT=${OUT:-gpu-session}
-STEPS=${STEPS:-pytest_rt_v15b bench_rt_v15b conformance_moe}
+STEPS=${STEPS:-pytest_i8 pytest_moe_i8 bench_moe_v16_full}
 mkdir -p "$OUT/logs"
 ROOT=$(pwd)
 export PYTHONPATH=$ROOT/backends:$ROOT/conformance:$ROOT:$ROOT/benchmarks/cuda_moe
