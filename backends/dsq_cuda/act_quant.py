@@ -24,6 +24,7 @@ import triton.language as tl
 from dsq.errors import QuantInputError
 from dsq.qtypes import QuantizedActivation
 from dsq.schemes import ActGranularity, QType, QuantScheme, RoundMode
+from dsq_cuda.int4_int8_mma import mma_position
 from dsq_cuda.numerics import clamp, fp8_code, int_code, rne, round_half_away
 
 TINY_F32 = float(torch.finfo(torch.float32).tiny)
@@ -65,10 +66,8 @@ def _act_dynamic_kernel(x_ptr, q_ptr, s_ptr, K, GROUP, NG, CHUNK, stride_xm, str
             q = fp8_code(x, s)
         else:
             q = int_code(x, s, -128.0, 127.0)
-        if MMA_ORDER:  # input r = 16 f + s of its tile goes to 32 (s % 4) + 16 (f % 2) + 4 (s // 4) + f // 2
-            r = cols % 128
-            f, w = r // 16, r % 16
-            dst = cols - r + 32 * (w % 4) + 16 * (f % 2) + 4 * (w // 4) + f // 2
+        if MMA_ORDER:
+            dst = mma_position(cols)
         else:
             dst = cols
         tl.store(q_ptr + m * stride_qm + dst, q.to(q_ptr.dtype.element_ty), mask=msk)
@@ -193,6 +192,77 @@ def quantize_static_int8(x: torch.Tensor, scale: torch.Tensor, zero_point: torch
         _act_static_kernel[grid](x, q, scale.reshape(1).float(), zero_point.reshape(1), m, k, x.stride(0),
                                  HALF_AWAY=half_away, BLOCK_M=4, BLOCK_K=1024)
     return q
+
+
+@triton.jit
+def _slices_kernel(x_ptr, xs_ptr, q_ptr, s_ptr, K, stride_xm, stride_qm, FP8: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Program m: row m as integers ``X`` (float x: ``X = rne(x * 2**E)`` with the power of two
+    ``2**E`` that puts the row's amax in [2**21, 2**22); FP8: e4m3 codes, ``X = 512 x`` exactly) in balanced
+    int8 digits ``X = 65536 d0 + 256 d1 + d2`` (d2, d1 in [-128, 127]; |d0| < 64), stored per 128-input tile as
+    slices ``[d0, d1, d2]`` of 128 bytes each in int8 MMA order (4 slices a tile, the fourth left zero), and
+    the row's scale ``xs * 2**-E`` (FP8: ``xs[m] / 512``), so that ``x = scale * X``."""
+    m = tl.program_id(0).to(tl.int64)
+    if FP8:
+        e = tl.zeros([], dtype=tl.int32) + 9
+        scale = tl.load(xs_ptr + m) * (1.0 / 512.0)
+    else:
+        amax = tl.zeros([BLOCK_K], dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            cols = k0 + tl.arange(0, BLOCK_K)
+            amax = tl.maximum(amax, tl.abs(tl.load(x_ptr + m * stride_xm + cols, mask=cols < K, other=0.0)
+                                           .to(tl.float32)))
+        a = tl.max(amax, axis=0)
+        # floor(log2(amax)) from the exponent bits; E = 21 - that, at most 126 (amax 0 or subnormal: all zero
+        # or tiny, any E in range will do)
+        e = tl.minimum(21 - (((a.to(tl.int32, bitcast=True) >> 23) & 255) - 127), 126)
+        scale = ((127 - e) << 23).to(tl.float32, bitcast=True)  # 2**-E
+    mult = ((127 + e) << 23).to(tl.float32, bitcast=True)  # 2**E
+    tl.store(s_ptr + m, scale)
+    for k0 in range(0, K, BLOCK_K):
+        cols = k0 + tl.arange(0, BLOCK_K)
+        msk = cols < K
+        if FP8:
+            v = tl.load(x_ptr + m * stride_xm + cols, mask=msk, other=0).to(tl.float8e4nv, bitcast=True)
+            v = v.to(tl.float32)
+        else:
+            v = tl.load(x_ptr + m * stride_xm + cols, mask=msk, other=0.0).to(tl.float32)
+        big = rne(v * mult).to(tl.int32)  # exact: a power-of-two scaling, then |X| < 2**22
+        d2 = ((big + 128) & 255) - 128
+        big = (big - d2) >> 8
+        d1 = ((big + 128) & 255) - 128
+        d0 = (big - d1) >> 8
+        dst = mma_position(cols)
+        dst = dst + 3 * (dst - dst % 128)  # tile t starts at 4 * 128 t
+        row = q_ptr + m * stride_qm + dst
+        tl.store(row, d0.to(tl.int8), mask=msk)
+        tl.store(row + 128, d1.to(tl.int8), mask=msk)
+        tl.store(row + 256, d2.to(tl.int8), mask=msk)
+
+
+def int8_slices(x: torch.Tensor, fp8_scales: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of x as int8 digit slices for the decode kernel's four-slice int8 path (mma_decode_kernel I8 = 4):
+    int8 ``[M, 4 * Kp]`` (Kp = K rounded up to 128; per tile the slices d0, d1, d2 and a zero one, each in
+    dsq_cuda.slab.int8_mma_order) and float32 scales [M] with ``x = scale * (65536 d0 + 256 d1 + d2)``.
+
+    Float x (W4A16): every element of at least ``2**-14`` times the row's amax is exact (bf16 has 8
+    significant bits); smaller ones are rounded to a multiple of about ``2**-22`` amax, far below float32
+    accumulation error. ``fp8_scales`` given: x holds per-token e4m3 codes (float8_e4m3fn, or their uint8
+    bits) with those scales [M] / [M, 1] (W4AFP8): every code is a multiple of 2**-9 of at most 448, so the
+    slices hold it exactly."""
+    m, k = x.shape
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    kp = -(-k // 128) * 128
+    q = torch.zeros((m, 4 * kp), dtype=torch.int8, device=x.device)
+    s = torch.empty(m, dtype=torch.float32, device=x.device)
+    fp8 = fp8_scales is not None
+    if fp8 and x.dtype == torch.float8_e4m3fn:
+        x = x.view(torch.uint8)
+    xs = fp8_scales.reshape(-1).float().contiguous() if fp8 else s
+    if m:
+        _slices_kernel[(m,)](x, xs, q, s, k, x.stride(0), q.stride(0), FP8=fp8,
+                             BLOCK_K=min(2048, triton.next_power_of_2(k)), num_warps=4)
+    return q, s
 
 
 def static_params(act_qparams, scheme: QuantScheme, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -45,6 +45,15 @@ def mma_position_source(p):
 
 
 @triton.jit
+def mma_position(cols):
+    """Where input ``cols`` goes in slab.int8_mma_order (the inverse of :func:`mma_position_source`): input
+    ``r = 16 f + s`` of its tile goes to ``32 (s % 4) + 16 (f % 2) + 4 (s // 4) + f // 2``."""
+    r = cols % _LBK
+    f, s = r // _SW, r % _SW
+    return cols - r + 32 * (s % 4) + 16 * (f % 2) + 4 * (s // 4) + f // 2
+
+
+@triton.jit
 def _codes_asm(words, BLOCK_N: tl.constexpr):
     """lo / hi bytes of every word as int8 ``[BLOCK_N, SW, 4]`` (inline PTX, 4 bytes to a register)."""
     # the word repeated to 4 elements, so the 4 int8 outputs of one asm instance (one register) are its 4 bytes
@@ -86,3 +95,59 @@ def int4_tile_as_int8(words, BLOCK_N: tl.constexpr, ASM: tl.constexpr):
     hi = tl.reshape(hi, [BLOCK_N, 4, 4, 4])
     a = tl.permute(tl.join(lo, hi), (0, 2, 4, 1, 3))  # [n, b, h, j, i]
     return tl.reshape(a, [BLOCK_N, _LBK])
+
+
+@triton.jit
+def int8_mma_tiles(wbase, w_step, xrows, t_lo, t_hi, rows, nmask, mmask, ws_ptr, NG, G: tl.constexpr,
+                   GROUP_SCALE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, ASM: tl.constexpr,
+                   SLICES: tl.constexpr):
+    """The float32 sums ``[BLOCK_N, BLOCK_M]`` of row tiles ``[t_lo, t_hi)`` (word tile t at ``wbase + t * w_step``)
+    times x, group scales applied (the channel and token scales are the caller's epilogue):
+
+    SLICES = 1  x row m (``xrows[m]``) holds int8 codes in MMA order, tile t at ``t * LBK``. Per tile
+                ``p = (16 q) @ x^T >> 4`` in int32 and ``acc += p * s2[n, g]`` in int32 (W4A8's integer s2),
+                the reference's integer sums exactly; float32 at the end.
+    SLICES = 4  x row m holds, per tile, 4 slices of LBK int8 digits ``[d0, d1, d2, 0]`` of the integers
+                ``X = 65536 d0 + 256 d1 + d2`` (dsq_cuda.act_quant.int8_slices). The slices are the MMA's
+                columns side by side (one ``[BLOCK_N, 4 BLOCK_M]`` MMA chain a tile), each int32 sum
+                ``p_j = sum 16 q d_j`` exact, combined as ``(256 p0 + p1) * 16 + p2 / 16`` (the first in
+                int32, exact) and times the float group scale.
+    Columns past M (``mmask`` false) read zeros.
+    """
+    offs_k = tl.arange(0, _LBK)
+    if SLICES == 1:
+        acc_i = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.int32)
+        xrun = xrows + offs_k[None, :]
+        for t in range(t_lo, t_hi):
+            a = int4_tile_as_int8(tl.load(wbase + t * w_step, mask=nmask[:, None], other=0), BLOCK_N, ASM)
+            xq = tl.load(xrun + t * _LBK, mask=mmask[:, None], other=0)
+            p = tl.dot(a, tl.trans(xq)) >> 4  # int32 sum of q * x, exact
+            if GROUP_SCALE:
+                s2 = tl.load(ws_ptr + rows * NG + (t * _LBK) // G, mask=nmask, other=0).to(tl.int32)
+                acc_i += p * s2[:, None]
+            else:
+                acc_i += p
+        acc = acc_i.to(tl.float32)
+    else:
+        tl.static_assert(SLICES == 4)
+        offs_j = tl.arange(0, 4)
+        # [4, BLOCK_M, LBK]: slice j of token m's tile
+        xrun = xrows[None, :, :] + offs_j[:, None, None] * _LBK + offs_k[None, None, :]
+        xmask = mmask[None, :, None] & (offs_j < 3)[:, None, None]
+        acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+        for t in range(t_lo, t_hi):
+            a = int4_tile_as_int8(tl.load(wbase + t * w_step, mask=nmask[:, None], other=0), BLOCK_N, ASM)
+            xq = tl.reshape(tl.load(xrun + t * (4 * _LBK), mask=xmask, other=0), [4 * BLOCK_M, _LBK])
+            # [n, j, m] -> [n, m, j]: a thread holds the 4 slices of its columns (wgmma's accumulator repeats
+            # every 16 columns), so the split below moves no data
+            p = tl.permute(tl.reshape(tl.dot(a, tl.trans(xq)), [BLOCK_N, 4, BLOCK_M]), (0, 2, 1))
+            p01, p23 = tl.split(tl.reshape(p, [BLOCK_N, BLOCK_M, 2, 2]))  # [n, m, (j // 2)] pairs
+            p0, p1 = tl.split(p01)
+            p2, _ = tl.split(p23)
+            # each p_j is 16 sum q d_j; 256 p0 + p1 stays below 2**29 in int32, then one float32 FMA adds p2
+            part = (p0 * 256 + p1).to(tl.float32) * 16.0 + p2.to(tl.float32) * 0.0625
+            if GROUP_SCALE:
+                acc += part * tl.load(ws_ptr + rows * NG + (t * _LBK) // G, mask=nmask, other=0)[:, None]
+            else:
+                acc += part
+    return acc

@@ -238,12 +238,22 @@ def _out_buffer(m: int, n: int, dtype: torch.dtype, split_k: int, device) -> tor
     return torch.empty((m, n), dtype=dtype, device=device)
 
 
+def int8_mma_mode(scheme: QuantScheme) -> int:
+    """The decode kernel's I8 path for this scheme (its I8 value): 1 for int8 per-token x (W4A8_DYNAMIC), 4 for
+    float or per-token e4m3 x as int8 slices (W4A16, W4AFP8; dsq_cuda.act_quant.int8_slices), 0 where it does not
+    apply. It needs symmetric int4 weights with scale groups of whole 128-input tiles (or per channel)."""
+    if scheme.weight_bits != 4 or not scheme.weight_symmetric or group_of(scheme) % (8 * I8_SW):
+        return 0
+    if scheme.act_dtype is None:
+        return 4
+    if scheme.act_granularity is not ActGranularity.TOKEN:
+        return 0
+    return 1 if scheme.act_dtype is QType.INT8 else 4
+
+
 def int8_mma_serves(scheme: QuantScheme) -> bool:
-    """Whether the decode kernel's I8 path can run this scheme: symmetric int4 with int8 per-token x, scale
-    groups of whole 128-input tiles (or per channel)."""
-    group = group_of(scheme)
-    return scheme.weight_bits == 4 and scheme.weight_symmetric and scheme.act_dtype is QType.INT8 \
-        and scheme.act_granularity is ActGranularity.TOKEN and group % (8 * I8_SW) == 0
+    """Whether the dense decode's I8 path (int8 x, mode 1) can run this scheme."""
+    return int8_mma_mode(scheme) == 1
 
 
 def _int8_mma(scheme: QuantScheme) -> bool:
@@ -299,7 +309,7 @@ def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None
         ASM=not interpreting(), EVEN_K=i8 or k % (epw * sl) == 0, STREAM=programs > 0, FIXUP=ws_fix is not None,
         sum_ptr=None if ws_fix is None else ws_fix[0], count_ptr=None if ws_fix is None else ws_fix[1],
         X_AHEAD=x_ahead and not i8, DOT_FIELDS=1 if i8 else mma_dot_fields(scheme.weight_bits, group, sl, x_ahead),
-        ROW_TILES=i8, I8=i8,
+        ROW_TILES=i8, I8=int(i8),
         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return out.to(out_dtype)
 

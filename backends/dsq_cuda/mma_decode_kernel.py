@@ -36,7 +36,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from dsq_cuda.int4_int8_mma import int4_tile_as_int8
+from dsq_cuda.int4_int8_mma import int8_mma_tiles
 
 # activation modes (the subset of dsq_cuda.mm_kernel's that this kernel serves): ACT_INT8_TOKEN reads x as
 # per-token codes of any dtype that holds them exactly (int8, or bf16: dsq_cuda.mm passes the int8 / e4m3 codes
@@ -189,7 +189,7 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
                       F16: tl.constexpr, ASM: tl.constexpr, EVEN_K: tl.constexpr, MOE: tl.constexpr = False,
                       X_DIV: tl.constexpr = 1, STREAM: tl.constexpr = False, FIXUP: tl.constexpr = False,
                       sum_ptr=None, count_ptr=None, X_AHEAD: tl.constexpr = True,
-                      DOT_FIELDS: tl.constexpr = 1, ROW_TILES: tl.constexpr = False, I8: tl.constexpr = False):
+                      DOT_FIELDS: tl.constexpr = 1, ROW_TILES: tl.constexpr = False, I8: tl.constexpr = 0):
     """``ws``: per-group scales [N, NG] (float, or int8 s2 for two-level) when GROUP_SCALE; ``wc``: per-channel
     scales [N] (float32) when CHANNEL_SCALE; ``wz``: int8 zero points [N, NG] when ASYM; ``xs``: per-row
     activation scales for ACT != 0. ``KW``: words per row of the pair-tile layout. EVEN_K: K % LBK == 0.
@@ -203,10 +203,9 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
     ``DEPBAR.LE 9``, the next tile's 9 copy groups, where X_AHEAD's is ``LE 8``: not the next weight tile).
     False was faster in every lab cell on the H200 (docs/benchmarks/cuda.md v10) and is the default
     wherever a program pipelines 2 or more K tiles (dsq_cuda.mm.MMA_X_AHEAD).
-    I8 (int4 row tiles of SL = 16 words, ACT_INT8_TOKEN with int8 x in dsq_cuda.slab.int8_mma_order, scale
-    groups of whole tiles): the int8 tensor cores instead of bf16, decoded by dsq_cuda.int4_int8_mma; per tile
-    ``p = (16 q) @ x^T >> 4`` in int32, ``acc += p * s2[n, g]`` in int32 (the integer sums of the reference,
-    exactly), float32 from the epilogue on.
+    I8 (int4 row tiles of SL = 16 words, scale groups of whole tiles): the int8 tensor cores instead of bf16
+    (dsq_cuda.int4_int8_mma.int8_mma_tiles): 1 for int8 x (ACT_INT8_TOKEN, integer group scales: W4A8's exact
+    integer sums), 4 for x as four int8 slices (dsq_cuda.act_quant.int8_slices: W4A16, W4AFP8; float scales).
     DOT_FIELDS (needs X_AHEAD False): fields decoded, joined along K and multiplied in one ``tl.dot``, a run
     that stays inside one scale group (dsq_cuda.mm.mma_dot_fields). Triton waits for the tensor cores after
     every ``tl.dot``, so 4 fields a chain wait 2 times a tile instead of 8 (cuda.md v11). On this path x columns
@@ -305,23 +304,10 @@ def _row_block(blk, t_lo, t_hi, xrows, xbase, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_
         else:
             xn = tl.load(xbase + t_lo * LBK, mask=(t_lo * LBK + offs_s)[None, :] < K, other=0)
     n_t = t_hi - t_lo  # (taken before the loop: ptxas then gives the fixup's kernel fewer registers)
-    if I8:
+    if I8:  # the int8 tensor cores (dsq_cuda.int4_int8_mma)
         tl.static_assert(BITS == 4 and ROW_TILES and SL == 16)
-        offs_k = tl.arange(0, 8 * SL)
-        xrun = xrows + offs_k[None, :]
-        acc_i = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.int32)
-        for t in range(t_lo, t_hi):
-            words = tl.load(wbase + t * w_step, mask=nmask[:, None], other=0)
-            a = int4_tile_as_int8(words, BLOCK_N, ASM)
-            # x is padded to whole tiles: no K mask. Columns past M (and MoE padding) read zeros
-            xq = tl.load(xrun + t * LBK, mask=mmask[:, None], other=0)
-            p = tl.dot(a, tl.trans(xq)) >> 4  # int32 sum of q * x, exact
-            if GROUP_SCALE:
-                s2 = tl.load(ws_ptr + rows * NG + (t * LBK) // G, mask=nmask, other=0).to(tl.int32)
-                acc_i += p * s2[:, None]
-            else:
-                acc_i += p
-        acc = acc_i.to(tl.float32)
+        acc = int8_mma_tiles(wbase, w_step, xrows, t_lo, t_hi, rows, nmask, mmask, ws_ptr, NG, G, GROUP_SCALE,
+                             BLOCK_N, BLOCK_M, ASM, I8)
         part = acc
     elif DOT_FIELDS > 1:
         # one MMA chain per run of DOT_FIELDS fields (consecutive inputs of one scale group): the warps wait

@@ -44,6 +44,7 @@ DEFAULTS = dict(block_n=64, num_warps=4, num_stages=4, target_programs=1024, lbk
 #: ``int8_mma``: with ``shared``, W4A8_DYNAMIC's experts (int4 x per-token int8) run that kernel's I8 path, the
 #: int8 tensor cores on the row tiles (dsq_cuda.int4_int8_mma; x quantized into slab.int8_mma_order, at
 #: ``int8_mma_stages`` stages), as the dense decode does (dsq_cuda.mm.MMA_INT8); 0: codes as bf16, bf16 MMAs.
+#: 2: W4A16's and W4AFP8's experts too, x as int8 slices (act_quant.int8_slices; I8 = 4).
 #: ``block_m``: pairs per M-block of moe_slab_kernel (16 or 32). An expert with more pairs than a block reads
 #: its weights once per block, so skewed routing (32 pairs per expert at T = 64) reads them twice at 16.
 #: ``mma8``: W8A16's experts (int8 codes in words, per-channel scales) on that kernel too, as the dense W8A16
@@ -159,7 +160,7 @@ def _launch_mma(a, a_scale, packed: PackedWeight, scheme: QuantScheme, al, out, 
         sl = w.shape[-1]
         if not i8:  # (I8: the codes came in int8 MMA order from the quantization)
             a = pair_order(a, sl)
-        k, kw, stride_we = a.shape[1], w.shape[1] * sl, w.stride(0)
+        k, kw, stride_we = a.shape[1] // (4 if i8 == 4 else 1), w.shape[1] * sl, w.stride(0)
     else:
         w = expert_pair_tiles(packed, scheme, out.device)
         sl = slab_length(group)
@@ -168,7 +169,7 @@ def _launch_mma(a, a_scale, packed: PackedWeight, scheme: QuantScheme, al, out, 
     ws = packed["weight_group_scale" if two_level else "weight_scale"].to(out.device).contiguous()
     wc = packed["weight_scale"].to(out.device).contiguous() if two_level else ws
     # quantized activations: bf16 codes (ACT 1 reads any exact codes), else int8 codes (1) or e4m3 bits (3)
-    act = 0 if scheme.act_dtype is None else 1 if a.dtype in (torch.bfloat16, torch.int8) else 3
+    act = 1 if i8 == 4 else 0 if scheme.act_dtype is None else 1 if a.dtype in (torch.bfloat16, torch.int8) else 3
     xs = a_scale.reshape(-1).float().contiguous() if act else ws
     # a [64, 32] float32 accumulator fits 4 warps; [*, 64] takes 8 warps and 128 rows, as in the dense kernel
     block_n, warps = (128, 8) if al.block_m > 32 else (64, 4)
@@ -188,11 +189,13 @@ def _launch_mma(a, a_scale, packed: PackedWeight, scheme: QuantScheme, al, out, 
         ROW_TILES=bool(row_tiles), I8=i8)
 
 
-def _int8_mma(scheme: QuantScheme | None, cfg: dict) -> bool:
-    """Whether the tensor-core decode runs this scheme's experts on the int8 tensor cores (decode_cfg int8_mma)."""
-    from dsq_cuda.mm import int8_mma_serves
+def _int8_mma(scheme: QuantScheme | None, cfg: dict) -> int:
+    """The I8 mode of the tensor-core decode for this scheme's experts (decode_cfg int8_mma): 1 (int8 x), 4 (x as
+    int8 slices; with int8_mma = 2 only) or 0 (bf16 tensor cores)."""
+    from dsq_cuda.mm import int8_mma_mode
 
-    return bool(cfg["int8_mma"] and cfg["shared"] and scheme is not None and int8_mma_serves(scheme))
+    mode = int8_mma_mode(scheme) if cfg["int8_mma"] and cfg["shared"] and scheme is not None else 0
+    return mode if mode == 1 or cfg["int8_mma"] >= 2 else 0
 
 
 def _launch(a, a_scale, static, lay, packed, scheme, al, out, n, k, top_k, gate_up, sw, cfg, tiny, dummy, mma):
@@ -248,11 +251,14 @@ def _launch(a, a_scale, static, lay, packed, scheme, al, out, n, k, top_k, gate_
         num_stages=cfg["num_stages"])
 
 
-def _quantize(v: torch.Tensor, scheme: QuantScheme, fp8: bool, as_bf16: bool = False, mma_order: bool = False):
+def _quantize(v: torch.Tensor, scheme: QuantScheme, fp8: bool, as_bf16: bool = False, mma_order: bool = False,
+              slices: bool = False):
     """Per-token (or per-token-group) codes of v and their scales; ``as_bf16``: per-token codes stored as bf16
     (exact), for the tensor-core decode kernel, which multiplies them in bf16; ``mma_order``: per-token int8 codes
-    in slab.int8_mma_order, for its int8 path."""
+    in slab.int8_mma_order, for its int8 path; ``slices``: x as int8 slices (act_quant.int8_slices), for its
+    four-slice int8 path."""
     from dsq_cuda.act_quant import (
+        int8_slices,
         quantize_per_group_fp8,
         quantize_per_token_as_bf16,
         quantize_per_token_fp8,
@@ -261,6 +267,8 @@ def _quantize(v: torch.Tensor, scheme: QuantScheme, fp8: bool, as_bf16: bool = F
 
     if mma_order:
         return quantize_per_token_int8(v, mma_order=True)
+    if slices:  # float x as it is (weight-only schemes), or its per-token e4m3 codes (W4AFP8)
+        return int8_slices(v) if scheme.act_dtype is None else int8_slices(*quantize_per_token_fp8(v))
     if as_bf16 and scheme.act_granularity is ActGranularity.TOKEN:
         return quantize_per_token_as_bf16(v, fp8)
     if scheme.act_granularity is ActGranularity.TOKEN_GROUP:
@@ -301,7 +309,7 @@ def run_decode(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tens
                                             int8=bool(cfg["mma8"]) and not cfg["shared"])
     if cfg["shared"] and not mma and up_sw["DOT"] in (1, 2) and moe_gemv.tile_width(scheme) < 32:
         cfg["shared"] = False  # int8 / fp8 dots are at least 32 deep: the slab kernel keeps its own layout
-    i8 = mma and _int8_mma(scheme, cfg)
+    i8 = _int8_mma(scheme, cfg) if mma else 0
     lays = [None, None]
     if scheme is not None and not mma:
         for idx, p in enumerate((gate_up, down)):
@@ -321,8 +329,8 @@ def run_decode(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tens
     alloc = torch.empty if full else torch.zeros
 
     a, a_scale = (x if x.stride(-1) == 1 else x.contiguous()), dummy
-    if up_sw["A_KIND"] == A_CODES:
-        a, a_scale = _quantize(a, scheme, up_sw["A_FP8"], as_bf16=mma, mma_order=i8)
+    if i8 == 4 or up_sw["A_KIND"] == A_CODES:
+        a, a_scale = _quantize(a, scheme, up_sw["A_FP8"], as_bf16=mma, mma_order=i8 == 1, slices=i8 == 4)
     st = static_args(gate_up) if up_sw["A_KIND"] in (A_STATIC, A_STATIC_CODES) else no_static
     if static_codes:  # codes per padded position, of token pair // top_k, with the block's expert's scale
         a, _ = requantize(a, rows, al.sorted_ids, al.block_expert, al.block_m, p, top_k, tiny, gather=True,
@@ -335,8 +343,8 @@ def run_decode(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tens
     swiglu_kernel[(p, -(-i // block))](hbuf, inter, i, hbuf.stride(0), inter.stride(0),
                                        OUT_KIND=up_sw["OUT_KIND"], BLOCK=block, num_warps=4)
     a, a_scale = inter, dummy
-    if down_sw["A_KIND"] == A_CODES:
-        a, a_scale = _quantize(inter, scheme, down_sw["A_FP8"], as_bf16=mma, mma_order=i8)
+    if i8 == 4 or down_sw["A_KIND"] == A_CODES:
+        a, a_scale = _quantize(inter, scheme, down_sw["A_FP8"], as_bf16=mma, mma_order=i8 == 1, slices=i8 == 4)
     st = static_args(down) if down_sw["A_KIND"] in (A_STATIC, A_STATIC_CODES) else no_static
     if static_codes:  # the intermediate's rows are pairs: gather row pair // 1
         a, _ = requantize(inter, rows, al.sorted_ids, al.block_expert, al.block_m, p, 1, tiny, gather=True,

@@ -118,7 +118,7 @@ def gemv_moe_compile(pairs: bool, bits: int = 4, group: int = 128, block_n: int 
 
 def mma_compile(bits: int, group: int, block_n: int = 64, warps: int = 4, stages: int = 2, block_m: int = 16,
                 moe: bool = False, x_ahead: bool = True, fixup: bool = False, dot_fields: int = 1,
-                out: str = "*fp32", i8: bool = False):
+                out: str = "*fp32", i8: int = 0):
     """The tensor-core decode kernel compiled as the backend launches it (MOE mode with ``moe``; with
     ``fixup`` its split-K finish in the kernel, the dense default; ``out``: the output's pointer type; M is a
     plain integer, as for a token count that is not a multiple of 16). ``i8``: W4A8_DYNAMIC on the int8 tensor
@@ -129,9 +129,9 @@ def mma_compile(bits: int, group: int, block_n: int = 64, warps: int = 4, stages
                   F16=False, ASM=True, EVEN_K=True, MOE=moe, X_DIV=8 if moe else 1, X_AHEAD=x_ahead, FIXUP=fixup,
                   DOT_FIELDS=dot_fields)
     signature = dict(MMA_SIGNATURE, out_ptr=out, **({"sum_ptr": "*fp32", "count_ptr": "*i32"} if fixup else {}))
-    if i8:
-        consts.update(ACT=1, CHANNEL_SCALE=True, SL=16, ROW_TILES=True, I8=True, X_AHEAD=False, DOT_FIELDS=1)
-        signature.update(x_ptr="*i8", ws_ptr="*i8")
+    if i8:  # 1: W4A8_DYNAMIC (int8 x, integer s2, channel s1); 4: W4A16 with x as int8 slices (float scales)
+        consts.update(ACT=1, CHANNEL_SCALE=i8 == 1, SL=16, ROW_TILES=True, I8=int(i8), X_AHEAD=False, DOT_FIELDS=1)
+        signature.update(x_ptr="*i8", ws_ptr="*i8" if i8 == 1 else "*fp32")
     names = list(signature)
     attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in MMA_DIVISIBLE + ("sum_ptr", "count_ptr")
              if a in names}
@@ -164,7 +164,7 @@ def registers(compiled) -> int:
 
 def mma_loop(bits: int, group: int, block_n: int = 64, warps: int = 4, stages: int = 2, block_m: int = 16,
              moe: bool = False, fixup: bool = False, x_ahead: bool = True,
-             dot_fields: int = 1, i8: bool = False) -> tuple[list[str], int, int, int]:
+             dot_fields: int = 1, i8: int = 0) -> tuple[list[str], int, int, int]:
     """Main-loop opcodes of the tensor-core decode kernel, the codes one thread decodes per iteration (one
     tile: BLOCK_N rows x 256 int4 / 128 int8 inputs; 128 int4 with ``i8``), the kernel's local-memory stores
     (register spills) and its registers per thread."""

@@ -537,3 +537,39 @@ def test_per_token_int8_codes_in_mma_order(m, k):
     assert torch.equal(so, s)
     assert qo.shape == (m, -(-k // 128) * 128)
     assert torch.equal(qo.cpu(), int8_mma_order(q.cpu()))
+
+
+@pytest.mark.parametrize("k,fp8", [(300, False), (256, True), (1000, True)])
+def test_int8_slices_hold_x_in_balanced_digits(k, fp8):
+    """act_quant.int8_slices: per tile three int8 digit slices (and a zero one) in int8 MMA order whose value
+    ``scale * (65536 d0 + 256 d1 + d2)`` is x: exactly for per-token e4m3 codes (W4AFP8), and for bf16 x wherever
+    an element is at least 2**-14 of its row's amax (within 2**-22 amax elsewhere)."""
+    from dsq_cuda import act_quant
+    from dsq_cuda.slab import int8_mma_order
+
+    dev = torch.device(dsq.get_backend("cuda").device)
+    g = torch.Generator().manual_seed(k)
+    x = (torch.randn(3, k, generator=g) * torch.logspace(-6, 2, k)).to(torch.bfloat16)
+    x[1] = 0.0  # an all-zero row
+    if fp8:
+        codes, xs = act_quant.quantize_per_token_fp8(x.to(dev))
+        q, s = act_quant.int8_slices(codes, xs)
+        want = codes.cpu().double() * xs.cpu().double()
+    else:
+        q, s = act_quant.int8_slices(x.to(dev))
+        want = x.float()
+    kp = -(-k // 128) * 128
+    assert q.shape == (3, 4 * kp) and s.shape == (3,)
+    d = q.cpu().reshape(3, kp // 128, 4, 128).to(torch.int64)
+    assert d[:, :, 3].abs().sum() == 0 and d[:, :, 0].abs().max() < 128
+    big = (d[:, :, 0] * 65536 + d[:, :, 1] * 256 + d[:, :, 2]).reshape(3, kp)
+    got = big.double() * s.cpu().double()[:, None]
+    ordered = int8_mma_order(want.double())
+    amax = want.abs().amax(dim=1, keepdim=True).double()
+    if fp8:
+        assert torch.equal(got, ordered)
+    else:
+        exact = ordered.abs() >= amax * 2.0**-14
+        assert torch.equal(got[exact], ordered[exact])
+        assert ((got - ordered).abs() <= amax * 2.0**-21).all()
+        assert not got[1].any()

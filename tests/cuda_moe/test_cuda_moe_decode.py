@@ -454,3 +454,28 @@ def test_w4a8_experts_on_the_int8_tensor_cores(t, skew, monkeypatch):
     assert taken and taken[0] and not taken[-1]
     assert rel_err(ys[0], r) < 4e-3, rel_err(ys[0], r)
     assert rel_err(ys[0], ys[1]) < 4e-3
+
+
+@pytest.mark.parametrize("name", ["W4A16", "W4AFP8"])
+@pytest.mark.parametrize("t,skew", [(5, False), (19, True)])
+def test_sliced_x_on_the_int8_tensor_cores(name, t, skew, monkeypatch):
+    # decode_cfg int8_mma = 2: W4A16's bf16 x and W4AFP8's e4m3 codes go to the int8 tensor cores as int8 digit
+    # slices (act_quant.int8_slices, the kernel's I8 = 4): each slice's int32 sums exact, combined in float32.
+    # It matches the reference and the bf16-MMA path (int8_mma = 0).
+    import dsq_cuda.moe_decode as moe_decode
+
+    taken = []
+    real = moe_decode._int8_mma
+    monkeypatch.setattr(moe_decode, "_int8_mma", lambda *a: taken.append(real(*a)) or taken[-1])
+    e, h, i = 6, 300, 200
+    scheme, cpu, dev = make_experts(name, e, h, i, seed=11)
+    g = torch.Generator().manual_seed(t)
+    ids = torch.full((t, 2), 2) if skew else torch.stack([torch.randperm(e, generator=g)[:2] for _ in range(t)])
+    w = torch.rand(t, 2, generator=g) + 0.1
+    x = torch.randn(t, h, generator=g).to(torch.bfloat16)
+    r = reference().moe(x, ids, w, cpu, scheme)
+    ys = [run_moe(x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev.gate_up, dev.down, scheme, e, path="decode",
+                  decode_cfg=dict(int8_mma=on)) for on in (2, 1, 0)]
+    assert taken[0] == 4 and taken[-2] == 0 and taken[-1] == 0  # int8_mma 1 leaves these schemes on bf16
+    assert rel_err(ys[0], r) < 4e-3, rel_err(ys[0], r)
+    assert rel_err(ys[0], ys[2]) < 4e-3
