@@ -141,9 +141,10 @@ def int8_mma_tiles(wbase, w_step, xrows, t_lo, t_hi, rows, nmask, mmask, ws_ptr,
             # [n, j, m] -> [n, m, j]: a thread holds the 4 slices of its columns (wgmma's accumulator repeats
             # every 16 columns), so the split below moves no data
             p = tl.permute(tl.reshape(tl.dot(a, tl.trans(xq)), [BLOCK_N, 4, BLOCK_M]), (0, 2, 1))
-            p01, p23 = tl.split(tl.reshape(p, [BLOCK_N, BLOCK_M, 2, 2]))  # [n, m, (j // 2)] pairs
-            p0, p1 = tl.split(p01)
-            p2, _ = tl.split(p23)
+            # j = 2 a + b: split takes the last axis (b), then a
+            p_even, p_odd = tl.split(tl.reshape(p, [BLOCK_N, BLOCK_M, 2, 2]))  # [n, m, a]: j = 0, 2 / 1, 3
+            p0, p2 = tl.split(p_even)
+            p1, _ = tl.split(p_odd)
             # each p_j is 16 sum q d_j; 256 p0 + p1 stays below 2**29 in int32, then one float32 FMA adds p2
             part = (p0 * 256 + p1).to(tl.float32) * 16.0 + p2.to(tl.float32) * 0.0625
             if GROUP_SCALE:
