@@ -65,6 +65,35 @@ PAIR_DECODE = True
 
 
 @triton.jit
+def _dp4a(a, b, c, ASM: tl.constexpr):
+    """``c + sum_i a_i * b_i`` over the 4 signed bytes of int32 a and b (PTX ``dp4a.s32.s32``; plain shifts in the
+    interpreter)."""
+    if ASM:
+        return tl.inline_asm_elementwise("dp4a.s32.s32 $0, $1, $2, $3;", "=r,r,r,r", [a, b, c], dtype=tl.int32,
+                                         is_pure=True, pack=1)
+    for i in tl.static_range(4):
+        c += ((a << (24 - 8 * i)) >> 24) * ((b << (24 - 8 * i)) >> 24)
+    return c
+
+
+@triton.jit
+def _dp4a_tile(words, xw, offs_s, ASM: tl.constexpr):
+    """int4 row tile ``[BLOCK_N, 16]`` times int8 x (W4A8_DYNAMIC at one token): per lane s the exact
+    ``sum over word s of q * x`` as int32, by two ``dp4a`` a word. The bytes of word s are
+    ``lo = 16 q`` of fields 0, 2, 4, 6 and ``hi`` of fields 1, 3, 5, 7 (dsq_cuda.int4_int8_mma: one shift and two
+    ``lop3``), and the int8 MMA order of x already holds the matching 4 activations in one int32 word: word
+    ``8 (s % 4) + s // 4`` of the tile (``xw``) for lo, ``+ 4`` for hi. So a word costs 5 instructions for its 8
+    codes where the float decode spends about 3 a code; ``>> 4`` removes the factor 16 exactly."""
+    xi = 8 * (offs_s % 4) + offs_s // 4
+    x_lo = tl.broadcast_to(tl.load(xw + xi)[None, :], words.shape)
+    x_hi = tl.broadcast_to(tl.load(xw + xi + 4)[None, :], words.shape)
+    lo = ((words << 4) & -252645136) ^ -2139062144  # & 0xF0F0F0F0, ^ 0x80808080
+    hi = (words & -252645136) ^ -2139062144
+    d = _dp4a(lo, x_lo, tl.zeros_like(words), ASM)
+    return _dp4a(hi, x_hi, d, ASM) >> 4
+
+
+@triton.jit
 def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr, wc_ptr, N, K, KW, NG, stride_xm,
                 stride_om, stride_wn, stride_wt, stride_we, stride_se, stride_ce, e_lo, e_hi,
                 G: tl.constexpr, BITS: tl.constexpr, ASYM: tl.constexpr, GROUP_SCALE: tl.constexpr,
@@ -72,13 +101,14 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
                 CH: tl.constexpr, MOE: tl.constexpr = False, X_DIV: tl.constexpr = 1,
                 MANT: tl.constexpr = False, X_SCALE: tl.constexpr = 0, CHANNEL_SCALE: tl.constexpr = False,
                 PAIRS: tl.constexpr = False, SIGNED: tl.constexpr = False, EVEN_W: tl.constexpr = False,
-                SLW: tl.constexpr = 0):
+                SLW: tl.constexpr = 0, DP4A: tl.constexpr = False, ASM: tl.constexpr = True):
     """y[row, n] (see the module docstring): K is the length of an x row (masked past it), KW the words of a
     weight row that exist (tile t's words ``t*SW + [0, SW)`` past KW read as 0), EVEN_W when every chunk's words
     exist (no word mask). SLW > 0: row tiles, SLW words per row of a *layout* tile (compile-time strides), read
     as SLW / SW sub-tiles of SW words (row tiles wider than the kernel's loads, shared with the decode kernels):
     field j of sub-tile u of layout tile t multiplies x ``t*EPW*SLW + j*SLW + u*SW + [0, SW)``. SLW = 0: the
-    canonical words, ``stride_wn`` words between rows and ``stride_wt`` between tiles."""
+    canonical words, ``stride_wn`` words between rows and ``stride_wt`` between tiles. DP4A: see
+    :func:`_dp4a_tile` (x: int32 words of int8 codes in slab.int8_mma_order; K counts inputs)."""
     EPW: tl.constexpr = 32 // BITS
     LBK: tl.constexpr = EPW * SW  # inputs per (sub-)tile
     LW: tl.constexpr = SW if SLW == 0 else SLW  # words per row of a layout tile
@@ -121,6 +151,9 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
     lane_acc = tl.zeros([BLOCK_N, SW], dtype=tl.float32)
     part = tl.zeros([BLOCK_N, SW], dtype=tl.float32)  # sum of x * (q - zp), or of x * f (MANT), per lane
     xacc = tl.zeros([SW], dtype=tl.float32)  # MANT: sum of x per lane over the same inputs
+    lane_i = tl.zeros([BLOCK_N, SW], dtype=tl.int32)  # DP4A: integer sums per lane, group scales applied
+    if DP4A:
+        tl.static_assert(BITS == 4 and SW == 16 and LW == SW and (G % LBK == 0 or not GROUP_SCALE))
     for c in range(c_lo, c_hi):
         for tt in tl.static_range(TPC):
             t = c * TPC + tt
@@ -136,7 +169,13 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
                 words = tl.load(wt, mask=nmask[:, None] & (t * SW + offs_s < KW)[None, :], other=0)
             if SIGNED:  # two's complement bytes -> offset binary (u = q + 128): flip each byte's top bit
                 words = words ^ -2139062144  # 0x80808080
-            for j in tl.static_range(EPW):
+            if DP4A:
+                d = _dp4a_tile(words, x_row + t * (LBK // 4), offs_s, ASM)
+                if GROUP_SCALE:  # the integer s2 (two-level), held as float32 by the layout
+                    g = tl.minimum((t * LBK) // G, NG - 1)
+                    d = d * tl.load(ws_ptr + rows * NG + g, mask=nmask, other=0.0).to(tl.int32)[:, None]
+                lane_i += d
+            for j in tl.static_range(0 if DP4A else EPW):
                 k0 = tl_ * (EPW * LW) + j * LW + u * SW
                 ks = k0 + offs_s
                 if PAIRS:  # int4, fields j and j + 4 at once (see PAIR_DECODE); nothing left for j >= 4
@@ -189,7 +228,13 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
                         else:
                             lane_acc += part * s[:, None]
                         part = tl.zeros([BLOCK_N, SW], dtype=tl.float32)
-    if GROUP_SCALE:
+    if DP4A:  # exact integer sums, as the reference's; float32 from here on
+        y = tl.sum(lane_i.to(tl.int64), axis=1).to(tl.float32)
+        if CHANNEL_SCALE:
+            y = y * tl.load(wc_ptr + rows, mask=nmask, other=0.0)
+        elif not GROUP_SCALE:
+            y = y * tl.load(ws_ptr + rows, mask=nmask, other=0.0)
+    elif GROUP_SCALE:
         y = acc + tl.sum(lane_acc, axis=1)  # (acc: the MANT groups)
         if CHANNEL_SCALE:  # two-level weights: the group scales were the integer s2, this is s1
             y = y * tl.load(wc_ptr + rows, mask=nmask, other=0.0)
@@ -214,7 +259,8 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
 
 
 def launch(x, words, ws, wz, bias, out, scheme, rows: int, n: int, cfg, group: int, row_tiles: bool = True,
-           moe: tuple | None = None, xs=None, wc=None, xs_per_expert: bool = False, signed: bool = False) -> None:
+           moe: tuple | None = None, xs=None, wc=None, xs_per_expert: bool = False, signed: bool = False,
+           dp4a: bool = False) -> None:
     """Launch :func:`gemv_kernel` over ``rows`` program rows with config ``cfg`` (dsq_cuda.configs).
 
     ``row_tiles``: ``words`` are row tiles ``[..., tiles, N, SW]`` (SW = -cfg.block_k) and x rows are in input
@@ -223,13 +269,19 @@ def launch(x, words, ws, wz, bias, out, scheme, rows: int, n: int, cfg, group: i
     -cfg.block_k)``. ``wz``/``bias`` may be None. ``moe``: ``(ids, stride_we, stride_se, e_lo, e_hi, x_div)``
     for the MoE mode, where program row p is pair p (see the module docstring). ``xs``: float32 activation
     scales per x row when x holds codes (per expert with ``xs_per_expert``, MoE mode); ``wc``: two-level s1
-    ``[E, N, 1]`` (MoE mode)."""
+    ``[E, N, 1]`` (MoE mode). ``dp4a``: x holds int8 codes in dsq_cuda.slab.int8_mma_order (int4 row tiles of 16
+    words), multiplied by ``dp4a`` in int32 (:func:`_dp4a_tile`)."""
+    import torch
+
     from dsq.schemes import Granularity
+    from dsq_cuda._env import interpreting
     from dsq_cuda.slab import gemv_chunk, gemv_tile_words
 
     bits = scheme.weight_bits
     epw = 32 // bits
-    kx = x.shape[-1]
+    if dp4a:  # the kernel reads x as int32 words, 4 codes each
+        x = x.view(torch.int32)
+    kx = x.shape[-1] * (4 if dp4a else 1)
     if row_tiles:  # (the kernel takes their strides from SLW)
         slw, sw = words.shape[-1], -cfg.block_k
         if slw % sw or (group and group % (epw * slw)):  # sub-tiles need whole layout tiles per scale group
@@ -256,7 +308,7 @@ def launch(x, words, ws, wz, bias, out, scheme, rows: int, n: int, cfg, group: i
                       X_SCALE=0 if xs is None else 2 if xs_per_expert else 1, CHANNEL_SCALE=wc is not None,
                       PAIRS=pairs_apply(bits, group, slw or sw), SIGNED=signed,
                       EVEN_W=kw * epw >= -(-kx // chunk) * chunk, SLW=slw,  # EVEN_W: every chunk's words exist
-                      num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+                      DP4A=dp4a, ASM=not interpreting(), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
 def pairs_apply(bits: int, group: int, sw: int) -> bool:

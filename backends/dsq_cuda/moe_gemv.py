@@ -67,6 +67,16 @@ MAX_SPLIT = 32
 #: quantized-activation schemes take this path too (see the module docstring); False leaves them on the
 #: decode path (moe_decode), for benchmarks
 QUANTIZED_ACTS = True
+#: W4A8_DYNAMIC multiplies its int8 activation codes by the int4 codes with ``dp4a`` in int32 (gemv_kernel DP4A:
+#: a shift, two ``lop3`` and two ``dp4a`` per 8 codes, the reference's integer sums exactly) instead of as
+#: floats; x and the intermediate are quantized into dsq_cuda.slab.int8_mma_order
+DP4A = True
+
+
+def _dp4a(scheme: QuantScheme, lay: dict) -> bool:
+    from dsq_cuda.mm import int8_mma_serves
+
+    return DP4A and lay["row_tiles"] and lay["w"].shape[-1] == 16 and int8_mma_serves(scheme)
 
 
 def _acts_ok(scheme: QuantScheme) -> bool:
@@ -151,18 +161,23 @@ def _gemv(a, a_scale, lay, scheme, out, pair_ids, n, k, x_div, expert_range, num
     e_lo, e_hi = expert_range if expert_range is not None else (0, num_experts)
     launch(a, w, ws, lay.get("wz"), None, out, scheme, pair_ids.shape[0], n, cfg, group, row_tiles=lay["row_tiles"],
            moe=(pair_ids, w[0].numel(), ws[0].numel(), e_lo, e_hi, x_div), xs=a_scale, wc=lay.get("wc"),
-           xs_per_expert=scheme.static_activations, signed=lay["signed"])
+           xs_per_expert=scheme.static_activations, signed=lay["signed"], dp4a=_dp4a(scheme, lay))
 
 
-def _codes(v: torch.Tensor, scheme: QuantScheme, packed: PackedWeight, ids: torch.Tensor, top_k: int):
+def _codes(v: torch.Tensor, scheme: QuantScheme, packed: PackedWeight, ids: torch.Tensor, top_k: int,
+           dp4a: bool = False):
     """(activation codes as bf16, float32 scales, pairs per code row) of ``v`` for the GEMV, or ``(v, None,
     top_k)`` for weight-only schemes. ``top_k``: pairs per row of ``v`` (1 when rows are pairs). Scales are per
-    code row (dynamic) or per expert (static: the codes are per pair)."""
-    from dsq_cuda.act_quant import quantize_per_token_as_bf16
+    code row (dynamic) or per expert (static: the codes are per pair). ``dp4a``: int8 codes in
+    slab.int8_mma_order instead (the GEMV's DP4A path)."""
+    from dsq_cuda.act_quant import quantize_per_token_as_bf16, quantize_per_token_int8
     from dsq_cuda.moe_requant import requantize
 
     if scheme.weight_only:
         return v, None, top_k
+    if dp4a:
+        codes, scales = quantize_per_token_int8(v, mma_order=True)
+        return codes, scales.reshape(-1).contiguous(), top_k
     if not scheme.static_activations:
         codes, scales = quantize_per_token_as_bf16(v, scheme.act_dtype is QType.FP8_E4M3)
         return codes, scales.reshape(-1).contiguous(), top_k
@@ -199,7 +214,7 @@ def run_gemv(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor
     canonical = not up["row_tiles"]
     hbuf = torch.zeros((p, 2 * i), dtype=torch.float32, device=device)
     a = tile_order(x, bits, tile_words(scheme, 2 * i, h, device)) if canonical else x.contiguous()
-    a, a_scale, x_div = _codes(a, scheme, gate_up, ids, top_k)
+    a, a_scale, x_div = _codes(a, scheme, gate_up, ids, top_k, _dp4a(scheme, up))
     _gemv(a, a_scale, up, scheme, hbuf, ids, 2 * i, h, x_div, expert_range, num_experts)
     # canonical words: the intermediate is stored in the down projection's tile order (zeros past I)
     sw = tile_words(scheme, h, i, device) if canonical else 0
@@ -211,6 +226,6 @@ def run_gemv(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor
                                        OUT_KIND=OUT_KIND[x.dtype], BLOCK=block, TILE_EPW=32 // bits, TILE_SW=sw,
                                        num_warps=4)
     out = torch.zeros((p, h), dtype=torch.float32, device=device)
-    a, a_scale, _ = _codes(inter, scheme, down, ids, 1)
+    a, a_scale, _ = _codes(inter, scheme, down, ids, 1, _dp4a(scheme, dn))
     _gemv(a, a_scale, dn, scheme, out, ids, h, i, 1, expert_range, num_experts)
     return combine(out, topk_weights, x.dtype)

@@ -479,3 +479,28 @@ def test_sliced_x_on_the_int8_tensor_cores(name, t, skew, monkeypatch):
     assert taken[0] == 4 and taken[-2] == 0 and taken[-1] == 0  # int8_mma 1 leaves these schemes on bf16
     assert rel_err(ys[0], r) < 4e-3, rel_err(ys[0], r)
     assert rel_err(ys[0], ys[2]) < 4e-3
+
+
+@pytest.mark.parametrize("h,i", [(520, 48), (256, 200)])
+def test_one_token_w4a8_gemv_with_dp4a(h, i, monkeypatch):
+    # T = 1, W4A8_DYNAMIC: the GEMV multiplies int8 codes by the int4 codes with dp4a (moe_gemv.DP4A, the
+    # default): exact int32 sums, so the experts' outputs are those of the float GEMV (DP4A off) to their last
+    # rounding, and the layer matches the reference. Ragged H / I: partial tiles, x zero-filled past K.
+    from dsq_cuda import gemv_kernel, moe_gemv
+
+    seen = []
+    real = gemv_kernel.launch
+    monkeypatch.setattr(gemv_kernel, "launch", lambda *a, **kw: seen.append(kw.get("dp4a")) or real(*a, **kw))
+    e = 6
+    scheme, cpu, dev = make_experts("W4A8_DYNAMIC", e, h, i, seed=12)
+    g = torch.Generator().manual_seed(h)
+    ids = torch.randperm(e, generator=g)[:4].view(1, 4)
+    w = torch.rand(1, 4, generator=g) + 0.1
+    x = torch.randn(1, h, generator=g).to(torch.bfloat16)
+    r = reference().moe(x, ids, w, cpu, scheme)
+    y = run_moe(x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev.gate_up, dev.down, scheme, e, path="gemv")
+    monkeypatch.setattr(moe_gemv, "DP4A", False)
+    y_float = run_moe(x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev.gate_up, dev.down, scheme, e, path="gemv")
+    assert seen == [True, True, False, False]
+    assert rel_err(y, r) < 4e-3, rel_err(y, r)
+    assert rel_err(y, y_float) < 1e-2  # (one bf16 rounding of the intermediate may differ)
