@@ -280,7 +280,7 @@ for s in $STEPS; do
         --out "$OUT/moe_v16_full.json" ;;
     # cuda-moe.md v16: W4A16's and W4AFP8's experts on the int8 tensor cores with x as int8 slices (int8_mma 2)
     pytest_slices) step pytest_slices 120 env DSQ_MOE_TEST_DEVICE=cuda python3 -m pytest -q \
-        tests/cuda_moe/test_cuda_moe_decode.py tests/cuda/test_cuda_matmul.py -k "sliced or slices" ;;
+        tests/cuda_moe/test_cuda_moe_decode.py tests/cuda/test_cuda_matmul.py -k "int4_experts_on_the_int8 or slices" ;;
     bench_slices) step bench_slices 120 python3 benchmarks/cuda_moe/bench_moe.py --tokens 8,64 --no-loop \
         --schemes W4A16,W4AFP8 --variants '[{"int8_mma": 2}]' --out "$OUT/moe_v16_slices.json" ;;
     # cuda-moe.md v16: W4A8_DYNAMIC's one-token GEMV with dp4a (moe_gemv.DP4A) against the float GEMV

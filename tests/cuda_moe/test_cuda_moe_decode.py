@@ -431,52 +431,34 @@ def test_release_canonical_leaves_every_path_on_the_row_tiles(name, monkeypatch)
         assert rel_err(y, reference().moe(x, ids, w, cpu, scheme)) < 4e-3, (name, t)
 
 
+@pytest.mark.parametrize("name,on,mode", [("W4A8_DYNAMIC", 1, 1), ("W4A16", 2, 4), ("W4AFP8", 2, 4)])
 @pytest.mark.parametrize("t,skew", [(5, False), (19, True), (40, False)])
-def test_w4a8_experts_on_the_int8_tensor_cores(t, skew, monkeypatch):
-    # W4A8_DYNAMIC's decode (decode_cfg int8_mma, the default) multiplies 16 q by int8 x on the int8 tensor cores
-    # (dsq_cuda.int4_int8_mma), x and the intermediate quantized into slab.int8_mma_order; its int32 sums are
-    # exact, so it matches the bf16-MMA path (int8_mma=0) to the last rounding of the expert outputs. Ragged H
-    # and I (partial tiles), a block of 16 overflowing (T = 19 on one expert) and blocks of 64 pairs (T = 40).
+def test_int4_experts_on_the_int8_tensor_cores(name, on, mode, t, skew, monkeypatch):
+    # decode_cfg int8_mma: W4A8_DYNAMIC (int8_mma = 1, the default) multiplies 16 q by int8 x on the int8 tensor
+    # cores (dsq_cuda.int4_int8_mma), x and the intermediate quantized into slab.int8_mma_order, with exact
+    # int32 sums. int8_mma = 2 also sends W4A16's bf16 x and W4AFP8's e4m3 codes there as int8 digit slices
+    # (act_quant.int8_slices, the kernel's I8 = 4), which int8_mma = 1 leaves on bf16 MMAs. Each matches the
+    # reference and the bf16-MMA path (int8_mma = 0). Ragged H and I (partial tiles), a block of 16
+    # overflowing (T = 19 on one expert) and blocks of 64 pairs (T = 40).
     import dsq_cuda.moe_decode as moe_decode
 
     taken = []
     real = moe_decode._int8_mma
     monkeypatch.setattr(moe_decode, "_int8_mma", lambda *a: taken.append(real(*a)) or taken[-1])
     e, h, i = 6, 300, 200
-    scheme, cpu, dev = make_experts("W4A8_DYNAMIC", e, h, i, seed=9)
+    scheme, cpu, dev = make_experts(name, e, h, i, seed=9)
     g = torch.Generator().manual_seed(t)
     ids = torch.full((t, 2), 2) if skew else torch.stack([torch.randperm(e, generator=g)[:2] for _ in range(t)])
     w = torch.rand(t, 2, generator=g) + 0.1
     x = torch.randn(t, h, generator=g).to(torch.bfloat16)
     r = reference().moe(x, ids, w, cpu, scheme)
-    ys = [run_moe(x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev.gate_up, dev.down, scheme, e, path="decode",
-                  decode_cfg=dict(int8_mma=on)) for on in (1, 0)]
-    assert taken and taken[0] and not taken[-1]
-    assert rel_err(ys[0], r) < 4e-3, rel_err(ys[0], r)
-    assert rel_err(ys[0], ys[1]) < 4e-3
-
-
-@pytest.mark.parametrize("name", ["W4A16", "W4AFP8"])
-@pytest.mark.parametrize("t,skew", [(5, False), (19, True)])
-def test_sliced_x_on_the_int8_tensor_cores(name, t, skew, monkeypatch):
-    # decode_cfg int8_mma = 2: W4A16's bf16 x and W4AFP8's e4m3 codes go to the int8 tensor cores as int8 digit
-    # slices (act_quant.int8_slices, the kernel's I8 = 4): each slice's int32 sums exact, combined in float32.
-    # It matches the reference and the bf16-MMA path (int8_mma = 0).
-    import dsq_cuda.moe_decode as moe_decode
-
-    taken = []
-    real = moe_decode._int8_mma
-    monkeypatch.setattr(moe_decode, "_int8_mma", lambda *a: taken.append(real(*a)) or taken[-1])
-    e, h, i = 6, 300, 200
-    scheme, cpu, dev = make_experts(name, e, h, i, seed=11)
-    g = torch.Generator().manual_seed(t)
-    ids = torch.full((t, 2), 2) if skew else torch.stack([torch.randperm(e, generator=g)[:2] for _ in range(t)])
-    w = torch.rand(t, 2, generator=g) + 0.1
-    x = torch.randn(t, h, generator=g).to(torch.bfloat16)
-    r = reference().moe(x, ids, w, cpu, scheme)
-    ys = [run_moe(x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev.gate_up, dev.down, scheme, e, path="decode",
-                  decode_cfg=dict(int8_mma=on)) for on in (2, 1, 0)]
-    assert taken[0] == 4 and taken[-2] == 0 and taken[-1] == 0  # int8_mma 1 leaves these schemes on bf16
+    ys, modes = [], []
+    for c in (on, 1, 0):
+        taken.clear()
+        ys.append(run_moe(x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev.gate_up, dev.down, scheme, e,
+                          path="decode", decode_cfg=dict(int8_mma=c)))
+        modes.append(taken[0])
+    assert modes == [mode, 1 if mode == 1 else 0, 0]
     assert rel_err(ys[0], r) < 4e-3, rel_err(ys[0], r)
     assert rel_err(ys[0], ys[2]) < 4e-3
 
