@@ -78,19 +78,35 @@ def _dp4a(a, b, c, ASM: tl.constexpr):
 
 @triton.jit
 def _dp4a_tile(words, xw, offs_s, ASM: tl.constexpr):
-    """int4 row tile ``[BLOCK_N, 16]`` times int8 x (W4A8_DYNAMIC at one token): per lane s the exact
-    ``sum over word s of q * x`` as int32, by two ``dp4a`` a word. The bytes of word s are
-    ``lo = 16 q`` of fields 0, 2, 4, 6 and ``hi`` of fields 1, 3, 5, 7 (dsq_cuda.int4_int8_mma: one shift and two
-    ``lop3``), and the int8 MMA order of x already holds the matching 4 activations in one int32 word: word
-    ``8 (s % 4) + s // 4`` of the tile (``xw``) for lo, ``+ 4`` for hi. So a word costs 5 instructions for its 8
-    codes where the float decode spends about 3 a code; ``>> 4`` removes the factor 16 exactly."""
-    xi = 8 * (offs_s % 4) + offs_s // 4
-    x_lo = tl.broadcast_to(tl.load(xw + xi)[None, :], words.shape)
-    x_hi = tl.broadcast_to(tl.load(xw + xi + 4)[None, :], words.shape)
+    """int4 row tile ``[BLOCK_N, 16]`` times int8 x (W4A8_DYNAMIC): per lane s the exact integer ``sum over word s
+    of q * x`` (int32), by two ``dp4a`` a word. The bytes of word s are ``lo = 16 q`` of fields 0, 2, 4, 6 and
+    ``hi`` of fields 1, 3, 5, 7 (dsq_cuda.int4_int8_mma: one shift and two ``lop3``), and the int8 MMA order of
+    x already holds the matching 4 activations in one int32 word: word ``8 (s % 4) + s // 4`` of the tile
+    (``xw``) for lo, ``+ 4`` for hi; ``>> 4`` removes the factor 16 exactly."""
     lo = ((words << 4) & -252645136) ^ -2139062144  # & 0xF0F0F0F0, ^ 0x80808080
     hi = (words & -252645136) ^ -2139062144
-    d = _dp4a(lo, x_lo, tl.zeros_like(words), ASM)
-    return _dp4a(hi, x_hi, d, ASM) >> 4
+    return _dp4a_pair(lo, hi, xw, 8 * (offs_s % 4) + offs_s // 4, ASM)
+
+
+@triton.jit
+def _dp4a_slices_tile(words, xw, offs_s, ASM: tl.constexpr):
+    """The same tile times x as the digit slices of dsq_cuda.act_quant.int8_slices (32 words each, ``X = 65536 d0
+    + 256 d1 + d2``): three exact sums combined in float32 as ``(256 S0 + S1) * 256 + S2`` (the first part in
+    int32: |256 S0| < 2**21)."""
+    lo = ((words << 4) & -252645136) ^ -2139062144
+    hi = (words & -252645136) ^ -2139062144
+    xi = 8 * (offs_s % 4) + offs_s // 4
+    d0 = _dp4a_pair(lo, hi, xw, xi, ASM)
+    d1 = _dp4a_pair(lo, hi, xw + 32, xi, ASM)
+    d2 = _dp4a_pair(lo, hi, xw + 64, xi, ASM)
+    return (d0 * 256 + d1).to(tl.float32) * 256.0 + d2.to(tl.float32)
+
+
+@triton.jit
+def _dp4a_pair(lo, hi, xw, xi, ASM: tl.constexpr):
+    x_lo = tl.broadcast_to(tl.load(xw + xi)[None, :], lo.shape)
+    x_hi = tl.broadcast_to(tl.load(xw + xi + 4)[None, :], lo.shape)
+    return _dp4a(hi, x_hi, _dp4a(lo, x_lo, tl.zeros_like(lo), ASM), ASM) >> 4
 
 
 @triton.jit
@@ -101,14 +117,15 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
                 CH: tl.constexpr, MOE: tl.constexpr = False, X_DIV: tl.constexpr = 1,
                 MANT: tl.constexpr = False, X_SCALE: tl.constexpr = 0, CHANNEL_SCALE: tl.constexpr = False,
                 PAIRS: tl.constexpr = False, SIGNED: tl.constexpr = False, EVEN_W: tl.constexpr = False,
-                SLW: tl.constexpr = 0, DP4A: tl.constexpr = False, ASM: tl.constexpr = True):
+                SLW: tl.constexpr = 0, DP4A: tl.constexpr = 0, ASM: tl.constexpr = True):
     """y[row, n] (see the module docstring): K is the length of an x row (masked past it), KW the words of a
     weight row that exist (tile t's words ``t*SW + [0, SW)`` past KW read as 0), EVEN_W when every chunk's words
     exist (no word mask). SLW > 0: row tiles, SLW words per row of a *layout* tile (compile-time strides), read
     as SLW / SW sub-tiles of SW words (row tiles wider than the kernel's loads, shared with the decode kernels):
     field j of sub-tile u of layout tile t multiplies x ``t*EPW*SLW + j*SLW + u*SW + [0, SW)``. SLW = 0: the
-    canonical words, ``stride_wn`` words between rows and ``stride_wt`` between tiles. DP4A: see
-    :func:`_dp4a_tile` (x: int32 words of int8 codes in slab.int8_mma_order; K counts inputs)."""
+    canonical words, ``stride_wn`` words between rows and ``stride_wt`` between tiles. DP4A (1 or 3 slices):
+    see :func:`_dp4a_tile` / :func:`_dp4a_slices_tile` (x: int32 words of int8 codes in slab.int8_mma_order, or
+    of act_quant.int8_slices; K counts inputs)."""
     EPW: tl.constexpr = 32 // BITS
     LBK: tl.constexpr = EPW * SW  # inputs per (sub-)tile
     LW: tl.constexpr = SW if SLW == 0 else SLW  # words per row of a layout tile
@@ -151,9 +168,10 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
     lane_acc = tl.zeros([BLOCK_N, SW], dtype=tl.float32)
     part = tl.zeros([BLOCK_N, SW], dtype=tl.float32)  # sum of x * (q - zp), or of x * f (MANT), per lane
     xacc = tl.zeros([SW], dtype=tl.float32)  # MANT: sum of x per lane over the same inputs
-    lane_i = tl.zeros([BLOCK_N, SW], dtype=tl.int32)  # DP4A: integer sums per lane, group scales applied
+    lane_i = tl.zeros([BLOCK_N, SW], dtype=tl.int32)  # DP4A 1: integer sums per lane, group scales applied
     if DP4A:
         tl.static_assert(BITS == 4 and SW == 16 and LW == SW and (G % LBK == 0 or not GROUP_SCALE))
+        tl.static_assert(DP4A == 1 or GROUP_SCALE)
     for c in range(c_lo, c_hi):
         for tt in tl.static_range(TPC):
             t = c * TPC + tt
@@ -169,12 +187,16 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
                 words = tl.load(wt, mask=nmask[:, None] & (t * SW + offs_s < KW)[None, :], other=0)
             if SIGNED:  # two's complement bytes -> offset binary (u = q + 128): flip each byte's top bit
                 words = words ^ -2139062144  # 0x80808080
-            if DP4A:
+            if DP4A == 1:
                 d = _dp4a_tile(words, x_row + t * (LBK // 4), offs_s, ASM)
                 if GROUP_SCALE:  # the integer s2 (two-level), held as float32 by the layout
                     g = tl.minimum((t * LBK) // G, NG - 1)
                     d = d * tl.load(ws_ptr + rows * NG + g, mask=nmask, other=0.0).to(tl.int32)[:, None]
                 lane_i += d
+            elif DP4A == 3:  # x as 3 digit slices (4 slice slots of LBK bytes a tile), float group scales
+                g = tl.minimum((t * LBK) // G, NG - 1)
+                lane_acc += _dp4a_slices_tile(words, x_row + t * LBK, offs_s, ASM) * \
+                    tl.load(ws_ptr + rows * NG + g, mask=nmask, other=0.0)[:, None]
             for j in tl.static_range(0 if DP4A else EPW):
                 k0 = tl_ * (EPW * LW) + j * LW + u * SW
                 ks = k0 + offs_s
@@ -228,7 +250,7 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
                         else:
                             lane_acc += part * s[:, None]
                         part = tl.zeros([BLOCK_N, SW], dtype=tl.float32)
-    if DP4A:  # exact integer sums, as the reference's; float32 from here on
+    if DP4A == 1:  # exact integer sums, as the reference's; float32 from here on
         y = tl.sum(lane_i.to(tl.int64), axis=1).to(tl.float32)
         if CHANNEL_SCALE:
             y = y * tl.load(wc_ptr + rows, mask=nmask, other=0.0)
@@ -260,7 +282,7 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
 
 def launch(x, words, ws, wz, bias, out, scheme, rows: int, n: int, cfg, group: int, row_tiles: bool = True,
            moe: tuple | None = None, xs=None, wc=None, xs_per_expert: bool = False, signed: bool = False,
-           dp4a: bool = False) -> None:
+           dp4a: int = 0) -> None:
     """Launch :func:`gemv_kernel` over ``rows`` program rows with config ``cfg`` (dsq_cuda.configs).
 
     ``row_tiles``: ``words`` are row tiles ``[..., tiles, N, SW]`` (SW = -cfg.block_k) and x rows are in input
@@ -269,8 +291,9 @@ def launch(x, words, ws, wz, bias, out, scheme, rows: int, n: int, cfg, group: i
     -cfg.block_k)``. ``wz``/``bias`` may be None. ``moe``: ``(ids, stride_we, stride_se, e_lo, e_hi, x_div)``
     for the MoE mode, where program row p is pair p (see the module docstring). ``xs``: float32 activation
     scales per x row when x holds codes (per expert with ``xs_per_expert``, MoE mode); ``wc``: two-level s1
-    ``[E, N, 1]`` (MoE mode). ``dp4a``: x holds int8 codes in dsq_cuda.slab.int8_mma_order (int4 row tiles of 16
-    words), multiplied by ``dp4a`` in int32 (:func:`_dp4a_tile`)."""
+    ``[E, N, 1]`` (MoE mode). ``dp4a``: x holds int8 codes in dsq_cuda.slab.int8_mma_order (1), or the digit
+    slices of dsq_cuda.act_quant.int8_slices (3), for int4 row tiles of 16 words, multiplied by ``dp4a`` in int32
+    (:func:`_dp4a_tile`, :func:`_dp4a_slices_tile`)."""
     import torch
 
     from dsq.schemes import Granularity
@@ -281,7 +304,7 @@ def launch(x, words, ws, wz, bias, out, scheme, rows: int, n: int, cfg, group: i
     epw = 32 // bits
     if dp4a:  # the kernel reads x as int32 words, 4 codes each
         x = x.view(torch.int32)
-    kx = x.shape[-1] * (4 if dp4a else 1)
+    kx = x.shape[-1] * (4 if dp4a == 1 else 1)  # (slices: 4 slice slots of a byte per input)
     if row_tiles:  # (the kernel takes their strides from SLW)
         slw, sw = words.shape[-1], -cfg.block_k
         if slw % sw or (group and group % (epw * slw)):  # sub-tiles need whole layout tiles per scale group

@@ -71,12 +71,22 @@ QUANTIZED_ACTS = True
 #: a shift, two ``lop3`` and two ``dp4a`` per 8 codes, the reference's integer sums exactly) instead of as
 #: floats; x and the intermediate are quantized into dsq_cuda.slab.int8_mma_order
 DP4A = True
+#: W4A16 and W4AFP8 too: x (bf16, or W4AFP8's e4m3 codes) as three int8 digit slices (act_quant.int8_slices:
+#: exact for e4m3 codes, and for bf16 wherever an element is at least 2**-14 of its row's amax), three exact
+#: dp4a sums per word combined in float32 (gemv_kernel DP4A = 3)
+DP4A_SLICES = True
 
 
-def _dp4a(scheme: QuantScheme, lay: dict) -> bool:
-    from dsq_cuda.mm import int8_mma_serves
+def _dp4a(scheme: QuantScheme, lay: dict) -> int:
+    """gemv_kernel's DP4A mode for these experts: 1 (int8 x), 3 (x as digit slices) or 0 (floats)."""
+    from dsq_cuda.mm import int8_mma_mode
 
-    return DP4A and lay["row_tiles"] and lay["w"].shape[-1] == 16 and int8_mma_serves(scheme)
+    if not (DP4A and lay["row_tiles"] and lay["w"].shape[-1] == 16):
+        return 0
+    mode = int8_mma_mode(scheme)
+    if mode == 4 and DP4A_SLICES and group_of(scheme):
+        return 3
+    return 1 if mode == 1 else 0
 
 
 def _acts_ok(scheme: QuantScheme) -> bool:
@@ -165,14 +175,22 @@ def _gemv(a, a_scale, lay, scheme, out, pair_ids, n, k, x_div, expert_range, num
 
 
 def _codes(v: torch.Tensor, scheme: QuantScheme, packed: PackedWeight, ids: torch.Tensor, top_k: int,
-           dp4a: bool = False):
+           dp4a: int = 0):
     """(activation codes as bf16, float32 scales, pairs per code row) of ``v`` for the GEMV, or ``(v, None,
     top_k)`` for weight-only schemes. ``top_k``: pairs per row of ``v`` (1 when rows are pairs). Scales are per
     code row (dynamic) or per expert (static: the codes are per pair). ``dp4a``: int8 codes in
-    slab.int8_mma_order instead (the GEMV's DP4A path)."""
-    from dsq_cuda.act_quant import quantize_per_token_as_bf16, quantize_per_token_int8
+    slab.int8_mma_order (the GEMV's DP4A 1), or v as int8 digit slices (DP4A 3)."""
+    from dsq_cuda.act_quant import (
+        int8_slices,
+        quantize_per_token_as_bf16,
+        quantize_per_token_fp8,
+        quantize_per_token_int8,
+    )
     from dsq_cuda.moe_requant import requantize
 
+    if dp4a == 3:  # float x (weight-only schemes) or its per-token e4m3 codes (W4AFP8)
+        codes, scales = int8_slices(v) if scheme.weight_only else int8_slices(*quantize_per_token_fp8(v))
+        return codes, scales, top_k
     if scheme.weight_only:
         return v, None, top_k
     if dp4a:

@@ -104,13 +104,14 @@ def main_loop_opcodes(sass: str) -> list[str]:
 
 
 def gemv_moe_compile(pairs: bool, bits: int = 4, group: int = 128, block_n: int = 128, sw: int = 16,
-                     dp4a: bool = False):
+                     dp4a: int = 0):
     """gemv_kernel compiled as dsq_cuda.moe_gemv launches it (MOE mode, split-K), with the runtime's multiple-of-16
-    hints on pointers, N, K and strides. ``dp4a``: W4A8_DYNAMIC's integer path (int8 x as int32 words, s2, s1)."""
+    hints on pointers, N, K and strides. ``dp4a``: 1 for W4A8_DYNAMIC's integer path (int8 x as int32 words, s2,
+    s1), 3 for W4A16 with x as int8 digit slices."""
     consts = dict(G=group, BITS=bits, ASYM=False, GROUP_SCALE=bool(group), HAS_BIAS=False, SPLIT_K=32,
                   BLOCK_N=block_n, SW=sw, CH=gemv_chunk(bits, group, sw), MOE=True, X_DIV=1, MANT=False,
-                  X_SCALE=1 if dp4a else 0, CHANNEL_SCALE=dp4a, PAIRS=pairs and not dp4a, SIGNED=False, EVEN_W=True,
-                  SLW=sw, DP4A=dp4a)
+                  X_SCALE=1 if dp4a else 0, CHANNEL_SCALE=dp4a == 1, PAIRS=pairs and not dp4a, SIGNED=False,
+                  EVEN_W=True, SLW=sw, DP4A=dp4a)
     if dp4a:
         return _compile(gemv_kernel, dict(SIGNATURE, x_ptr="*i32"), consts, _gemv_attrs(), 4, 3)
     names = list(SIGNATURE)
@@ -205,8 +206,8 @@ def main() -> int:
     print("The same kernel in MOE mode (dsq_cuda.moe_gemv, one token), W4A16 group 128: main loop")
     print("| decode | loop instructions per 128 codes | SHFL | top opcodes |")
     print("|---|---|---|---|")
-    for label, pairs, dp4a in (("one field", False, False), ("pairs (the default)", True, False),
-                               ("W4A8_DYNAMIC, dp4a (DP4A)", False, True)):
+    for label, pairs, dp4a in (("one field", False, 0), ("pairs (W4A16 with DP4A_SLICES off)", True, 0),
+                               ("W4A8_DYNAMIC, dp4a (DP4A 1)", False, 1), ("x as int8 slices, dp4a (DP4A 3)", False, 3)):
         ops = main_loop_opcodes(_sass(gemv_moe_compile(pairs, dp4a=dp4a)))
         top = ", ".join(f"{op} {n}" for op, n in collections.Counter(ops).most_common(6))
         print(f"| {label} | {len(ops)} | {ops.count('SHFL')} | {top} |")

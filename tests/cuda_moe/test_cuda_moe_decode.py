@@ -463,10 +463,12 @@ def test_int4_experts_on_the_int8_tensor_cores(name, on, mode, t, skew, monkeypa
     assert rel_err(ys[0], ys[2]) < 4e-3
 
 
+@pytest.mark.parametrize("name,mode", [("W4A8_DYNAMIC", 1), ("W4A16", 3), ("W4AFP8", 3)])
 @pytest.mark.parametrize("h,i", [(520, 48), (256, 200)])
-def test_one_token_w4a8_gemv_with_dp4a(h, i, monkeypatch):
-    # T = 1, W4A8_DYNAMIC: the GEMV multiplies int8 codes by the int4 codes with dp4a (moe_gemv.DP4A, the
-    # default): exact int32 sums, so the experts' outputs are those of the float GEMV (DP4A off) to their last
+def test_one_token_int4_gemv_with_dp4a(name, mode, h, i, monkeypatch):
+    # T = 1: the GEMV multiplies the int4 codes with dp4a (moe_gemv.DP4A, the default): by W4A8's int8 codes
+    # (mode 1), or by x as int8 digit slices (DP4A_SLICES, mode 3: W4A16's bf16 x, W4AFP8's e4m3 codes), each
+    # sum an exact int32, so the experts' outputs are those of the float GEMV (DP4A off) to their last
     # rounding, and the layer matches the reference. Ragged H / I: partial tiles, x zero-filled past K.
     from dsq_cuda import gemv_kernel, moe_gemv
 
@@ -474,7 +476,7 @@ def test_one_token_w4a8_gemv_with_dp4a(h, i, monkeypatch):
     real = gemv_kernel.launch
     monkeypatch.setattr(gemv_kernel, "launch", lambda *a, **kw: seen.append(kw.get("dp4a")) or real(*a, **kw))
     e = 6
-    scheme, cpu, dev = make_experts("W4A8_DYNAMIC", e, h, i, seed=12)
+    scheme, cpu, dev = make_experts(name, e, h, i, seed=12)
     g = torch.Generator().manual_seed(h)
     ids = torch.randperm(e, generator=g)[:4].view(1, 4)
     w = torch.rand(1, 4, generator=g) + 0.1
@@ -483,6 +485,6 @@ def test_one_token_w4a8_gemv_with_dp4a(h, i, monkeypatch):
     y = run_moe(x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev.gate_up, dev.down, scheme, e, path="gemv")
     monkeypatch.setattr(moe_gemv, "DP4A", False)
     y_float = run_moe(x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev.gate_up, dev.down, scheme, e, path="gemv")
-    assert seen == [True, True, False, False]
+    assert seen == [mode, mode, 0, 0]
     assert rel_err(y, r) < 4e-3, rel_err(y, r)
     assert rel_err(y, y_float) < 1e-2  # (one bf16 rounding of the intermediate may differ)
