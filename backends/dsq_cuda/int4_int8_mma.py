@@ -21,8 +21,14 @@ each 32-deep step, lane ``l`` of a quad holds K chunks ``j = l % 4`` (bytes 4j..
 is read as word ``s = 4j + b``: its ``lo`` register is chunk j and its ``hi`` register chunk j + 4 of step b.
 So the MMA's K position ``k' = 32 b + 16 h + 4 j + i`` (h = 0 for lo, 1 for hi) holds field ``2i + h`` of word
 ``s = 4j + b``, i.e. input ``(2i + h) * 16 + s`` of the tile (row tiles: field f of word s is input
-``f * SW + s``). The activations are put in that order once per call (:func:`dsq_cuda.slab.int8_mma_order`),
-and the decode is register renaming only: in the sm_90 SASS of the kernel the main loop has no ``PRMT``.
+``f * SW + s``). The activations are put in that order once per call (:func:`dsq_cuda.slab.int8_mma_order`,
+or the quantization kernel's store: act_quant.quantize_per_token_int8 ``mma_order``), and the decode moves no
+byte: the sm_90 SASS of the main loop has no byte permute for it and no shared-memory round trip
+(tests/cuda/test_cuda_int8_mma_sass.py).
+
+The same bytes serve the one-token GEMV's ``dp4a`` path (dsq_cuda.gemv_kernel DP4A): in this order the 4
+activations of a word's ``lo`` (or ``hi``) bytes are one int32 word of x. Activations that are not int8 (bf16,
+e4m3 codes) can enter either path as int8 digit slices (dsq_cuda.act_quant.int8_slices; SLICES = 4 below).
 """
 
 from __future__ import annotations
