@@ -52,6 +52,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from dsq_cuda.int4_int8_mma import int4_bytes
+
 #: the decode variant the dispatchers (dsq_cuda.mm, dsq_cuda.moe_gemv) pass as MANT (see above); benchmarks
 #: set it to time the other variant
 MANT_DECODE = False
@@ -83,8 +85,7 @@ def _dp4a_tile(words, xw, offs_s, ASM: tl.constexpr):
     ``hi`` of fields 1, 3, 5, 7 (dsq_cuda.int4_int8_mma: one shift and two ``lop3``), and the int8 MMA order of
     x already holds the matching 4 activations in one int32 word: word ``8 (s % 4) + s // 4`` of the tile
     (``xw``) for lo, ``+ 4`` for hi; ``>> 4`` removes the factor 16 exactly."""
-    lo = ((words << 4) & -252645136) ^ -2139062144  # & 0xF0F0F0F0, ^ 0x80808080
-    hi = (words & -252645136) ^ -2139062144
+    lo, hi = int4_bytes(words)
     return _dp4a_pair(lo, hi, xw, 8 * (offs_s % 4) + offs_s // 4, ASM)
 
 
@@ -93,8 +94,7 @@ def _dp4a_slices_tile(words, xw, offs_s, ASM: tl.constexpr):
     """The same tile times x as the digit slices of dsq_cuda.act_quant.int8_slices (32 words each, ``X = 65536 d0
     + 256 d1 + d2``): three exact sums combined in float32 as ``(256 S0 + S1) * 256 + S2`` (the first part in
     int32: |256 S0| < 2**21)."""
-    lo = ((words << 4) & -252645136) ^ -2139062144
-    hi = (words & -252645136) ^ -2139062144
+    lo, hi = int4_bytes(words)
     xi = 8 * (offs_s % 4) + offs_s // 4
     d0 = _dp4a_pair(lo, hi, xw, xi, ASM)
     d1 = _dp4a_pair(lo, hi, xw + 32, xi, ASM)

@@ -60,6 +60,14 @@ def mma_position(cols):
 
 
 @triton.jit
+def int4_bytes(words):
+    """``(lo, hi)``: the ``16 q`` bytes of every word as int32 words (see above), with plain integer ops (the
+    one-token GEMV's dp4a operands, dsq_cuda.gemv_kernel)."""
+    lo = ((words << 4) & -252645136) ^ -2139062144  # & 0xF0F0F0F0, ^ 0x80808080
+    return lo, (words & -252645136) ^ -2139062144
+
+
+@triton.jit
 def _codes_asm(words, BLOCK_N: tl.constexpr):
     """lo / hi bytes of every word as int8 ``[BLOCK_N, SW, 4]`` (inline PTX, 4 bytes to a register)."""
     # the word repeated to 4 elements, so the 4 int8 outputs of one asm instance (one register) are its 4 bytes

@@ -27,7 +27,6 @@ import contextlib
 import synth  # benchmarks/cuda_moe/synth.py (the script's folder is on sys.path)
 import torch
 
-import dsq_cuda.moe as moe_mod
 from dsq.errors import UnsupportedError
 from dsq.schemes import get_scheme
 from dsq_cuda import moe_decode, moe_gemv
@@ -42,16 +41,14 @@ MODES = {"default": {}, "own": {"shared": 0}, "no GEMV": {"shared": 0, "GEMV_MAX
 
 @contextlib.contextmanager
 def mode(settings: dict):
-    saved = (moe_decode.DEFAULTS["shared"], moe_gemv.GEMV_MAX_T, moe_gemv.CANONICAL, moe_mod.PREFILL_ROW_TILES)
+    saved = (moe_decode.DEFAULTS["shared"], moe_gemv.GEMV_MAX_T, moe_gemv.CANONICAL)
     moe_decode.DEFAULTS["shared"] = settings.get("shared", 1)
     moe_gemv.GEMV_MAX_T = settings.get("GEMV_MAX_T", 1)
     moe_gemv.CANONICAL = settings.get("CANONICAL", False)
-    moe_mod.PREFILL_ROW_TILES = True  # (the default; every mode's bytes after prepare are the same without it)
     try:
         yield
     finally:
-        (moe_decode.DEFAULTS["shared"], moe_gemv.GEMV_MAX_T, moe_gemv.CANONICAL,
-         moe_mod.PREFILL_ROW_TILES) = saved
+        moe_decode.DEFAULTS["shared"], moe_gemv.GEMV_MAX_T, moe_gemv.CANONICAL = saved
 
 
 def main() -> None:
