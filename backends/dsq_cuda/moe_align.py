@@ -12,6 +12,10 @@ M-blocks; blocks are laid out expert after expert, so block ``b`` of the grouped
 * ``max_blocks = ceil((P + min(E_local, P) * (BM - 1)) / BM)`` bounds ``sum_e b_e`` without reading the
   counts back to the host, which keeps the whole layer capturable in a CUDA graph.
 Pairs routed to experts outside the range get no slot at all (their contribution is left out).
+
+Up to ``KERNEL_MAX_PAIRS`` pairs (every decode call) one Triton program builds the same layout
+(moe_align_kernel.py): the torch ops below are about 20 kernel launches, which cost more than the expert GEMMs
+at decode on skewed routing.
 """
 
 from __future__ import annotations
@@ -20,6 +24,11 @@ from dataclasses import dataclass
 
 import torch
 
+from dsq_cuda._env import interpreting
+
+#: pairs up to which align_pairs runs moe_align_kernel (one program; O(P^2) comparisons) instead of torch ops;
+#: 0 turns it off. 512 = T 64 at top-8, the decode path's largest call.
+KERNEL_MAX_PAIRS = 1024
 
 @dataclass
 class Alignment:
@@ -42,9 +51,18 @@ def align_pairs(topk_ids: torch.Tensor, num_experts: int, block_m: int,
     device = topk_ids.device
     lo, hi = expert_range if expert_range is not None else (0, num_experts)
     n_local = hi - lo
-    flat = topk_ids.reshape(-1).to(torch.int64)
-    p = flat.numel()
+    p = topk_ids.numel()
     max_blocks = max_blocks_bound(p, n_local, block_m)
+    if 0 < p <= KERNEL_MAX_PAIRS and (device.type == "cuda" or interpreting()):
+        from dsq_cuda import moe_align_kernel
+
+        sorted_ids = torch.empty(max_blocks * block_m, dtype=torch.int32, device=device)
+        block_expert = torch.empty(max_blocks, dtype=torch.int32, device=device)
+        scratch = torch.empty(max(16, 1 << max(0, n_local - 1).bit_length()), dtype=torch.int32, device=device)
+        moe_align_kernel.launch(topk_ids.reshape(-1).contiguous(), p, lo, n_local, block_m, max_blocks, sorted_ids,
+                                block_expert, scratch)
+        return Alignment(sorted_ids, block_expert, max_blocks, block_m, p)
+    flat = topk_ids.reshape(-1).to(torch.int64)
     # Local experts become 0..n_local-1; every other pair goes to a sentinel bucket n_local that sorts last.
     local = (flat >= lo) & (flat < hi)
     key = torch.where(local, flat - lo, torch.full_like(flat, n_local))

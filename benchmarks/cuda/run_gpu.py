@@ -34,6 +34,7 @@ from report import fraction_of_copy  # noqa: E402
 from triton.testing import do_bench  # noqa: E402
 
 import dsq  # noqa: E402
+from benchmarks.timing import FLUSHES, median_ms  # noqa: E402
 from dsq_conformance.tolerances import check_close, matmul_bounds, tolerance  # noqa: E402
 from dsq_cuda import block_fp8  # noqa: E402
 from dsq_cuda.configs import Config  # noqa: E402
@@ -46,6 +47,8 @@ SCHEMES = ["W4A16", "W8A16", "W8A8", "W8A8_DYNAMIC", "W4A8_DYNAMIC", "W4AFP8", "
 
 
 GRAPH_FAILURES: list[str] = []
+#: how the L2 cache is flushed before each timed graph replay (benchmarks/timing.py; --flush)
+FLUSH = "dirty"
 
 
 def bench(fn, rep=40, graph=True) -> float:
@@ -68,7 +71,7 @@ def bench(fn, rep=40, graph=True) -> float:
             with torch.cuda.graph(g):
                 fn()
             torch.cuda.synchronize()
-            return float(do_bench(g.replay, warmup=10, rep=rep, return_mode="median")) * 1e3
+            return median_ms(g.replay, FLUSH, warmup=10, rep=rep) * 1e3
         except Exception as exc:  # noqa: BLE001 - fall back to eager timing, and say so
             GRAPH_FAILURES.append(f"{type(exc).__name__}: {str(exc)[:120]}")
             torch.cuda.synchronize()
@@ -323,7 +326,11 @@ def main() -> int:
     ap.add_argument("--shapes", default="", help="comma-separated KxN shapes for the timing table (default: all 8)")
     ap.add_argument("--variant", action="append", default=[], help="LABEL:SCHEME+SCHEME:module.NAME=VALUE,... "
                     "(repeatable): time those schemes again with dsq_cuda settings changed, as SCHEME@LABEL")
+    ap.add_argument("--flush", choices=FLUSHES, default="dirty", help="how the L2 cache is flushed before each timed "
+                    "call (benchmarks/timing.py): dirty = do_bench's, as in every table before v14")
     args = ap.parse_args()
+    global FLUSH
+    FLUSH = args.flush
     os.makedirs(args.out, exist_ok=True)
     logf = open(os.path.join(args.out, "log.txt"), "w")
 
@@ -334,7 +341,7 @@ def main() -> int:
 
     env = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "sms": torch.cuda.get_device_properties(0).multi_processor_count,
+           "sms": torch.cuda.get_device_properties(0).multi_processor_count, "flush": args.flush,
            "cublas_block_fp8": block_fp8.why_unavailable("cuda") or "available"}
     log(json.dumps(env))
     res = {"env": env}

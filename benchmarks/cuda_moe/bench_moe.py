@@ -33,10 +33,13 @@ import synth  # benchmarks/cuda_moe/synth.py (the script's folder is on sys.path
 import torch
 import triton
 
+from benchmarks.timing import FLUSHES, median_ms
 from dsq.schemes import get_scheme
 from dsq_cuda.moe import moe, moe_float, run_moe
 
 SCHEMES = ["W4A16", "W4A8_DYNAMIC", "W4AFP8", "W8A8", "W8A16", "W8A8_DYNAMIC", "FP8_BLOCK"]
+#: how the L2 cache is flushed before each timed call (benchmarks/timing.py; --flush)
+FLUSH = "dirty"
 CHECK_TOL = {"W4A16": 1e-2, "W8A16": 1e-2, "W8A8": 8e-2, "W8A8_DYNAMIC": 5e-2, "W4A8_DYNAMIC": 5e-2,
              "W4AFP8": 8e-2, "FP8_BLOCK": 8e-2}
 
@@ -60,7 +63,7 @@ def bench(fn, device, graph: bool) -> float:
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
         fn()
-    ms = triton.testing.do_bench(g.replay, warmup=10, rep=60, return_mode="median")
+    ms = median_ms(g.replay, FLUSH, warmup=10, rep=60)
     del g
     return ms
 
@@ -168,7 +171,11 @@ def main() -> None:
                     help="JSON list of dicts of dsq_cuda.moe switches (e.g. [{\"PREFILL_INT4_SPLIT\": false}, "
                     "{\"PREFILL_BLOCKS\": {\"block_m\": 128}}]), each timed above T = 64 as SCHEME@{...}; "
                     "variants that set PREFILL_BLOCKS also time the bf16 fused layer")
+    ap.add_argument("--flush", choices=FLUSHES, default="dirty", help="how the L2 cache is flushed before each timed "
+                    "call (benchmarks/timing.py): dirty = do_bench's, as in every table before v17")
     args = ap.parse_args()
+    global FLUSH
+    FLUSH = args.flush
     prefill_variants = json.loads(args.prefill_variants) if args.prefill_variants else []
     switch_variants = json.loads(args.switch_variants) if args.switch_variants else []
     if args.on_load:
@@ -181,7 +188,7 @@ def main() -> None:
     tokens = [1, 8, 70] if args.small else [int(v) for v in args.tokens.split(",")]
     info = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 device=torch.cuda.get_device_name() if device.type == "cuda" else platform.processor(),
-                torch=torch.__version__, triton=triton.__version__, hidden=h, inter=i, experts=e, top_k=k)
+                torch=torch.__version__, triton=triton.__version__, flush=args.flush, hidden=h, inter=i, experts=e, top_k=k)
     print(json.dumps(info), flush=True)
     info["copy_gbps"] = copy_bandwidth(device)
     print(f"copy bandwidth {info['copy_gbps']:.0f} GB/s (read + write)", flush=True)
