@@ -9,10 +9,11 @@ comparisons, because at decode the pairs P and local experts E are few (P <= 512
   ``start_e`` / ``end_e`` the exclusive / inclusive prefix sums of ``b_e`` (tl.cumsum).
 * ``block_expert[b] = lo + #{e : end_e <= b}`` while that count is below E (searchsorted right), else -1.
 * ``sorted_ids`` is filled with P, then pair p is written at ``start_{key_p} * BM + rank_p``, where
-  ``rank_p = #{q < p : key_q = key_p}`` (a stable order: by pair id within an expert).
+  ``rank_p = #{q < p : key_q = key_p}`` (a stable order: by pair id within an expert), read off a running
+  cumulative sum of the one-hot ``[CH, E]`` matrix of each chunk of pairs.
 
 Its output is the torch version's, element for element (tests/cuda_moe/test_cuda_moe_align.py). The work is
-O(P * E + P^2 / 2) comparisons, so moe_align.py keeps the torch version above ``KERNEL_MAX_PAIRS``.
+O(P * E) comparisons in one program, so moe_align.py keeps the torch version above ``KERNEL_MAX_PAIRS``.
 """
 
 from __future__ import annotations
@@ -29,48 +30,46 @@ def _local_keys(ids_ptr, p, num_pairs, lo, n_local):
 
 
 @triton.jit
-def align_kernel(ids_ptr, num_pairs, lo, n_local, sorted_ptr, block_expert_ptr, start_ptr, n_slots, max_blocks,
+def align_kernel(ids_ptr, num_pairs, lo, n_local, sorted_ptr, block_expert_ptr, n_slots, max_blocks,
                  BM: tl.constexpr, PB: tl.constexpr, EB: tl.constexpr, SB: tl.constexpr, MB: tl.constexpr,
-                 CH: tl.constexpr):
+                 CH: tl.constexpr, FILL: tl.constexpr):
     """One program. ids [P] (any int dtype), sorted_ids int32 [n_slots = max_blocks * BM], block_expert int32
-    [max_blocks], start int32 [EB] (scratch: each expert's first block). PB, SB, MB: P, n_slots and max_blocks
-    rounded up to a multiple of CH; EB: n_local rounded up to a power of two."""
+    [max_blocks]. PB, MB: P and max_blocks rounded up to a multiple of CH; SB: n_slots rounded up to a multiple
+    of FILL; EB: n_local rounded up to a power of two."""
     e_idx = tl.arange(0, EB)
     ch = tl.arange(0, CH)
     counts = tl.zeros([EB], dtype=tl.int32)
     for c in range(0, PB, CH):
         k = _local_keys(ids_ptr, c + ch, num_pairs, lo, n_local)
-        counts += tl.sum((k[None, :] == e_idx[:, None]).to(tl.int32), axis=1)
+        counts += tl.sum((k[:, None] == e_idx[None, :]).to(tl.int32), axis=0)
     blocks = (counts + BM - 1) // BM
     ends = tl.cumsum(blocks, 0)
-    tl.store(start_ptr + e_idx, ends - blocks)
+    starts = ends - blocks
     for c in range(0, MB, CH):
         b = c + ch
         owner = tl.sum((ends[None, :] <= b[:, None]).to(tl.int32), axis=1)  # experts past EB - 1 end at the total
         tl.store(block_expert_ptr + b, tl.where(owner < n_local, owner + lo, -1), mask=b < max_blocks)
-    for c in range(0, SB, CH):
-        s = c + ch
-        tl.store(sorted_ptr + s, tl.zeros([CH], dtype=tl.int32) + num_pairs, mask=s < n_slots)
-    # the starts and the padding above are read / overwritten by other threads of this program below
-    tl.debug_barrier()
+    fill = tl.arange(0, FILL)
+    for c in range(0, SB, FILL):
+        tl.store(sorted_ptr + c + fill, tl.zeros([FILL], dtype=tl.int32) + num_pairs, mask=c + fill < n_slots)
+    tl.debug_barrier()  # other threads of this program overwrite some of that padding below
+    seen = tl.zeros([EB], dtype=tl.int32)  # pairs of each expert in earlier chunks
     for c in range(0, PB, CH):
         p = c + ch
         k = _local_keys(ids_ptr, p, num_pairs, lo, n_local)
-        rank = tl.zeros([CH], dtype=tl.int32)
-        for c2 in range(0, c + CH, CH):
-            q = c2 + ch
-            kq = _local_keys(ids_ptr, q, num_pairs, lo, n_local)
-            same = (kq[None, :] == k[:, None]) & (q[None, :] < p[:, None])
-            rank += tl.sum(same.to(tl.int32), axis=1)
-        start = tl.load(start_ptr + tl.maximum(k, 0))
+        onehot = (k[:, None] == e_idx[None, :]).to(tl.int32)  # [CH, EB]; a row of zeros for a non-local pair
+        upto = tl.cumsum(onehot, 0) + seen[None, :]  # pairs of each expert up to and including row p
+        rank = tl.sum(onehot * upto, axis=1) - 1
+        start = tl.sum(onehot * starts[None, :], axis=1)
         tl.store(sorted_ptr + start * BM + rank, p.to(tl.int32), mask=k >= 0)
+        seen += tl.sum(onehot, axis=0)
 
 
-def launch(ids, num_pairs: int, lo: int, n_local: int, block_m: int, max_blocks: int, sorted_ids, block_expert,
-           scratch) -> None:
+def launch(ids, num_pairs: int, lo: int, n_local: int, block_m: int, max_blocks: int, sorted_ids, block_expert) -> None:
     """Fill sorted_ids / block_expert (see align_kernel) from the flat ids [num_pairs]."""
-    ch = 64
-    up = lambda v: max(ch, -(-v // ch) * ch)  # noqa: E731
-    align_kernel[(1,)](ids, num_pairs, lo, n_local, sorted_ids, block_expert, scratch, sorted_ids.numel(),
-                       max_blocks, BM=block_m, PB=up(num_pairs), EB=scratch.numel(), SB=up(sorted_ids.numel()),
-                       MB=up(max_blocks), CH=ch, num_warps=4)
+    ch, fill = 128, 1024
+    eb = max(16, 1 << max(0, n_local - 1).bit_length())
+    up = lambda v, m: max(m, -(-v // m) * m)  # noqa: E731
+    align_kernel[(1,)](ids, num_pairs, lo, n_local, sorted_ids, block_expert, sorted_ids.numel(), max_blocks,
+                       BM=block_m, PB=up(num_pairs, ch), EB=eb, SB=up(sorted_ids.numel(), fill),
+                       MB=up(max_blocks, ch), CH=ch, FILL=fill, num_warps=8)
