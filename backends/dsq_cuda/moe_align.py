@@ -26,7 +26,7 @@ import torch
 
 from dsq_cuda._env import interpreting
 
-#: pairs up to which align_pairs runs moe_align_kernel (one program; O(P * E) comparisons) instead of torch ops;
+#: pairs up to which align_pairs runs moe_align_kernel (one program, a sort of P keys in registers) instead of torch ops;
 #: 0 turns it off. 512 = T 64 at top-8, the decode path's largest call.
 KERNEL_MAX_PAIRS = 1024
 
@@ -58,8 +58,9 @@ def align_pairs(topk_ids: torch.Tensor, num_experts: int, block_m: int,
 
         sorted_ids = torch.empty(max_blocks * block_m, dtype=torch.int32, device=device)
         block_expert = torch.empty(max_blocks, dtype=torch.int32, device=device)
+        scratch = torch.empty(2 * moe_align_kernel.scratch_size(n_local), dtype=torch.int32, device=device)
         moe_align_kernel.launch(topk_ids.reshape(-1).contiguous(), p, lo, n_local, block_m, max_blocks, sorted_ids,
-                                block_expert)
+                                block_expert, scratch)
         return Alignment(sorted_ids, block_expert, max_blocks, block_m, p)
     flat = topk_ids.reshape(-1).to(torch.int64)
     # Local experts become 0..n_local-1; every other pair goes to a sentinel bucket n_local that sorts last.

@@ -5,15 +5,16 @@ took about 50 us of GPU time per layer call plus the gaps between them, next to 
 T = 8 (W4A8_DYNAMIC, skewed routing; benchmarks/cuda_moe/profile_moe.py). One program does the same work with
 comparisons, because at decode the pairs P and local experts E are few (P <= 512 at T = 64, top-8):
 
-* ``c_e = sum_p [key_p = e]`` over an ``[E, CH]`` comparison per chunk of CH pairs; ``b_e = ceil(c_e / BM)``;
-  ``start_e`` / ``end_e`` the exclusive / inclusive prefix sums of ``b_e`` (tl.cumsum).
-* ``block_expert[b] = lo + #{e : end_e <= b}`` while that count is below E (searchsorted right), else -1.
-* ``sorted_ids`` is filled with P, then pair p is written at ``start_{key_p} * BM + rank_p``, where
-  ``rank_p = #{q < p : key_q = key_p}`` (a stable order: by pair id within an expert), read off a running
-  cumulative sum of the one-hot ``[CH, E]`` matrix of each chunk of pairs.
+* ``c_e = #{p : key_p = e}`` (tl.histogram); ``b_e = ceil(c_e / BM)``; ``start_e`` / ``end_e`` the exclusive /
+  inclusive prefix sums of ``b_e``, ``first_e`` the exclusive prefix sum of ``c_e`` (tl.cumsum).
+* ``block_expert[b] = lo + #{e : end_e <= b}`` while that count is below E (searchsorted right), else -1: the
+  prefix sum of a histogram of the ends.
+* ``sorted_ids`` is filled with P; the keys ``key_p * PB + p`` are sorted (tl.sort, a bitonic sort in
+  registers), which orders the pairs by expert and then by pair id, as the torch version's stable sort does;
+  the pair at sorted position i goes to slot ``start_e * BM + (i - first_e)`` of its expert e.
 
-Its output is the torch version's, element for element (tests/cuda_moe/test_cuda_moe_align.py). The work is
-O(P * E) comparisons in one program, so moe_align.py keeps the torch version above ``KERNEL_MAX_PAIRS``.
+Its output is the torch version's, element for element (tests/cuda_moe/test_cuda_moe_align.py). It sorts all
+P keys in one program's registers, so moe_align.py keeps the torch version above ``KERNEL_MAX_PAIRS``.
 """
 
 from __future__ import annotations
@@ -23,53 +24,49 @@ import triton.language as tl
 
 
 @triton.jit
-def _local_keys(ids_ptr, p, num_pairs, lo, n_local):
-    """Local expert index of pairs p (int32), -1 for pairs outside [lo, lo + n_local) and past the last pair."""
-    k = tl.load(ids_ptr + p, mask=p < num_pairs, other=-1).to(tl.int32) - lo
-    return tl.where((p < num_pairs) & (k >= 0) & (k < n_local), k, -1)
-
-
-@triton.jit
-def align_kernel(ids_ptr, num_pairs, lo, n_local, sorted_ptr, block_expert_ptr, n_slots, max_blocks,
-                 BM: tl.constexpr, PB: tl.constexpr, EB: tl.constexpr, SB: tl.constexpr, MB: tl.constexpr,
-                 CH: tl.constexpr, FILL: tl.constexpr):
+def align_kernel(ids_ptr, num_pairs, lo, n_local, sorted_ptr, block_expert_ptr, scratch_ptr, n_slots, max_blocks,
+                 BM: tl.constexpr, PB: tl.constexpr, LOG_PB: tl.constexpr, EB: tl.constexpr, MB: tl.constexpr,
+                 FILL: tl.constexpr):
     """One program. ids [P] (any int dtype), sorted_ids int32 [n_slots = max_blocks * BM], block_expert int32
-    [max_blocks]. PB, MB: P and max_blocks rounded up to a multiple of CH; SB: n_slots rounded up to a multiple
-    of FILL; EB: n_local rounded up to a power of two."""
-    e_idx = tl.arange(0, EB)
-    ch = tl.arange(0, CH)
-    counts = tl.zeros([EB], dtype=tl.int32)
-    for c in range(0, PB, CH):
-        k = _local_keys(ids_ptr, c + ch, num_pairs, lo, n_local)
-        counts += tl.sum((k[:, None] == e_idx[None, :]).to(tl.int32), axis=0)
+    [max_blocks], scratch int32 [2 * EB]. PB = 2^LOG_PB >= P; EB, MB: powers of two above n_local and
+    max_blocks."""
+    p = tl.arange(0, PB)
+    k = tl.load(ids_ptr + p, mask=p < num_pairs, other=-1).to(tl.int32) - lo
+    local = (p < num_pairs) & (k >= 0) & (k < n_local)
+    k = tl.where(local, k, n_local)  # bucket n_local: pairs of other experts and the padding past P
+    counts = tl.histogram(k, EB)
+    counts = tl.where(tl.arange(0, EB) < n_local, counts, 0)
     blocks = (counts + BM - 1) // BM
     ends = tl.cumsum(blocks, 0)
-    starts = ends - blocks
-    for c in range(0, MB, CH):
-        b = c + ch
-        owner = tl.sum((ends[None, :] <= b[:, None]).to(tl.int32), axis=1)  # experts past EB - 1 end at the total
-        tl.store(block_expert_ptr + b, tl.where(owner < n_local, owner + lo, -1), mask=b < max_blocks)
+    firsts = tl.cumsum(counts, 0) - counts  # where each expert's pairs begin in sorted order
+    tl.store(scratch_ptr + tl.arange(0, EB), ends - blocks)
+    tl.store(scratch_ptr + EB + tl.arange(0, EB), firsts)
+    # block b belongs to the expert #{e : end_e <= b} (searchsorted right), read off a histogram of the ends
+    owner = tl.cumsum(tl.histogram(ends, MB), 0)
+    b = tl.arange(0, MB)
+    tl.store(block_expert_ptr + b, tl.where(owner < n_local, owner + lo, -1), mask=b < max_blocks)
     fill = tl.arange(0, FILL)
-    for c in range(0, SB, FILL):
+    for c in range(0, n_slots, FILL):
         tl.store(sorted_ptr + c + fill, tl.zeros([FILL], dtype=tl.int32) + num_pairs, mask=c + fill < n_slots)
-    tl.debug_barrier()  # other threads of this program overwrite some of that padding below
-    seen = tl.zeros([EB], dtype=tl.int32)  # pairs of each expert in earlier chunks
-    for c in range(0, PB, CH):
-        p = c + ch
-        k = _local_keys(ids_ptr, p, num_pairs, lo, n_local)
-        onehot = (k[:, None] == e_idx[None, :]).to(tl.int32)  # [CH, EB]; a row of zeros for a non-local pair
-        upto = tl.cumsum(onehot, 0) + seen[None, :]  # pairs of each expert up to and including row p
-        rank = tl.sum(onehot * upto, axis=1) - 1
-        start = tl.sum(onehot * starts[None, :], axis=1)
-        tl.store(sorted_ptr + start * BM + rank, p.to(tl.int32), mask=k >= 0)
-        seen += tl.sum(onehot, axis=0)
+    tl.debug_barrier()  # the starts / firsts above are read, and some of that padding overwritten, by other threads
+    order = tl.sort(k * PB + p)  # by expert, then by pair id: a stable sort
+    sk = order >> LOG_PB
+    pair = order & (PB - 1)
+    start = tl.load(scratch_ptr + sk, mask=sk < n_local, other=0)
+    first = tl.load(scratch_ptr + EB + sk, mask=sk < n_local, other=0)
+    tl.store(sorted_ptr + start * BM + (p - first), pair, mask=sk < n_local)
 
 
-def launch(ids, num_pairs: int, lo: int, n_local: int, block_m: int, max_blocks: int, sorted_ids, block_expert) -> None:
-    """Fill sorted_ids / block_expert (see align_kernel) from the flat ids [num_pairs]."""
-    ch, fill = 128, 1024
-    eb = max(16, 1 << max(0, n_local - 1).bit_length())
-    up = lambda v, m: max(m, -(-v // m) * m)  # noqa: E731
-    align_kernel[(1,)](ids, num_pairs, lo, n_local, sorted_ids, block_expert, sorted_ids.numel(), max_blocks,
-                       BM=block_m, PB=up(num_pairs, ch), EB=eb, SB=up(sorted_ids.numel(), fill),
-                       MB=up(max_blocks, ch), CH=ch, FILL=fill, num_warps=8)
+def launch(ids, num_pairs: int, lo: int, n_local: int, block_m: int, max_blocks: int, sorted_ids, block_expert,
+           scratch) -> None:
+    """Fill sorted_ids / block_expert (see align_kernel) from the flat ids [num_pairs]; scratch: int32
+    [2 * scratch_size(n_local)]."""
+    pb = max(16, 1 << max(0, num_pairs - 1).bit_length())
+    align_kernel[(1,)](ids, num_pairs, lo, n_local, sorted_ids, block_expert, scratch, sorted_ids.numel(), max_blocks,
+                       BM=block_m, PB=pb, LOG_PB=pb.bit_length() - 1, EB=scratch.numel() // 2,
+                       MB=max(16, 1 << max_blocks.bit_length()), FILL=1024, num_warps=4)
+
+
+def scratch_size(n_local: int) -> int:
+    """EB: a power of two above n_local (its bucket n_local holds the pairs of other experts)."""
+    return max(16, 1 << n_local.bit_length())
