@@ -189,8 +189,7 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
                       F16: tl.constexpr, ASM: tl.constexpr, EVEN_K: tl.constexpr, MOE: tl.constexpr = False,
                       X_DIV: tl.constexpr = 1, STREAM: tl.constexpr = False, FIXUP: tl.constexpr = False,
                       sum_ptr=None, count_ptr=None, X_AHEAD: tl.constexpr = True,
-                      DOT_FIELDS: tl.constexpr = 1, ROW_TILES: tl.constexpr = False, I8: tl.constexpr = 0,
-                      BLOCKS_FIRST: tl.constexpr = False):
+                      DOT_FIELDS: tl.constexpr = 1, ROW_TILES: tl.constexpr = False, I8: tl.constexpr = 0):
     """``ws``: per-group scales [N, NG] (float, or int8 s2 for two-level) when GROUP_SCALE; ``wc``: per-channel
     scales [N] (float32) when CHANNEL_SCALE; ``wz``: int8 zero points [N, NG] when ASYM; ``xs``: per-row
     activation scales for ACT != 0. ``KW``: words per row of the pair-tile layout. EVEN_K: K % LBK == 0.
@@ -229,9 +228,7 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
     the number of pairs P marks padding) of expert ``bexp[b]`` (-1: no block, the program does nothing),
     whose weights / group scales / channel scales are ``stride_we`` words / ``stride_se`` / ``stride_ce``
     elements after expert 0's. Pair p reads x row ``p // X_DIV`` (its token for gate/up, itself for down)
-    and writes output row p. BLOCKS_FIRST (MOE): the grid is (blocks, SPLIT_K, row blocks) instead of (row blocks,
-    SPLIT_K, blocks), so the programs launched together share a row block of different M-blocks: the blocks of
-    one expert (skewed routing) then read the same weight tile at about the same time, once from DRAM."""
+    and writes output row p."""
     offs_m = tl.arange(0, BLOCK_M)
     offs_s = tl.arange(0, SL)
     tiles = KW // SL
@@ -243,9 +240,8 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
         per = tl.cdiv(tiles, SPLIT_K)
         t_lo = tl.program_id(1) * per
         t_hi = tl.minimum(t_lo + per, tiles)
-    rb = tl.program_id(2) if MOE and BLOCKS_FIRST else tl.program_id(0)
     if MOE:
-        pid_b = tl.program_id(0) if BLOCKS_FIRST else tl.program_id(2)
+        pid_b = tl.program_id(2)
         e = tl.load(bexp_ptr + pid_b)
         orow = tl.load(ids_ptr + pid_b * BLOCK_M + offs_m)
         mmask = orow < tl.where(e >= 0, M, 0)  # padding slots hold M; a block without an expert holds nothing
@@ -271,7 +267,7 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
                        ACT, ASYM, GROUP_SCALE, CHANNEL_SCALE, HAS_BIAS, SPLIT_K, BLOCK_M, BLOCK_N, SL, F16, ASM,
                        EVEN_K, FIXUP, X_AHEAD, DOT_FIELDS, ROW_TILES, I8)
     else:  # no loop around a single row block: the K loop compiles as tight as it can
-        _row_block(rb, t_lo, t_hi, *args, G, BITS, ACT, ASYM, GROUP_SCALE, CHANNEL_SCALE, HAS_BIAS,
+        _row_block(tl.program_id(0), t_lo, t_hi, *args, G, BITS, ACT, ASYM, GROUP_SCALE, CHANNEL_SCALE, HAS_BIAS,
                    SPLIT_K, BLOCK_M, BLOCK_N, SL, F16, ASM, EVEN_K, FIXUP, X_AHEAD, DOT_FIELDS, ROW_TILES, I8)
 
 

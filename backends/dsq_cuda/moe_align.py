@@ -27,8 +27,9 @@ import torch
 from dsq_cuda._env import interpreting
 
 #: pairs up to which align_pairs runs moe_align_kernel (one program, a sort of P keys in registers) instead of torch ops;
-#: 0 turns it off. 512 = T 64 at top-8, the decode path's largest call.
-KERNEL_MAX_PAIRS = 1024
+#: 0 turns it off. On the H200 (benchmarks/cuda_moe/bench_align.py) it took 6.8 / 10.3 / 40 us at T = 1 / 64 / 256
+#: (top-8) against 73 / 105 / 110 us for the torch ops, and 124 against 115 us at T = 512.
+KERNEL_MAX_PAIRS = 2048
 
 @dataclass
 class Alignment:

@@ -35,7 +35,7 @@ LBK = {4: 256, 8: 128}
 #: defaults; the benchmark overrides them (decode_cfg) to sweep.
 DEFAULTS = dict(block_n=64, num_warps=4, num_stages=4, target_programs=1024, lbk4=512, lbk8=128, sl1=128, swap=0,
                 mma=1, mma_block_m=16, mma_stages=3, mma_x_ahead=0, mma_dot_fields=0, block_m=BLOCK_M,
-                static_codes=1, mma8=0, shared=1, int8_mma=1, int8_mma_stages=4, blocks_first=0)
+                static_codes=1, mma8=0, shared=1, int8_mma=1, int8_mma_stages=4)
 #: ``shared``: packed experts (int4, int8 in words) run both decode kernels on the one-token GEMV's row tiles
 #: (dsq_cuda.moe_gemv; tiles of 16 words, 32 for W8A16; x reordered by dsq_cuda.slab.pair_order for the
 #: tensor-core kernel)
@@ -45,8 +45,6 @@ DEFAULTS = dict(block_n=64, num_warps=4, num_stages=4, target_programs=1024, lbk
 #: int8 tensor cores on the row tiles (dsq_cuda.int4_int8_mma; x quantized into slab.int8_mma_order, at
 #: ``int8_mma_stages`` stages), as the dense decode does (dsq_cuda.mm.MMA_INT8); 0: codes as bf16, bf16 MMAs.
 #: 2: W4A16's and W4AFP8's experts too, x as int8 slices (act_quant.int8_slices; I8 = 4).
-#: ``blocks_first``: the tensor-core kernel's grid puts the M-blocks on its fastest axis (mma_decode_kernel
-#: BLOCKS_FIRST), so an expert's blocks (skewed routing) read each weight tile together.
 #: ``block_m``: pairs per M-block of moe_slab_kernel (16 or 32). An expert with more pairs than a block reads
 #: its weights once per block, so skewed routing (32 pairs per expert at T = 64) reads them twice at 16.
 #: ``mma8``: W8A16's experts (int8 codes in words, per-channel scales) on that kernel too, as the dense W8A16
@@ -179,9 +177,7 @@ def _launch_mma(a, a_scale, packed: PackedWeight, scheme: QuantScheme, al, out, 
     split = _split(al.max_blocks, -(-n // block_n), k_tiles, cfg["target_programs"])
     if split > 1:
         out.zero_()
-    first = bool(cfg["blocks_first"])
-    grid = (al.max_blocks, split, -(-n // block_n)) if first else (-(-n // block_n), split, al.max_blocks)
-    mma_decode_kernel[grid](
+    mma_decode_kernel[(-(-n // block_n), split, al.max_blocks)](
         a, xs, w, ws, wc, ws, ws, out, al.num_pairs, n, k, kw, ws.shape[-1], a.stride(0), out.stride(0),
         al.sorted_ids, al.block_expert, stride_we, ws.stride(0), wc.stride(0),
         G=group or epw * sl, BITS=bits, ACT=act, ASYM=False, GROUP_SCALE=bool(group),
@@ -190,7 +186,7 @@ def _launch_mma(a, a_scale, packed: PackedWeight, scheme: QuantScheme, al, out, 
         X_AHEAD=bool(cfg["mma_x_ahead"]) and not i8, num_warps=warps,
         num_stages=cfg["int8_mma_stages"] if i8 and al.block_m <= 16 else cfg["mma_stages"],
         DOT_FIELDS=1 if i8 else mma_dot_fields(bits, group, sl, bool(cfg["mma_x_ahead"]), cfg["mma_dot_fields"]),
-        ROW_TILES=bool(row_tiles), I8=i8, BLOCKS_FIRST=first)
+        ROW_TILES=bool(row_tiles), I8=i8)
 
 
 def _int8_mma(scheme: QuantScheme | None, cfg: dict) -> int:
