@@ -35,7 +35,7 @@ LBK = {4: 256, 8: 128}
 #: defaults; the benchmark overrides them (decode_cfg) to sweep.
 DEFAULTS = dict(block_n=64, num_warps=4, num_stages=4, target_programs=1024, lbk4=512, lbk8=128, sl1=128, swap=0,
                 mma=1, mma_block_m=16, mma_stages=3, mma_x_ahead=0, mma_dot_fields=0, block_m=BLOCK_M,
-                static_codes=1, mma8=0, shared=1, int8_mma=1, int8_mma_stages=4, mma_block_n=64)
+                static_codes=1, mma8=0, shared=1, int8_mma=1, int8_mma_stages=4)
 #: ``shared``: packed experts (int4, int8 in words) run both decode kernels on the one-token GEMV's row tiles
 #: (dsq_cuda.moe_gemv; tiles of 16 words, 32 for W8A16; x reordered by dsq_cuda.slab.pair_order for the
 #: tensor-core kernel)
@@ -45,9 +45,6 @@ DEFAULTS = dict(block_n=64, num_warps=4, num_stages=4, target_programs=1024, lbk
 #: int8 tensor cores on the row tiles (dsq_cuda.int4_int8_mma; x quantized into slab.int8_mma_order, at
 #: ``int8_mma_stages`` stages), as the dense decode does (dsq_cuda.mm.MMA_INT8); 0: codes as bf16, bf16 MMAs.
 #: 2: W4A16's and W4AFP8's experts too, x as int8 slices (act_quant.int8_slices; I8 = 4).
-#: ``mma_block_n``: weight rows per program of the tensor-core kernel, 64 (4 warps) or 128 (8 warps; always at
-#: mma_block_m 64). Each program loads its pairs' x tile once for all its rows, so 128 halves the x traffic of
-#: full blocks (skewed routing), at half the programs.
 #: ``block_m``: pairs per M-block of moe_slab_kernel (16 or 32). An expert with more pairs than a block reads
 #: its weights once per block, so skewed routing (32 pairs per expert at T = 64) reads them twice at 16.
 #: ``mma8``: W8A16's experts (int8 codes in words, per-channel scales) on that kernel too, as the dense W8A16
@@ -175,7 +172,7 @@ def _launch_mma(a, a_scale, packed: PackedWeight, scheme: QuantScheme, al, out, 
     act = 1 if i8 == 4 else 0 if scheme.act_dtype is None else 1 if a.dtype in (torch.bfloat16, torch.int8) else 3
     xs = a_scale.reshape(-1).float().contiguous() if act else ws
     # a [64, 32] float32 accumulator fits 4 warps; [*, 64] takes 8 warps and 128 rows, as in the dense kernel
-    block_n, warps = (128, 8) if al.block_m > 32 or cfg["mma_block_n"] == 128 else (64, 4)
+    block_n, warps = (128, 8) if al.block_m > 32 else (64, 4)
     k_tiles = -(-k // (epw * sl))
     split = _split(al.max_blocks, -(-n // block_n), k_tiles, cfg["target_programs"])
     if split > 1:
