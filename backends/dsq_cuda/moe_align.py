@@ -1,4 +1,4 @@
-"""Sort (token, slot) pairs by expert and pad each expert's run to whole M-blocks (plain torch, no host sync).
+"""Sort (token, slot) pairs by expert and pad each expert's run to whole M-blocks (no host sync; one Triton program or torch ops).
 
 Pairs are numbered ``p = t * top_k + j`` for token t and slot j (``P = T * top_k`` of them). For the local
 experts ``lo <= e < hi`` (all experts by default), expert e receives ``c_e`` pairs and ``b_e = ceil(c_e / BM)``

@@ -4,13 +4,13 @@
 #   STEPS="pytest_cuda lab_x_ahead bench_dense" bash benchmarks/cuda/gpu_session.sh     (a chosen list of steps)
 # Steps run in order under their own time limits, so a slow step cannot starve the ones after it; each
 # writes its log under $OUT/logs (archived as one file at the end) and results under $OUT. The device's limit
-# is 600 s a call: pick steps whose limits add up to less. The default list re-checks v16's defaults (cuda.md
-# v13, cuda-moe.md v16): W4A8's int8 tensor-core decode (dense and MoE tests) and the issue's whole MoE table.
-# v16's timings: pytest_i8 39 s, pytest_moe_i8 44 s, bench_moe_v16_full 53 s, bench_i8b 63 s, conformance 97 s,
-# conformance_moe 141 s, pytest_moe_kernels 164 s.
+# is 600 s a call: pick steps whose limits add up to less. The default list re-checks v17's change (cuda-moe.md v17,
+# cuda.md v14): the pair alignment kernel on the GPU, its time by T, and the issue's whole MoE table.
+# v17's timings: pytest_align 14 s, bench_align 20 s, profile_moe 20 s, read_roofline 19 s, bench_moe_v17 49 s,
+# bench_moe_v17_clean 26 s, dense_dirty / dense_clean about 60 s each, conformance_moe 126 s, pytest_moe_all 277 s.
 set -u
 OUT=${OUT:-gpu-session}
-STEPS=${STEPS:-pytest_i8 pytest_moe_i8 bench_moe_v16_full}
+STEPS=${STEPS:-pytest_align bench_align bench_moe_v17}
 mkdir -p "$OUT/logs"
 ROOT=$(pwd)
 export PYTHONPATH=$ROOT/backends:$ROOT/conformance:$ROOT:$ROOT/benchmarks/cuda_moe

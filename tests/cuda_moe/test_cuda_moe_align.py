@@ -1,4 +1,4 @@
-"""Invariants of the expert-sorted, block-padded pair layout (plain torch, no kernels)."""
+"""Invariants of the expert-sorted, block-padded pair layout, and the alignment kernel against the torch ops."""
 
 from __future__ import annotations
 
