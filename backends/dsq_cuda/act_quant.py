@@ -10,7 +10,7 @@ scales float32 [M, 1], [M, ceil(K/128)] or [1].
 
 Functions:
     quantize_per_token_int8(x), quantize_per_token_fp8(x), quantize_per_group_fp8(x, group=128)
-        -> (codes, scales); quantize_per_token_as_bf16(x, fp8) -> (the same codes as bf16, scales);
+        -> (codes, scales); quantize_swiglu_per_token_int8(h, out_kind) -> the int8 codes of the MoE's SwiGLU; quantize_per_token_as_bf16(x, fp8) -> (the same codes as bf16, scales);
     quantize_static_int8(x, scale, zero_point, half_away=False) -> codes;
     quantize_activation(x, scheme, act_qparams) -> dsq.QuantizedActivation.
 """
@@ -25,6 +25,7 @@ from dsq.errors import QuantInputError
 from dsq.qtypes import QuantizedActivation
 from dsq.schemes import ActGranularity, QType, QuantScheme, RoundMode
 from dsq_cuda.int4_int8_mma import mma_position
+from dsq_cuda.moe_tiles import swiglu_values
 from dsq_cuda.numerics import clamp, fp8_code, int_code, rne, round_half_away
 
 TINY_F32 = float(torch.finfo(torch.float32).tiny)
@@ -32,13 +33,17 @@ TINY_F32 = float(torch.finfo(torch.float32).tiny)
 
 @triton.jit
 def _act_dynamic_kernel(x_ptr, q_ptr, s_ptr, K, GROUP, NG, CHUNK, stride_xm, stride_qm, tiny,
-                        FP8: tl.constexpr, BLOCK_K: tl.constexpr, MMA_ORDER: tl.constexpr = False):
+                        FP8: tl.constexpr, BLOCK_K: tl.constexpr, MMA_ORDER: tl.constexpr = False,
+                        SWIGLU: tl.constexpr = False, OUT_KIND: tl.constexpr = 0):
     """Program (m, g, c): the scale of row m's group g = columns [g*GROUP, min(g*GROUP+GROUP, K)) and the
     codes of chunk c of that group (CHUNK columns). Every chunk's program reads the whole group for its
     amax, so at small M a long row is quantized by many programs at once instead of one (the host picks
     one chunk per group when there are rows enough to fill the GPU). MMA_ORDER: code k is stored at its
     position in dsq_cuda.slab.int8_mma_order (inside its tile of 128; the inverse of
-    int4_int8_mma.mma_position_source), so the decode kernel's I8 path needs no separate reordering pass."""
+    int4_int8_mma.mma_position_source), so the decode kernel's I8 path needs no separate reordering pass.
+    SWIGLU: x is the float32 gate / up output h [M, 2K] of the MoE's first GEMM, and row m's values are the SwiGLU
+    of it rounded to the activation dtype (moe_tiles.swiglu_values, OUT_KIND), the values
+    moe_decode_kernels.swiglu_kernel would store: one kernel instead of two at decode."""
     m = tl.program_id(0).to(tl.int64)
     g = tl.program_id(1)
     c = tl.program_id(2)
@@ -47,7 +52,10 @@ def _act_dynamic_kernel(x_ptr, q_ptr, s_ptr, K, GROUP, NG, CHUNK, stride_xm, str
     amax = tl.zeros([BLOCK_K], dtype=tl.float32)
     for k0 in range(k_lo, k_hi, BLOCK_K):
         cols = k0 + tl.arange(0, BLOCK_K)
-        x = tl.load(x_ptr + m * stride_xm + cols, mask=cols < k_hi, other=0.0).to(tl.float32)
+        if SWIGLU:
+            x = swiglu_values(x_ptr + m * stride_xm, cols, cols < k_hi, K, OUT_KIND)
+        else:
+            x = tl.load(x_ptr + m * stride_xm + cols, mask=cols < k_hi, other=0.0).to(tl.float32)
         amax = tl.maximum(amax, tl.abs(x))
     a = tl.max(amax, axis=0)
     if FP8:
@@ -61,7 +69,10 @@ def _act_dynamic_kernel(x_ptr, q_ptr, s_ptr, K, GROUP, NG, CHUNK, stride_xm, str
     for k0 in range(c_lo, k_hi, BLOCK_K):
         cols = k0 + tl.arange(0, BLOCK_K)
         msk = cols < k_hi
-        x = tl.load(x_ptr + m * stride_xm + cols, mask=msk, other=0.0).to(tl.float32)
+        if SWIGLU:
+            x = swiglu_values(x_ptr + m * stride_xm, cols, msk, K, OUT_KIND)
+        else:
+            x = tl.load(x_ptr + m * stride_xm + cols, mask=msk, other=0.0).to(tl.float32)
         if FP8:
             q = fp8_code(x, s)
         else:
@@ -116,8 +127,12 @@ def _act_static_kernel(x_ptr, q_ptr, s_ptr, zp_ptr, M, K, stride_xm, HALF_AWAY: 
 
 
 def _dynamic(x: torch.Tensor, group: int, fp8: bool, codes_dtype: torch.dtype | None = None,
-             mma_order: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+             mma_order: bool = False, swiglu_kind: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``swiglu_kind`` (an OUT_KIND): x is a float32 [M, 2K] gate / up output; quantize its SwiGLU (see
+    _act_dynamic_kernel SWIGLU)."""
     m, k = x.shape
+    if swiglu_kind is not None:
+        k //= 2
     if x.stride(-1) != 1:
         x = x.contiguous()
     ng = -(-k // group)
@@ -129,7 +144,8 @@ def _dynamic(x: torch.Tensor, group: int, fp8: bool, codes_dtype: torch.dtype | 
     else:
         q = torch.empty((m, k), dtype=dtype, device=x.device)
     s = torch.empty((m, ng), dtype=torch.float32, device=x.device)
-    if m and not mma_order and group < k and k % group == 0 and group == triton.next_power_of_2(group) and group <= 512:
+    if m and swiglu_kind is None and not mma_order and group < k and k % group == 0 \
+            and group == triton.next_power_of_2(group) and group <= 512:
         # many groups a row: whole [rows, groups, GROUP] tiles per program (4096 inputs each)
         gpb = min(triton.next_power_of_2(ng), max(1, 1024 // group))
         grid = (triton.cdiv(m, 4), triton.cdiv(ng, gpb))
@@ -141,7 +157,7 @@ def _dynamic(x: torch.Tensor, group: int, fp8: bool, codes_dtype: torch.dtype | 
         chunk = -(-min(group, k) // (chunks * block_k)) * block_k
         _act_dynamic_kernel[(m, ng, -(-min(group, k) // chunk))](
             x, q, s, k, group, ng, chunk, x.stride(0), q.stride(0), TINY_F32, FP8=fp8, BLOCK_K=block_k,
-            MMA_ORDER=mma_order, num_warps=4)
+            MMA_ORDER=mma_order, SWIGLU=swiglu_kind is not None, OUT_KIND=swiglu_kind or 0, num_warps=4)
     return q, s
 
 
@@ -161,6 +177,16 @@ def quantize_per_token_int8(x: torch.Tensor, mma_order: bool = False) -> tuple[t
     """int8 codes [M, K] and float32 scales [M, 1]. ``mma_order``: the codes [M, Kp] (K rounded up to 128,
     zero-filled) in dsq_cuda.slab.int8_mma_order, as the decode kernel's int8 path reads them."""
     return _dynamic(x, x.shape[1], fp8=False, mma_order=mma_order)
+
+
+def quantize_swiglu_per_token_int8(h: torch.Tensor, out_kind: int, mma_order: bool = False
+                                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """quantize_per_token_int8 of the SwiGLU of a float32 gate / up output ``h`` [M, 2I], the SwiGLU rounded to
+    the activation dtype (``out_kind``: moe_tiles.round_to's OUT_KIND), in one kernel: the same codes and scales as
+    moe_decode_kernels.swiglu_kernel followed by quantize_per_token_int8."""
+    if h.dtype != torch.float32 or h.ndim != 2 or h.shape[1] % 2:
+        raise QuantInputError(f"gate/up output: expected float32 [M, 2I], got {h.dtype} {tuple(h.shape)}")
+    return _dynamic(h, h.shape[1] // 2, fp8=False, mma_order=mma_order, swiglu_kind=out_kind)
 
 
 def quantize_per_token_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

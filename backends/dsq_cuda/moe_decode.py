@@ -23,12 +23,17 @@ from dsq.qtypes import PackedWeight
 from dsq.schemes import ActGranularity, QuantScheme
 from dsq_cuda import moe_gemv
 from dsq_cuda._env import check_not_capturing, interpreting
+from dsq_cuda.act_quant import quantize_swiglu_per_token_int8
 from dsq_cuda.moe_align import align_pairs
 from dsq_cuda.moe_layout import bits_of, prepare
 from dsq_cuda.moe_plan import A_CODES, A_DYNAMIC, A_FLOAT, A_STATIC, A_STATIC_CODES, k_limit, plan
 from dsq_cuda.moe_requant import requantize
 
 DECODE_MAX_T = 64
+#: dynamic per-token int8 schemes (W4A8_DYNAMIC, W8A8_DYNAMIC) quantize the SwiGLU of the gate / up output in
+#: the quantization kernel itself (act_quant.quantize_swiglu_per_token_int8), here and in the one-token GEMV
+#: (moe_gemv): one launch a layer call fewer, the same codes. False: swiglu_kernel, then the quantization.
+FUSED_SWIGLU_QUANT = True
 BLOCK_M = 16
 #: K inputs per slab-layout tile for packed int4 / int8-in-words weights (SL = LBK / EPW = 32 words).
 LBK = {4: 256, 8: 128}
@@ -338,13 +343,19 @@ def run_decode(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tens
     hbuf = alloc((p, 2 * i), dtype=torch.float32, device=device)
     _launch(a, a_scale, st, lays[0], gate_up, scheme, al, hbuf, 2 * i, h, top_k, True, up_sw, cfg, tiny, dummy, mma)
 
-    inter = torch.empty((p, i), dtype=x.dtype, device=device)
-    block = min(1024, max(16, 1 << (i - 1).bit_length()))
-    swiglu_kernel[(p, -(-i // block))](hbuf, inter, i, hbuf.stride(0), inter.stride(0),
-                                       OUT_KIND=up_sw["OUT_KIND"], BLOCK=block, num_warps=4)
-    a, a_scale = inter, dummy
-    if i8 == 4 or down_sw["A_KIND"] == A_CODES:
-        a, a_scale = _quantize(inter, scheme, down_sw["A_FP8"], as_bf16=mma, mma_order=i8 == 1, slices=i8 == 4)
+    int8_codes = (down_sw["A_KIND"] == A_CODES and not down_sw["A_FP8"]
+                  and scheme.act_granularity is ActGranularity.TOKEN and (i8 == 1 or not mma))
+    if FUSED_SWIGLU_QUANT and int8_codes:  # the intermediate's int8 codes straight from h
+        a, a_scale = quantize_swiglu_per_token_int8(hbuf, up_sw["OUT_KIND"], mma_order=i8 == 1)
+    else:
+        inter = torch.empty((p, i), dtype=x.dtype, device=device)
+        block = min(1024, max(16, 1 << (i - 1).bit_length()))
+        swiglu_kernel[(p, -(-i // block))](hbuf, inter, i, hbuf.stride(0), inter.stride(0),
+                                           OUT_KIND=up_sw["OUT_KIND"], BLOCK=block, num_warps=4)
+        a, a_scale = inter, dummy
+        if i8 == 4 or down_sw["A_KIND"] == A_CODES:
+            a, a_scale = _quantize(inter, scheme, down_sw["A_FP8"], as_bf16=mma, mma_order=i8 == 1,
+                                   slices=i8 == 4)
     st = static_args(down) if down_sw["A_KIND"] in (A_STATIC, A_STATIC_CODES) else no_static
     if static_codes:  # the intermediate's rows are pairs: gather row pair // 1
         a, _ = requantize(inter, rows, al.sorted_ids, al.block_expert, al.block_m, p, 1, tiny, gather=True,

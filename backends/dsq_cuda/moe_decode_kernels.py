@@ -26,7 +26,15 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from dsq_cuda.moe_tiles import a_group_scale, load_a, round_to, row_scale, w_channel_scale, w_tile_scale
+from dsq_cuda.moe_tiles import (
+    a_group_scale,
+    load_a,
+    round_to,
+    row_scale,
+    swiglu_values,
+    w_channel_scale,
+    w_tile_scale,
+)
 
 
 @triton.jit
@@ -191,9 +199,7 @@ def swiglu_kernel(h_ptr, out_ptr, I, stride_h, stride_o, OUT_KIND: tl.constexpr,
     p = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     m = cols < I
-    g = round_to(tl.load(h_ptr + p * stride_h + cols, mask=m, other=0.0), OUT_KIND)
-    u = round_to(tl.load(h_ptr + p * stride_h + I + cols, mask=m, other=0.0), OUT_KIND)
-    a = round_to(g / (1.0 + tl.exp(-g)) * u, OUT_KIND)
+    a = swiglu_values(h_ptr + p * stride_h, cols, m, I, OUT_KIND)
     dest = cols
     if TILE_SW > 0:
         r = cols % (TILE_EPW * TILE_SW)

@@ -217,6 +217,8 @@ def run_gemv(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor
              down: PackedWeight, scheme: QuantScheme, num_experts: int,
              expert_range: tuple[int, int] | None) -> torch.Tensor:
     """y [T, H] for already-validated inputs (see the module docstring)."""
+    from dsq_cuda import moe_decode
+    from dsq_cuda.act_quant import quantize_swiglu_per_token_int8
     from dsq_cuda.moe_decode import combine
     from dsq_cuda.moe_decode_kernels import swiglu_kernel
     from dsq_cuda.moe_plan import OUT_KIND
@@ -238,12 +240,17 @@ def run_gemv(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor
     sw = tile_words(scheme, h, i, device) if canonical else 0
     lbk = (32 // bits) * sw
     ip = -(-i // lbk) * lbk if canonical else i
-    inter = (torch.zeros if ip != i else torch.empty)((p, ip), dtype=x.dtype, device=device)
-    block = min(1024, max(16, 1 << (i - 1).bit_length()))
-    swiglu_kernel[(p, -(-i // block))](hbuf, inter, i, hbuf.stride(0), inter.stride(0),
-                                       OUT_KIND=OUT_KIND[x.dtype], BLOCK=block, TILE_EPW=32 // bits, TILE_SW=sw,
-                                       num_warps=4)
+    dp4a = _dp4a(scheme, dn)
+    if dp4a == 1 and not canonical and moe_decode.FUSED_SWIGLU_QUANT:  # int8 codes straight from h
+        a, a_scale = quantize_swiglu_per_token_int8(hbuf, OUT_KIND[x.dtype], mma_order=True)
+        a_scale = a_scale.reshape(-1).contiguous()
+    else:
+        inter = (torch.zeros if ip != i else torch.empty)((p, ip), dtype=x.dtype, device=device)
+        block = min(1024, max(16, 1 << (i - 1).bit_length()))
+        swiglu_kernel[(p, -(-i // block))](hbuf, inter, i, hbuf.stride(0), inter.stride(0),
+                                           OUT_KIND=OUT_KIND[x.dtype], BLOCK=block, TILE_EPW=32 // bits, TILE_SW=sw,
+                                           num_warps=4)
+        a, a_scale, _ = _codes(inter, scheme, down, ids, 1, dp4a)
     out = torch.zeros((p, h), dtype=torch.float32, device=device)
-    a, a_scale, _ = _codes(inter, scheme, down, ids, 1, _dp4a(scheme, dn))
     _gemv(a, a_scale, dn, scheme, out, ids, h, i, 1, expert_range, num_experts)
     return combine(out, topk_weights, x.dtype)

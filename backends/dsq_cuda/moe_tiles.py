@@ -43,6 +43,17 @@ def round_to(v, OUT_KIND: tl.constexpr):
 
 
 @triton.jit
+def swiglu_values(h_row, cols, mask, I, OUT_KIND: tl.constexpr):
+    """``round(silu(round(h[cols])) * round(h[I + cols]))`` of one float32 row ``h_row`` [2I] (gate, then up),
+    widened to float32, each rounding to the output dtype (OUT_KIND as in round_to), silu(g) = g / (1 + exp(-g))
+    in float32. moe_decode_kernels.swiglu_kernel stores it; act_quant's SWIGLU mode quantizes it without the
+    round trip (both call this, so they compute the same bits)."""
+    g = round_to(tl.load(h_row + cols, mask=mask, other=0.0), OUT_KIND)
+    u = round_to(tl.load(h_row + I + cols, mask=mask, other=0.0), OUT_KIND)
+    return round_to(g / (1.0 + tl.exp(-g)) * u, OUT_KIND)
+
+
+@triton.jit
 def load_w(w_ptr, zp_ptr, gs_ptr, e64, rows, offs_k, k0, N_ROWS, K,
            stride_we, stride_wn, stride_ze, stride_zn, stride_ge, stride_gn,
            W_KIND: tl.constexpr, W_ZP: tl.constexpr, W_GS: tl.constexpr, GROUP: tl.constexpr,

@@ -488,3 +488,43 @@ def test_one_token_int4_gemv_with_dp4a(name, mode, h, i, monkeypatch):
     assert seen == [mode, mode, 0, 0]
     assert rel_err(y, r) < 4e-3, rel_err(y, r)
     assert rel_err(y, y_float) < 1e-2  # (one bf16 rounding of the intermediate may differ)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("mma_order,i", [(True, 200), (False, 200), (True, 256)])
+def test_swiglu_quantized_in_one_kernel_gives_the_same_codes(dtype, mma_order, i):
+    # act_quant.quantize_swiglu_per_token_int8: the SwiGLU of h rounded to the activation dtype and its per-token
+    # int8 codes in one kernel, against swiglu_kernel then quantize_per_token_int8 (I = 200 leaves a partial tile)
+    from dsq_cuda.act_quant import quantize_per_token_int8, quantize_swiglu_per_token_int8
+    from dsq_cuda.moe_decode_kernels import swiglu_kernel
+    from dsq_cuda.moe_plan import OUT_KIND
+
+    g = torch.Generator().manual_seed(i)
+    h = (torch.randn(5, 2 * i, generator=g) * 3).to(DEVICE)
+    h[2] = 0.0  # an all-zero row: the scale is the smallest normal float
+    inter = torch.empty((5, i), dtype=dtype, device=DEVICE)
+    swiglu_kernel[(5, 1)](h, inter, i, h.stride(0), inter.stride(0), OUT_KIND=OUT_KIND[dtype], BLOCK=256)
+    want = quantize_per_token_int8(inter, mma_order=mma_order)
+    got = quantize_swiglu_per_token_int8(h, OUT_KIND[dtype], mma_order=mma_order)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert int(got[0][0].abs().max()) == 127  # the codes span the range (not all zero)
+
+
+@pytest.mark.parametrize("scheme_name,t", [("W4A8_DYNAMIC", 1), ("W4A8_DYNAMIC", 8), ("W8A8_DYNAMIC", 8)])
+def test_fused_swiglu_quant_layer_gives_the_same_bits(scheme_name, t, monkeypatch):
+    # moe_decode.FUSED_SWIGLU_QUANT: the decode path (T = 8: tensor-core I8 or slab kernel) and the one-token GEMV
+    # (T = 1, dp4a) quantize the intermediate straight from the gate / up output: the same layer output
+    from dsq_cuda import moe_decode
+
+    e, h, i = 6, 256, 256
+    scheme, cpu, dev = make_experts(scheme_name, e, h, i, seed=10)
+    g = torch.Generator().manual_seed(t)
+    ids = torch.stack([torch.randperm(e, generator=g)[:2] for _ in range(t)])
+    w = torch.rand(*ids.shape, generator=g) + 0.1
+    x = torch.randn(t, h, generator=g).to(torch.bfloat16)
+    args = (x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev.gate_up, dev.down, scheme, e)
+    y_fused = run_moe(*args)
+    monkeypatch.setattr(moe_decode, "FUSED_SWIGLU_QUANT", False)
+    y_two = run_moe(*args)
+    assert torch.equal(y_fused, y_two)
+    assert rel_err(y_fused, reference().moe(x, ids, w, cpu, scheme)) < 4e-2
