@@ -10,6 +10,8 @@ tables before v14.
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
 
 import torch
@@ -73,3 +75,28 @@ def median_ms(fn, flush: str = "dirty", warmup: int = 10, rep: int = 60) -> floa
         e.record()
     torch.cuda.synchronize()
     return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
+
+
+def graph_median_ms(fn, flush: str = "dirty", warmup: int = 10, rep: int = 60) -> float:
+    """median_ms of fn() captured in a CUDA graph (after a warm-up call on a side stream) and replayed."""
+    fn()
+    torch.cuda.synchronize()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    ms = median_ms(g.replay, flush, warmup=warmup, rep=rep)
+    del g
+    return ms
+
+
+def save_json(path: str, obj) -> None:
+    """Write obj as JSON to a temporary file beside ``path``, then rename it into place."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)

@@ -17,28 +17,16 @@ from __future__ import annotations
 import argparse
 import datetime
 import functools
-import json
-import os
 
 import torch
 import triton
 
-from benchmarks.timing import median_ms, read_kernel
+from benchmarks.timing import graph_median_ms, read_kernel, save_json
 
 
 def graph_us(fn, flush: str) -> float:
     """Median microseconds of fn() replayed from a CUDA graph, L2 flushed before each replay."""
-    fn()
-    torch.cuda.synchronize()
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    return median_ms(g.replay, flush, rep=100) * 1e3
+    return graph_median_ms(fn, flush, rep=100) * 1e3
 
 
 def main() -> None:
@@ -88,10 +76,7 @@ def main() -> None:
         info = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                     device=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
                     copy_gbps=copy_gbps)
-        tmp = args.out + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(dict(info, rows=rows), f, indent=1)
-        os.replace(tmp, args.out)
+        save_json(args.out, dict(info, rows=rows))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import contextlib
 import datetime
 import functools
 import json
-import os
 import platform
 import time
 
@@ -33,7 +32,7 @@ import synth  # benchmarks/cuda_moe/synth.py (the script's folder is on sys.path
 import torch
 import triton
 
-from benchmarks.timing import FLUSHES, median_ms
+from benchmarks.timing import FLUSHES, graph_median_ms, save_json
 from dsq.schemes import get_scheme
 from dsq_cuda.moe import moe, moe_float, run_moe
 
@@ -55,17 +54,7 @@ def bench(fn, device, graph: bool) -> float:
     torch.cuda.synchronize()
     if not graph:
         return triton.testing.do_bench(fn, warmup=10, rep=60, return_mode="median")
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    ms = median_ms(g.replay, FLUSH, warmup=10, rep=60)
-    del g
-    return ms
+    return graph_median_ms(fn, FLUSH)
 
 
 def routing(t: int, e: int, k: int, kind: str, device, seed: int):
@@ -257,10 +246,7 @@ def main() -> None:
         print(f"{r['method']:13s} {r['tokens']:5d} {r['routing']:8s} {r['ms'] * 1e3:9.1f} "
               f"{r['speedup_vs_bf16']:8.2f}x {r['weight_gbps']:10.0f} {frac:>6s}")
     if args.out:
-        tmp = args.out + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(dict(info, results=results), f, indent=1)
-        os.replace(tmp, args.out)
+        save_json(args.out, dict(info, results=results))
 
 
 if __name__ == "__main__":

@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
-import json
-import os
 
 import synth
 import torch
 from bench_moe import bench, routing  # benchmarks/cuda_moe on sys.path
 from torch.profiler import ProfilerActivity, profile
 
+from benchmarks.timing import save_json
 from dsq.schemes import get_scheme
 from dsq_cuda.moe import moe_float, run_moe
 
@@ -98,10 +97,7 @@ def main() -> None:
         torch.cuda.empty_cache()
     if args.out:
         info = dict(device=torch.cuda.get_device_name(), torch=torch.__version__)
-        tmp = args.out + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(dict(info, rows=rows), f, indent=1)
-        os.replace(tmp, args.out)
+        save_json(args.out, dict(info, rows=rows))
 
 
 if __name__ == "__main__":
