@@ -10,7 +10,8 @@ scales float32 [M, 1], [M, ceil(K/128)] or [1].
 
 Functions:
     quantize_per_token_int8(x), quantize_per_token_fp8(x), quantize_per_group_fp8(x, group=128)
-        -> (codes, scales); quantize_swiglu_per_token_int8(h, out_kind) -> the int8 codes of the MoE's SwiGLU; quantize_per_token_as_bf16(x, fp8) -> (the same codes as bf16, scales);
+        -> (codes, scales); quantize_swiglu_per_token_int8(h, out_kind) -> the int8 codes of the MoE's SwiGLU;
+        quantize_per_token_as_bf16(x, fp8) -> (the same codes as bf16, scales);
     quantize_static_int8(x, scale, zero_point, half_away=False) -> codes;
     quantize_activation(x, scheme, act_qparams) -> dsq.QuantizedActivation.
 """

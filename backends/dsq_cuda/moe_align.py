@@ -1,4 +1,4 @@
-"""Sort (token, slot) pairs by expert and pad each expert's run to whole M-blocks (no host sync; one Triton program or torch ops).
+"""Sort (token, slot) pairs by expert and pad each expert's run to whole M-blocks (no host sync).
 
 Pairs are numbered ``p = t * top_k + j`` for token t and slot j (``P = T * top_k`` of them). For the local
 experts ``lo <= e < hi`` (all experts by default), expert e receives ``c_e`` pairs and ``b_e = ceil(c_e / BM)``
@@ -26,10 +26,11 @@ import torch
 
 from dsq_cuda._env import interpreting
 
-#: pairs up to which align_pairs runs moe_align_kernel (one program, a sort of P keys in registers) instead of torch ops;
-#: 0 turns it off. On the H200 (benchmarks/cuda_moe/bench_align.py) it took 6.8 / 10.3 / 40 us at T = 1 / 64 / 256
-#: (top-8) against 73 / 105 / 110 us for the torch ops, and 124 against 115 us at T = 512.
+#: pairs up to which align_pairs runs moe_align_kernel (one program, a sort of P keys in registers) instead of
+#: the torch ops; 0 turns it off. On the H200 (benchmarks/cuda_moe/bench_align.py) it took 6.8 / 10.3 / 40 us
+#: at T = 1 / 64 / 256 (top-8) against 73 / 105 / 110 us for the torch ops, and 124 against 115 us at T = 512.
 KERNEL_MAX_PAIRS = 2048
+
 
 @dataclass
 class Alignment:
