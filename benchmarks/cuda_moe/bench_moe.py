@@ -14,7 +14,8 @@ What it does:
    kernels on bf16 weights, a plain PyTorch per-expert loop (bf16, eager, as transformers runs it), and the
    fused kernels per scheme (run_moe: the layer without the input validation of Backend.moe, whose
    range checks read values back to the host and so cannot be captured). Fused layers are captured in a CUDA graph and replayed (median of
-   triton.testing.do_bench, L2 flushed between replays); the loop syncs with the host, so it runs eagerly.
+   triton.testing.do_bench, L2 flushed between replays by its 256 MB write; ``--flush clean`` flushes by a read instead,
+   benchmarks/timing.py); the loop syncs with the host, so it runs eagerly.
    Effective bandwidth = bytes of the touched experts (codes and scales) / time.
 """
 
