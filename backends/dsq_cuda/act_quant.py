@@ -292,6 +292,12 @@ def int8_slices(x: torch.Tensor, fp8_scales: torch.Tensor | None = None) -> tupl
     return q, s
 
 
+def scheme_int8_slices(x: torch.Tensor, scheme: QuantScheme) -> tuple[torch.Tensor, torch.Tensor]:
+    """int8_slices of what a scheme multiplies: x itself for weight-only schemes (W4A16), x's per-token e4m3
+    codes otherwise (W4AFP8)."""
+    return int8_slices(x) if scheme.weight_only else int8_slices(*quantize_per_token_fp8(x))
+
+
 def static_params(act_qparams, scheme: QuantScheme, device) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_scale [1] float32, input_zero_point [1] int8; zeros when symmetric) from a PackedWeight/QParams."""
     if act_qparams is None:

@@ -126,7 +126,6 @@ def _weight_args(packed: PackedWeight | torch.Tensor, scheme: QuantScheme | None
     name = weight_tensor_name(scheme)
     if rt:
         w = moe_gemv.prepare(packed, scheme, device)["w"].view(torch.uint8)
-        w_args = [w, w.stride(0), w.stride(1)]
     else:
         if name not in packed:
             raise QuantInputError(f"packed {scheme.name} expert weight has no {name!r} (has {sorted(packed.tensors)})")
@@ -137,9 +136,8 @@ def _weight_args(packed: PackedWeight | torch.Tensor, scheme: QuantScheme | None
             raise QuantInputError(f"expert {name} must be contiguous along K (strides {tuple(w.stride())})")
         if w.dtype == torch.float8_e4m3fn or as_bytes:
             w = w.view(torch.uint8)  # fp8: the kernel bitcasts back (see moe_tiles.load_w)
-        w_args = [w, w.stride(0), w.stride(1)]
     s = packed["weight_scale"]
-    args = [*w_args, s, s.stride(0), s.stride(1)]
+    args = [w, w.stride(0), w.stride(1), s, s.stride(0), s.stride(1)]
     for opt in ("weight_zero_point", "weight_group_scale"):
         t = packed.tensors.get(opt)
         args += [t, t.stride(0), t.stride(1)] if t is not None else [_dummy(device), 0, 0]

@@ -2,8 +2,8 @@
 
 The torch version is about 20 small kernels (a radix sort, scans, scatters, a searchsorted): on the H200 they
 took about 50 us of GPU time per layer call plus the gaps between them, next to 124 us of expert GEMMs at
-T = 8 (W4A8_DYNAMIC, skewed routing; benchmarks/cuda_moe/profile_moe.py). One program does the same work with
-comparisons, because at decode the pairs P and local experts E are few (P <= 512 at T = 64, top-8):
+T = 8 (W4A8_DYNAMIC, skewed routing; benchmarks/cuda_moe/profile_moe.py). One program does the same work in
+registers, because at decode the pairs P and local experts E are few (P <= 512 at T = 64, top-8):
 
 * ``c_e = #{p : key_p = e}`` (tl.histogram); ``b_e = ceil(c_e / BM)``; ``start_e`` / ``end_e`` the exclusive /
   inclusive prefix sums of ``b_e``, ``first_e`` the exclusive prefix sum of ``c_e`` (tl.cumsum).

@@ -263,17 +263,17 @@ def _quantize(v: torch.Tensor, scheme: QuantScheme, fp8: bool, as_bf16: bool = F
     in slab.int8_mma_order, for its int8 path; ``slices``: x as int8 slices (act_quant.int8_slices), for its
     four-slice int8 path."""
     from dsq_cuda.act_quant import (
-        int8_slices,
         quantize_per_group_fp8,
         quantize_per_token_as_bf16,
         quantize_per_token_fp8,
         quantize_per_token_int8,
+        scheme_int8_slices,
     )
 
     if mma_order:
         return quantize_per_token_int8(v, mma_order=True)
-    if slices:  # float x as it is (weight-only schemes), or its per-token e4m3 codes (W4AFP8)
-        return int8_slices(v) if scheme.act_dtype is None else int8_slices(*quantize_per_token_fp8(v))
+    if slices:
+        return scheme_int8_slices(v, scheme)
     if as_bf16 and scheme.act_granularity is ActGranularity.TOKEN:
         return quantize_per_token_as_bf16(v, fp8)
     if scheme.act_granularity is ActGranularity.TOKEN_GROUP:

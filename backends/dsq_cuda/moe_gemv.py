@@ -180,16 +180,11 @@ def _codes(v: torch.Tensor, scheme: QuantScheme, packed: PackedWeight, ids: torc
     top_k)`` for weight-only schemes. ``top_k``: pairs per row of ``v`` (1 when rows are pairs). Scales are per
     code row (dynamic) or per expert (static: the codes are per pair). ``dp4a``: int8 codes in
     slab.int8_mma_order (the GEMV's DP4A 1), or v as int8 digit slices (DP4A 3)."""
-    from dsq_cuda.act_quant import (
-        int8_slices,
-        quantize_per_token_as_bf16,
-        quantize_per_token_fp8,
-        quantize_per_token_int8,
-    )
+    from dsq_cuda.act_quant import quantize_per_token_as_bf16, quantize_per_token_int8, scheme_int8_slices
     from dsq_cuda.moe_requant import requantize
 
-    if dp4a == 3:  # float x (weight-only schemes) or its per-token e4m3 codes (W4AFP8)
-        codes, scales = int8_slices(v) if scheme.weight_only else int8_slices(*quantize_per_token_fp8(v))
+    if dp4a == 3:
+        codes, scales = scheme_int8_slices(v, scheme)
         return codes, scales, top_k
     if scheme.weight_only:
         return v, None, top_k

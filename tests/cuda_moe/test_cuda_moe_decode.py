@@ -514,9 +514,17 @@ def test_swiglu_quantized_in_one_kernel_gives_the_same_codes(dtype, mma_order, i
 def test_fused_swiglu_quant_layer_gives_the_same_bits(scheme_name, t, monkeypatch):
     # moe_decode.FUSED_SWIGLU_QUANT: the decode path (T = 8: tensor-core I8 or slab kernel) and the one-token GEMV
     # (T = 1, dp4a) quantize the intermediate straight from the gate / up output: the same layer output
-    from dsq_cuda import moe_decode
+    from dsq_cuda import act_quant, moe_decode
 
     e, h, i = 6, 256, 256
+    calls, fused = [], act_quant.quantize_swiglu_per_token_int8
+
+    def spy(*a, **kw):
+        calls.append(kw.get("mma_order"))
+        return fused(*a, **kw)
+
+    monkeypatch.setattr(moe_decode, "quantize_swiglu_per_token_int8", spy)
+    monkeypatch.setattr(act_quant, "quantize_swiglu_per_token_int8", spy)
     scheme, cpu, dev = make_experts(scheme_name, e, h, i, seed=10)
     g = torch.Generator().manual_seed(t)
     ids = torch.stack([torch.randperm(e, generator=g)[:2] for _ in range(t)])
@@ -524,7 +532,8 @@ def test_fused_swiglu_quant_layer_gives_the_same_bits(scheme_name, t, monkeypatc
     x = torch.randn(t, h, generator=g).to(torch.bfloat16)
     args = (x.to(DEVICE), ids.to(DEVICE), w.to(DEVICE), dev.gate_up, dev.down, scheme, e)
     y_fused = run_moe(*args)
+    assert calls == [scheme_name == "W4A8_DYNAMIC"]  # the fused kernel ran, with the int8 MMA order for W4A8
     monkeypatch.setattr(moe_decode, "FUSED_SWIGLU_QUANT", False)
     y_two = run_moe(*args)
-    assert torch.equal(y_fused, y_two)
+    assert len(calls) == 1 and torch.equal(y_fused, y_two)
     assert rel_err(y_fused, reference().moe(x, ids, w, cpu, scheme)) < 4e-2
