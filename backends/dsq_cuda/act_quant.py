@@ -25,9 +25,11 @@ import triton.language as tl
 from dsq.errors import QuantInputError
 from dsq.qtypes import QuantizedActivation
 from dsq.schemes import ActGranularity, QType, QuantScheme, RoundMode
+from dsq_cuda import pdl
 from dsq_cuda.int4_int8_mma import mma_position
 from dsq_cuda.moe_tiles import swiglu_values
 from dsq_cuda.numerics import clamp, fp8_code, int_code, rne, round_half_away
+from dsq_cuda.pdl import wait_for_inputs
 
 TINY_F32 = float(torch.finfo(torch.float32).tiny)
 
@@ -35,7 +37,7 @@ TINY_F32 = float(torch.finfo(torch.float32).tiny)
 @triton.jit
 def _act_dynamic_kernel(x_ptr, q_ptr, s_ptr, K, GROUP, NG, CHUNK, stride_xm, stride_qm, tiny,
                         FP8: tl.constexpr, BLOCK_K: tl.constexpr, MMA_ORDER: tl.constexpr = False,
-                        SWIGLU: tl.constexpr = False, OUT_KIND: tl.constexpr = 0):
+                        SWIGLU: tl.constexpr = False, OUT_KIND: tl.constexpr = 0, PDL: tl.constexpr = False):
     """Program (m, g, c): the scale of row m's group g = columns [g*GROUP, min(g*GROUP+GROUP, K)) and the
     codes of chunk c of that group (CHUNK columns). Every chunk's program reads the whole group for its
     amax, so at small M a long row is quantized by many programs at once instead of one (the host picks
@@ -44,7 +46,8 @@ def _act_dynamic_kernel(x_ptr, q_ptr, s_ptr, K, GROUP, NG, CHUNK, stride_xm, str
     int4_int8_mma.mma_position_source), so the decode kernel's I8 path needs no separate reordering pass.
     SWIGLU: x is the float32 gate / up output h [M, 2K] of the MoE's first GEMM, and row m's values are the SwiGLU
     of it rounded to the activation dtype (moe_tiles.swiglu_values, OUT_KIND), the values
-    moe_decode_kernels.swiglu_kernel would store: one kernel instead of two at decode."""
+    moe_decode_kernels.swiglu_kernel would store: one kernel instead of two at decode. PDL: dsq_cuda.pdl."""
+    wait_for_inputs(PDL)
     m = tl.program_id(0).to(tl.int64)
     g = tl.program_id(1)
     c = tl.program_id(2)
@@ -153,12 +156,14 @@ def _dynamic(x: torch.Tensor, group: int, fp8: bool, codes_dtype: torch.dtype | 
         _act_group_kernel[grid](x, q, s, m, ng, x.stride(0), q.stride(0), TINY_F32, FP8=fp8, GROUP=group, GPB=gpb,
                                 BLOCK_R=4, num_warps=4)
     elif m:
+        on = pdl.flag(x.device)
         block_k = max(16, min(2048, triton.next_power_of_2(group)))
         chunks = _chunks(m * ng, min(group, k), block_k, x.device)
         chunk = -(-min(group, k) // (chunks * block_k)) * block_k
         _act_dynamic_kernel[(m, ng, -(-min(group, k) // chunk))](
             x, q, s, k, group, ng, chunk, x.stride(0), q.stride(0), TINY_F32, FP8=fp8, BLOCK_K=block_k,
-            MMA_ORDER=mma_order, SWIGLU=swiglu_kind is not None, OUT_KIND=swiglu_kind or 0, num_warps=4)
+            MMA_ORDER=mma_order, SWIGLU=swiglu_kind is not None, OUT_KIND=swiglu_kind or 0, PDL=on, num_warps=4,
+            **pdl.launch_kwargs(on))
     return q, s
 
 
@@ -222,13 +227,17 @@ def quantize_static_int8(x: torch.Tensor, scale: torch.Tensor, zero_point: torch
 
 
 @triton.jit
-def _slices_kernel(x_ptr, xs_ptr, q_ptr, s_ptr, K, stride_xm, stride_qm, FP8: tl.constexpr, BLOCK_K: tl.constexpr):
+def _slices_kernel(x_ptr, xs_ptr, q_ptr, s_ptr, K, stride_xm, stride_qm, FP8: tl.constexpr, BLOCK_K: tl.constexpr,
+                   PDL: tl.constexpr = False):
     """Program m: row m as integers ``X`` (float x: ``X = rne(x * 2**E)`` with the power of two
     ``2**E`` that puts the row's amax in [2**21, 2**22); FP8: e4m3 codes, ``X = 512 x`` exactly) in balanced
     int8 digits ``X = 65536 d0 + 256 d1 + d2`` (d2, d1 in [-128, 127]; |d0| < 64), stored per 128-input tile as
-    slices ``[d0, d1, d2]`` of 128 bytes each in int8 MMA order (4 slices a tile, the fourth left zero), and
-    the row's scale ``xs * 2**-E`` (FP8: ``xs[m] / 512``), so that ``x = scale * X``."""
+    slices ``[d0, d1, d2]`` of 128 bytes each in int8 MMA order (4 slices a tile, the fourth zero; inputs past K,
+    up to the next tile, zero too: q needs no zeroing), and the row's scale ``xs * 2**-E`` (FP8: ``xs[m] / 512``),
+    so that ``x = scale * X``. PDL: dsq_cuda.pdl."""
+    wait_for_inputs(PDL)
     m = tl.program_id(0).to(tl.int64)
+    KP = tl.cdiv(K, 128) * 128
     if FP8:
         e = tl.zeros([], dtype=tl.int32) + 9
         scale = tl.load(xs_ptr + m) * (1.0 / 512.0)
@@ -245,7 +254,7 @@ def _slices_kernel(x_ptr, xs_ptr, q_ptr, s_ptr, K, stride_xm, stride_qm, FP8: tl
         scale = ((127 - e) << 23).to(tl.float32, bitcast=True)  # 2**-E
     mult = ((127 + e) << 23).to(tl.float32, bitcast=True)  # 2**E
     tl.store(s_ptr + m, scale)
-    for k0 in range(0, K, BLOCK_K):
+    for k0 in range(0, KP, BLOCK_K):
         cols = k0 + tl.arange(0, BLOCK_K)
         msk = cols < K
         if FP8:
@@ -261,9 +270,11 @@ def _slices_kernel(x_ptr, xs_ptr, q_ptr, s_ptr, K, stride_xm, stride_qm, FP8: tl
         dst = mma_position(cols)
         dst = dst + 3 * (dst - dst % 128)  # tile t starts at 4 * 128 t
         row = q_ptr + m * stride_qm + dst
-        tl.store(row, d0.to(tl.int8), mask=msk)
-        tl.store(row + 128, d1.to(tl.int8), mask=msk)
-        tl.store(row + 256, d2.to(tl.int8), mask=msk)
+        inside = cols < KP  # (d0 = d1 = d2 = 0 past K)
+        tl.store(row, d0.to(tl.int8), mask=inside)
+        tl.store(row + 128, d1.to(tl.int8), mask=inside)
+        tl.store(row + 256, d2.to(tl.int8), mask=inside)
+        tl.store(row + 384, tl.zeros([BLOCK_K], dtype=tl.int8), mask=inside)
 
 
 def int8_slices(x: torch.Tensor, fp8_scales: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -280,15 +291,17 @@ def int8_slices(x: torch.Tensor, fp8_scales: torch.Tensor | None = None) -> tupl
     if x.stride(-1) != 1:
         x = x.contiguous()
     kp = -(-k // 128) * 128
-    q = torch.zeros((m, 4 * kp), dtype=torch.int8, device=x.device)
+    q = torch.empty((m, 4 * kp), dtype=torch.int8, device=x.device)  # (every byte written by the kernel)
     s = torch.empty(m, dtype=torch.float32, device=x.device)
     fp8 = fp8_scales is not None
     if fp8 and x.dtype == torch.float8_e4m3fn:
         x = x.view(torch.uint8)
     xs = fp8_scales.reshape(-1).float().contiguous() if fp8 else s
     if m:
+        on = pdl.flag(x.device)
         _slices_kernel[(m,)](x, xs, q, s, k, x.stride(0), q.stride(0), FP8=fp8,
-                             BLOCK_K=min(2048, triton.next_power_of_2(k)), num_warps=4)
+                             BLOCK_K=min(2048, triton.next_power_of_2(k)), PDL=on, num_warps=4,
+                             **pdl.launch_kwargs(on))
     return q, s
 
 

@@ -53,6 +53,7 @@ import triton
 import triton.language as tl
 
 from dsq_cuda.int4_int8_mma import int4_bytes
+from dsq_cuda.pdl import prefetch_l2, wait_for_inputs
 
 #: the decode variant the dispatchers (dsq_cuda.mm, dsq_cuda.moe_gemv) pass as MANT (see above); benchmarks
 #: set it to time the other variant
@@ -117,7 +118,8 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
                 CH: tl.constexpr, MOE: tl.constexpr = False, X_DIV: tl.constexpr = 1,
                 MANT: tl.constexpr = False, X_SCALE: tl.constexpr = 0, CHANNEL_SCALE: tl.constexpr = False,
                 PAIRS: tl.constexpr = False, SIGNED: tl.constexpr = False, EVEN_W: tl.constexpr = False,
-                SLW: tl.constexpr = 0, DP4A: tl.constexpr = 0, ASM: tl.constexpr = True):
+                SLW: tl.constexpr = 0, DP4A: tl.constexpr = 0, ASM: tl.constexpr = True, PDL: tl.constexpr = False,
+                PREFETCH: tl.constexpr = 0):
     """y[row, n] (see the module docstring): K is the length of an x row (masked past it), KW the words of a
     weight row that exist (tile t's words ``t*SW + [0, SW)`` past KW read as 0), EVEN_W when every chunk's words
     exist (no word mask). SLW > 0: row tiles, SLW words per row of a *layout* tile (compile-time strides), read
@@ -125,7 +127,10 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
     field j of sub-tile u of layout tile t multiplies x ``t*EPW*SLW + j*SLW + u*SW + [0, SW)``. SLW = 0: the
     canonical words, ``stride_wn`` words between rows and ``stride_wt`` between tiles. DP4A (1 or 3 slices):
     see :func:`_dp4a_tile` / :func:`_dp4a_slices_tile` (x: int32 words of int8 codes in slab.int8_mma_order, or
-    of act_quant.int8_slices; K counts inputs)."""
+    of act_quant.int8_slices; K counts inputs). PDL / PREFETCH: dsq_cuda.pdl (PREFETCH: how many of the
+    program's first row tiles go to L2 before the wait, row tiles of whole 4 KB pieces only)."""
+    if PREFETCH == 0:
+        wait_for_inputs(PDL)
     EPW: tl.constexpr = 32 // BITS
     LBK: tl.constexpr = EPW * SW  # inputs per (sub-)tile
     LW: tl.constexpr = SW if SLW == 0 else SLW  # words per row of a layout tile
@@ -158,6 +163,16 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
         wz_ptr += e * stride_se
         wc_ptr += e * stride_ce
         x_row = x_ptr + (row // X_DIV) * stride_xm
+    if PREFETCH > 0:  # read before the wait: the host launches it so that the weights and expert ids were
+        # written before the kernel this one follows (dsq_cuda.pdl)
+        tl.static_assert(SLW > 0 and (BLOCK_N * LW) % 1024 == 0)
+        if (pid_n + 1) * BLOCK_N <= N:
+            for i in tl.static_range(PREFETCH):
+                if c_lo * (TPC // R) + i < c_hi * (TPC // R):
+                    tile = w_ptr + (c_lo * (TPC // R) + i).to(tl.int64) * N * LW + pid_n * BLOCK_N * LW
+                    for piece in tl.static_range((BLOCK_N * LW) // 1024):
+                        prefetch_l2(tile + piece * 1024)
+        wait_for_inputs(PDL)
     if SLW > 0:  # row tiles: compile-time strides (rows LW words apart, tiles N * LW)
         wbase = w_ptr + rows[:, None] * LW + offs_s[None, :]
     else:
@@ -282,7 +297,7 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
 
 def launch(x, words, ws, wz, bias, out, scheme, rows: int, n: int, cfg, group: int, row_tiles: bool = True,
            moe: tuple | None = None, xs=None, wc=None, xs_per_expert: bool = False, signed: bool = False,
-           dp4a: int = 0) -> None:
+           dp4a: int = 0, pdl: bool = False, prefetch: int = 0) -> None:
     """Launch :func:`gemv_kernel` over ``rows`` program rows with config ``cfg`` (dsq_cuda.configs).
 
     ``row_tiles``: ``words`` are row tiles ``[..., tiles, N, SW]`` (SW = -cfg.block_k) and x rows are in input
@@ -293,11 +308,13 @@ def launch(x, words, ws, wz, bias, out, scheme, rows: int, n: int, cfg, group: i
     scales per x row when x holds codes (per expert with ``xs_per_expert``, MoE mode); ``wc``: two-level s1
     ``[E, N, 1]`` (MoE mode). ``dp4a``: x holds int8 codes in dsq_cuda.slab.int8_mma_order (1), or the digit
     slices of dsq_cuda.act_quant.int8_slices (3), for int4 row tiles of 16 words, multiplied by ``dp4a`` in int32
-    (:func:`_dp4a_tile`, :func:`_dp4a_slices_tile`)."""
+    (:func:`_dp4a_tile`, :func:`_dp4a_slices_tile`). ``pdl``: launch with programmatic dependent launch and wait
+    for the previous kernel in the kernel (dsq_cuda.pdl), after an L2 prefetch of ``prefetch`` row tiles."""
     import torch
 
     from dsq.schemes import Granularity
     from dsq_cuda._env import interpreting
+    from dsq_cuda.pdl import launch_kwargs
     from dsq_cuda.slab import gemv_chunk, gemv_tile_words
 
     bits = scheme.weight_bits
@@ -331,7 +348,8 @@ def launch(x, words, ws, wz, bias, out, scheme, rows: int, n: int, cfg, group: i
                       X_SCALE=0 if xs is None else 2 if xs_per_expert else 1, CHANNEL_SCALE=wc is not None,
                       PAIRS=pairs_apply(bits, group, slw or sw), SIGNED=signed,
                       EVEN_W=kw * epw >= -(-kx // chunk) * chunk, SLW=slw,  # EVEN_W: every chunk's words exist
-                      DP4A=dp4a, ASM=not interpreting(), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+                      DP4A=dp4a, ASM=not interpreting(), PDL=pdl, PREFETCH=prefetch if pdl and slw else 0,
+                      num_warps=cfg.num_warps, num_stages=cfg.num_stages, **launch_kwargs(pdl))
 
 
 def pairs_apply(bits: int, group: int, sw: int) -> bool:

@@ -37,6 +37,7 @@ import triton
 import triton.language as tl
 
 from dsq_cuda.int4_int8_mma import int8_mma_tiles
+from dsq_cuda.pdl import prefetch_l2, wait_for_inputs
 
 # activation modes (the subset of dsq_cuda.mm_kernel's that this kernel serves): ACT_INT8_TOKEN reads x as
 # per-token codes of any dtype that holds them exactly (int8, or bf16: dsq_cuda.mm passes the int8 / e4m3 codes
@@ -189,7 +190,8 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
                       F16: tl.constexpr, ASM: tl.constexpr, EVEN_K: tl.constexpr, MOE: tl.constexpr = False,
                       X_DIV: tl.constexpr = 1, STREAM: tl.constexpr = False, FIXUP: tl.constexpr = False,
                       sum_ptr=None, count_ptr=None, X_AHEAD: tl.constexpr = True,
-                      DOT_FIELDS: tl.constexpr = 1, ROW_TILES: tl.constexpr = False, I8: tl.constexpr = 0):
+                      DOT_FIELDS: tl.constexpr = 1, ROW_TILES: tl.constexpr = False, I8: tl.constexpr = 0,
+                      PDL: tl.constexpr = False, PREFETCH: tl.constexpr = 0):
     """``ws``: per-group scales [N, NG] (float, or int8 s2 for two-level) when GROUP_SCALE; ``wc``: per-channel
     scales [N] (float32) when CHANNEL_SCALE; ``wz``: int8 zero points [N, NG] when ASYM; ``xs``: per-row
     activation scales for ACT != 0. ``KW``: words per row of the pair-tile layout. EVEN_K: K % LBK == 0.
@@ -228,7 +230,13 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
     the number of pairs P marks padding) of expert ``bexp[b]`` (-1: no block, the program does nothing),
     whose weights / group scales / channel scales are ``stride_we`` words / ``stride_se`` / ``stride_ce``
     elements after expert 0's. Pair p reads x row ``p // X_DIV`` (its token for gate/up, itself for down)
-    and writes output row p."""
+    and writes output row p.
+
+    PDL (dsq_cuda.pdl): wait for the previous kernel's writes first thing; or, with PREFETCH > 0 (MOE on row
+    tiles), after prefetching the program's first PREFETCH weight tiles of the block's expert into L2. The
+    host passes PREFETCH only where the kernel before this one is not the alignment that wrote the blocks."""
+    if PREFETCH == 0:
+        wait_for_inputs(PDL)
     offs_m = tl.arange(0, BLOCK_M)
     offs_s = tl.arange(0, SL)
     tiles = KW // SL
@@ -251,12 +259,23 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
         w_ptr += e64 * stride_we
         ws_ptr += e64 * stride_se
         wc_ptr += e64 * stride_ce
+        if PREFETCH > 0:  # read before the wait: the host launches it so that weights, expert ids and blocks
+            # were written before the kernel this one follows (dsq_cuda.pdl)
+            tl.static_assert(ROW_TILES and not STREAM and (BLOCK_N * SL) % 1024 == 0)
+            if (e >= 0) & ((tl.program_id(0) + 1) * BLOCK_N <= N):
+                for i in tl.static_range(PREFETCH):
+                    if t_lo + i < t_hi:
+                        tile = w_ptr + (t_lo + i).to(tl.int64) * N * SL + tl.program_id(0) * BLOCK_N * SL
+                        for piece in tl.static_range((BLOCK_N * SL) // 1024):
+                            prefetch_l2(tile + piece * 1024)
     else:
         orow = offs_m
         mmask = offs_m < M
         # rows past M read the last token where x is loaded a field at a time (in bounds, so those loads need no
         # mask); the chained path (DOT_FIELDS > 1) masks them instead. Never stored
         xrow = tl.minimum(offs_m, M - 1)
+    if PREFETCH > 0:
+        wait_for_inputs(PDL)
     xrows = x_ptr + xrow[:, None].to(tl.int64) * stride_xm  # [BLOCK_M, 1]: each column's x row
     xbase = xrows + offs_s[None, :]
     args = (xrows, xbase, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, out_ptr, sum_ptr, count_ptr, tiles, N, K, KW,

@@ -22,14 +22,18 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from dsq_cuda import pdl
+from dsq_cuda.pdl import wait_for_inputs
+
 
 @triton.jit
 def align_kernel(ids_ptr, num_pairs, lo, n_local, sorted_ptr, block_expert_ptr, scratch_ptr, n_slots, max_blocks,
                  BM: tl.constexpr, PB: tl.constexpr, LOG_PB: tl.constexpr, EB: tl.constexpr, MB: tl.constexpr,
-                 FILL: tl.constexpr):
+                 FILL: tl.constexpr, PDL: tl.constexpr = False):
     """One program. ids [P] (any int dtype), sorted_ids int32 [n_slots = max_blocks * BM], block_expert int32
     [max_blocks], scratch int32 [2 * EB]. PB = 2^LOG_PB >= P; EB, MB: powers of two above n_local and
-    max_blocks."""
+    max_blocks. PDL: dsq_cuda.pdl."""
+    wait_for_inputs(PDL)
     p = tl.arange(0, PB)
     k = tl.load(ids_ptr + p, mask=p < num_pairs, other=-1).to(tl.int32) - lo
     local = (p < num_pairs) & (k >= 0) & (k < n_local)
@@ -62,9 +66,11 @@ def launch(ids, num_pairs: int, lo: int, n_local: int, block_m: int, max_blocks:
     """Fill sorted_ids / block_expert (see align_kernel) from the flat ids [num_pairs]; scratch: int32
     [2 * scratch_size(n_local)]."""
     pb = max(16, 1 << max(0, num_pairs - 1).bit_length())
+    on = pdl.flag(ids.device)
     align_kernel[(1,)](ids, num_pairs, lo, n_local, sorted_ids, block_expert, scratch, sorted_ids.numel(), max_blocks,
                        BM=block_m, PB=pb, LOG_PB=pb.bit_length() - 1, EB=scratch.numel() // 2,
-                       MB=max(16, 1 << max_blocks.bit_length()), FILL=1024, num_warps=4)
+                       MB=max(16, 1 << max_blocks.bit_length()), FILL=1024, PDL=on, num_warps=4,
+                       **pdl.launch_kwargs(on))
 
 
 def scratch_size(n_local: int) -> int:

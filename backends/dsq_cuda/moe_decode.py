@@ -21,7 +21,7 @@ import torch
 
 from dsq.qtypes import PackedWeight
 from dsq.schemes import ActGranularity, QuantScheme
-from dsq_cuda import moe_gemv
+from dsq_cuda import moe_gemv, pdl
 from dsq_cuda._env import check_not_capturing, interpreting
 from dsq_cuda.act_quant import quantize_swiglu_per_token_int8
 from dsq_cuda.moe_align import align_pairs
@@ -182,6 +182,7 @@ def _launch_mma(a, a_scale, packed: PackedWeight, scheme: QuantScheme, al, out, 
     split = _split(al.max_blocks, -(-n // block_n), k_tiles, cfg["target_programs"])
     if split > 1:
         out.zero_()
+    on = pdl.flag(out.device)
     mma_decode_kernel[(-(-n // block_n), split, al.max_blocks)](
         a, xs, w, ws, wc, ws, ws, out, al.num_pairs, n, k, kw, ws.shape[-1], a.stride(0), out.stride(0),
         al.sorted_ids, al.block_expert, stride_we, ws.stride(0), wc.stride(0),
@@ -191,7 +192,8 @@ def _launch_mma(a, a_scale, packed: PackedWeight, scheme: QuantScheme, al, out, 
         X_AHEAD=bool(cfg["mma_x_ahead"]) and not i8, num_warps=warps,
         num_stages=cfg["int8_mma_stages"] if i8 and al.block_m <= 16 else cfg["mma_stages"],
         DOT_FIELDS=1 if i8 else mma_dot_fields(bits, group, sl, bool(cfg["mma_x_ahead"]), cfg["mma_dot_fields"]),
-        ROW_TILES=bool(row_tiles), I8=i8)
+        ROW_TILES=bool(row_tiles), I8=i8, PDL=on, **pdl.launch_kwargs(on),
+        PREFETCH=pdl.prefetch_tiles(out.device, "mma_int8" if i8 else "mma", block_n * sl * 4) if row_tiles else 0)
 
 
 def _int8_mma(scheme: QuantScheme | None, cfg: dict) -> int:
@@ -253,7 +255,7 @@ def _launch(a, a_scale, static, lay, packed, scheme, al, out, n, k, top_k, gate_
         A_FP8=sw["A_FP8"], A_GROUPED=sw["A_GROUPED"], A_GROUP=sw["A_GROUP"], HALF_AWAY=sw["HALF_AWAY"],
         DOT=sw["DOT"], TILE_SCALED=sw["TILE_SCALED"], EVEN_K=k % bk == 0, EPW=epw, SWAP=swap, SPLIT_K=split,
         BLOCK_M=al.block_m, BLOCK_N=cfg["block_n"], SL=sl, ROW_TILES=bool(row_tiles), num_warps=cfg["num_warps"],
-        num_stages=cfg["num_stages"])
+        num_stages=cfg["num_stages"], PDL=pdl.flag(out.device), **pdl.launch_kwargs(pdl.flag(out.device)))
 
 
 def _quantize(v: torch.Tensor, scheme: QuantScheme, fp8: bool, as_bf16: bool = False, mma_order: bool = False,
@@ -350,8 +352,10 @@ def run_decode(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tens
     else:
         inter = torch.empty((p, i), dtype=x.dtype, device=device)
         block = min(1024, max(16, 1 << (i - 1).bit_length()))
+        on = pdl.flag(device)
         swiglu_kernel[(p, -(-i // block))](hbuf, inter, i, hbuf.stride(0), inter.stride(0),
-                                           OUT_KIND=up_sw["OUT_KIND"], BLOCK=block, num_warps=4)
+                                           OUT_KIND=up_sw["OUT_KIND"], BLOCK=block, PDL=on, num_warps=4,
+                                           **pdl.launch_kwargs(on))
         a, a_scale = inter, dummy
         if i8 == 4 or down_sw["A_KIND"] == A_CODES:
             a, a_scale = _quantize(inter, scheme, down_sw["A_FP8"], as_bf16=mma, mma_order=i8 == 1,
@@ -376,6 +380,9 @@ def combine(out: torch.Tensor, topk_weights: torch.Tensor, dtype: torch.dtype) -
     h = out.shape[1]
     y = torch.empty((t, h), dtype=dtype, device=out.device)
     block = min(1024, max(16, 1 << (h - 1).bit_length()))
-    combine_kernel[(t, -(-h // block))](out, topk_weights.contiguous(), y, h, out.stride(0), y.stride(0),
-                                        TOP_K=top_k, OUT_KIND=OUT_KIND[dtype], BLOCK=block, num_warps=4)
+    w = topk_weights.contiguous()
+    on = pdl.flag(out.device)
+    combine_kernel[(t, -(-h // block))](out, w, y, h, out.stride(0), y.stride(0),
+                                        TOP_K=top_k, OUT_KIND=OUT_KIND[dtype], BLOCK=block, PDL=on, num_warps=4,
+                                        **pdl.launch_kwargs(on))
     return y

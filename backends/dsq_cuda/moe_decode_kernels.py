@@ -35,6 +35,7 @@ from dsq_cuda.moe_tiles import (
     w_channel_scale,
     w_tile_scale,
 )
+from dsq_cuda.pdl import wait_for_inputs
 
 
 @triton.jit
@@ -87,7 +88,8 @@ def moe_slab_kernel(
         A_KIND: tl.constexpr, A_FP8: tl.constexpr, A_GROUPED: tl.constexpr, A_GROUP: tl.constexpr,
         HALF_AWAY: tl.constexpr, DOT: tl.constexpr, TILE_SCALED: tl.constexpr, EVEN_K: tl.constexpr,
         EPW: tl.constexpr, SWAP: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SL: tl.constexpr,
-        ROW_TILES: tl.constexpr = False):
+        ROW_TILES: tl.constexpr = False, PDL: tl.constexpr = False):
+    wait_for_inputs(PDL)  # (dsq_cuda.pdl)
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -191,11 +193,12 @@ def moe_slab_kernel(
 
 @triton.jit
 def swiglu_kernel(h_ptr, out_ptr, I, stride_h, stride_o, OUT_KIND: tl.constexpr, BLOCK: tl.constexpr,
-                  TILE_EPW: tl.constexpr = 0, TILE_SW: tl.constexpr = 0):
+                  TILE_EPW: tl.constexpr = 0, TILE_SW: tl.constexpr = 0, PDL: tl.constexpr = False):
     """``out[p, n] = round(silu(round(h[p, n])) * round(h[p, I + n]))``, rounding to the output dtype
     (OUT_KIND as in round_to), silu(g) = g / (1 + exp(-g)) in float32. TILE_SW > 0 stores column n where
     dsq_cuda.slab.tile_order(bits = 32 / TILE_EPW, sw = TILE_SW) puts it (the one-token GEMV's input order):
-    ``n = t*LBK + EPW*s + j`` goes to ``t*LBK + j*SW + s``."""
+    ``n = t*LBK + EPW*s + j`` goes to ``t*LBK + j*SW + s``. PDL: dsq_cuda.pdl."""
+    wait_for_inputs(PDL)
     p = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     m = cols < I
@@ -209,11 +212,12 @@ def swiglu_kernel(h_ptr, out_ptr, I, stride_h, stride_o, OUT_KIND: tl.constexpr,
 
 @triton.jit
 def combine_kernel(o_ptr, w_ptr, y_ptr, H, stride_o, stride_y, TOP_K: tl.constexpr, OUT_KIND: tl.constexpr,
-                   BLOCK: tl.constexpr):
+                   BLOCK: tl.constexpr, PDL: tl.constexpr = False):
     """``y[t, n] = round(sum_j w[t, j] * round(o[t * TOP_K + j, n]))``: each expert's float32 output rounded to
     the output dtype (OUT_KIND as in round_to) before its routing weight (the reference's order), the products
     summed in float32 over j = 0..TOP_K-1 in order, the sum rounded last. One kernel for what took five torch
-    ops (cast, widen, multiply, sum, cast)."""
+    ops (cast, widen, multiply, sum, cast). PDL: dsq_cuda.pdl."""
+    wait_for_inputs(PDL)
     t = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     m = cols < H

@@ -41,6 +41,7 @@ import torch
 from dsq.errors import QuantInputError
 from dsq.qtypes import PackedWeight, weight_tensor_name
 from dsq.schemes import ActGranularity, QType, QuantScheme
+from dsq_cuda import pdl
 from dsq_cuda._env import check_not_capturing
 from dsq_cuda.mm import group_of
 from dsq_cuda.slab import GEMV_TILE_WORDS, gemv_tile_words, tile_order, to_row_tiles
@@ -169,9 +170,12 @@ def _gemv(a, a_scale, lay, scheme, out, pair_ids, n, k, x_div, expert_range, num
         cfg = dataclasses.replace(cfg, split_k=MAX_SPLIT)
     w, ws = lay["w"], lay["ws"]
     e_lo, e_hi = expert_range if expert_range is not None else (0, num_experts)
+    on = pdl.flag(a.device)
     launch(a, w, ws, lay.get("wz"), None, out, scheme, pair_ids.shape[0], n, cfg, group, row_tiles=lay["row_tiles"],
            moe=(pair_ids, w[0].numel(), ws[0].numel(), e_lo, e_hi, x_div), xs=a_scale, wc=lay.get("wc"),
-           xs_per_expert=scheme.static_activations, signed=lay["signed"], dp4a=_dp4a(scheme, lay))
+           xs_per_expert=scheme.static_activations, signed=lay["signed"], dp4a=_dp4a(scheme, lay), pdl=on,
+           prefetch=pdl.prefetch_tiles(a.device, "gemv_dp4a" if _dp4a(scheme, lay) == 1 else "gemv",
+                                       cfg.block_n * w.shape[-1] * 4))
 
 
 def _codes(v: torch.Tensor, scheme: QuantScheme, packed: PackedWeight, ids: torch.Tensor, top_k: int,
@@ -227,7 +231,10 @@ def run_gemv(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor
     p = ids.shape[0]
     bits = scheme.weight_bits
     canonical = not up["row_tiles"]
+    # the split-K outputs are zeroed by torch before the chain's first Triton kernel, so the chain runs
+    # uninterrupted under programmatic dependent launch (dsq_cuda.pdl)
     hbuf = torch.zeros((p, 2 * i), dtype=torch.float32, device=device)
+    out = torch.zeros((p, h), dtype=torch.float32, device=device)
     a = tile_order(x, bits, tile_words(scheme, 2 * i, h, device)) if canonical else x.contiguous()
     a, a_scale, x_div = _codes(a, scheme, gate_up, ids, top_k, _dp4a(scheme, up))
     _gemv(a, a_scale, up, scheme, hbuf, ids, 2 * i, h, x_div, expert_range, num_experts)
@@ -242,10 +249,10 @@ def run_gemv(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor
     else:
         inter = (torch.zeros if ip != i else torch.empty)((p, ip), dtype=x.dtype, device=device)
         block = min(1024, max(16, 1 << (i - 1).bit_length()))
+        on = pdl.flag(device)
         swiglu_kernel[(p, -(-i // block))](hbuf, inter, i, hbuf.stride(0), inter.stride(0),
                                            OUT_KIND=OUT_KIND[x.dtype], BLOCK=block, TILE_EPW=32 // bits, TILE_SW=sw,
-                                           num_warps=4)
+                                           PDL=on, num_warps=4, **pdl.launch_kwargs(on))
         a, a_scale, _ = _codes(inter, scheme, down, ids, 1, dp4a)
-    out = torch.zeros((p, h), dtype=torch.float32, device=device)
     _gemv(a, a_scale, dn, scheme, out, ids, h, i, 1, expert_range, num_experts)
     return combine(out, topk_weights, x.dtype)

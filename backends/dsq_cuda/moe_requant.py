@@ -25,7 +25,9 @@ import torch
 import triton
 import triton.language as tl
 
+from dsq_cuda import pdl
 from dsq_cuda.numerics import clamp, fp8_code, int_code, rne, round_half_away
+from dsq_cuda.pdl import wait_for_inputs
 
 STATIC, DYNAMIC = 0, 1
 
@@ -35,7 +37,8 @@ def _requant_kernel(src_ptr, stride_src, ids_ptr, bexp_ptr, s_ptr, zp_ptr, amax_
                     q_ptr, stride_q, R, K, top_k, num_pairs, tiny, MODE: tl.constexpr, GATHER: tl.constexpr,
                     FP8: tl.constexpr, HALF_AWAY: tl.constexpr, GROUP: tl.constexpr, BM: tl.constexpr,
                     BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr, CENTER: tl.constexpr = False,
-                    IDENT: tl.constexpr = False):
+                    IDENT: tl.constexpr = False, PDL: tl.constexpr = False):
+    wait_for_inputs(PDL)  # (dsq_cuda.pdl)
     pos = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
     inside = pos < R
@@ -112,11 +115,12 @@ def requantize(src: torch.Tensor, rows: int, sorted_ids: torch.Tensor | None, bl
     s, zp = static if static is not None else (block_expert, block_expert)
     am = amax if amax is not None else src
     grid = (triton.cdiv(rows, 16), triton.cdiv(k, 256))
+    on = pdl.flag(src.device)
     _requant_kernel[grid](src, src.stride(0), block_expert if sorted_ids is None else sorted_ids, block_expert, s,
                           zp, am, am.stride(0), scales if scales is not None else src, q, q.stride(0), rows, k, top_k,
                           num_pairs, tiny, MODE=STATIC if static is not None else DYNAMIC, GATHER=gather, FP8=fp8,
                           HALF_AWAY=half_away, GROUP=group, BM=block_m, BLOCK_R=16, BLOCK_K=256,
-                          CENTER=centered, IDENT=sorted_ids is None, num_warps=4)
+                          CENTER=centered, IDENT=sorted_ids is None, PDL=on, num_warps=4, **pdl.launch_kwargs(on))
     return q, scales
 
 

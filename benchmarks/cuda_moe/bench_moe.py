@@ -156,7 +156,8 @@ def main() -> None:
                     "quantized on load in the GEMM (dsq_cuda.moe.PREFILL_QUANTIZE_ONCE = False)")
     ap.add_argument("--switch-variants", default="",
                     help="JSON list of switch dicts (as --prefill-variants, keys may name a module: "
-                    "'moe_gemv.QUANTIZED_ACTS') timed at every T")
+                    "'moe_gemv.QUANTIZED_ACTS') timed at every T; one with a 'pdl.' key (launch switches, "
+                    "dsq_cuda.pdl) times the bf16 fused layer too, and its ratios are against that")
     ap.add_argument("--prefill-variants", default="",
                     help="JSON list of dicts of dsq_cuda.moe switches (e.g. [{\"PREFILL_INT4_SPLIT\": false}, "
                     "{\"PREFILL_BLOCKS\": {\"block_m\": 128}}]), each timed above T = 64 as SCHEME@{...}; "
@@ -206,7 +207,8 @@ def main() -> None:
     for (t, kind), (ids, tw) in routes.items():
         x = x_all[:t]
         record("bf16-fused", t, kind, bench(functools.partial(moe_float, x, ids, tw, wg, wd), device, True), bf16_bytes)
-        for v in [v for v in prefill_variants if "PREFILL_BLOCKS" in v] if t > 64 else []:
+        both = [v for v in switch_variants if any(key.startswith("pdl.") for key in v)]  # launch switches
+        for v in both + ([v for v in prefill_variants if "PREFILL_BLOCKS" in v] if t > 64 else []):
             with switches(v):
                 fn = functools.partial(moe_float, x, ids, tw, wg, wd)
                 record("bf16-fused@" + json.dumps(v, separators=(",", ":")), t, kind, bench(fn, device, True),
@@ -239,10 +241,14 @@ def main() -> None:
         del ew
         torch.cuda.empty_cache() if device.type == "cuda" else None
 
-    base = {(r["tokens"], r["routing"]): r["ms"] for r in results if r["method"] == "bf16-fused"}
+    # a variant that also timed the bf16 fused layer (launch switches, prefill blocks) is compared with it
+    base = {(r["tokens"], r["routing"], r["method"].partition("@")[2]): r["ms"] for r in results
+            if r["method"].partition("@")[0] == "bf16-fused"}
     print("\nmethod         T      routing  us        x bf16-fused  weight GB/s  % copy")
     for r in results:
-        r["speedup_vs_bf16"] = base[(r["tokens"], r["routing"])] / r["ms"]
+        suffix = r["method"].partition("@")[2]
+        ref = base.get((r["tokens"], r["routing"], suffix), base[(r["tokens"], r["routing"], "")])
+        r["speedup_vs_bf16"] = ref / r["ms"]
         frac = f"{100 * r['frac_copy']:.0f}" if r["frac_copy"] is not None else "-"
         print(f"{r['method']:13s} {r['tokens']:5d} {r['routing']:8s} {r['ms'] * 1e3:9.1f} "
               f"{r['speedup_vs_bf16']:8.2f}x {r['weight_gbps']:10.0f} {frac:>6s}")

@@ -39,7 +39,10 @@ LAUNCH_CASES = ["moe:W4A16:1", "moe:W4A16:8", "moe:W4A8_DYNAMIC:8", "moe:W4AFP8:
                 "mm:W4A16:1", "mm:W8A16:1", "moe:W4A16:8:moe_decode.DEFAULTS.int8_mma=2",
                 "moe:W4AFP8:64:moe_decode.DEFAULTS.int8_mma=2", "moe:W4A8_DYNAMIC:64", "moe:W4A8_DYNAMIC:1",
                 "moe:W4A8_DYNAMIC:1:moe_gemv.DP4A=False", "moe:W4A16:1:moe_gemv.DP4A_SLICES=False",
-                "moe:W4AFP8:1:moe_gemv.DP4A=False"]
+                "moe:W4AFP8:1:moe_gemv.DP4A=False",
+                # programmatic dependent launch (dsq_cuda.pdl) and its L2 prefetch
+                "moe:W4A8_DYNAMIC:1:pdl.ENABLED=True", "moe:W4A16:8:pdl.ENABLED=True", "moe:W4A16:1:pdl.ENABLED=True",
+                "moe:W4A8_DYNAMIC:8:pdl.ENABLED=True", "moe:W8A8:1:pdl.ENABLED=True", "moe:W8A8:8:pdl.ENABLED=True"]
 
 
 def test_decode_kernels_compile_for_sm90_as_launched():

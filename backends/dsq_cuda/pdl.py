@@ -1,0 +1,90 @@
+"""Programmatic dependent launch (PDL, sm_90+): the next kernel of a layer starts while this one drains.
+
+A small decode layer is a chain of short kernels (quantize x, gate/up GEMM, SwiGLU, down GEMM, combine), and
+without PDL each one starts only after the one before has finished and its launch has gone through, so every
+link costs a launch gap and the next kernel's ramp-up (its programs being placed on the SMs, their first loads).
+With PDL (``launch_pdl=True``; the launch attribute "programmatic stream serialization", which CUDA graph
+capture keeps as a programmatic edge) the GPU may start kernel B once every program of the kernel A before it
+has called ``griddepcontrol.launch_dependents`` (or exited). B's programs then wait in ``griddepcontrol.wait``
+until A has completed and its writes are visible.
+
+The protocol every kernel here follows (:func:`wait_for_inputs` at the top of the kernel):
+    1. optional work that reads nothing a kernel of the chain writes: addresses, and with PREFETCH an L2
+       prefetch of the program's first weight tiles (:func:`prefetch_l2`: weights are constants of the layer,
+       expert ids come from before the layer);
+    2. ``griddepcontrol.wait``: everything the previous kernel wrote is now visible;
+    3. ``griddepcontrol.launch_dependents``: only after 2, so when B starts, every program of A has passed its
+       own wait, hence the kernel before A has completed. That is what makes step 1 safe in B: whatever was
+       written before A is complete when B starts.
+A kernel launched without PDL (torch's fills and copies) waits for full completion as before, so mixing them in
+is safe; it only breaks the overlap at that link.
+
+``ENABLED`` switches it for the MoE decode kernels (benchmarks: ``--switch-variants '[{"pdl.ENABLED": ...}]'``).
+The Triton interpreter has no grids to overlap, so there the kernels compile without it.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from dsq_cuda._env import interpreting
+
+try:  # Triton >= 3.3
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
+    AVAILABLE = True
+except ImportError:  # pragma: no cover - older Triton: PDL stays off
+    AVAILABLE = False
+
+#: launch the MoE layer's kernels with PDL (see the module docstring)
+ENABLED = False
+#: with PDL, the bytes of its first weight tiles each GEMM program prefetches into L2 before it waits for its
+#: inputs, by kernel: "gemv" (the one-token GEMV on floats or int8 slices), "gemv_dp4a" (the GEMV on int8
+#: activation codes, dp4a), "mma" (the tensor-core decode on bf16 MMAs), "mma_int8" (its int8 MMA path).
+#: 0 or a missing kind: no prefetch
+PREFETCH: dict[str, int] = {}
+#: one prefetch instruction's bytes (a 64-row tile of 16-word rows, the decode kernels' weight tile)
+PIECE = 4096
+_PREFETCH_ASM = tl.constexpr("{ .reg .pred p; .reg .b32 t; mov.u32 t, %tid.x; setp.eq.u32 p, t, 0; "
+                             f"@p cp.async.bulk.prefetch.L2.global [$1], {PIECE}; mov.u32 $0, 0; }}")
+
+
+def flag(device: torch.device | str) -> bool:
+    """The PDL constexpr of a kernel launched on ``device``: ENABLED, and a Hopper (or newer) GPU, or a machine
+    compiling for one (tests/cuda_moe/sm90_launches.py); never in the interpreter."""
+    dev = torch.device(device)
+    if not (ENABLED and AVAILABLE) or interpreting():
+        return False
+    return dev.type != "cuda" or torch.cuda.get_device_capability(dev)[0] >= 9
+
+
+def prefetch_tiles(device: torch.device | str, kind: str, tile_bytes: int) -> int:
+    """The PREFETCH constexpr of a GEMM program of this kind (see PREFETCH) on ``device``: how many of its first
+    weight tiles of ``tile_bytes`` (whole PIECEs) it prefetches; 0 without PDL."""
+    nbytes = PREFETCH.get(kind, 0) if flag(device) else 0
+    if not nbytes or tile_bytes % PIECE:
+        return 0
+    return max(1, nbytes // tile_bytes)
+
+
+def launch_kwargs(on: bool) -> dict:
+    """Extra keyword arguments of a Triton launch whose PDL constexpr is ``on``."""
+    return {"launch_pdl": True} if on else {}
+
+
+@triton.jit
+def wait_for_inputs(PDL: tl.constexpr):
+    """Steps 2 and 3 of the protocol: wait until the previous kernel's writes are visible, then let the next
+    kernel start. A no-op without PDL."""
+    if PDL:
+        gdc_wait()
+        gdc_launch_dependents()
+
+
+@triton.jit
+def prefetch_l2(ptr):
+    """A bulk prefetch of the PIECE bytes at ``ptr`` (16-byte aligned) into L2, issued by thread 0 of the
+    program (``cp.async.bulk.prefetch.L2``, sm_90): no registers held, no wait; the later loads hit L2."""
+    tl.inline_asm_elementwise(_PREFETCH_ASM, "=r,l", [ptr], dtype=tl.int32, is_pure=False, pack=1)
