@@ -78,6 +78,10 @@ SLAB_BLOCK_MS = (16, 32)
 #: ``mma_dot_fields``: that kernel's DOT_FIELDS cap (fields per MMA chain; 0: as many as one scale group holds,
 #: see dsq_cuda.mm.mma_dot_fields). 0 won all 12 cells against 1 on the H200 (bench_moe.py --variants
 #: '[{"mma_dot_fields": 1}]', 2026-11-29, cuda-moe.md v11), by 4-17%: W4A16 T = 64 uniform 1552 vs 1809 us.
+#: Measured and left out: the int4 offset folded into each scale group's epilogue (the codes into the MMA as
+#: decoded, ``B + q + 8``, and ``(B + 8) * sum x`` subtracted per group, sum x from the x tiles): on the H200
+#: (cuda-moe.md v18, results-h200-v18d-fold-offset.json) 10-17% slower in all 8 W4A16 / W4AFP8 cells at T = 8 /
+#: 64 (W4A16 T = 64 uniform 1790 vs 1603 us): the per-column sums of x cost more than the subtraction they save.
 
 
 def tuned(up_sw: dict) -> dict:
@@ -205,7 +209,10 @@ def _int8_mma(scheme: QuantScheme | None, cfg: dict) -> int:
     return mode if mode == 1 or cfg["int8_mma"] >= 2 else 0
 
 
-def _launch(a, a_scale, static, lay, packed, scheme, al, out, n, k, top_k, gate_up, sw, cfg, tiny, dummy, mma):
+def _launch(a, a_scale, static, lay, packed, scheme, al, out, n, k, top_k, gate_up, sw, cfg, tiny, dummy, mma,
+            prepped: bool = True):
+    """One grouped GEMM of the layer. ``prepped``: a kernel ran between the pair alignment and this one (x was
+    quantized, reordered or copied), so that with PDL it may read the block table before its wait."""
     from dsq_cuda.moe_decode_kernels import moe_slab_kernel
 
     if mma:
@@ -245,6 +252,13 @@ def _launch(a, a_scale, static, lay, packed, scheme, al, out, n, k, top_k, gate_
     if split > 1:
         out.zero_()
     grid = (al.max_blocks, n_tiles, split)
+    on = pdl.flag(out.device)
+    prefetch = 0
+    if not gate_up or prepped or split > 1:  # (zero_ is a kernel between the alignment and this one)
+        if row_tiles:
+            prefetch = pdl.prefetch_tiles(out.device, "slab", cfg["block_n"] * sl * 4)
+        elif epw == 1 and sl * w.element_size() == pdl.ROW_PIECE and (k * w.element_size()) % 16 == 0:  # aligned
+            prefetch = pdl.prefetch_tiles(out.device, "slab", cfg["block_n"] * pdl.ROW_PIECE)
     moe_slab_kernel[grid](
         a, a.stride(0), a_scale, a_scale.stride(0) if a_scale.ndim else 0, *static, corr,
         corr.stride(0) if corr.ndim == 2 else 0, w, w.stride(0), w.stride(-2 if row_tiles else 1), ws, *st(ws),
@@ -255,7 +269,7 @@ def _launch(a, a_scale, static, lay, packed, scheme, al, out, n, k, top_k, gate_
         A_FP8=sw["A_FP8"], A_GROUPED=sw["A_GROUPED"], A_GROUP=sw["A_GROUP"], HALF_AWAY=sw["HALF_AWAY"],
         DOT=sw["DOT"], TILE_SCALED=sw["TILE_SCALED"], EVEN_K=k % bk == 0, EPW=epw, SWAP=swap, SPLIT_K=split,
         BLOCK_M=al.block_m, BLOCK_N=cfg["block_n"], SL=sl, ROW_TILES=bool(row_tiles), num_warps=cfg["num_warps"],
-        num_stages=cfg["num_stages"], PDL=pdl.flag(out.device), **pdl.launch_kwargs(pdl.flag(out.device)))
+        num_stages=cfg["num_stages"], PDL=on, PREFETCH=prefetch, **pdl.launch_kwargs(on))
 
 
 def _quantize(v: torch.Tensor, scheme: QuantScheme, fp8: bool, as_bf16: bool = False, mma_order: bool = False,
@@ -343,7 +357,8 @@ def run_decode(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tens
         a, _ = requantize(a, rows, al.sorted_ids, al.block_expert, al.block_m, p, top_k, tiny, gather=True,
                           static=(st[0], st[1]), half_away=up_sw["HALF_AWAY"])
     hbuf = alloc((p, 2 * i), dtype=torch.float32, device=device)
-    _launch(a, a_scale, st, lays[0], gate_up, scheme, al, hbuf, 2 * i, h, top_k, True, up_sw, cfg, tiny, dummy, mma)
+    _launch(a, a_scale, st, lays[0], gate_up, scheme, al, hbuf, 2 * i, h, top_k, True, up_sw, cfg, tiny, dummy, mma,
+            prepped=a is not x)
 
     int8_codes = (down_sw["A_KIND"] == A_CODES and not down_sw["A_FP8"]
                   and scheme.act_granularity is ActGranularity.TOKEN and (i8 == 1 or not mma))

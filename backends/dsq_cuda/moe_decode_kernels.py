@@ -35,7 +35,7 @@ from dsq_cuda.moe_tiles import (
     w_channel_scale,
     w_tile_scale,
 )
-from dsq_cuda.pdl import wait_for_inputs
+from dsq_cuda.pdl import prefetch_l2, prefetch_rows_l2, wait_for_inputs
 
 
 @triton.jit
@@ -77,6 +77,28 @@ def _slab(words, j: tl.constexpr, zp_ptr, gs_ptr, e64, cols, nmask, g, stride_ze
 
 
 @triton.jit
+def _prefetch(w_ptr, e, pid_n, pid_k, stride_we, stride_wn, N, K, EPW: tl.constexpr, SPLIT_K: tl.constexpr,
+              BLOCK_N: tl.constexpr, SL: tl.constexpr, ROW_TILES: tl.constexpr, TILES: tl.constexpr):
+    """moe_slab_kernel's L2 prefetch of its program's first TILES weight tiles (see PREFETCH there)."""
+    n_tiles = tl.cdiv(K, SL * EPW)
+    t_lo = pid_k * tl.cdiv(n_tiles, SPLIT_K)
+    t_hi = tl.minimum(t_lo + tl.cdiv(n_tiles, SPLIT_K), n_tiles)
+    if (e >= 0) & ((pid_n + 1) * BLOCK_N <= N):
+        base = w_ptr + e.to(tl.int64) * stride_we
+        for i in tl.static_range(TILES):
+            if t_lo + i < t_hi:
+                if ROW_TILES:  # [tiles, N, SL] words: the program's rows of a tile are one block
+                    tl.static_assert((BLOCK_N * SL) % 1024 == 0)
+                    tile = base + (t_lo + i).to(tl.int64) * N * SL + pid_n * BLOCK_N * SL
+                    for piece in tl.static_range((BLOCK_N * SL) // 1024):
+                        prefetch_l2(tile + piece * 1024)
+                else:  # float weights [E, N, K]: SL weights of each row
+                    tl.static_assert(EPW == 1)
+                    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+                    prefetch_rows_l2(base + rows.to(tl.int64) * stride_wn + (t_lo + i) * SL)
+
+
+@triton.jit
 def moe_slab_kernel(
         a_ptr, stride_am, as_ptr, stride_asm, st_s_ptr, st_zp_ptr, corr_ptr, stride_ce,
         w_ptr, stride_we, stride_wn, ws_ptr, stride_se, stride_sn,
@@ -88,12 +110,20 @@ def moe_slab_kernel(
         A_KIND: tl.constexpr, A_FP8: tl.constexpr, A_GROUPED: tl.constexpr, A_GROUP: tl.constexpr,
         HALF_AWAY: tl.constexpr, DOT: tl.constexpr, TILE_SCALED: tl.constexpr, EVEN_K: tl.constexpr,
         EPW: tl.constexpr, SWAP: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SL: tl.constexpr,
-        ROW_TILES: tl.constexpr = False, PDL: tl.constexpr = False):
-    wait_for_inputs(PDL)  # (dsq_cuda.pdl)
+        ROW_TILES: tl.constexpr = False, PDL: tl.constexpr = False, PREFETCH: tl.constexpr = 0):
+    """PDL / PREFETCH (dsq_cuda.pdl): wait for the previous kernel first, or, with PREFETCH > 0, after
+    prefetching the program's first PREFETCH weight tiles into L2 (row tiles: whole 4 KB pieces; float weights
+    [E, N, K]: a ROW_PIECE segment per row and tile). The host passes PREFETCH only where the kernel before this
+    one is not the alignment that wrote the blocks."""
+    if PREFETCH == 0:
+        wait_for_inputs(PDL)
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     pid_k = tl.program_id(2)
     e = tl.load(block_expert_ptr + pid_m)
+    if PREFETCH > 0:
+        _prefetch(w_ptr, e, pid_n, pid_k, stride_we, stride_wn, N, K, EPW, SPLIT_K, BLOCK_N, SL, ROW_TILES, PREFETCH)
+        wait_for_inputs(PDL)
     if e >= 0:
         e64 = e.to(tl.int64)
         pos = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)

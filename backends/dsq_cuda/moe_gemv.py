@@ -72,6 +72,12 @@ QUANTIZED_ACTS = True
 #: a shift, two ``lop3`` and two ``dp4a`` per 8 codes, the reference's integer sums exactly) instead of as
 #: floats; x and the intermediate are quantized into dsq_cuda.slab.int8_mma_order
 DP4A = True
+#: static-activation experts (W8A8) quantize the SwiGLU of the gate / up output in the requantization kernel
+#: (moe_requant swiglu_kind) instead of a SwiGLU kernel writing it first: one launch fewer, the same bits
+#: (W4A8_DYNAMIC's per-token quantization does the same under moe_decode.FUSED_SWIGLU_QUANT). On the H200
+#: (cuda-moe.md v18) W8A8 at T = 1 took 115.2 vs 119.1 us. Measured and left out: W8A16's down GEMV computing the
+#: SwiGLU as it loads x (every program of the split-K GEMV repeats it): 138 vs 117 us
+FUSE_SWIGLU = True
 #: W4A16 and W4AFP8 too: x (bf16, or W4AFP8's e4m3 codes) as three int8 digit slices (act_quant.int8_slices:
 #: exact for e4m3 codes, and for bf16 wherever an element is at least 2**-14 of its row's amax), three exact
 #: dp4a sums per word combined in float32 (gemv_kernel DP4A = 3)
@@ -179,7 +185,7 @@ def _gemv(a, a_scale, lay, scheme, out, pair_ids, n, k, x_div, expert_range, num
 
 
 def _codes(v: torch.Tensor, scheme: QuantScheme, packed: PackedWeight, ids: torch.Tensor, top_k: int,
-           dp4a: int = 0):
+           dp4a: int = 0, swiglu_kind: int | None = None):
     """(activation codes as bf16, float32 scales, pairs per code row) of ``v`` for the GEMV, or ``(v, None,
     top_k)`` for weight-only schemes. ``top_k``: pairs per row of ``v`` (1 when rows are pairs). Scales are per
     code row (dynamic) or per expert (static: the codes are per pair). ``dp4a``: int8 codes in
@@ -208,7 +214,7 @@ def _codes(v: torch.Tensor, scheme: QuantScheme, packed: PackedWeight, ids: torc
     zp = torch.zeros_like(s, dtype=torch.int8) if zp is None else zp.reshape(-1)
     p = ids.shape[0]
     q, _ = requantize(v, p, None, ids, 1, p, top_k, 0.0, gather=True, static=(s, zp),
-                      half_away=scheme.act_rounding.value == "half_away", centered=True)
+                      half_away=scheme.act_rounding.value == "half_away", centered=True, swiglu_kind=swiglu_kind)
     return q, s, 1
 
 
@@ -227,14 +233,18 @@ def run_gemv(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor
     top_k = topk_ids.shape[1]
     device = x.device
     up, dn = prepare(gate_up, scheme, device), prepare(down, scheme, device)
-    ids = topk_ids.reshape(-1).to(torch.int32).contiguous()
+    ids = topk_ids.reshape(-1)  # int32 or int64, read as they are (no conversion kernel)
+    if ids.dtype not in (torch.int32, torch.int64):
+        ids = ids.to(torch.int32)
+    ids = ids.contiguous()
     p = ids.shape[0]
     bits = scheme.weight_bits
     canonical = not up["row_tiles"]
     # the split-K outputs are zeroed by torch before the chain's first Triton kernel, so the chain runs
     # uninterrupted under programmatic dependent launch (dsq_cuda.pdl)
-    hbuf = torch.zeros((p, 2 * i), dtype=torch.float32, device=device)
-    out = torch.zeros((p, h), dtype=torch.float32, device=device)
+    # (one allocation, one fill kernel)
+    buf = torch.zeros(p * (2 * i + h), dtype=torch.float32, device=device)
+    hbuf, out = buf[: p * 2 * i].view(p, 2 * i), buf[p * 2 * i:].view(p, h)
     a = tile_order(x, bits, tile_words(scheme, 2 * i, h, device)) if canonical else x.contiguous()
     a, a_scale, x_div = _codes(a, scheme, gate_up, ids, top_k, _dp4a(scheme, up))
     _gemv(a, a_scale, up, scheme, hbuf, ids, 2 * i, h, x_div, expert_range, num_experts)
@@ -246,6 +256,8 @@ def run_gemv(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor
     if dp4a == 1 and not canonical and moe_decode.FUSED_SWIGLU_QUANT:  # int8 codes straight from h
         a, a_scale = quantize_swiglu_per_token_int8(hbuf, OUT_KIND[x.dtype], mma_order=True)
         a_scale = a_scale.reshape(-1).contiguous()
+    elif FUSE_SWIGLU and scheme.static_activations and not canonical:  # static codes straight from h
+        a, a_scale, _ = _codes(hbuf, scheme, down, ids, 1, dp4a, swiglu_kind=OUT_KIND[x.dtype])
     else:
         inter = (torch.zeros if ip != i else torch.empty)((p, ip), dtype=x.dtype, device=device)
         block = min(1024, max(16, 1 << (i - 1).bit_length()))

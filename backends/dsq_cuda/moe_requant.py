@@ -26,6 +26,7 @@ import triton
 import triton.language as tl
 
 from dsq_cuda import pdl
+from dsq_cuda.moe_tiles import swiglu_values
 from dsq_cuda.numerics import clamp, fp8_code, int_code, rne, round_half_away
 from dsq_cuda.pdl import wait_for_inputs
 
@@ -37,7 +38,8 @@ def _requant_kernel(src_ptr, stride_src, ids_ptr, bexp_ptr, s_ptr, zp_ptr, amax_
                     q_ptr, stride_q, R, K, top_k, num_pairs, tiny, MODE: tl.constexpr, GATHER: tl.constexpr,
                     FP8: tl.constexpr, HALF_AWAY: tl.constexpr, GROUP: tl.constexpr, BM: tl.constexpr,
                     BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr, CENTER: tl.constexpr = False,
-                    IDENT: tl.constexpr = False, PDL: tl.constexpr = False):
+                    IDENT: tl.constexpr = False, PDL: tl.constexpr = False, SWIGLU: tl.constexpr = False,
+                    OUT_KIND: tl.constexpr = 0):
     wait_for_inputs(PDL)  # (dsq_cuda.pdl)
     pos = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
@@ -54,8 +56,11 @@ def _requant_kernel(src_ptr, stride_src, ids_ptr, bexp_ptr, s_ptr, zp_ptr, amax_
         src_rows = tl.where(live, pos, 0)
     cmask = cols < K
     m = live[:, None] & cmask[None, :]
-    a = tl.load(src_ptr + src_rows.to(tl.int64)[:, None] * stride_src + cols[None, :], mask=m, other=0.0)
-    a = a.to(tl.float32)
+    if SWIGLU:  # src rows are float32 gate / up outputs [2K]: their SwiGLU, rounded as swiglu_kernel stores it
+        a = swiglu_values(src_ptr + src_rows.to(tl.int64)[:, None] * stride_src, cols[None, :], m, K, OUT_KIND)
+    else:
+        a = tl.load(src_ptr + src_rows.to(tl.int64)[:, None] * stride_src + cols[None, :], mask=m, other=0.0)
+        a = a.to(tl.float32)
     if MODE == 0:
         e_ok = tl.maximum(e, 0)
         s = tl.load(s_ptr + e_ok, mask=live, other=1.0)
@@ -98,13 +103,15 @@ def requantize(src: torch.Tensor, rows: int, sorted_ids: torch.Tensor | None, bl
                num_pairs: int, top_k: int, tiny: float, *, gather: bool,
                static: tuple[torch.Tensor, torch.Tensor] | None = None, amax: torch.Tensor | None = None,
                group: int = 0, fp8: bool = False, half_away: bool = False,
-               centered: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+               centered: bool = False, swiglu_kind: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Codes ``[rows, K]`` (int8, or e4m3 bits as uint8 with ``fp8``) of ``src`` rows per padded position, and
     for dynamic quantization their float32 scales (shaped like ``amax``: [rows, G], G = 1 or K / ``group``):
     static with ``static`` = (scale [E] float32, zero point [E] int8) per expert, else from ``amax``.
     ``sorted_ids=None``: position p is pair p. ``centered`` (static only): ``q - zp`` as bfloat16 (exact: at most
-    255 in magnitude), for kernels that multiply codes in float (dsq_cuda.moe_gemv)."""
-    k = src.shape[1]
+    255 in magnitude), for kernels that multiply codes in float (dsq_cuda.moe_gemv). ``swiglu_kind`` (an OUT_KIND):
+    src is float32 gate / up outputs ``[R, 2K]`` and what is quantized is their SwiGLU rounded to that dtype (the
+    values moe_decode_kernels.swiglu_kernel stores), with no SwiGLU kernel before this one."""
+    k = src.shape[1] // 2 if swiglu_kind is not None else src.shape[1]
     dtype = torch.bfloat16 if centered else torch.uint8 if fp8 else torch.int8
     q = torch.empty((rows, k), dtype=dtype, device=src.device)
     scales = None if amax is None else torch.empty_like(amax)
@@ -120,7 +127,8 @@ def requantize(src: torch.Tensor, rows: int, sorted_ids: torch.Tensor | None, bl
                           zp, am, am.stride(0), scales if scales is not None else src, q, q.stride(0), rows, k, top_k,
                           num_pairs, tiny, MODE=STATIC if static is not None else DYNAMIC, GATHER=gather, FP8=fp8,
                           HALF_AWAY=half_away, GROUP=group, BM=block_m, BLOCK_R=16, BLOCK_K=256,
-                          CENTER=centered, IDENT=sorted_ids is None, PDL=on, num_warps=4, **pdl.launch_kwargs(on))
+                          CENTER=centered, IDENT=sorted_ids is None, PDL=on, SWIGLU=swiglu_kind is not None,
+                          OUT_KIND=swiglu_kind or 0, num_warps=4, **pdl.launch_kwargs(on))
     return q, scales
 
 

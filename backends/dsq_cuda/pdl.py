@@ -38,17 +38,26 @@ try:  # Triton >= 3.3
 except ImportError:  # pragma: no cover - older Triton: PDL stays off
     AVAILABLE = False
 
-#: launch the MoE layer's kernels with PDL (see the module docstring)
-ENABLED = False
+#: launch the MoE layer's kernels with PDL (see the module docstring). On the H200 (cuda-moe.md v18, two runs,
+#: T = 1 / 8 / 64) it took 1-3 us off most decode calls (W4A8_DYNAMIC T = 1: 89.7 -> 88.1 us, W8A8 119.9 -> 117.2
+#: us), the bf16 fused layer's too, and the same bits (tests/cuda_moe/test_cuda_moe_chain.py)
+ENABLED = True
 #: with PDL, the bytes of its first weight tiles each GEMM program prefetches into L2 before it waits for its
 #: inputs, by kernel: "gemv" (the one-token GEMV on floats or int8 slices), "gemv_dp4a" (the GEMV on int8
-#: activation codes, dp4a), "mma" (the tensor-core decode on bf16 MMAs), "mma_int8" (its int8 MMA path).
-#: 0 or a missing kind: no prefetch
-PREFETCH: dict[str, int] = {}
+#: activation codes, dp4a), "mma" (the tensor-core decode on bf16 MMAs), "mma_int8" (its int8 MMA path), "slab"
+#: (moe_slab_kernel: the bf16 fused layer's experts, and 8-bit ones). 0 or a missing kind: no prefetch.
+#: On the H200 (cuda-moe.md v18) 16 KB won for the int8 kernels: W4A8_DYNAMIC T = 8 skewed 142.7 -> 124.8 us,
+#: T = 64 skewed 279.0 -> 264.0 us, T = 1 88.1 -> 85.4 us; 32 / 64 KB were no better and 64 KB cost the uniform
+#: cells up to 17%. The float kernels lost: W4A16 T = 1 90.9 -> 95.7 us ("gemv"), W4AFP8 T = 8 uniform 428 -> 448
+#: us ("mma"), the bf16 layer 188 -> 194 us at T = 1 ("slab", 32 KB)
+PREFETCH: dict[str, int] = {"gemv_dp4a": 16384, "mma_int8": 16384}
 #: one prefetch instruction's bytes (a 64-row tile of 16-word rows, the decode kernels' weight tile)
 PIECE = 4096
 _PREFETCH_ASM = tl.constexpr("{ .reg .pred p; .reg .b32 t; mov.u32 t, %tid.x; setp.eq.u32 p, t, 0; "
                              f"@p cp.async.bulk.prefetch.L2.global [$1], {PIECE}; mov.u32 $0, 0; }}")
+#: one row segment's bytes (:func:`prefetch_rows_l2`: 128 bf16 weights, a slab tile of the float layer)
+ROW_PIECE = 256
+_PREFETCH_ROWS_ASM = tl.constexpr(f"cp.async.bulk.prefetch.L2.global [$1], {ROW_PIECE}; mov.u32 $0, 0;")
 
 
 def flag(device: torch.device | str) -> bool:
@@ -88,3 +97,10 @@ def prefetch_l2(ptr):
     """A bulk prefetch of the PIECE bytes at ``ptr`` (16-byte aligned) into L2, issued by thread 0 of the
     program (``cp.async.bulk.prefetch.L2``, sm_90): no registers held, no wait; the later loads hit L2."""
     tl.inline_asm_elementwise(_PREFETCH_ASM, "=r,l", [ptr], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
+def prefetch_rows_l2(ptrs):
+    """A bulk prefetch of the ROW_PIECE bytes at each pointer of ``ptrs`` (16-byte aligned) into L2, by the
+    threads that hold them (a pointer held by two threads is prefetched twice: harmless)."""
+    tl.inline_asm_elementwise(_PREFETCH_ROWS_ASM, "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1)

@@ -337,10 +337,26 @@ for s in $STEPS; do
         --out "$OUT/moe_v17_fused_swiglu.json" ;;
     # v18: programmatic dependent launch (dsq_cuda.pdl) and the L2 prefetch before the wait, against neither
     pytest_pdl) step pytest_pdl 200 bash -c "python3 -c 'import triton, dsq_cuda.pdl as p; print(triton.__version__, \"PDL available:\", p.AVAILABLE)' \
-        && DSQ_MOE_TEST_DEVICE=cuda python3 -m pytest -q -x tests/cuda_moe/test_cuda_moe_pdl.py" ;;
+        && DSQ_MOE_TEST_DEVICE=cuda python3 -m pytest -q -x tests/cuda_moe/test_cuda_moe_chain.py" ;;
     bench_pdl) step bench_pdl 240 python3 benchmarks/cuda_moe/bench_moe.py --tokens 1,8,64 --no-loop \
         --switch-variants '[{"pdl.ENABLED": true}, {"pdl.ENABLED": true, "pdl.PREFETCH": {"gemv": 16384, "gemv_dp4a": 16384, "mma": 16384, "mma_int8": 16384}}]' --out "$OUT/moe_v18_pdl.json" ;;
-    *) echo "unknown step $s; known: pytest_pdl bench_pdl pytest_fused_swiglu bench_fused_swiglu pytest_moe_all pytest_block_n bench_block_n bench_block32 dense_dirty dense_clean bench_align pytest_blocks_first bench_blocks_first bench_t1_decode pytest_align bench_moe_v17 bench_moe_v17_clean read_roofline profile_moe bench_dp4a_slices pytest_dp4a bench_dp4a pytest_slices bench_slices pytest_moe_i8 bench_moe_i8 bench_moe_v16_full bench_i8b bench_rt_fp8 pytest_moe_kernels pytest_i8 bench_i8 pytest_rt_v15b bench_rt_v15b pytest_rt_v15 bench_rt_v15 pytest_moe_w8_v15 bench_moe_v15_full bench_v15c bench_w8_v15 bench_int4_stages_v15 pytest_shared_v15 bench_shared_v15 pytest_gemv_v15 bench_gemv_v15 bench_gemv_v15_dense bench_moe_v15 pytest_moe_v14i bench_moe_v14i bench_moe_v14_full bench_moe_v14h pytest_gemv_v14 bench_moe_v14g bench_moe_v14f pytest_moe_v14e bench_moe_v14e bench_moe_v14c bench_moe_v14d bench_moe_v14b pytest_moe_v14 bench_moe_v14 pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
+    # v18b: which GEMM kernels gain from the L2 prefetch before the wait, and how many bytes (bf16 timed alike)
+    bench_pdl_b) step bench_pdl_b 300 python3 benchmarks/cuda_moe/bench_moe.py --tokens 1,8,64 --no-loop \
+        --schemes W4A8_DYNAMIC,W8A16,W8A8,W4A16 --switch-variants '[{"pdl.ENABLED": true},
+        {"pdl.ENABLED": true, "pdl.PREFETCH": {"gemv_dp4a": 16384, "mma_int8": 16384}},
+        {"pdl.ENABLED": true, "pdl.PREFETCH": {"gemv_dp4a": 16384, "mma_int8": 32768, "gemv": 16384, "slab": 16384}},
+        {"pdl.ENABLED": true, "pdl.PREFETCH": {"gemv_dp4a": 16384, "mma_int8": 65536, "gemv": 16384, "slab": 32768}}]' \
+        --out "$OUT/moe_v18b_prefetch.json" ;;
+    # v18c: the chain tests on the GPU (PDL, the SwiGLU fused into the next kernel, the folded int4 offset), the
+    # new defaults against v17's (no PDL, no prefetch, SwiGLU kernels; bf16 timed alike), the folded offset
+    pytest_moe_chain) step pytest_moe_chain 240 bash -c "DSQ_MOE_TEST_DEVICE=cuda python3 -m pytest -q tests/cuda_moe/test_cuda_moe_chain.py; \
+        DSQ_MOE_TEST_DEVICE=cuda python3 -m pytest -q tests/cuda_moe/test_cuda_moe_decode.py -k 'swiglu or fold or one_token or mma_variant'" ;;
+    bench_v18c) step bench_v18c 200 python3 benchmarks/cuda_moe/bench_moe.py --tokens 1,8,64 --no-loop \
+        --switch-variants '[{"pdl.ENABLED": false, "pdl.PREFETCH": {}, "moe_gemv.FUSE_SWIGLU": false}]' \
+        --out "$OUT/moe_v18c.json" ;;
+    bench_fold) step bench_fold 120 python3 benchmarks/cuda_moe/bench_moe.py --tokens 8,64 --no-loop \
+        --schemes W4A16,W4AFP8 --variants '[{"fold_offset": 1}]' --out "$OUT/moe_v18_fold.json" ;;
+    *) echo "unknown step $s; known: pytest_moe_chain bench_v18c bench_fold bench_pdl_b pytest_pdl bench_pdl pytest_fused_swiglu bench_fused_swiglu pytest_moe_all pytest_block_n bench_block_n bench_block32 dense_dirty dense_clean bench_align pytest_blocks_first bench_blocks_first bench_t1_decode pytest_align bench_moe_v17 bench_moe_v17_clean read_roofline profile_moe bench_dp4a_slices pytest_dp4a bench_dp4a pytest_slices bench_slices pytest_moe_i8 bench_moe_i8 bench_moe_v16_full bench_i8b bench_rt_fp8 pytest_moe_kernels pytest_i8 bench_i8 pytest_rt_v15b bench_rt_v15b pytest_rt_v15 bench_rt_v15 pytest_moe_w8_v15 bench_moe_v15_full bench_v15c bench_w8_v15 bench_int4_stages_v15 pytest_shared_v15 bench_shared_v15 pytest_gemv_v15 bench_gemv_v15 bench_gemv_v15_dense bench_moe_v15 pytest_moe_v14i bench_moe_v14i bench_moe_v14_full bench_moe_v14h pytest_gemv_v14 bench_moe_v14g bench_moe_v14f pytest_moe_v14e bench_moe_v14e bench_moe_v14c bench_moe_v14d bench_moe_v14b pytest_moe_v14 bench_moe_v14 pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
     esac
 done
 # the device returns at most 8 files: the logs travel as one archive

@@ -42,7 +42,8 @@ LAUNCH_CASES = ["moe:W4A16:1", "moe:W4A16:8", "moe:W4A8_DYNAMIC:8", "moe:W4AFP8:
                 "moe:W4AFP8:1:moe_gemv.DP4A=False",
                 # programmatic dependent launch (dsq_cuda.pdl) and its L2 prefetch
                 "moe:W4A8_DYNAMIC:1:pdl.ENABLED=True", "moe:W4A16:8:pdl.ENABLED=True", "moe:W4A16:1:pdl.ENABLED=True",
-                "moe:W4A8_DYNAMIC:8:pdl.ENABLED=True", "moe:W8A8:1:pdl.ENABLED=True", "moe:W8A8:8:pdl.ENABLED=True"]
+                "moe:W4A8_DYNAMIC:8:pdl.ENABLED=True", "moe:W8A8:1:pdl.ENABLED=True", "moe:W8A8:8:pdl.ENABLED=True",
+                "moe:W8A8:1:pdl.ENABLED=False", "moe:W4A8_DYNAMIC:8:pdl.ENABLED=False"]
 
 
 def test_decode_kernels_compile_for_sm90_as_launched():

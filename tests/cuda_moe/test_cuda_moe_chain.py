@@ -1,4 +1,7 @@
-"""Programmatic dependent launch (dsq_cuda.pdl) changes when kernels start, never what they compute.
+"""The decode layer's chain of kernels: fewer links and programmatic dependent launch, never other bits.
+
+A SwiGLU quantized by the kernel that reads it (moe_gemv.FUSE_SWIGLU) gives the bits of the separate kernel.
+Programmatic dependent launch (dsq_cuda.pdl) changes when kernels start, never what they compute.
 
 On a GPU (DSQ_MOE_TEST_DEVICE=cuda) the decode and one-token paths run with PDL and the L2 prefetch on and off,
 eagerly and replayed from a CUDA graph, and must give the same bits. On CPU the interpreter has no PDL, so there
@@ -75,6 +78,32 @@ def test_one_token_path_needs_no_zeroed_allocation(scheme_name, monkeypatch):
     assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize("scheme_name", ["W8A8"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_swiglu_fused_into_the_next_kernel_gives_the_same_bits(scheme_name, dtype, monkeypatch):
+    # W8A8 at one token: the static requantization quantizes the SwiGLU of h itself
+    from dsq_cuda import moe_decode_kernels, moe_gemv
+
+    e, h, i = 4, 256, 192
+    scheme, _, dev = make_experts(scheme_name, e, h, i, seed=7)
+    g = torch.Generator().manual_seed(9)
+    x = (torch.randn(1, h, generator=g) * 2).to(dtype).to(DEVICE)
+    ids = torch.tensor([[3, 1, 0]]).to(DEVICE)
+    w = torch.tensor([[0.5, 0.3, 0.2]]).to(DEVICE)
+    monkeypatch.setattr(moe_gemv, "FUSE_SWIGLU", False)
+    want = run_moe(x, ids, w, dev.gate_up, dev.down, scheme, e, path="gemv")
+    monkeypatch.setattr(moe_gemv, "FUSE_SWIGLU", True)
+
+    class NoLaunch:  # the fused path must not launch the SwiGLU kernel
+        def __getitem__(self, grid):
+            raise AssertionError("swiglu_kernel launched")
+
+    monkeypatch.setattr(moe_decode_kernels, "swiglu_kernel", NoLaunch())
+    got = run_moe(x, ids, w, dev.gate_up, dev.down, scheme, e, path="gemv")
+    assert got.abs().max() > 0
+    assert torch.equal(got, want)
+
+
 def _routing(t: int, e: int, k: int, skew: bool, seed: int):
     g = torch.Generator().manual_seed(seed)
     scores = torch.rand(t, e, generator=g)
@@ -111,7 +140,7 @@ def test_pdl_gives_the_same_bits_eager_and_in_a_graph(scheme_name, t, skew, monk
 
     monkeypatch.setattr(pdl, "ENABLED", False)
     want = call()
-    every_kind = {kind: 16384 for kind in ("gemv", "gemv_dp4a", "mma", "mma_int8")}
+    every_kind = {kind: 16384 for kind in ("gemv", "gemv_dp4a", "mma", "mma_int8", "slab")}
     for prefetch in ({}, every_kind):
         monkeypatch.setattr(pdl, "ENABLED", True)
         monkeypatch.setattr(pdl, "PREFETCH", prefetch)
