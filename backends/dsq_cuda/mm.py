@@ -23,7 +23,7 @@ import torch
 from dsq.errors import QuantInputError
 from dsq.qtypes import PackedWeight
 from dsq.schemes import ActGranularity, Granularity, QType, QuantScheme, get_scheme
-from dsq_cuda import act_quant, block_fp8
+from dsq_cuda import act_quant, block_fp8, pdl
 from dsq_cuda._env import interpreting
 from dsq_cuda.configs import Config, mma_stream_programs, pick, pick_mma
 from dsq_cuda.dequant_kernel import dequantize_t
@@ -108,6 +108,11 @@ MMA_STREAM_PER_SM = 4
 #: kernel). None: by hand only at 2 stages; at 3 or more the pipeliner's schedule keeps the next weight tile in
 #: flight and was faster (configs.MMA_DECODE_STAGES)
 MMA_X_AHEAD: bool | None = None
+#: launch the tensor-core decode GEMM with programmatic dependent launch (dsq_cuda.pdl), so that it starts while
+#: the activation quantization before it (W4A8_DYNAMIC, W4AFP8) drains, and, with ``pdl.PREFETCH["dense_int8"]``
+#: bytes, its int8 path (W4A8_DYNAMIC) prefetches each program's first weight tiles into L2 before it waits.
+#: Off: not yet timed on a GPU (cuda.md v15 says how to: run_gpu.py --variant with mm.PDL and pdl.PREFETCH)
+PDL = False
 #: the decode kernel's DOT_FIELDS cap (fields per MMA chain, when x is left to the pipeliner): 0 for the
 #: longest run that stays inside one scale group (:func:`mma_dot_fields`), 1 for one field per chain. H200 lab
 #: (cuda.md v11): the longest run won or tied all 24 cells of 4 shapes x int4/int8 x M 1/4/16, e.g. W4A16
@@ -216,6 +221,7 @@ def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None
     if xq.dtype == torch.float8_e4m3fn:
         xq = xq.view(torch.uint8)  # the kernel reinterprets the bits (masked lanes read as +0.0)
     x_ahead = cfg.num_stages < 3 if MMA_X_AHEAD is None else MMA_X_AHEAD
+    on = PDL and pdl.flag(dev)
     mma_decode_kernel[(programs,) if programs else (blocks, cfg.split_k)](
         xq, ws if xs is None else xs, w, ws, wc, lay.get("wz", ws), ws if bias is None else bias, out,
         m, n, k, kw, ws.shape[-1], xq.stride(0), out.stride(0), ws, ws, 0, 0, 0,
@@ -225,8 +231,9 @@ def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None
         ASM=not interpreting(), EVEN_K=i8 or k % (epw * sl) == 0, STREAM=programs > 0, FIXUP=ws_fix is not None,
         sum_ptr=None if ws_fix is None else ws_fix[0], count_ptr=None if ws_fix is None else ws_fix[1],
         X_AHEAD=x_ahead and not i8, DOT_FIELDS=1 if i8 else mma_dot_fields(scheme.weight_bits, group, sl, x_ahead),
-        ROW_TILES=i8, I8=int(i8),
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        ROW_TILES=i8, I8=int(i8), PDL=on, PREFETCH=pdl.prefetch_tiles(dev, "dense_int8", cfg.block_n * sl * 4)
+        if on and i8 and not programs else 0,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages, **pdl.launch_kwargs(on))
     return out.to(out_dtype)
 
 

@@ -232,9 +232,10 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
     elements after expert 0's. Pair p reads x row ``p // X_DIV`` (its token for gate/up, itself for down)
     and writes output row p.
 
-    PDL (dsq_cuda.pdl): wait for the previous kernel's writes first thing; or, with PREFETCH > 0 (MOE on row
-    tiles), after prefetching the program's first PREFETCH weight tiles of the block's expert into L2. The
-    host passes PREFETCH only where the kernel before this one is not the alignment that wrote the blocks."""
+    PDL (dsq_cuda.pdl): wait for the previous kernel's writes first thing; or, with PREFETCH > 0 (row tiles,
+    not STREAM), after prefetching the program's first PREFETCH weight tiles (of the block's expert) into L2.
+    In MOE mode the host passes PREFETCH only where the kernel before this one is not the alignment that wrote
+    the blocks."""
     if PREFETCH == 0:
         wait_for_inputs(PDL)
     offs_m = tl.arange(0, BLOCK_M)
@@ -259,22 +260,24 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
         w_ptr += e64 * stride_we
         ws_ptr += e64 * stride_se
         wc_ptr += e64 * stride_ce
-        if PREFETCH > 0:  # read before the wait: the host launches it so that weights, expert ids and blocks
-            # were written before the kernel this one follows (dsq_cuda.pdl)
-            tl.static_assert(ROW_TILES and not STREAM and (BLOCK_N * SL) % 1024 == 0)
-            if (e >= 0) & ((tl.program_id(0) + 1) * BLOCK_N <= N):
-                for i in tl.static_range(PREFETCH):
-                    if t_lo + i < t_hi:
-                        tile = w_ptr + (t_lo + i).to(tl.int64) * N * SL + tl.program_id(0) * BLOCK_N * SL
-                        for piece in tl.static_range((BLOCK_N * SL) // 1024):
-                            prefetch_l2(tile + piece * 1024)
     else:
         orow = offs_m
         mmask = offs_m < M
         # rows past M read the last token where x is loaded a field at a time (in bounds, so those loads need no
         # mask); the chained path (DOT_FIELDS > 1) masks them instead. Never stored
         xrow = tl.minimum(offs_m, M - 1)
-    if PREFETCH > 0:
+    if PREFETCH > 0:  # read before the wait: the host launches it so that the weights (and in MOE mode the
+        # expert ids and blocks) were written before the kernel this one follows (dsq_cuda.pdl)
+        tl.static_assert(ROW_TILES and not STREAM and (BLOCK_N * SL) % 1024 == 0)
+        live = (tl.program_id(0) + 1) * BLOCK_N <= N
+        if MOE:
+            live = live & (e >= 0)
+        if live:
+            for i in tl.static_range(PREFETCH):
+                if t_lo + i < t_hi:
+                    tile = w_ptr + (t_lo + i).to(tl.int64) * N * SL + tl.program_id(0) * BLOCK_N * SL
+                    for piece in tl.static_range((BLOCK_N * SL) // 1024):
+                        prefetch_l2(tile + piece * 1024)
         wait_for_inputs(PDL)
     xrows = x_ptr + xrow[:, None].to(tl.int64) * stride_xm  # [BLOCK_M, 1]: each column's x row
     xbase = xrows + offs_s[None, :]

@@ -16,6 +16,7 @@ Prints one line per kernel and exits 1 if any failed.
 
 from __future__ import annotations
 
+import re
 import sys
 
 import torch
@@ -96,7 +97,7 @@ def main(cases: list[str]) -> int:
 
     failed = 0
     for case in cases:
-        kind, scheme_name, n, *switches = case.split(":")
+        kind, scheme_name, n, *switches = re.split(r":(?![^{]*})", case)  # (a dict value keeps its colons)
         saved = []
         for sw in switches:  # module.NAME=VALUE of a dsq_cuda module, or module.DICT.KEY=VALUE
             path, value = sw.split("=")

@@ -1,0 +1,84 @@
+"""The dense decode GEMM under programmatic dependent launch (dsq_cuda.mm.PDL, dsq_cuda.pdl): the same bits.
+
+PDL changes when the GEMM starts (while the activation quantization before it drains) and, with the
+``dense_int8`` prefetch, lets its int8 path ask for its first weight tiles before it waits; never the values.
+The interpreter has no PDL, so on CPU these tests only compile the kernels for sm_90 as launched
+(tests/cuda_moe/sm90_launches.py ``mm:`` cases); on a GPU they run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import dsq
+from dsq_cuda import mm, pdl
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="PDL runs on a GPU (sm_90+)")
+@pytest.mark.parametrize("name", ["W4A8_DYNAMIC", "W4AFP8", "W4A16"])
+@pytest.mark.parametrize("m", [1, 4, 16])
+def test_dense_decode_with_pdl_gives_the_same_bits(cuda_backend, name, m, monkeypatch):
+    if torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("PDL needs sm_90+")
+    g = torch.Generator().manual_seed(m)
+    scheme = dsq.get_scheme(name)
+    w = torch.randn(1536, 2048, generator=g) * 0.05
+    pw = cuda_backend.quantize_weight(w.cuda(), scheme)
+    x = torch.randn(m, 2048, generator=g).to(torch.bfloat16).cuda()
+    monkeypatch.setattr(mm, "PDL", False)
+    want = mm.matmul(x, pw, scheme)
+    monkeypatch.setattr(mm, "PDL", True)
+    monkeypatch.setattr(pdl, "PREFETCH", {**pdl.PREFETCH, "dense_int8": 16384})
+    for _ in range(3):
+        assert torch.equal(mm.matmul(x, pw, scheme), want)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        y = mm.matmul(x, pw, scheme)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(y, want)
+
+
+def test_dense_decode_with_pdl_compiles_for_sm90():
+    pytest.importorskip("triton")
+    if torch.cuda.is_available():
+        pytest.skip("a CPU CI check; on a GPU the test above launches the kernels")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "backends"), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert sum(ln.endswith("mma_decode_kernel: compiled") for ln in lines) == 3, proc.stdout
+
+
+def _compile_as_launched() -> None:
+    """(Run without TRITON_INTERPRET.) Record the dense W4A8_DYNAMIC / W4AFP8 launches with mm.PDL on and compile
+    them for sm_90; the int8 GEMM also with the GPU's 64-row blocks and a 16 KB prefetch (CPU configs pick smaller
+    blocks, which the prefetch's 4 KB pieces do not serve)."""
+    sys.path.insert(0, str(ROOT / "tests" / "cuda_moe"))
+    from sm90_launches import compile_launch, record
+
+    mm.PDL = True
+    for name, m in [("W4A8_DYNAMIC", 1), ("W4AFP8", 4)]:
+        scheme = dsq.get_scheme(name)
+        pw = dsq.get_backend("cpu-reference").quantize_weight(torch.randn(384, 1024) * 0.05, scheme)
+        x = torch.randn(m, 1024).to(torch.bfloat16)
+        for kernel, bound, options in record(lambda x=x, pw=pw, scheme=scheme: mm.matmul(x, pw, scheme)):
+            compile_launch(kernel, bound, options)
+            print(f"{name}:{m} {kernel.fn.__name__}: compiled")
+            if bound.get("I8"):
+                bound.update(BLOCK_N=64, PREFETCH=4)
+                compile_launch(kernel, bound, options)
+                print(f"{name}:{m}:prefetch {kernel.fn.__name__}: compiled")
+
+
+if __name__ == "__main__":
+    _compile_as_launched()
