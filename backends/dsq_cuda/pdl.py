@@ -36,7 +36,8 @@ try:  # Triton >= 3.3
     from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
     AVAILABLE = True
-except ImportError:  # pragma: no cover - older Triton: PDL stays off
+except ImportError:  # pragma: no cover - older Triton: PDL stays off (wait_for_inputs never reaches them)
+    gdc_launch_dependents = gdc_wait = None
     AVAILABLE = False
 
 #: launch the MoE layer's kernels with PDL (see the module docstring). On the H200 (cuda-moe.md v18, two runs,
