@@ -58,11 +58,11 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 
 if "--check" in sys.argv and "--sass" not in sys.argv and "--gpu" not in sys.argv:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import sass_ops  # noqa: E402  (benchmarks/cuda, this script's folder: cuobjdump's SASS and register count)
 import torch  # noqa: E402
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
@@ -454,24 +454,6 @@ def compile_variant(fp8: bool, d: int, stages: int = 3, **options: int):
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, num_stages=stages))
 
 
-def sass_text(compiled) -> str:
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(compiled.asm["cubin"])
-        f.flush()
-        return subprocess.run([tool, "-sass", f.name], capture_output=True, text=True, check=True).stdout
-
-
-def registers(compiled) -> int:
-    """Registers per thread (cuobjdump's resource usage; ``compiled.n_regs`` is only set once loaded on a GPU)."""
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(compiled.asm["cubin"])
-        f.flush()
-        out = subprocess.run([tool, "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
-    return int(re.search(r"REG:(\d+)", out).group(1))
-
-
 def _instructions(sass: str) -> list[tuple[int, str]]:
     return [(int(m.group(1), 16), m.group(2)) for m in
             (re.match(r"\s+/\*([0-9a-f]+)\*/\s+(.*?);", line) for line in sass.splitlines()) if m]
@@ -541,7 +523,7 @@ def run_sass(dots: list[int], stages: int, dump: str | None) -> int:
             print(f"\n{name}: compile FAILED: {type(cause).__name__}: {str(cause).strip().splitlines()[-1:]}")
             rows.append((name, None, None, None, None, None))
             continue
-        sass = sass_text(compiled)
+        sass = sass_ops._sass(compiled)
         if dump:
             os.makedirs(dump, exist_ok=True)
             tag = re.sub(r"\W+", "_", name).strip("_")
@@ -551,7 +533,7 @@ def run_sass(dots: list[int], stages: int, dump: str | None) -> int:
         loop = main_loop(sass)
         whole = [op for op in map(_opcode, (t for _, t in _instructions(sass))) if op != "NOP"]
         cnt = collections.Counter(loop)
-        regs = registers(compiled)
+        regs = sass_ops.registers(compiled)
         spills = len(re.findall(r"\bSTL(?:\.\w+)*\s", sass))
         mma = cnt["HGMMA"] + cnt["QGMMA"]
         alu, fma = sum(cnt[op] for op in ALU_OPS), sum(cnt[op] for op in FMA_OPS)
