@@ -463,18 +463,6 @@ def _opcode(text: str) -> str:
     return re.match(r"(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", text).group(1)
 
 
-def main_loop(sass: str) -> list[str]:
-    """Opcodes (NOPs left out) of the largest loop: the instructions between a backward branch and its target."""
-    ins = _instructions(sass)
-    best: list[str] = []
-    for addr, text in ins:
-        m = re.search(r"BRA\s+(?:`\(\.L_x_\d+\)\s*)?0x([0-9a-f]+)", text)
-        if m and int(m.group(1), 16) < addr:
-            body = [t for a, t in ins if int(m.group(1), 16) <= a <= addr]
-            best = body if len(body) > len(best) else best
-    return [op for op in map(_opcode, best) if op != "NOP"]
-
-
 KEY = ("PRMT", "LOP3", "SHF", "LEA", "IMAD", "IADD3", "HFMA2", "HADD2", "HGMMA", "QGMMA", "WARPGROUP", "LDS", "STS",
        "LDSM", "LDG", "LDGSTS", "F2FP", "I2F", "F2F", "FFMA", "FMUL", "FADD", "BAR", "DEPBAR", "SHFL", "MOV")
 
@@ -530,7 +518,7 @@ def run_sass(dots: list[int], stages: int, dump: str | None) -> int:
             for ext, text in (("sass", sass), ("ptx", compiled.asm["ptx"]), ("ttgir", compiled.asm["ttgir"])):
                 with open(os.path.join(dump, f"{tag}.{ext}"), "w") as f:
                     f.write(text)
-        loop = main_loop(sass)
+        loop = sass_ops.main_loop_opcodes(sass)  # the largest loop: one K tile
         whole = [op for op in map(_opcode, (t for _, t in _instructions(sass))) if op != "NOP"]
         cnt = collections.Counter(loop)
         regs = sass_ops.registers(compiled)
