@@ -156,14 +156,13 @@ def _dynamic(x: torch.Tensor, group: int, fp8: bool, codes_dtype: torch.dtype | 
         _act_group_kernel[grid](x, q, s, m, ng, x.stride(0), q.stride(0), TINY_F32, FP8=fp8, GROUP=group, GPB=gpb,
                                 BLOCK_R=4, num_warps=4)
     elif m:
-        on = pdl.flag(x.device)
         block_k = max(16, min(2048, triton.next_power_of_2(group)))
         chunks = _chunks(m * ng, min(group, k), block_k, x.device)
         chunk = -(-min(group, k) // (chunks * block_k)) * block_k
         _act_dynamic_kernel[(m, ng, -(-min(group, k) // chunk))](
             x, q, s, k, group, ng, chunk, x.stride(0), q.stride(0), TINY_F32, FP8=fp8, BLOCK_K=block_k,
-            MMA_ORDER=mma_order, SWIGLU=swiglu_kind is not None, OUT_KIND=swiglu_kind or 0, PDL=on, num_warps=4,
-            **pdl.launch_kwargs(on))
+            MMA_ORDER=mma_order, SWIGLU=swiglu_kind is not None, OUT_KIND=swiglu_kind or 0, num_warps=4,
+            **pdl.launch_args(x.device))
     return q, s
 
 
@@ -298,10 +297,8 @@ def int8_slices(x: torch.Tensor, fp8_scales: torch.Tensor | None = None) -> tupl
         x = x.view(torch.uint8)
     xs = fp8_scales.reshape(-1).float().contiguous() if fp8 else s
     if m:
-        on = pdl.flag(x.device)
         _slices_kernel[(m,)](x, xs, q, s, k, x.stride(0), q.stride(0), FP8=fp8,
-                             BLOCK_K=min(2048, triton.next_power_of_2(k)), PDL=on, num_warps=4,
-                             **pdl.launch_kwargs(on))
+                             BLOCK_K=min(2048, triton.next_power_of_2(k)), num_warps=4, **pdl.launch_args(x.device))
     return q, s
 
 

@@ -53,7 +53,7 @@ import triton
 import triton.language as tl
 
 from dsq_cuda.int4_int8_mma import int4_bytes
-from dsq_cuda.pdl import prefetch_l2, wait_for_inputs
+from dsq_cuda.pdl import prefetch_row_tiles, wait_for_inputs
 
 #: the decode variant the dispatchers (dsq_cuda.mm, dsq_cuda.moe_gemv) pass as MANT (see above); benchmarks
 #: set it to time the other variant
@@ -165,13 +165,8 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
         x_row = x_ptr + (row // X_DIV) * stride_xm
     if PREFETCH > 0:  # read before the wait: the host launches it so that the weights and expert ids were
         # written before the kernel this one follows (dsq_cuda.pdl)
-        tl.static_assert(SLW > 0 and (BLOCK_N * LW) % 1024 == 0)
-        if (pid_n + 1) * BLOCK_N <= N:
-            for i in tl.static_range(PREFETCH):
-                if c_lo * (TPC // R) + i < c_hi * (TPC // R):
-                    tile = w_ptr + (c_lo * (TPC // R) + i).to(tl.int64) * N * LW + pid_n * BLOCK_N * LW
-                    for piece in tl.static_range((BLOCK_N * LW) // 1024):
-                        prefetch_l2(tile + piece * 1024)
+        tl.static_assert(SLW > 0)
+        prefetch_row_tiles(w_ptr, c_lo * (TPC // R), c_hi * (TPC // R), N, pid_n, BLOCK_N, LW, PREFETCH)
         wait_for_inputs(PDL)
     if SLW > 0:  # row tiles: compile-time strides (rows LW words apart, tiles N * LW)
         wbase = w_ptr + rows[:, None] * LW + offs_s[None, :]

@@ -222,6 +222,7 @@ def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None
         xq = xq.view(torch.uint8)  # the kernel reinterprets the bits (masked lanes read as +0.0)
     x_ahead = cfg.num_stages < 3 if MMA_X_AHEAD is None else MMA_X_AHEAD
     on = PDL and pdl.flag(dev)
+    prefetch = pdl.prefetch_tiles(dev, "dense_int8", cfg.block_n * sl * 4) if on and i8 and not programs else 0
     mma_decode_kernel[(programs,) if programs else (blocks, cfg.split_k)](
         xq, ws if xs is None else xs, w, ws, wc, lay.get("wz", ws), ws if bias is None else bias, out,
         m, n, k, kw, ws.shape[-1], xq.stride(0), out.stride(0), ws, ws, 0, 0, 0,
@@ -231,8 +232,7 @@ def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None
         ASM=not interpreting(), EVEN_K=i8 or k % (epw * sl) == 0, STREAM=programs > 0, FIXUP=ws_fix is not None,
         sum_ptr=None if ws_fix is None else ws_fix[0], count_ptr=None if ws_fix is None else ws_fix[1],
         X_AHEAD=x_ahead and not i8, DOT_FIELDS=1 if i8 else mma_dot_fields(scheme.weight_bits, group, sl, x_ahead),
-        ROW_TILES=i8, I8=int(i8), PDL=on, PREFETCH=pdl.prefetch_tiles(dev, "dense_int8", cfg.block_n * sl * 4)
-        if on and i8 and not programs else 0,
+        ROW_TILES=i8, I8=int(i8), PDL=on, PREFETCH=prefetch,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **pdl.launch_kwargs(on))
     return out.to(out_dtype)
 

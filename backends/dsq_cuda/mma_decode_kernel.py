@@ -37,7 +37,7 @@ import triton
 import triton.language as tl
 
 from dsq_cuda.int4_int8_mma import int8_mma_tiles
-from dsq_cuda.pdl import prefetch_l2, wait_for_inputs
+from dsq_cuda.pdl import prefetch_row_tiles, wait_for_inputs
 
 # activation modes (the subset of dsq_cuda.mm_kernel's that this kernel serves): ACT_INT8_TOKEN reads x as
 # per-token codes of any dtype that holds them exactly (int8, or bf16: dsq_cuda.mm passes the int8 / e4m3 codes
@@ -268,16 +268,9 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
         xrow = tl.minimum(offs_m, M - 1)
     if PREFETCH > 0:  # read before the wait: the host launches it so that the weights (and in MOE mode the
         # expert ids and blocks) were written before the kernel this one follows (dsq_cuda.pdl)
-        tl.static_assert(ROW_TILES and not STREAM and (BLOCK_N * SL) % 1024 == 0)
-        live = (tl.program_id(0) + 1) * BLOCK_N <= N
-        if MOE:
-            live = live & (e >= 0)
-        if live:
-            for i in tl.static_range(PREFETCH):
-                if t_lo + i < t_hi:
-                    tile = w_ptr + (t_lo + i).to(tl.int64) * N * SL + tl.program_id(0) * BLOCK_N * SL
-                    for piece in tl.static_range((BLOCK_N * SL) // 1024):
-                        prefetch_l2(tile + piece * 1024)
+        tl.static_assert(ROW_TILES and not STREAM)
+        # (a block without an expert has t_hi = t_lo: nothing to prefetch)
+        prefetch_row_tiles(w_ptr, t_lo, t_hi, N, tl.program_id(0), BLOCK_N, SL, PREFETCH)
         wait_for_inputs(PDL)
     xrows = x_ptr + xrow[:, None].to(tl.int64) * stride_xm  # [BLOCK_M, 1]: each column's x row
     xbase = xrows + offs_s[None, :]

@@ -66,11 +66,10 @@ def launch(ids, num_pairs: int, lo: int, n_local: int, block_m: int, max_blocks:
     """Fill sorted_ids / block_expert (see align_kernel) from the flat ids [num_pairs]; scratch: int32
     [2 * scratch_size(n_local)]."""
     pb = max(16, 1 << max(0, num_pairs - 1).bit_length())
-    on = pdl.flag(ids.device)
     align_kernel[(1,)](ids, num_pairs, lo, n_local, sorted_ids, block_expert, scratch, sorted_ids.numel(), max_blocks,
                        BM=block_m, PB=pb, LOG_PB=pb.bit_length() - 1, EB=scratch.numel() // 2,
-                       MB=max(16, 1 << max_blocks.bit_length()), FILL=1024, PDL=on, num_warps=4,
-                       **pdl.launch_kwargs(on))
+                       MB=max(16, 1 << max_blocks.bit_length()), FILL=1024, num_warps=4,
+                       **pdl.launch_args(ids.device))
 
 
 def scratch_size(n_local: int) -> int:

@@ -186,7 +186,6 @@ def _launch_mma(a, a_scale, packed: PackedWeight, scheme: QuantScheme, al, out, 
     split = _split(al.max_blocks, -(-n // block_n), k_tiles, cfg["target_programs"])
     if split > 1:
         out.zero_()
-    on = pdl.flag(out.device)
     mma_decode_kernel[(-(-n // block_n), split, al.max_blocks)](
         a, xs, w, ws, wc, ws, ws, out, al.num_pairs, n, k, kw, ws.shape[-1], a.stride(0), out.stride(0),
         al.sorted_ids, al.block_expert, stride_we, ws.stride(0), wc.stride(0),
@@ -196,7 +195,7 @@ def _launch_mma(a, a_scale, packed: PackedWeight, scheme: QuantScheme, al, out, 
         X_AHEAD=bool(cfg["mma_x_ahead"]) and not i8, num_warps=warps,
         num_stages=cfg["int8_mma_stages"] if i8 and al.block_m <= 16 else cfg["mma_stages"],
         DOT_FIELDS=1 if i8 else mma_dot_fields(bits, group, sl, bool(cfg["mma_x_ahead"]), cfg["mma_dot_fields"]),
-        ROW_TILES=bool(row_tiles), I8=i8, PDL=on, **pdl.launch_kwargs(on),
+        ROW_TILES=bool(row_tiles), I8=i8, **pdl.launch_args(out.device),
         PREFETCH=pdl.prefetch_tiles(out.device, "mma_int8" if i8 else "mma", block_n * sl * 4) if row_tiles else 0)
 
 
@@ -252,7 +251,6 @@ def _launch(a, a_scale, static, lay, packed, scheme, al, out, n, k, top_k, gate_
     if split > 1:
         out.zero_()
     grid = (al.max_blocks, n_tiles, split)
-    on = pdl.flag(out.device)
     prefetch = 0
     if not gate_up or prepped or split > 1:  # (zero_ is a kernel between the alignment and this one)
         if row_tiles:
@@ -269,7 +267,7 @@ def _launch(a, a_scale, static, lay, packed, scheme, al, out, n, k, top_k, gate_
         A_FP8=sw["A_FP8"], A_GROUPED=sw["A_GROUPED"], A_GROUP=sw["A_GROUP"], HALF_AWAY=sw["HALF_AWAY"],
         DOT=sw["DOT"], TILE_SCALED=sw["TILE_SCALED"], EVEN_K=k % bk == 0, EPW=epw, SWAP=swap, SPLIT_K=split,
         BLOCK_M=al.block_m, BLOCK_N=cfg["block_n"], SL=sl, ROW_TILES=bool(row_tiles), num_warps=cfg["num_warps"],
-        num_stages=cfg["num_stages"], PDL=on, PREFETCH=prefetch, **pdl.launch_kwargs(on))
+        num_stages=cfg["num_stages"], PREFETCH=prefetch, **pdl.launch_args(out.device))
 
 
 def _quantize(v: torch.Tensor, scheme: QuantScheme, fp8: bool, as_bf16: bool = False, mma_order: bool = False,
@@ -367,10 +365,9 @@ def run_decode(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tens
     else:
         inter = torch.empty((p, i), dtype=x.dtype, device=device)
         block = min(1024, max(16, 1 << (i - 1).bit_length()))
-        on = pdl.flag(device)
         swiglu_kernel[(p, -(-i // block))](hbuf, inter, i, hbuf.stride(0), inter.stride(0),
-                                           OUT_KIND=up_sw["OUT_KIND"], BLOCK=block, PDL=on, num_warps=4,
-                                           **pdl.launch_kwargs(on))
+                                           OUT_KIND=up_sw["OUT_KIND"], BLOCK=block, num_warps=4,
+                                           **pdl.launch_args(device))
         a, a_scale = inter, dummy
         if i8 == 4 or down_sw["A_KIND"] == A_CODES:
             a, a_scale = _quantize(inter, scheme, down_sw["A_FP8"], as_bf16=mma, mma_order=i8 == 1,
@@ -395,9 +392,7 @@ def combine(out: torch.Tensor, topk_weights: torch.Tensor, dtype: torch.dtype) -
     h = out.shape[1]
     y = torch.empty((t, h), dtype=dtype, device=out.device)
     block = min(1024, max(16, 1 << (h - 1).bit_length()))
-    w = topk_weights.contiguous()
-    on = pdl.flag(out.device)
-    combine_kernel[(t, -(-h // block))](out, w, y, h, out.stride(0), y.stride(0),
-                                        TOP_K=top_k, OUT_KIND=OUT_KIND[dtype], BLOCK=block, PDL=on, num_warps=4,
-                                        **pdl.launch_kwargs(on))
+    combine_kernel[(t, -(-h // block))](out, topk_weights.contiguous(), y, h, out.stride(0), y.stride(0),
+                                        TOP_K=top_k, OUT_KIND=OUT_KIND[dtype], BLOCK=block, num_warps=4,
+                                        **pdl.launch_args(out.device))
     return y

@@ -35,7 +35,7 @@ from dsq_cuda.moe_tiles import (
     w_channel_scale,
     w_tile_scale,
 )
-from dsq_cuda.pdl import prefetch_l2, prefetch_rows_l2, wait_for_inputs
+from dsq_cuda.pdl import prefetch_row_tiles, prefetch_rows_l2, wait_for_inputs
 
 
 @triton.jit
@@ -83,18 +83,15 @@ def _prefetch(w_ptr, e, pid_n, pid_k, stride_we, stride_wn, N, K, EPW: tl.conste
     n_tiles = tl.cdiv(K, SL * EPW)
     t_lo = pid_k * tl.cdiv(n_tiles, SPLIT_K)
     t_hi = tl.minimum(t_lo + tl.cdiv(n_tiles, SPLIT_K), n_tiles)
-    if (e >= 0) & ((pid_n + 1) * BLOCK_N <= N):
+    if e >= 0:
         base = w_ptr + e.to(tl.int64) * stride_we
-        for i in tl.static_range(TILES):
-            if t_lo + i < t_hi:
-                if ROW_TILES:  # [tiles, N, SL] words: the program's rows of a tile are one block
-                    tl.static_assert((BLOCK_N * SL) % 1024 == 0)
-                    tile = base + (t_lo + i).to(tl.int64) * N * SL + pid_n * BLOCK_N * SL
-                    for piece in tl.static_range((BLOCK_N * SL) // 1024):
-                        prefetch_l2(tile + piece * 1024)
-                else:  # float weights [E, N, K]: SL weights of each row
-                    tl.static_assert(EPW == 1)
-                    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        if ROW_TILES:  # [tiles, N, SL] words: the program's rows of a tile are one block
+            prefetch_row_tiles(base, t_lo, t_hi, N, pid_n, BLOCK_N, SL, TILES)
+        elif (pid_n + 1) * BLOCK_N <= N:  # float weights [E, N, K]: SL weights of each row
+            tl.static_assert(EPW == 1)
+            rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+            for i in tl.static_range(TILES):
+                if t_lo + i < t_hi:
                     prefetch_rows_l2(base + rows.to(tl.int64) * stride_wn + (t_lo + i) * SL)
 
 

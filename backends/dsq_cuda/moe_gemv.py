@@ -176,12 +176,11 @@ def _gemv(a, a_scale, lay, scheme, out, pair_ids, n, k, x_div, expert_range, num
         cfg = dataclasses.replace(cfg, split_k=MAX_SPLIT)
     w, ws = lay["w"], lay["ws"]
     e_lo, e_hi = expert_range if expert_range is not None else (0, num_experts)
-    on = pdl.flag(a.device)
+    dp4a = _dp4a(scheme, lay)
     launch(a, w, ws, lay.get("wz"), None, out, scheme, pair_ids.shape[0], n, cfg, group, row_tiles=lay["row_tiles"],
            moe=(pair_ids, w[0].numel(), ws[0].numel(), e_lo, e_hi, x_div), xs=a_scale, wc=lay.get("wc"),
-           xs_per_expert=scheme.static_activations, signed=lay["signed"], dp4a=_dp4a(scheme, lay), pdl=on,
-           prefetch=pdl.prefetch_tiles(a.device, "gemv_dp4a" if _dp4a(scheme, lay) == 1 else "gemv",
-                                       cfg.block_n * w.shape[-1] * 4))
+           xs_per_expert=scheme.static_activations, signed=lay["signed"], dp4a=dp4a, pdl=pdl.flag(a.device),
+           prefetch=pdl.prefetch_tiles(a.device, "gemv_dp4a" if dp4a == 1 else "gemv", cfg.block_n * w.shape[-1] * 4))
 
 
 def _codes(v: torch.Tensor, scheme: QuantScheme, packed: PackedWeight, ids: torch.Tensor, top_k: int,
@@ -240,9 +239,8 @@ def run_gemv(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor
     p = ids.shape[0]
     bits = scheme.weight_bits
     canonical = not up["row_tiles"]
-    # the split-K outputs are zeroed by torch before the chain's first Triton kernel, so the chain runs
-    # uninterrupted under programmatic dependent launch (dsq_cuda.pdl)
-    # (one allocation, one fill kernel)
+    # both split-K outputs in one allocation, zeroed by one torch fill before the chain's first Triton kernel, so
+    # the chain runs uninterrupted under programmatic dependent launch (dsq_cuda.pdl)
     buf = torch.zeros(p * (2 * i + h), dtype=torch.float32, device=device)
     hbuf, out = buf[: p * 2 * i].view(p, 2 * i), buf[p * 2 * i:].view(p, h)
     a = tile_order(x, bits, tile_words(scheme, 2 * i, h, device)) if canonical else x.contiguous()
@@ -261,10 +259,9 @@ def run_gemv(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor
     else:
         inter = (torch.zeros if ip != i else torch.empty)((p, ip), dtype=x.dtype, device=device)
         block = min(1024, max(16, 1 << (i - 1).bit_length()))
-        on = pdl.flag(device)
         swiglu_kernel[(p, -(-i // block))](hbuf, inter, i, hbuf.stride(0), inter.stride(0),
                                            OUT_KIND=OUT_KIND[x.dtype], BLOCK=block, TILE_EPW=32 // bits, TILE_SW=sw,
-                                           PDL=on, num_warps=4, **pdl.launch_kwargs(on))
+                                           num_warps=4, **pdl.launch_args(device))
         a, a_scale, _ = _codes(inter, scheme, down, ids, 1, dp4a)
     _gemv(a, a_scale, dn, scheme, out, ids, h, i, 1, expert_range, num_experts)
     return combine(out, topk_weights, x.dtype)

@@ -122,13 +122,12 @@ def requantize(src: torch.Tensor, rows: int, sorted_ids: torch.Tensor | None, bl
     s, zp = static if static is not None else (block_expert, block_expert)
     am = amax if amax is not None else src
     grid = (triton.cdiv(rows, 16), triton.cdiv(k, 256))
-    on = pdl.flag(src.device)
     _requant_kernel[grid](src, src.stride(0), block_expert if sorted_ids is None else sorted_ids, block_expert, s,
                           zp, am, am.stride(0), scales if scales is not None else src, q, q.stride(0), rows, k, top_k,
                           num_pairs, tiny, MODE=STATIC if static is not None else DYNAMIC, GATHER=gather, FP8=fp8,
                           HALF_AWAY=half_away, GROUP=group, BM=block_m, BLOCK_R=16, BLOCK_K=256,
-                          CENTER=centered, IDENT=sorted_ids is None, PDL=on, SWIGLU=swiglu_kind is not None,
-                          OUT_KIND=swiglu_kind or 0, num_warps=4, **pdl.launch_kwargs(on))
+                          CENTER=centered, IDENT=sorted_ids is None, SWIGLU=swiglu_kind is not None,
+                          OUT_KIND=swiglu_kind or 0, num_warps=4, **pdl.launch_args(src.device))
     return q, scales
 
 

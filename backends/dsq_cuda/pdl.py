@@ -56,6 +56,7 @@ ENABLED = True
 PREFETCH: dict[str, int] = {"gemv_dp4a": 16384, "mma_int8": 16384}
 #: one prefetch instruction's bytes (a 64-row tile of 16-word rows, the decode kernels' weight tile)
 PIECE = 4096
+_PIECE_WORDS = tl.constexpr(PIECE // 4)
 _PREFETCH_ASM = tl.constexpr("{ .reg .pred p; .reg .b32 t; mov.u32 t, %tid.x; setp.eq.u32 p, t, 0; "
                              f"@p cp.async.bulk.prefetch.L2.global [$1], {PIECE}; mov.u32 $0, 0; }}")
 #: one row segment's bytes (:func:`prefetch_rows_l2`: 128 bf16 weights, a slab tile of the float layer)
@@ -86,6 +87,13 @@ def launch_kwargs(on: bool) -> dict:
     return {"launch_pdl": True} if on else {}
 
 
+def launch_args(device: torch.device | str) -> dict:
+    """The PDL constexpr and the launch option of a kernel launched on ``device``: ``kernel[grid](...,
+    **pdl.launch_args(device))``."""
+    on = flag(device)
+    return {"PDL": on, **launch_kwargs(on)}
+
+
 @triton.jit
 def wait_for_inputs(PDL: tl.constexpr):
     """Steps 2 and 3 of the protocol: wait until the previous kernel's writes are visible, then let the next
@@ -100,6 +108,20 @@ def prefetch_l2(ptr):
     """A bulk prefetch of the PIECE bytes at ``ptr`` (16-byte aligned) into L2, issued by thread 0 of the
     program (``cp.async.bulk.prefetch.L2``, sm_90): no registers held, no wait; the later loads hit L2."""
     tl.inline_asm_elementwise(_PREFETCH_ASM, "=r,l", [ptr], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
+def prefetch_row_tiles(w_ptr, first, end, N, blk, BLOCK_N: tl.constexpr, W: tl.constexpr, TILES: tl.constexpr):
+    """Prefetch into L2 the rows ``[blk * BLOCK_N, (blk + 1) * BLOCK_N)`` of row tiles ``first .. first + TILES - 1``
+    (those below ``end``) of a row-tile layout ``[tiles, N, W]`` int32 at ``w_ptr``: one contiguous block of
+    ``BLOCK_N * W`` words a tile, in PIECE-byte prefetches. A block that runs past N is skipped."""
+    tl.static_assert((BLOCK_N * W) % _PIECE_WORDS == 0)
+    if (blk + 1) * BLOCK_N <= N:
+        for i in tl.static_range(TILES):
+            if first + i < end:
+                tile = w_ptr + (first + i).to(tl.int64) * N * W + blk * BLOCK_N * W
+                for piece in tl.static_range((BLOCK_N * W) // _PIECE_WORDS):
+                    prefetch_l2(tile + piece * _PIECE_WORDS)
 
 
 @triton.jit

@@ -56,13 +56,14 @@ def test_dense_decode_with_pdl_compiles_for_sm90():
     proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
-    assert sum(ln.endswith("mma_decode_kernel: compiled") for ln in lines) == 5, proc.stdout
+    prefetched = {ln.split(" ")[1].rstrip(":") for ln in lines if ":prefetch " in ln and ln.endswith(": compiled")}
+    assert prefetched == {"mma_decode_kernel", "gemv_kernel", "moe_slab_kernel"}, proc.stdout
 
 
 def _compile_as_launched() -> None:
     """(Run without TRITON_INTERPRET.) Record the dense W4A8_DYNAMIC / W4AFP8 launches with mm.PDL on and compile
     them for sm_90; the int8 GEMM also with the GPU's 64-row blocks and a 16 KB prefetch (CPU configs pick smaller
-    blocks, which the prefetch's 4 KB pieces do not serve), and so the MoE layer's int8 GEMMs."""
+    blocks, which the prefetch's 4 KB pieces do not serve), and so every MoE GEMM kernel that can prefetch."""
     sys.path.insert(0, str(ROOT / "tests" / "cuda_moe"))
     from sm90_launches import compile_launch, record
 
@@ -78,18 +79,32 @@ def _compile_as_launched() -> None:
                 bound.update(BLOCK_N=64, PREFETCH=4)
                 compile_launch(kernel, bound, options)
                 print(f"{name}:{m}:prefetch {kernel.fn.__name__}: compiled")
-    # the fused MoE's int8 decode (MOE mode: the block's expert decides the tiles), with the GPU's prefetch
+    # the fused MoE's GEMMs with the GPU's block sizes and a prefetch: the int8 decode (MOE mode: the block's
+    # expert decides the tiles), the one-token GEMV, and the slab kernel on row tiles (W8A16) and on bf16 rows
     from moe_cases import make_experts
 
-    from dsq_cuda.moe import run_moe
+    from dsq_cuda.moe import moe_float, run_moe
 
-    scheme, _, dev = make_experts("W4A8_DYNAMIC", 4, 512, 256, seed=1)
+    blocks = {"mma_decode_kernel": 64, "gemv_kernel": 128, "moe_slab_kernel": 64}
+    cases = []
+    for name, t in [("W4A8_DYNAMIC", 8), ("W4A8_DYNAMIC", 1), ("W8A16", 8)]:
+        scheme, _, dev = make_experts(name, 4, 512, 256, seed=1)
+        x, ids = torch.randn(t, 512).to(torch.bfloat16), torch.stack([torch.randperm(4)[:2] for _ in range(t)])
+        cases.append((f"moe:{name}:{t}", lambda x=x, ids=ids, t=t, dev=dev, scheme=scheme:
+                      run_moe(x, ids, torch.rand(t, 2), dev.gate_up, dev.down, scheme, 4)))
+    wg, wd = (torch.randn(4, 512, 512) * 0.05).to(torch.bfloat16), (torch.randn(4, 512, 256) * 0.05).to(torch.bfloat16)
     x, ids = torch.randn(8, 512).to(torch.bfloat16), torch.stack([torch.randperm(4)[:2] for _ in range(8)])
-    for kernel, bound, options in record(lambda: run_moe(x, ids, torch.rand(8, 2), dev.gate_up, dev.down, scheme, 4)):
-        if kernel.fn.__name__ == "mma_decode_kernel" and bound.get("MOE"):
-            bound.update(BLOCK_N=64, PREFETCH=4)
+    cases.append(("moe:bf16:8", lambda: moe_float(x, ids, torch.rand(8, 2), wg, wd)))
+    for label, fn in cases:
+        for kernel, bound, options in record(fn):
+            name = kernel.fn.__name__
+            if name not in blocks:
+                continue
+            if name == "moe_slab_kernel" and not (bound.get("ROW_TILES") or bound["SL"] == 128):
+                continue  # (its float-row prefetch takes 128-weight bf16 segments)
+            bound.update(BLOCK_N=blocks[name], PREFETCH=2)
             compile_launch(kernel, bound, options)
-            print(f"moe:W4A8_DYNAMIC:8:prefetch {kernel.fn.__name__}: compiled")
+            print(f"{label}:prefetch {name}: compiled")
 
 
 if __name__ == "__main__":
