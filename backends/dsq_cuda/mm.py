@@ -108,11 +108,17 @@ MMA_STREAM_PER_SM = 4
 #: kernel). None: by hand only at 2 stages; at 3 or more the pipeliner's schedule keeps the next weight tile in
 #: flight and was faster (configs.MMA_DECODE_STAGES)
 MMA_X_AHEAD: bool | None = None
-#: launch the tensor-core decode GEMM with programmatic dependent launch (dsq_cuda.pdl), so that it starts while
-#: the activation quantization before it (W4A8_DYNAMIC, W4AFP8) drains, and, with ``pdl.PREFETCH["dense_int8"]``
-#: bytes, its int8 path (W4A8_DYNAMIC) prefetches each program's first weight tiles into L2 before it waits.
-#: Off: not yet timed on a GPU (cuda.md v15 says how to: run_gpu.py --variant with mm.PDL and pdl.PREFETCH)
-PDL = False
+#: launch the tensor-core decode GEMM with programmatic dependent launch (dsq_cuda.pdl) at M <= PDL_MAX_M, so
+#: that it starts while the activation quantization before it (W4A8_DYNAMIC, W4AFP8) drains, and, with
+#: ``pdl.PREFETCH["dense_int8"]`` bytes and K <= PREFETCH_MAX_K, its int8 path (W4A8_DYNAMIC) prefetches each
+#: program's first weight tiles into L2 before it waits. H200, one run at M 1 / 2 / 4 / 8 / 16 (cuda.md v16):
+#: at M <= 2 PDL took 1-5% off W4A8_DYNAMIC and W4AFP8 (18432x7168 M = 1: 39.4 -> 37.8 us, 43.4 -> 42.3 us); from
+#: M = 4 or 8 it cost the K >= 16384 shapes up to 32% (W4A8 18432x7168 M = 16: 39.6 -> 52.1 us; not profiled).
+#: The prefetch won at K <= 2048 (2048x7168 M = 1: 13.9 -> 12.6 us, 1536x24576: 16.6 -> 15.3) and lost 1-3% at
+#: K >= 7168. W4A16 has no kernel before its GEMM, so nothing changes for it.
+PDL = True
+PDL_MAX_M = 2
+PREFETCH_MAX_K = 2048
 #: the decode kernel's DOT_FIELDS cap (fields per MMA chain, when x is left to the pipeliner): 0 for the
 #: longest run that stays inside one scale group (:func:`mma_dot_fields`), 1 for one field per chain. H200 lab
 #: (cuda.md v11): the longest run won or tied all 24 cells of 4 shapes x int4/int8 x M 1/4/16, e.g. W4A16
@@ -221,8 +227,10 @@ def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None
     if xq.dtype == torch.float8_e4m3fn:
         xq = xq.view(torch.uint8)  # the kernel reinterprets the bits (masked lanes read as +0.0)
     x_ahead = cfg.num_stages < 3 if MMA_X_AHEAD is None else MMA_X_AHEAD
-    on = PDL and pdl.flag(dev)
-    prefetch = pdl.prefetch_tiles(dev, "dense_int8", cfg.block_n * sl * 4) if on and i8 and not programs else 0
+    on = PDL and m <= PDL_MAX_M and pdl.flag(dev)
+    prefetch = 0
+    if on and i8 and not programs and k <= PREFETCH_MAX_K:
+        prefetch = pdl.prefetch_tiles(dev, "dense_int8", cfg.block_n * sl * 4)
     mma_decode_kernel[(programs,) if programs else (blocks, cfg.split_k)](
         xq, ws if xs is None else xs, w, ws, wc, lay.get("wz", ws), ws if bias is None else bias, out,
         m, n, k, kw, ws.shape[-1], xq.stride(0), out.stride(0), ws, ws, 0, 0, 0,

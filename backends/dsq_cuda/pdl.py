@@ -19,8 +19,9 @@ The protocol every kernel here follows (:func:`wait_for_inputs` at the top of th
 A kernel launched without PDL (torch's fills and copies) waits for full completion as before, so mixing them in
 is safe; it only breaks the overlap at that link.
 
-``ENABLED`` switches it for the MoE decode kernels and the activation quantization (benchmarks:
-``--switch-variants '[{"pdl.ENABLED": ...}]'``); the dense decode GEMM also needs ``dsq_cuda.mm.PDL``.
+``ENABLED`` switches it for the MoE decode kernels, the activation quantization and the dense decode GEMM
+(benchmarks: ``--switch-variants '[{"pdl.ENABLED": ...}]'``); ``dsq_cuda.mm.PDL`` / ``PDL_MAX_M`` say where the
+dense GEMM takes it.
 The Triton interpreter has no grids to overlap, so there the kernels compile without it.
 """
 
@@ -48,12 +49,12 @@ ENABLED = True
 #: inputs, by kernel: "gemv" (the one-token GEMV on floats or int8 slices), "gemv_dp4a" (the GEMV on int8
 #: activation codes, dp4a), "mma" (the tensor-core decode on bf16 MMAs), "mma_int8" (its int8 MMA path), "slab"
 #: (moe_slab_kernel: the bf16 fused layer's experts, and 8-bit ones), "dense_int8" (the dense decode GEMM's int8
-#: path, with dsq_cuda.mm.PDL). 0 or a missing kind: no prefetch.
+#: path, with dsq_cuda.mm.PDL, at K <= mm.PREFETCH_MAX_K). 0 or a missing kind: no prefetch.
 #: On the H200 (cuda-moe.md v18) 16 KB won for the int8 kernels: W4A8_DYNAMIC T = 8 skewed 142.7 -> 124.8 us,
 #: T = 64 skewed 279.0 -> 264.0 us, T = 1 88.1 -> 85.4 us; 32 / 64 KB were no better and 64 KB cost the uniform
 #: cells up to 17%. The float kernels lost: W4A16 T = 1 90.9 -> 95.7 us ("gemv"), W4AFP8 T = 8 uniform 428 -> 448
 #: us ("mma"), the bf16 layer 188 -> 194 us at T = 1 ("slab", 32 KB)
-PREFETCH: dict[str, int] = {"gemv_dp4a": 16384, "mma_int8": 16384}
+PREFETCH: dict[str, int] = {"gemv_dp4a": 16384, "mma_int8": 16384, "dense_int8": 16384}
 #: one prefetch instruction's bytes (a 64-row tile of 16-word rows, the decode kernels' weight tile)
 PIECE = 4096
 _PIECE_WORDS = tl.constexpr(PIECE // 4)

@@ -17,15 +17,29 @@ import pytest
 import torch
 
 import dsq
-from dsq_cuda import mm, pdl
+from dsq_cuda import configs, mm, pdl
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _same_sums(y: torch.Tensor, want: torch.Tensor, exact: bool) -> None:
+    """Bits where the kernel's sum is independent of the order its split-K partials arrive in; otherwise equal
+    up to that order's rounding (float32 sums, one bf16 rounding: 2 ulp of the largest output)."""
+    if exact:
+        assert torch.equal(y, want)
+    else:
+        torch.testing.assert_close(y.float(), want.float(), rtol=0, atol=2 * 2.0**-7 * want.float().abs().max().item())
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="PDL runs on a GPU (sm_90+)")
 @pytest.mark.parametrize("name", ["W4A8_DYNAMIC", "W4AFP8", "W4A16"])
-@pytest.mark.parametrize("m", [1, 4, 16])
+@pytest.mark.parametrize("m", [1, 2, 16])
 def test_dense_decode_with_pdl_gives_the_same_bits(cuda_backend, name, m, monkeypatch):
+    """PDL on at every M here (the default takes it only at M <= mm.PDL_MAX_M, where it is faster). The kernel
+    adds split-K partials with float32 atomics in arrival order (FIXUP): two partials give the same bits either
+    way, so do W4A8_DYNAMIC's integer-valued ones; three or more float partials may differ in the last bit
+    from call to call with or without PDL (benchmarks/cuda/repeat_probe.py: M = 16, split 4, 2 distinct
+    outputs in 30 calls without PDL). Then the outputs must agree up to that rounding."""
     if torch.cuda.get_device_capability()[0] < 9:
         pytest.skip("PDL needs sm_90+")
     g = torch.Generator().manual_seed(m)
@@ -33,18 +47,23 @@ def test_dense_decode_with_pdl_gives_the_same_bits(cuda_backend, name, m, monkey
     w = torch.randn(1536, 2048, generator=g) * 0.05
     pw = cuda_backend.quantize_weight(w.cuda(), scheme)
     x = torch.randn(m, 2048, generator=g).to(torch.bfloat16).cuda()
+    sl = 16 if mm._int8_mma(scheme) else 32
+    split = configs.pick_mma(m, 1536, 2048, sl, scheme.weight_bits, str(x.device)).split_k
+    exact = split <= 2 or mm._int8_mma(scheme)
     monkeypatch.setattr(mm, "PDL", False)
     want = mm.matmul(x, pw, scheme)
     monkeypatch.setattr(mm, "PDL", True)
+    monkeypatch.setattr(mm, "PDL_MAX_M", 16)
+    monkeypatch.setattr(mm, "PREFETCH_MAX_K", 1 << 20)
     monkeypatch.setattr(pdl, "PREFETCH", {**pdl.PREFETCH, "dense_int8": 16384})
     for _ in range(3):
-        assert torch.equal(mm.matmul(x, pw, scheme), want)
+        _same_sums(mm.matmul(x, pw, scheme), want, exact)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         y = mm.matmul(x, pw, scheme)
     graph.replay()
     torch.cuda.synchronize()
-    assert torch.equal(y, want)
+    _same_sums(y, want, exact)
 
 
 def test_dense_decode_with_pdl_compiles_for_sm90():
@@ -67,7 +86,7 @@ def _compile_as_launched() -> None:
     sys.path.insert(0, str(ROOT / "tests" / "cuda_moe"))
     from sm90_launches import compile_launch, record
 
-    mm.PDL = True
+    mm.PDL, mm.PDL_MAX_M, mm.PREFETCH_MAX_K = True, 4, 1 << 20
     for name, m in [("W4A8_DYNAMIC", 1), ("W4AFP8", 4)]:
         scheme = dsq.get_scheme(name)
         pw = dsq.get_backend("cpu-reference").quantize_weight(torch.randn(384, 1024) * 0.05, scheme)
