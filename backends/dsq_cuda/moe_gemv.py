@@ -9,7 +9,7 @@ is the pair, the expert comes from ``topk_ids``):
     1. h[p, :] = x[p // top_k] @ gate_up[e(p)]^T      float32, scales applied (split-K atomics)
     2. a[p, :] = round(silu(round(h[p, :I])) * round(h[p, I:]))   (moe_decode_kernels.swiglu_kernel)
     3. o[p, :] = a[p] @ down[e(p)]^T                 float32
-    4. y[t] = round(sum_j round(o[t*top_k + j]) * topk_weights[t, j])   (moe_decode.combine, one kernel)
+    4. y[t] = round(sum_j round(o[t*top_k + j]) * topk_weights[t, j])   (in step 3's kernel, FUSE_COMBINE)
 the reference's formulas and rounding points (dsq_cuda.moe); only float32 summation order differs.
 
 Schemes: the weight-only ones (W4A16, W4A16_ASYM, W8A16) multiply x itself. Schemes with integer weights and
@@ -82,6 +82,25 @@ FUSE_SWIGLU = True
 #: exact for e4m3 codes, and for bf16 wherever an element is at least 2**-14 of its row's amax), three exact
 #: dp4a sums per word combined in float32 (gemv_kernel DP4A = 3)
 DP4A_SLICES = True
+
+#: the down projection's GEMV also does the weighted combine (gemv_kernel COMBINE: the program that completes a
+#: token's column block sums its top_k rows), instead of moe_decode.combine's kernel after it: the same bits
+#: (moe_tiles.weighted_combine in both), one launch fewer
+FUSE_COMBINE = True
+#: words one GEMV load takes of 8-bit row tiles that are INT8_TILE_WORDS wide (W8A16): 16 reads each layout
+#: tile as two sub-tiles (the dense GEMV sweep's width), 32 as one
+PACKED8_LOAD_WORDS = 16
+_COMBINE_COUNTS: dict[tuple, torch.Tensor] = {}
+
+
+def combine_counts(device: torch.device, size: int) -> torch.Tensor:
+    """The zeroed int32 counters of gemv_kernel's COMBINE mode, one set per (device, stream), at least ``size``;
+    every call leaves them zeroed again (as dsq_cuda.mm.fixup_workspace, also inside CUDA graph capture)."""
+    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
+    key = (str(device), stream)
+    if key not in _COMBINE_COUNTS or _COMBINE_COUNTS[key].numel() < size:
+        _COMBINE_COUNTS[key] = torch.zeros(max(size, 256), dtype=torch.int32, device=device)
+    return _COMBINE_COUNTS[key]
 
 
 def _dp4a(scheme: QuantScheme, lay: dict) -> int:
@@ -166,7 +185,7 @@ def tile_words(scheme: QuantScheme, n: int, k: int, device: torch.device) -> int
                                                              str(device)).block_k)
 
 
-def _gemv(a, a_scale, lay, scheme, out, pair_ids, n, k, x_div, expert_range, num_experts):
+def _gemv(a, a_scale, lay, scheme, out, pair_ids, n, k, x_div, expert_range, num_experts, combine=None):
     from dsq_cuda.configs import pick
     from dsq_cuda.gemv_kernel import launch
 
@@ -175,12 +194,15 @@ def _gemv(a, a_scale, lay, scheme, out, pair_ids, n, k, x_div, expert_range, num
     if cfg.split_k > MAX_SPLIT:
         cfg = dataclasses.replace(cfg, split_k=MAX_SPLIT)
     w, ws = lay["w"], lay["ws"]
+    if scheme.weight_bits == 8 and lay["row_tiles"] and w.shape[-1] == INT8_TILE_WORDS and cfg.block_k < 0:
+        cfg = dataclasses.replace(cfg, block_k=-PACKED8_LOAD_WORDS)
     e_lo, e_hi = expert_range if expert_range is not None else (0, num_experts)
     dp4a = _dp4a(scheme, lay)
     launch(a, w, ws, lay.get("wz"), None, out, scheme, pair_ids.shape[0], n, cfg, group, row_tiles=lay["row_tiles"],
            moe=(pair_ids, w[0].numel(), ws[0].numel(), e_lo, e_hi, x_div), xs=a_scale, wc=lay.get("wc"),
            xs_per_expert=scheme.static_activations, signed=lay["signed"], dp4a=dp4a, pdl=pdl.flag(a.device),
-           prefetch=pdl.prefetch_tiles(a.device, "gemv_dp4a" if dp4a == 1 else "gemv", cfg.block_n * w.shape[-1] * 4))
+           prefetch=pdl.prefetch_tiles(a.device, "gemv_dp4a" if dp4a == 1 else "gemv", cfg.block_n * w.shape[-1] * 4),
+           combine=combine)
 
 
 def _codes(v: torch.Tensor, scheme: QuantScheme, packed: PackedWeight, ids: torch.Tensor, top_k: int,
@@ -263,5 +285,14 @@ def run_gemv(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor
                                            OUT_KIND=OUT_KIND[x.dtype], BLOCK=block, TILE_EPW=32 // bits, TILE_SW=sw,
                                            num_warps=4, **pdl.launch_args(device))
         a, a_scale, _ = _codes(inter, scheme, down, ids, 1, dp4a)
-    _gemv(a, a_scale, dn, scheme, out, ids, h, i, 1, expert_range, num_experts)
-    return combine(out, topk_weights, x.dtype)
+    if not FUSE_COMBINE:
+        _gemv(a, a_scale, dn, scheme, out, ids, h, i, 1, expert_range, num_experts)
+        return combine(out, topk_weights, x.dtype)
+    from dsq_cuda.configs import pick
+
+    y = torch.empty((t, h), dtype=x.dtype, device=device)
+    blocks = -(-h // pick(f"gemv{bits}", 1, h, i, group_of(scheme), str(device)).block_n)
+    counts = combine_counts(device, t * blocks)
+    _gemv(a, a_scale, dn, scheme, out, ids, h, i, 1, expert_range, num_experts,
+          combine=(top_k, topk_weights.contiguous(), y, counts, OUT_KIND[x.dtype]))
+    return y
