@@ -53,7 +53,6 @@ import triton
 import triton.language as tl
 
 from dsq_cuda.int4_int8_mma import int4_bytes
-from dsq_cuda.moe_tiles import weighted_combine
 from dsq_cuda.pdl import prefetch_row_tiles, wait_for_inputs
 
 #: the decode variant the dispatchers (dsq_cuda.mm, dsq_cuda.moe_gemv) pass as MANT (see above); benchmarks
@@ -120,8 +119,7 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
                 MANT: tl.constexpr = False, X_SCALE: tl.constexpr = 0, CHANNEL_SCALE: tl.constexpr = False,
                 PAIRS: tl.constexpr = False, SIGNED: tl.constexpr = False, EVEN_W: tl.constexpr = False,
                 SLW: tl.constexpr = 0, DP4A: tl.constexpr = 0, ASM: tl.constexpr = True, PDL: tl.constexpr = False,
-                PREFETCH: tl.constexpr = 0, COMBINE: tl.constexpr = 0, OUT_KIND: tl.constexpr = 0, count_ptr=None,
-                tw_ptr=None, y_ptr=None, stride_y=0):
+                PREFETCH: tl.constexpr = 0):
     """y[row, n] (see the module docstring): K is the length of an x row (masked past it), KW the words of a
     weight row that exist (tile t's words ``t*SW + [0, SW)`` past KW read as 0), EVEN_W when every chunk's words
     exist (no word mask). SLW > 0: row tiles, SLW words per row of a *layout* tile (compile-time strides), read
@@ -130,12 +128,7 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
     canonical words, ``stride_wn`` words between rows and ``stride_wt`` between tiles. DP4A (1 or 3 slices):
     see :func:`_dp4a_tile` / :func:`_dp4a_slices_tile` (x: int32 words of int8 codes in slab.int8_mma_order, or
     of act_quant.int8_slices; K counts inputs). PDL / PREFETCH: dsq_cuda.pdl (PREFETCH: how many of the
-    program's first row tiles go to L2 before the wait, row tiles of whole 4 KB pieces only).
-    COMBINE = top_k (MOE mode, the down projection, a zeroed float32 ``out``): the layer's weighted combine too.
-    Each program adds its sums into its pair's row of ``out`` and counts itself in ``count[token, column block]``
-    (int32, zero); the program that completes the count (top_k pairs x SPLIT_K splits) writes
-    ``y[token, columns]`` = moe_tiles.weighted_combine of the token's top_k rows with the routing weights ``tw``
-    (rounded to OUT_KIND, stored in y's dtype) and zeroes the count for the next call: one kernel fewer a layer."""
+    program's first row tiles go to L2 before the wait, row tiles of whole 4 KB pieces only)."""
     if PREFETCH == 0:
         wait_for_inputs(PDL)
     EPW: tl.constexpr = 32 // BITS
@@ -291,19 +284,7 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
         b = tl.load(bias_ptr + rows, mask=nmask, other=0.0).to(tl.float32)
         y = y + tl.where(pid_k == 0, 1.0, 0.0) * b
     optr = out_ptr + row * stride_om + rows
-    if COMBINE:
-        # relaxed reductions, the CTA barrier, then the count's acq_rel atomic at gpu scope publish them (the
-        # split-K semaphore pattern of mma_decode_kernel's FIXUP)
-        tl.atomic_add(optr, y, mask=nmask, sem="relaxed")
-        tl.debug_barrier()
-        tok = row // COMBINE
-        cidx = tok * tl.num_programs(1) + pid_n
-        done = tl.atomic_add(count_ptr + cidx, 1) + 1
-        if done == COMBINE * SPLIT_K:  # every pair and split of this token's column block is in
-            yc = weighted_combine(out_ptr, tw_ptr, tok, rows, nmask, stride_om, COMBINE, OUT_KIND, True)
-            tl.store(y_ptr + tok * stride_y + rows, yc.to(y_ptr.dtype.element_ty), mask=nmask)
-            tl.atomic_xchg(count_ptr + cidx, 0)
-    elif SPLIT_K > 1:
+    if SPLIT_K > 1:
         tl.atomic_add(optr, y, mask=nmask, sem="relaxed")  # unordered: the kernel's end orders them
     else:
         tl.store(optr, y.to(out_ptr.dtype.element_ty), mask=nmask)
@@ -311,7 +292,7 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
 
 def launch(x, words, ws, wz, bias, out, scheme, rows: int, n: int, cfg, group: int, row_tiles: bool = True,
            moe: tuple | None = None, xs=None, wc=None, xs_per_expert: bool = False, signed: bool = False,
-           dp4a: int = 0, pdl: bool = False, prefetch: int = 0, combine: tuple | None = None) -> None:
+           dp4a: int = 0, pdl: bool = False, prefetch: int = 0) -> None:
     """Launch :func:`gemv_kernel` over ``rows`` program rows with config ``cfg`` (dsq_cuda.configs).
 
     ``row_tiles``: ``words`` are row tiles ``[..., tiles, N, SW]`` (SW = -cfg.block_k) and x rows are in input
@@ -323,9 +304,7 @@ def launch(x, words, ws, wz, bias, out, scheme, rows: int, n: int, cfg, group: i
     ``[E, N, 1]`` (MoE mode). ``dp4a``: x holds int8 codes in dsq_cuda.slab.int8_mma_order (1), or the digit
     slices of dsq_cuda.act_quant.int8_slices (3), for int4 row tiles of 16 words, multiplied by ``dp4a`` in int32
     (:func:`_dp4a_tile`, :func:`_dp4a_slices_tile`). ``pdl``: launch with programmatic dependent launch and wait
-    for the previous kernel in the kernel (dsq_cuda.pdl), after an L2 prefetch of ``prefetch`` row tiles.
-    ``combine``: ``(top_k, topk_weights, y, counts, out_kind)`` for the MoE down projection's COMBINE mode (``out``
-    zeroed float32 ``[pairs, N]``, ``counts`` zeroed int32 of at least tokens x column blocks)."""
+    for the previous kernel in the kernel (dsq_cuda.pdl), after an L2 prefetch of ``prefetch`` row tiles."""
     import torch
 
     from dsq.schemes import Granularity
@@ -365,9 +344,6 @@ def launch(x, words, ws, wz, bias, out, scheme, rows: int, n: int, cfg, group: i
                       PAIRS=pairs_apply(bits, group, slw or sw), SIGNED=signed,
                       EVEN_W=kw * epw >= -(-kx // chunk) * chunk, SLW=slw,  # EVEN_W: every chunk's words exist
                       DP4A=dp4a, ASM=not interpreting(), PDL=pdl, PREFETCH=prefetch if pdl and slw else 0,
-                      COMBINE=combine[0] if combine else 0, OUT_KIND=combine[4] if combine else 0,
-                      count_ptr=combine[3] if combine else None, tw_ptr=combine[1] if combine else None,
-                      y_ptr=combine[2] if combine else None, stride_y=combine[2].stride(0) if combine else 0,
                       num_warps=cfg.num_warps, num_stages=cfg.num_stages, **launch_kwargs(pdl))
 
 

@@ -29,11 +29,11 @@ import triton.language as tl
 from dsq_cuda.moe_tiles import (
     a_group_scale,
     load_a,
+    round_to,
     row_scale,
     swiglu_values,
     w_channel_scale,
     w_tile_scale,
-    weighted_combine,
 )
 from dsq_cuda.pdl import prefetch_row_tiles, prefetch_rows_l2, wait_for_inputs
 
@@ -240,14 +240,19 @@ def swiglu_kernel(h_ptr, out_ptr, I, stride_h, stride_o, OUT_KIND: tl.constexpr,
 @triton.jit
 def combine_kernel(o_ptr, w_ptr, y_ptr, H, stride_o, stride_y, TOP_K: tl.constexpr, OUT_KIND: tl.constexpr,
                    BLOCK: tl.constexpr, PDL: tl.constexpr = False):
-    """``y[t, n] = round(sum_j w[t, j] * round(o[t * TOP_K + j, n]))`` (moe_tiles.weighted_combine): one kernel for
-    what took five torch ops (cast, widen, multiply, sum, cast). PDL: dsq_cuda.pdl."""
+    """``y[t, n] = round(sum_j w[t, j] * round(o[t * TOP_K + j, n]))``: each expert's float32 output rounded to
+    the output dtype (OUT_KIND as in round_to) before its routing weight (the reference's order), the products
+    summed in float32 over j = 0..TOP_K-1 in order, the sum rounded last. One kernel for what took five torch
+    ops (cast, widen, multiply, sum, cast). PDL: dsq_cuda.pdl."""
     wait_for_inputs(PDL)
     t = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     m = cols < H
-    y = weighted_combine(o_ptr, w_ptr, t, cols, m, stride_o, TOP_K, OUT_KIND)
-    tl.store(y_ptr + t * stride_y + cols, y.to(y_ptr.dtype.element_ty), mask=m)
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    for j in tl.static_range(TOP_K):
+        wj = tl.load(w_ptr + t * TOP_K + j).to(tl.float32)
+        acc += round_to(tl.load(o_ptr + (t * TOP_K + j) * stride_o + cols, mask=m, other=0.0), OUT_KIND) * wj
+    tl.store(y_ptr + t * stride_y + cols, round_to(acc, OUT_KIND).to(y_ptr.dtype.element_ty), mask=m)
 
 
 __all__ = ["combine_kernel", "moe_slab_kernel", "swiglu_kernel", "triton"]

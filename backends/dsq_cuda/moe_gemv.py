@@ -9,7 +9,7 @@ is the pair, the expert comes from ``topk_ids``):
     1. h[p, :] = x[p // top_k] @ gate_up[e(p)]^T      float32, scales applied (split-K atomics)
     2. a[p, :] = round(silu(round(h[p, :I])) * round(h[p, I:]))   (moe_decode_kernels.swiglu_kernel)
     3. o[p, :] = a[p] @ down[e(p)]^T                 float32
-    4. y[t] = round(sum_j round(o[t*top_k + j]) * topk_weights[t, j])   (in step 3's kernel, FUSE_COMBINE)
+    4. y[t] = round(sum_j round(o[t*top_k + j]) * topk_weights[t, j])   (moe_decode.combine, one kernel)
 the reference's formulas and rounding points (dsq_cuda.moe); only float32 summation order differs.
 
 Schemes: the weight-only ones (W4A16, W4A16_ASYM, W8A16) multiply x itself. Schemes with integer weights and
@@ -51,7 +51,7 @@ from dsq_cuda.unpack import unpack_zero_points
 #: Backend.prepare holds no row tiles and sends one token to the decode path.
 GEMV_MAX_T = 1
 #: words per row tile of packed 8-bit experts (W8A16), whose decode kernel shares the row tiles (moe_decode
-#: DEFAULTS shared) and wants 32-deep slabs; the GEMV reads them as two 16-word sub-tiles. On the H200 (cuda-moe.md
+#: DEFAULTS shared) and wants 32-deep slabs; the GEMV reads them PACKED8_LOAD_WORDS at a time. On the H200 (cuda-moe.md
 #: v15, one run) 32 against 16: T = 8 / 64 uniform 1.70x / 1.72x bf16 against 1.59x / 1.67x, skewed 1.47x /
 #: 1.04x against 1.26x / 0.92x, one token 2.18x against 2.34x. Other experts keep dsq_cuda.slab.GEMV_TILE_WORDS
 #: (16): int4 (a scale group of 128 a tile, which the tensor-core decode needs) and W8A8's bytes (GEMV only).
@@ -83,24 +83,10 @@ FUSE_SWIGLU = True
 #: dp4a sums per word combined in float32 (gemv_kernel DP4A = 3)
 DP4A_SLICES = True
 
-#: the down projection's GEMV also does the weighted combine (gemv_kernel COMBINE: the program that completes a
-#: token's column block sums its top_k rows), instead of moe_decode.combine's kernel after it: the same bits
-#: (moe_tiles.weighted_combine in both), one launch fewer
-FUSE_COMBINE = True
-#: words one GEMV load takes of 8-bit row tiles that are INT8_TILE_WORDS wide (W8A16): 16 reads each layout
-#: tile as two sub-tiles (the dense GEMV sweep's width), 32 as one
-PACKED8_LOAD_WORDS = 16
-_COMBINE_COUNTS: dict[tuple, torch.Tensor] = {}
-
-
-def combine_counts(device: torch.device, size: int) -> torch.Tensor:
-    """The zeroed int32 counters of gemv_kernel's COMBINE mode, one set per (device, stream), at least ``size``;
-    every call leaves them zeroed again (as dsq_cuda.mm.fixup_workspace, also inside CUDA graph capture)."""
-    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
-    key = (str(device), stream)
-    if key not in _COMBINE_COUNTS or _COMBINE_COUNTS[key].numel() < size:
-        _COMBINE_COUNTS[key] = torch.zeros(max(size, 256), dtype=torch.int32, device=device)
-    return _COMBINE_COUNTS[key]
+#: words one GEMV load takes of 8-bit row tiles that are INT8_TILE_WORDS wide (W8A16): 32 reads each layout tile
+#: whole, 16 as two sub-tiles (the dense GEMV sweep's width, cuda.md). On the H200 (cuda-moe.md v19, one run)
+#: W8A16 at T = 1: 111.3 vs 117.8 us
+PACKED8_LOAD_WORDS = 32
 
 
 def _dp4a(scheme: QuantScheme, lay: dict) -> int:
@@ -185,7 +171,7 @@ def tile_words(scheme: QuantScheme, n: int, k: int, device: torch.device) -> int
                                                              str(device)).block_k)
 
 
-def _gemv(a, a_scale, lay, scheme, out, pair_ids, n, k, x_div, expert_range, num_experts, combine=None):
+def _gemv(a, a_scale, lay, scheme, out, pair_ids, n, k, x_div, expert_range, num_experts):
     from dsq_cuda.configs import pick
     from dsq_cuda.gemv_kernel import launch
 
@@ -201,8 +187,7 @@ def _gemv(a, a_scale, lay, scheme, out, pair_ids, n, k, x_div, expert_range, num
     launch(a, w, ws, lay.get("wz"), None, out, scheme, pair_ids.shape[0], n, cfg, group, row_tiles=lay["row_tiles"],
            moe=(pair_ids, w[0].numel(), ws[0].numel(), e_lo, e_hi, x_div), xs=a_scale, wc=lay.get("wc"),
            xs_per_expert=scheme.static_activations, signed=lay["signed"], dp4a=dp4a, pdl=pdl.flag(a.device),
-           prefetch=pdl.prefetch_tiles(a.device, "gemv_dp4a" if dp4a == 1 else "gemv", cfg.block_n * w.shape[-1] * 4),
-           combine=combine)
+           prefetch=pdl.prefetch_tiles(a.device, "gemv_dp4a" if dp4a == 1 else "gemv", cfg.block_n * w.shape[-1] * 4))
 
 
 def _codes(v: torch.Tensor, scheme: QuantScheme, packed: PackedWeight, ids: torch.Tensor, top_k: int,
@@ -285,14 +270,5 @@ def run_gemv(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor
                                            OUT_KIND=OUT_KIND[x.dtype], BLOCK=block, TILE_EPW=32 // bits, TILE_SW=sw,
                                            num_warps=4, **pdl.launch_args(device))
         a, a_scale, _ = _codes(inter, scheme, down, ids, 1, dp4a)
-    if not FUSE_COMBINE:
-        _gemv(a, a_scale, dn, scheme, out, ids, h, i, 1, expert_range, num_experts)
-        return combine(out, topk_weights, x.dtype)
-    from dsq_cuda.configs import pick
-
-    y = torch.empty((t, h), dtype=x.dtype, device=device)
-    blocks = -(-h // pick(f"gemv{bits}", 1, h, i, group_of(scheme), str(device)).block_n)
-    counts = combine_counts(device, t * blocks)
-    _gemv(a, a_scale, dn, scheme, out, ids, h, i, 1, expert_range, num_experts,
-          combine=(top_k, topk_weights.contiguous(), y, counts, OUT_KIND[x.dtype]))
-    return y
+    _gemv(a, a_scale, dn, scheme, out, ids, h, i, 1, expert_range, num_experts)
+    return combine(out, topk_weights, x.dtype)

@@ -43,27 +43,6 @@ def round_to(v, OUT_KIND: tl.constexpr):
 
 
 @triton.jit
-def weighted_combine(o_ptr, w_ptr, t, cols, mask, stride_o, TOP_K: tl.constexpr, OUT_KIND: tl.constexpr,
-                     L2_ONLY: tl.constexpr = False):
-    """``round(sum_j w[t, j] * round(o[t * TOP_K + j, cols]))`` widened to float32: each expert's float32 output
-    rounded to the output dtype (OUT_KIND as in round_to) before its routing weight (the reference's order),
-    the products summed in float32 over j = 0..TOP_K-1 in order, the sum rounded last.
-    moe_decode_kernels.combine_kernel stores it; gemv_kernel's COMBINE mode too, in the program that completes a
-    token's column block (both call this, so they compute the same bits). L2_ONLY: read ``o`` past L1
-    (``.cg``), where other programs' atomics landed."""
-    acc = tl.zeros(cols.shape, dtype=tl.float32)
-    for j in tl.static_range(TOP_K):
-        wj = tl.load(w_ptr + t * TOP_K + j).to(tl.float32)
-        ptrs = o_ptr + (t * TOP_K + j) * stride_o + cols
-        if L2_ONLY:
-            o = tl.load(ptrs, mask=mask, other=0.0, cache_modifier=".cg")
-        else:
-            o = tl.load(ptrs, mask=mask, other=0.0)
-        acc += round_to(o, OUT_KIND) * wj
-    return round_to(acc, OUT_KIND)
-
-
-@triton.jit
 def swiglu_values(h_row, cols, mask, I, OUT_KIND: tl.constexpr):
     """``round(silu(round(h[cols])) * round(h[I + cols]))`` of one float32 row ``h_row`` [2I] (gate, then up),
     widened to float32, each rounding to the output dtype (OUT_KIND as in round_to), silu(g) = g / (1 + exp(-g))

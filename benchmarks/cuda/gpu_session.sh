@@ -4,14 +4,14 @@
 #   STEPS="pytest_cuda lab_x_ahead bench_dense" bash benchmarks/cuda/gpu_session.sh     (a chosen list of steps)
 # Steps run in order under their own time limits, so a slow step cannot starve the ones after it; each
 # writes its log under $OUT/logs (archived as one file at the end) and results under $OUT. The device's limit
-# is 600 s a call: pick steps whose limits add up to less. The default list re-checks v18's change (cuda-moe.md v18):
-# the decode chain on the GPU (programmatic dependent launch, the L2 prefetch, the fused SwiGLU), MoE conformance,
-# and the issue's whole MoE table with each L2 flush.
+# is 600 s a call: pick steps whose limits add up to less. The default list re-checks the decode chain on the GPU
+# (programmatic dependent launch, the L2 prefetch, the fused SwiGLU; cuda-moe.md v18-v19), MoE conformance, and the
+# issue's whole MoE table with each L2 flush.
 # v17's timings: pytest_align 14 s, bench_align 20 s, profile_moe 20 s, read_roofline 19 s, bench_moe_v17 49 s,
 # bench_moe_v17_clean 26 s, dense_dirty / dense_clean about 60 s each, conformance_moe 126 s, pytest_moe_all 277 s.
 set -u
 OUT=${OUT:-gpu-session}
-STEPS=${STEPS:-pytest_moe_chain conformance_moe bench_moe_v18 bench_moe_v18_clean}
+STEPS=${STEPS:-pytest_moe_chain conformance_moe bench_moe_v19 bench_moe_v19_clean}
 mkdir -p "$OUT/logs"
 ROOT=$(pwd)
 export PYTHONPATH=$ROOT/backends:$ROOT/conformance:$ROOT:$ROOT/benchmarks/cuda_moe
@@ -380,14 +380,19 @@ for s in $STEPS; do
     # v19 (MoE): where the 8-bit one-token calls and W4A8's skewed T = 8 spend their time, kernel by kernel
     profile_v19) step profile_v19 200 python3 benchmarks/cuda_moe/profile_moe.py --schemes bf16,W8A8,W8A16,W4A8_DYNAMIC \
         --tokens 1,8 --out "$OUT/profile_v19.json" ;;
-    # v19 (MoE): the down GEMV doing the combine (moe_gemv.FUSE_COMBINE), W8A16's GEMV reading whole 32-word tiles
+    # v19 (MoE): the down GEMV doing the combine (moe_gemv.FUSE_COMBINE, commit 36bc887: slower, removed, so that
+    # variant no longer runs here), W8A16's GEMV reading whole 32-word tiles (moe_gemv.PACKED8_LOAD_WORDS)
     pytest_v19) step pytest_v19 240 bash -c "DSQ_MOE_TEST_DEVICE=cuda python3 -m pytest -q tests/cuda_moe/test_cuda_moe_chain.py; \
         DSQ_MOE_TEST_DEVICE=cuda python3 -m pytest -q tests/cuda_moe/test_cuda_moe_decode.py -k 'one_token or int8_row_tile_widths'" ;;
     bench_v19) step bench_v19 200 python3 benchmarks/cuda_moe/bench_moe.py --tokens 1 --no-loop \
         --switch-variants '[{"moe_gemv.FUSE_COMBINE": false}, {"moe_gemv.PACKED8_LOAD_WORDS": 32}]' \
         --out "$OUT/moe_v19_t1.json" ;;
+    # v19: the issue's whole MoE table on the final defaults, each flush
+    bench_moe_v19) step bench_moe_v19 200 python3 benchmarks/cuda_moe/bench_moe.py --out "$OUT/moe_v19.json" ;;
+    bench_moe_v19_clean) step bench_moe_v19_clean 200 python3 benchmarks/cuda_moe/bench_moe.py --no-loop --flush clean \
+        --out "$OUT/moe_v19_clean.json" ;;
     fp8_lab) step fp8_lab 200 python3 benchmarks/cuda/fp8_decode_lab.py --gpu --sass --dots 2,4,8 ;;
-    *) echo "unknown step $s; known: pytest_v19 bench_v19 profile_v19 bench_dense_v16 repeat_probe bench_dense_pdl_m pytest_dense_pdl bench_dense_pdl fp8_lab bench_moe_v18 bench_moe_v18_clean pytest_moe_chain bench_v18c bench_fold bench_pdl_b pytest_pdl bench_pdl pytest_fused_swiglu bench_fused_swiglu pytest_moe_all pytest_block_n bench_block_n bench_block32 dense_dirty dense_clean bench_align pytest_blocks_first bench_blocks_first bench_t1_decode pytest_align bench_moe_v17 bench_moe_v17_clean read_roofline profile_moe bench_dp4a_slices pytest_dp4a bench_dp4a pytest_slices bench_slices pytest_moe_i8 bench_moe_i8 bench_moe_v16_full bench_i8b bench_rt_fp8 pytest_moe_kernels pytest_i8 bench_i8 pytest_rt_v15b bench_rt_v15b pytest_rt_v15 bench_rt_v15 pytest_moe_w8_v15 bench_moe_v15_full bench_v15c bench_w8_v15 bench_int4_stages_v15 pytest_shared_v15 bench_shared_v15 pytest_gemv_v15 bench_gemv_v15 bench_gemv_v15_dense bench_moe_v15 pytest_moe_v14i bench_moe_v14i bench_moe_v14_full bench_moe_v14h pytest_gemv_v14 bench_moe_v14g bench_moe_v14f pytest_moe_v14e bench_moe_v14e bench_moe_v14c bench_moe_v14d bench_moe_v14b pytest_moe_v14 bench_moe_v14 pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
+    *) echo "unknown step $s; known: bench_moe_v19 bench_moe_v19_clean pytest_v19 bench_v19 profile_v19 bench_dense_v16 repeat_probe bench_dense_pdl_m pytest_dense_pdl bench_dense_pdl fp8_lab bench_moe_v18 bench_moe_v18_clean pytest_moe_chain bench_v18c bench_fold bench_pdl_b pytest_pdl bench_pdl pytest_fused_swiglu bench_fused_swiglu pytest_moe_all pytest_block_n bench_block_n bench_block32 dense_dirty dense_clean bench_align pytest_blocks_first bench_blocks_first bench_t1_decode pytest_align bench_moe_v17 bench_moe_v17_clean read_roofline profile_moe bench_dp4a_slices pytest_dp4a bench_dp4a pytest_slices bench_slices pytest_moe_i8 bench_moe_i8 bench_moe_v16_full bench_i8b bench_rt_fp8 pytest_moe_kernels pytest_i8 bench_i8 pytest_rt_v15b bench_rt_v15b pytest_rt_v15 bench_rt_v15 pytest_moe_w8_v15 bench_moe_v15_full bench_v15c bench_w8_v15 bench_int4_stages_v15 pytest_shared_v15 bench_shared_v15 pytest_gemv_v15 bench_gemv_v15 bench_gemv_v15_dense bench_moe_v15 pytest_moe_v14i bench_moe_v14i bench_moe_v14_full bench_moe_v14h pytest_gemv_v14 bench_moe_v14g bench_moe_v14f pytest_moe_v14e bench_moe_v14e bench_moe_v14c bench_moe_v14d bench_moe_v14b pytest_moe_v14 bench_moe_v14 pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
     esac
 done
 # the device returns at most 8 files: the logs travel as one archive

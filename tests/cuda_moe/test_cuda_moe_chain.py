@@ -1,7 +1,6 @@
 """The decode layer's chain of kernels: fewer links and programmatic dependent launch, never other bits.
 
-A SwiGLU quantized by the kernel that reads it (moe_gemv.FUSE_SWIGLU) gives the bits of the separate kernel; so
-does the combine done by the down GEMV (moe_gemv.FUSE_COMBINE).
+A SwiGLU quantized by the kernel that reads it (moe_gemv.FUSE_SWIGLU) gives the bits of the separate kernel.
 Programmatic dependent launch (dsq_cuda.pdl) changes when kernels start, never what they compute.
 
 On a GPU (DSQ_MOE_TEST_DEVICE=cuda) the decode and one-token paths run with PDL and the L2 prefetch on and off,
@@ -103,36 +102,6 @@ def test_swiglu_fused_into_the_next_kernel_gives_the_same_bits(scheme_name, dtyp
     got = run_moe(x, ids, w, dev.gate_up, dev.down, scheme, e, path="gemv")
     assert got.abs().max() > 0
     assert torch.equal(got, want)
-
-
-@pytest.mark.parametrize("scheme_name", ["W4A16", "W4A8_DYNAMIC", "W8A16", "W8A8"])
-@pytest.mark.parametrize("h,top_k,expert_range", [(256, 2, None), (520, 3, None), (520, 3, (1, 3))])
-def test_combine_fused_into_the_down_gemv_gives_the_same_bits(scheme_name, h, top_k, expert_range, monkeypatch):
-    # moe_gemv.FUSE_COMBINE: the down GEMV's last program of each column block writes y (the same
-    # moe_tiles.weighted_combine as combine_kernel), launches no combine kernel and leaves its counters at zero;
-    # ragged H (520: not a multiple of the GEMV's column block) and another rank's experts included
-    from dsq_cuda import moe_decode_kernels, moe_gemv
-
-    e, i = 4, 192
-    scheme, _, dev = make_experts(scheme_name, e, h, i, seed=11)
-    g = torch.Generator().manual_seed(h + top_k)
-    x = (torch.randn(1, h, generator=g) * 2).to(torch.bfloat16).to(DEVICE)
-    ids = torch.randperm(e, generator=g)[:top_k].view(1, top_k).to(DEVICE)
-    w = (torch.rand(1, top_k, generator=g) + 0.1).to(DEVICE)
-    monkeypatch.setattr(moe_gemv, "FUSE_COMBINE", False)
-    want = run_moe(x, ids, w, dev.gate_up, dev.down, scheme, e, expert_range=expert_range, path="gemv")
-    monkeypatch.setattr(moe_gemv, "FUSE_COMBINE", True)
-
-    class NoLaunch:
-        def __getitem__(self, grid):
-            raise AssertionError("combine_kernel launched")
-
-    monkeypatch.setattr(moe_decode_kernels, "combine_kernel", NoLaunch())
-    for _ in range(2):  # the second call finds the counters the first one left
-        got = run_moe(x, ids, w, dev.gate_up, dev.down, scheme, e, expert_range=expert_range, path="gemv")
-        assert torch.equal(got, want)
-    assert expert_range is not None or got.abs().max() > 0
-    assert not any(c.any() for c in moe_gemv._COMBINE_COUNTS.values())
 
 
 def _routing(t: int, e: int, k: int, skew: bool, seed: int):

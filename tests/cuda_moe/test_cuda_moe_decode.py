@@ -345,11 +345,11 @@ def test_no_gemv_layout_when_the_gemv_is_off(monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["W8A16", "W4A8_DYNAMIC"])
-@pytest.mark.parametrize("width,load", [(32, 16), (32, 32), (16, 16)])
+@pytest.mark.parametrize("width,load", [(32, 32), (32, 16), (16, 16)])
 def test_int8_row_tile_widths_serve_gemv_and_decode(name, width, load, monkeypatch):
     # moe_gemv.INT8_TILE_WORDS: packed 8-bit experts' row tiles 32 (the default) or 16 words wide, read by the
-    # one-token GEMV (as 16-word sub-tiles, or whole with PACKED8_LOAD_WORDS = 32) and the slab decode kernel;
-    # int4 experts keep 16. Both paths match the reference.
+    # one-token GEMV (whole, PACKED8_LOAD_WORDS = 32, the default, or as 16-word sub-tiles) and the slab decode
+    # kernel; int4 experts keep 16. Both paths match the reference.
     import dsq
     from dsq_cuda import moe_gemv
 
