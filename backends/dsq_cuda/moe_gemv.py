@@ -56,9 +56,6 @@ GEMV_MAX_T = 1
 #: 1.04x against 1.26x / 0.92x, one token 2.18x against 2.34x. Other experts keep dsq_cuda.slab.GEMV_TILE_WORDS
 #: (16): int4 (a scale group of 128 a tile, which the tensor-core decode needs) and W8A8's bytes (GEMV only).
 INT8_TILE_WORDS = 32
-#: words per row tile of 8-bit experts stored one code a byte (W8A8, W8A8_DYNAMIC): packed four to a word as
-#: offset-binary fields when the row tiles are made, then as INT8_TILE_WORDS
-BYTE_TILE_WORDS = GEMV_TILE_WORDS
 #: read the canonical words (True) instead of row tiles: one device copy of the codes fewer (W8A8 experts then
 #: hold 1x their canonical bytes instead of 2x), at a cost: on the H200 (cuda-moe.md v15, one call) one token
 #: took 120 / 128 / 178 us against 103 / 115 / 121 us on row tiles (W4A16 / W4A8_DYNAMIC / W8A8)
@@ -86,7 +83,7 @@ FUSE_SWIGLU = True
 #: dp4a sums per word combined in float32 (gemv_kernel DP4A = 3)
 DP4A_SLICES = True
 
-#: words one GEMV load takes of 8-bit row tiles that are 32 words wide (W8A16): 32 reads each layout tile
+#: words one GEMV load takes of 8-bit row tiles that are INT8_TILE_WORDS wide (W8A16): 32 reads each layout tile
 #: whole, 16 as two sub-tiles (the dense GEMV sweep's width, cuda.md). On the H200 (cuda-moe.md v19, one run)
 #: W8A16 at T = 1: 111.3 vs 117.8 us
 PACKED8_LOAD_WORDS = 32
@@ -119,11 +116,9 @@ def eligible(scheme: QuantScheme | None, t: int) -> bool:
 
 
 def tile_width(scheme: QuantScheme) -> int:
-    """Words per row tile of these experts (INT8_TILE_WORDS for packed 8-bit codes, BYTE_TILE_WORDS for 8-bit
-    codes one per byte)."""
-    if scheme.weight_bits == 8:
-        return INT8_TILE_WORDS if weight_tensor_name(scheme) == "weight_packed" else BYTE_TILE_WORDS
-    return GEMV_TILE_WORDS
+    """Words per row tile of these experts (INT8_TILE_WORDS for packed 8-bit codes)."""
+    packed8 = scheme.weight_bits == 8 and weight_tensor_name(scheme) == "weight_packed"
+    return INT8_TILE_WORDS if packed8 else GEMV_TILE_WORDS
 
 
 def _canonical_words(packed: PackedWeight, device: torch.device) -> tuple[torch.Tensor, bool]:
@@ -185,7 +180,7 @@ def _gemv(a, a_scale, lay, scheme, out, pair_ids, n, k, x_div, expert_range, num
     if cfg.split_k > MAX_SPLIT:
         cfg = dataclasses.replace(cfg, split_k=MAX_SPLIT)
     w, ws = lay["w"], lay["ws"]
-    if scheme.weight_bits == 8 and lay["row_tiles"] and w.shape[-1] == 32 and cfg.block_k < 0:
+    if scheme.weight_bits == 8 and lay["row_tiles"] and w.shape[-1] == INT8_TILE_WORDS and cfg.block_k < 0:
         cfg = dataclasses.replace(cfg, block_k=-PACKED8_LOAD_WORDS)
     e_lo, e_hi = expert_range if expert_range is not None else (0, num_experts)
     dp4a = _dp4a(scheme, lay)

@@ -392,6 +392,7 @@ for s in $STEPS; do
     bench_moe_v19_clean) step bench_moe_v19_clean 200 python3 benchmarks/cuda_moe/bench_moe.py --no-loop --flush clean \
         --out "$OUT/moe_v19_clean.json" ;;
     # v19b: 8-bit experts stored a code a byte (W8A8, W8A8_DYNAMIC, FP8_BLOCK) in 32-word row tiles
+    # (moe_gemv.BYTE_TILE_WORDS, commit 5fab84b: no gain, removed, so these steps no longer run)
     pytest_v19b) step pytest_v19b 120 env DSQ_MOE_TEST_DEVICE=cuda python3 -m pytest -q tests/cuda_moe/test_cuda_moe_decode.py \
         -k "int8_row_tile_widths or one_token" ;;
     bench_v19b) step bench_v19b 200 python3 benchmarks/cuda_moe/bench_moe.py --tokens 1,8,64 --no-loop \

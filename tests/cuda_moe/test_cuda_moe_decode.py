@@ -344,23 +344,22 @@ def test_no_gemv_layout_when_the_gemv_is_off(monkeypatch):
     assert rel_err(y, reference().moe(x, ids, w, cpu, scheme)) < 4e-3
 
 
-@pytest.mark.parametrize("name", ["W8A16", "W8A8", "W4A8_DYNAMIC"])
+@pytest.mark.parametrize("name", ["W8A16", "W4A8_DYNAMIC"])
 @pytest.mark.parametrize("width,load", [(32, 32), (32, 16), (16, 16)])
 def test_int8_row_tile_widths_serve_gemv_and_decode(name, width, load, monkeypatch):
-    # moe_gemv.INT8_TILE_WORDS / BYTE_TILE_WORDS: 8-bit experts' row tiles (packed, or one code a byte) 32 or 16
-    # words wide, read by the one-token GEMV (whole, PACKED8_LOAD_WORDS = 32, or as 16-word sub-tiles) and the
-    # slab decode kernel; int4 experts keep 16. Both paths match the reference.
+    # moe_gemv.INT8_TILE_WORDS: packed 8-bit experts' row tiles 32 (the default) or 16 words wide, read by the
+    # one-token GEMV (whole, PACKED8_LOAD_WORDS = 32, the default, or as 16-word sub-tiles) and the slab decode
+    # kernel; int4 experts keep 16. Both paths match the reference.
     import dsq
     from dsq_cuda import moe_gemv
 
     monkeypatch.setattr(moe_gemv, "INT8_TILE_WORDS", width)
-    monkeypatch.setattr(moe_gemv, "BYTE_TILE_WORDS", width)
     monkeypatch.setattr(moe_gemv, "PACKED8_LOAD_WORDS", load)
     e, h, i = 4, 320, 96
     scheme, cpu, dev = make_experts(name, e, h, i, seed=6)
     dsq.get_backend("cuda").prepare(dev, scheme)
-    lay = moe_gemv.prepare(dev.gate_up, scheme, dev.gate_up.tensors["weight_scale"].device)
-    assert lay["w"].shape[-1] == (16 if name == "W4A8_DYNAMIC" else width)
+    lay = moe_gemv.prepare(dev.gate_up, scheme, dev.gate_up["weight_packed"].device)
+    assert lay["w"].shape[-1] == (width if name == "W8A16" else 16)
     g = torch.Generator().manual_seed(2)
     for t in (1, 5):
         x = torch.randn(t, h, generator=g).to(torch.bfloat16)
