@@ -84,8 +84,8 @@ FUSE_SWIGLU = True
 DP4A_SLICES = True
 
 #: words one GEMV load takes of 8-bit row tiles that are INT8_TILE_WORDS wide (W8A16): 32 reads each layout tile
-#: whole, 16 as two sub-tiles (the dense GEMV sweep's width, cuda.md). On the H200 (cuda-moe.md v19, one run)
-#: W8A16 at T = 1: 111.3 vs 117.8 us
+#: whole, 16 as two sub-tiles (the dense GEMV sweep's width, cuda.md). On the H200 (cuda-moe.md v19, one run,
+#: gpu_session.sh step bench_v19) W8A16 at T = 1: 111.3 vs 117.8 us
 PACKED8_LOAD_WORDS = 32
 
 

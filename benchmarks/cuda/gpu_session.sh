@@ -355,8 +355,8 @@ for s in $STEPS; do
     bench_v18c) step bench_v18c 200 python3 benchmarks/cuda_moe/bench_moe.py --tokens 1,8,64 --no-loop \
         --switch-variants '[{"pdl.ENABLED": false, "pdl.PREFETCH": {}, "moe_gemv.FUSE_SWIGLU": false}]' \
         --out "$OUT/moe_v18c.json" ;;
-    bench_fold) step bench_fold 120 python3 benchmarks/cuda_moe/bench_moe.py --tokens 8,64 --no-loop \
-        --schemes W4A16,W4AFP8 --variants '[{"fold_offset": 1}]' --out "$OUT/moe_v18_fold.json" ;;
+    # (bench_fold timed the int4 offset folded into the epilogue, a variant never committed: cuda-moe.md v18 item 4;
+    # its decode_cfg key no longer exists, so the step is gone)
     # v18: the issue's whole MoE table on the final defaults, each flush
     bench_moe_v18) step bench_moe_v18 200 python3 benchmarks/cuda_moe/bench_moe.py --out "$OUT/moe_v18.json" ;;
     bench_moe_v18_clean) step bench_moe_v18_clean 200 python3 benchmarks/cuda_moe/bench_moe.py --no-loop --flush clean \
@@ -380,26 +380,21 @@ for s in $STEPS; do
     # v19 (MoE): where the 8-bit one-token calls and W4A8's skewed T = 8 spend their time, kernel by kernel
     profile_v19) step profile_v19 200 python3 benchmarks/cuda_moe/profile_moe.py --schemes bf16,W8A8,W8A16,W4A8_DYNAMIC \
         --tokens 1,8 --out "$OUT/profile_v19.json" ;;
-    # v19 (MoE): the down GEMV doing the combine (moe_gemv.FUSE_COMBINE, commit 36bc887: slower, removed, so that
-    # variant no longer runs here), W8A16's GEMV reading whole 32-word tiles (moe_gemv.PACKED8_LOAD_WORDS)
+    # v19 (MoE): W8A16's one-token GEMV reading each 32-word tile whole (the default) against two 16-word halves.
+    # (cuda-moe.md v19's 111.3 vs 117.8 us came from this step with a third variant, the combine done by the down
+    # GEMV, moe_gemv.FUSE_COMBINE of commit 36bc887, on in both columns; it was slower and is gone)
     pytest_v19) step pytest_v19 240 bash -c "DSQ_MOE_TEST_DEVICE=cuda python3 -m pytest -q tests/cuda_moe/test_cuda_moe_chain.py; \
         DSQ_MOE_TEST_DEVICE=cuda python3 -m pytest -q tests/cuda_moe/test_cuda_moe_decode.py -k 'one_token or int8_row_tile_widths'" ;;
     bench_v19) step bench_v19 200 python3 benchmarks/cuda_moe/bench_moe.py --tokens 1 --no-loop \
-        --switch-variants '[{"moe_gemv.FUSE_COMBINE": false}, {"moe_gemv.PACKED8_LOAD_WORDS": 32}]' \
-        --out "$OUT/moe_v19_t1.json" ;;
+        --switch-variants '[{"moe_gemv.PACKED8_LOAD_WORDS": 16}]' --out "$OUT/moe_v19_t1.json" ;;
     # v19: the issue's whole MoE table on the final defaults, each flush
     bench_moe_v19) step bench_moe_v19 200 python3 benchmarks/cuda_moe/bench_moe.py --out "$OUT/moe_v19.json" ;;
     bench_moe_v19_clean) step bench_moe_v19_clean 200 python3 benchmarks/cuda_moe/bench_moe.py --no-loop --flush clean \
         --out "$OUT/moe_v19_clean.json" ;;
-    # v19b: 8-bit experts stored a code a byte (W8A8, W8A8_DYNAMIC, FP8_BLOCK) in 32-word row tiles
-    # (moe_gemv.BYTE_TILE_WORDS, commit 5fab84b: no gain, removed, so these steps no longer run)
-    pytest_v19b) step pytest_v19b 120 env DSQ_MOE_TEST_DEVICE=cuda python3 -m pytest -q tests/cuda_moe/test_cuda_moe_decode.py \
-        -k "int8_row_tile_widths or one_token" ;;
-    bench_v19b) step bench_v19b 200 python3 benchmarks/cuda_moe/bench_moe.py --tokens 1,8,64 --no-loop \
-        --schemes W8A8,W8A8_DYNAMIC,FP8_BLOCK --switch-variants '[{"moe_gemv.BYTE_TILE_WORDS": 32}]' \
-        --out "$OUT/moe_v19b_byte_tiles.json" ;;
+    # (v19b timed W8A8 / W8A8_DYNAMIC / FP8_BLOCK experts in 32-word row tiles, moe_gemv.BYTE_TILE_WORDS of commit
+    # 5fab84b: no gain, removed with its steps; results-h200-v19b-byte-tiles.json)
     fp8_lab) step fp8_lab 200 python3 benchmarks/cuda/fp8_decode_lab.py --gpu --sass --dots 2,4,8 ;;
-    *) echo "unknown step $s; known: pytest_v19b bench_v19b bench_moe_v19 bench_moe_v19_clean pytest_v19 bench_v19 profile_v19 bench_dense_v16 repeat_probe bench_dense_pdl_m pytest_dense_pdl bench_dense_pdl fp8_lab bench_moe_v18 bench_moe_v18_clean pytest_moe_chain bench_v18c bench_fold bench_pdl_b pytest_pdl bench_pdl pytest_fused_swiglu bench_fused_swiglu pytest_moe_all pytest_block_n bench_block_n bench_block32 dense_dirty dense_clean bench_align pytest_blocks_first bench_blocks_first bench_t1_decode pytest_align bench_moe_v17 bench_moe_v17_clean read_roofline profile_moe bench_dp4a_slices pytest_dp4a bench_dp4a pytest_slices bench_slices pytest_moe_i8 bench_moe_i8 bench_moe_v16_full bench_i8b bench_rt_fp8 pytest_moe_kernels pytest_i8 bench_i8 pytest_rt_v15b bench_rt_v15b pytest_rt_v15 bench_rt_v15 pytest_moe_w8_v15 bench_moe_v15_full bench_v15c bench_w8_v15 bench_int4_stages_v15 pytest_shared_v15 bench_shared_v15 pytest_gemv_v15 bench_gemv_v15 bench_gemv_v15_dense bench_moe_v15 pytest_moe_v14i bench_moe_v14i bench_moe_v14_full bench_moe_v14h pytest_gemv_v14 bench_moe_v14g bench_moe_v14f pytest_moe_v14e bench_moe_v14e bench_moe_v14c bench_moe_v14d bench_moe_v14b pytest_moe_v14 bench_moe_v14 pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
+    *) echo "unknown step $s; known: bench_moe_v19 bench_moe_v19_clean pytest_v19 bench_v19 profile_v19 bench_dense_v16 repeat_probe bench_dense_pdl_m pytest_dense_pdl bench_dense_pdl fp8_lab bench_moe_v18 bench_moe_v18_clean pytest_moe_chain bench_v18c bench_pdl_b pytest_pdl bench_pdl pytest_fused_swiglu bench_fused_swiglu pytest_moe_all pytest_block_n bench_block_n bench_block32 dense_dirty dense_clean bench_align pytest_blocks_first bench_blocks_first bench_t1_decode pytest_align bench_moe_v17 bench_moe_v17_clean read_roofline profile_moe bench_dp4a_slices pytest_dp4a bench_dp4a pytest_slices bench_slices pytest_moe_i8 bench_moe_i8 bench_moe_v16_full bench_i8b bench_rt_fp8 pytest_moe_kernels pytest_i8 bench_i8 pytest_rt_v15b bench_rt_v15b pytest_rt_v15 bench_rt_v15 pytest_moe_w8_v15 bench_moe_v15_full bench_v15c bench_w8_v15 bench_int4_stages_v15 pytest_shared_v15 bench_shared_v15 pytest_gemv_v15 bench_gemv_v15 bench_gemv_v15_dense bench_moe_v15 pytest_moe_v14i bench_moe_v14i bench_moe_v14_full bench_moe_v14h pytest_gemv_v14 bench_moe_v14g bench_moe_v14f pytest_moe_v14e bench_moe_v14e bench_moe_v14c bench_moe_v14d bench_moe_v14b pytest_moe_v14 bench_moe_v14 pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
     esac
 done
 # the device returns at most 8 files: the logs travel as one archive

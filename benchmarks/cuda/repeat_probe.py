@@ -47,7 +47,7 @@ def main() -> None:
             pw = backend.quantize_weight(w.cuda(), scheme)
             for m in (int(v) for v in args.ms.split(",")):
                 x = torch.randn(m, k, generator=g).to(torch.bfloat16).cuda()
-                sl = 16 if mm._int8_mma(scheme) else 32
+                sl = mm.I8_SW if mm._int8_mma(scheme) else 32  # (the pair tiles of group 128: 32 words)
                 split = configs.pick_mma(m, n, k, sl, scheme.weight_bits, "cuda:0").split_k
                 mm.PDL = False
                 off, y_off = distinct(x, pw, scheme, args.repeat)

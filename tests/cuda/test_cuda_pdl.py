@@ -47,7 +47,7 @@ def test_dense_decode_with_pdl_gives_the_same_bits(cuda_backend, name, m, monkey
     w = torch.randn(1536, 2048, generator=g) * 0.05
     pw = cuda_backend.quantize_weight(w.cuda(), scheme)
     x = torch.randn(m, 2048, generator=g).to(torch.bfloat16).cuda()
-    sl = 16 if mm._int8_mma(scheme) else 32
+    sl = mm.I8_SW if mm._int8_mma(scheme) else 32  # (the pair tiles of group 128: 32 words)
     split = configs.pick_mma(m, 1536, 2048, sl, scheme.weight_bits, str(x.device)).split_k
     exact = split <= 2 or mm._int8_mma(scheme)
     monkeypatch.setattr(mm, "PDL", False)
