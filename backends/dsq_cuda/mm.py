@@ -124,20 +124,37 @@ PREFETCH_MAX_K = 2048
 #: (cuda.md v11): the longest run won or tied all 24 cells of 4 shapes x int4/int8 x M 1/4/16, e.g. W4A16
 #: 7168x18432 M = 16 29.2 vs 37.3 us, M = 1 28.4 vs 33.0 us
 MMA_DOT_FIELDS = 0
+#: the decode kernel's in-kernel split-K finish (FIXUP) keeps each program's partial sum of a row block in a slot
+#: of its own and sums the slots in a fixed order (the kernel's SLOTS), so a call gives the same bits every time.
+#: False: the partial sums are added with float32 atomics in arrival order, which can change the last bit from
+#: call to call once a row block has 3 or more float partials (cuda.md v16, benchmarks/cuda/repeat_probe.py)
+FIXUP_SLOTS = True
 _FIXUP_WORKSPACES: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def fixup_workspace(device: torch.device, block_m: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The zeroed float32 sums [block_m, n] and int32 counts [n / 32] of the decode kernel's in-kernel split-K
-    reduction, one pair per (device, stream, block_m, n): every call leaves them zeroed again, and calls on
-    one stream run in order. Made at first use, also inside CUDA graph capture (torch.cuda.graph captures on
-    a stream of its own, so a warm-up call elsewhere does not make it): there it comes from the graph's
-    memory pool, which keeps it while it is referenced here, and the graph also records its zero fill, which
-    only rewrites zeros. (A few MB in all for a model's distinct widths.)"""
+def fixup_slots(split_k: int, programs: int, tiles: int, blocks: int) -> int:
+    """Partial sums one row block can have: its split-K programs, or under stream-K (``programs`` > 0 sharing
+    ``blocks x tiles`` units) the programs one row block's ``tiles`` consecutive units can touch: each holds at
+    least ``units // programs``, so at most ``ceil(tiles / that) + 1`` of them."""
+    if not programs:
+        return split_k
+    least = max(1, blocks * tiles // programs)
+    return min(programs, -(-tiles // least) + 1)
+
+
+def fixup_workspace(device: torch.device, block_m: int, n: int, slots: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float32 partial sums [slots, block_m, n] and zeroed int32 counts [n / 32] of the decode kernel's
+    in-kernel split-K finish, one pair per (device, stream, block_m, n, slots). Every call leaves the counts
+    zeroed again, and calls on one stream run in order; the sums need no zeroing with FIXUP_SLOTS (each slot
+    the finish reads was written in the same call) and are left zeroed by each call without it. Made at first
+    use, also inside CUDA graph capture (torch.cuda.graph captures on a stream of its own, so a warm-up call
+    elsewhere does not make it): there it comes from the graph's memory pool, which keeps it while it is
+    referenced here, and the graph also records its zero fill, which only rewrites zeros. (A few MB in all for
+    a model's distinct widths.)"""
     stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
-    key = (str(device), stream, block_m, n)
+    key = (str(device), stream, block_m, n, slots)
     if key not in _FIXUP_WORKSPACES:
-        _FIXUP_WORKSPACES[key] = (torch.zeros((block_m, n), dtype=torch.float32, device=device),
+        _FIXUP_WORKSPACES[key] = (torch.zeros((slots, block_m, n), dtype=torch.float32, device=device),
                                   torch.zeros(-(-n // 32), dtype=torch.int32, device=device))
     return _FIXUP_WORKSPACES[key]
 
@@ -214,8 +231,10 @@ def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None
         programs = min(blocks * tiles, MMA_STREAM_PER_SM * sms)
     elif MMA_SPLIT == "fixup":  # large weights above M = 16 go stream-K (configs.MMA_WIDE_STREAM_PER_SM)
         programs = mma_stream_programs(cfg, n, k, scheme.weight_bits, str(dev))
-    ws_fix = fixup_workspace(dev, cfg.block_m, n) if MMA_SPLIT != "atomic" and (cfg.split_k > 1 or programs) \
-        else None
+    ws_fix = None
+    if MMA_SPLIT != "atomic" and (cfg.split_k > 1 or programs):
+        slots = fixup_slots(cfg.split_k, programs, tiles, blocks) if FIXUP_SLOTS else 1
+        ws_fix = fixup_workspace(dev, cfg.block_m, n, slots)
     if ws_fix is None:
         out = _out_buffer(m, n, out_dtype, cfg.split_k, dev)
     else:  # the kernel writes out in its dtype (float32 in the interpreter, whose bf16 cast truncates)
@@ -240,7 +259,7 @@ def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None
         ASM=not interpreting(), EVEN_K=i8 or k % (epw * sl) == 0, STREAM=programs > 0, FIXUP=ws_fix is not None,
         sum_ptr=None if ws_fix is None else ws_fix[0], count_ptr=None if ws_fix is None else ws_fix[1],
         X_AHEAD=x_ahead and not i8, DOT_FIELDS=1 if i8 else mma_dot_fields(scheme.weight_bits, group, sl, x_ahead),
-        ROW_TILES=i8, I8=int(i8), PDL=on, PREFETCH=prefetch,
+        ROW_TILES=i8, I8=int(i8), PDL=on, PREFETCH=prefetch, SLOTS=FIXUP_SLOTS,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **pdl.launch_kwargs(on))
     return out.to(out_dtype)
 

@@ -191,7 +191,7 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
                       X_DIV: tl.constexpr = 1, STREAM: tl.constexpr = False, FIXUP: tl.constexpr = False,
                       sum_ptr=None, count_ptr=None, X_AHEAD: tl.constexpr = True,
                       DOT_FIELDS: tl.constexpr = 1, ROW_TILES: tl.constexpr = False, I8: tl.constexpr = 0,
-                      PDL: tl.constexpr = False, PREFETCH: tl.constexpr = 0):
+                      PDL: tl.constexpr = False, PREFETCH: tl.constexpr = 0, SLOTS: tl.constexpr = False):
     """``ws``: per-group scales [N, NG] (float, or int8 s2 for two-level) when GROUP_SCALE; ``wc``: per-channel
     scales [N] (float32) when CHANNEL_SCALE; ``wz``: int8 zero points [N, NG] when ASYM; ``xs``: per-row
     activation scales for ACT != 0. ``KW``: words per row of the pair-tile layout. EVEN_K: K % LBK == 0.
@@ -277,23 +277,32 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
     args = (xrows, xbase, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, out_ptr, sum_ptr, count_ptr, tiles, N, K, KW,
             NG, stride_om, orow, xrow, mmask, offs_s)
     if STREAM:  # the end of one row block and the start of the next (or more)
+        pid, progs = tl.program_id(0), tl.num_programs(0)
         for blk in range(u_lo // tiles, tl.cdiv(u_hi, tiles)):
-            _row_block(blk, tl.maximum(u_lo - blk * tiles, 0), tl.minimum(u_hi - blk * tiles, tiles), *args, G, BITS,
-                       ACT, ASYM, GROUP_SCALE, CHANNEL_SCALE, HAS_BIAS, SPLIT_K, BLOCK_M, BLOCK_N, SL, F16, ASM,
-                       EVEN_K, FIXUP, X_AHEAD, DOT_FIELDS, ROW_TILES, I8)
+            # SLOTS: the programs that share row block blk are p0..p1 (those whose runs hold its first and last
+            # unit: p owns [p units // P, (p + 1) units // P)), and p's partial sum goes to slot p - p0
+            p0 = ((blk * tiles + 1) * progs + units - 1) // units - 1
+            p1 = ((blk + 1) * tiles * progs + units - 1) // units - 1
+            _row_block(blk, tl.maximum(u_lo - blk * tiles, 0), tl.minimum(u_hi - blk * tiles, tiles), pid - p0,
+                       p1 - p0 + 1, *args, G, BITS, ACT, ASYM, GROUP_SCALE, CHANNEL_SCALE, HAS_BIAS, SPLIT_K, BLOCK_M,
+                       BLOCK_N, SL, F16, ASM, EVEN_K, FIXUP, X_AHEAD, DOT_FIELDS, ROW_TILES, I8, SLOTS)
     else:  # no loop around a single row block: the K loop compiles as tight as it can
-        _row_block(tl.program_id(0), t_lo, t_hi, *args, G, BITS, ACT, ASYM, GROUP_SCALE, CHANNEL_SCALE, HAS_BIAS,
-                   SPLIT_K, BLOCK_M, BLOCK_N, SL, F16, ASM, EVEN_K, FIXUP, X_AHEAD, DOT_FIELDS, ROW_TILES, I8)
+        # (SLOTS: split j's partial sum goes to slot j; the splits that hold tiles are the first cdiv(tiles, per))
+        _row_block(tl.program_id(0), t_lo, t_hi, tl.program_id(1), tl.cdiv(tiles, per), *args, G, BITS, ACT, ASYM,
+                   GROUP_SCALE, CHANNEL_SCALE, HAS_BIAS, SPLIT_K, BLOCK_M, BLOCK_N, SL, F16, ASM, EVEN_K, FIXUP,
+                   X_AHEAD, DOT_FIELDS, ROW_TILES, I8, SLOTS)
 
 
 @triton.jit
-def _row_block(blk, t_lo, t_hi, xrows, xbase, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, out_ptr, sum_ptr, count_ptr,
+def _row_block(blk, t_lo, t_hi, slot, nslots, xrows, xbase, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, out_ptr, sum_ptr, count_ptr,
                tiles, N, K, KW, NG, stride_om, orow, xrow, mmask, offs_s, G: tl.constexpr, BITS: tl.constexpr,
                ACT: tl.constexpr, ASYM: tl.constexpr, GROUP_SCALE: tl.constexpr, CHANNEL_SCALE: tl.constexpr,
                HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                SL: tl.constexpr, F16: tl.constexpr, ASM: tl.constexpr, EVEN_K: tl.constexpr, FIXUP: tl.constexpr,
-               X_AHEAD: tl.constexpr, DOT_FIELDS: tl.constexpr, ROW_TILES: tl.constexpr, I8: tl.constexpr):
-    """K tiles ``[t_lo, t_hi)`` of row block ``blk``: their sum, finished or handed on."""
+               X_AHEAD: tl.constexpr, DOT_FIELDS: tl.constexpr, ROW_TILES: tl.constexpr, I8: tl.constexpr,
+               SLOTS: tl.constexpr):
+    """K tiles ``[t_lo, t_hi)`` of row block ``blk``: their sum, finished or handed on (FIXUP with SLOTS: as
+    partial sum ``slot`` of the block's ``nslots``)."""
     EPW: tl.constexpr = 32 // BITS  # fields per tile
     LBK: tl.constexpr = EPW * SL  # inputs per tile
     FPG: tl.constexpr = G // SL  # fields per scale group
@@ -388,21 +397,32 @@ def _row_block(blk, t_lo, t_hi, xrows, xbase, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_
         omask = nmask[:, None] & mmask[None, :]
         optr = out_ptr + orow[None, :].to(tl.int64) * stride_om + rows[:, None]
         if n_t > 0:  # a split past the last tile has nothing to add (and must not finish the block)
-            sptr = sum_ptr + orow[None, :] * N + rows[:, None]
-            # relaxed: fire-and-forget reductions (REDG), no fence per thread. The CTA barrier, then the count's
-            # acq_rel atomic at gpu scope (cumulative over what the barrier ordered before it) publish them,
-            # the pattern of a split-K semaphore (barrier, then one release by one thread)
-            tl.atomic_add(sptr, y, mask=omask, sem="relaxed")
+            srow = orow[None, :] * N + rows[:, None]  # [BLOCK_N, BLOCK_M] offsets in one slot [BLOCK_M, N]
+            if SLOTS:  # this program's partial sum in its own slot, summed in slot order below
+                tl.store(sum_ptr + slot * BLOCK_M * N + srow, y, mask=omask)
+            else:  # relaxed: fire-and-forget reductions (REDG), no fence per thread
+                tl.atomic_add(sum_ptr + srow, y, mask=omask, sem="relaxed")
+            # the CTA barrier, then the count's acq_rel atomic at gpu scope (cumulative over what the barrier
+            # ordered before it) publish the partial sums: the pattern of a split-K semaphore (barrier, then
+            # one release by one thread)
             tl.debug_barrier()
             done = tl.atomic_add(count_ptr + blk, n_t) + n_t
             if done == tiles:  # this program completed the row block: finish it
-                total = tl.load(sptr, mask=omask, other=0.0, cache_modifier=".cg")  # L2: where atomics land
-                # the zeroing below may run in another thread than the load of the same element (Triton lays
-                # the two out differently when M is not a multiple of 16): every load must be done before any
-                # zero is written. Without this barrier the H200 gave wrong outputs (a warp's columns of a row
-                # block, in 1-13 of 15-25 calls at M = 4 / 5 / 8; cuda.md v11, h200_v11_lab_race_where.json)
-                tl.debug_barrier()
-                tl.store(sptr, tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32), mask=omask)
+                if SLOTS:  # slot 0 + slot 1 + ... in that order, whichever program arrived last: the same
+                    # bits every call (float addition is not associative, so arrival order would show)
+                    total = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+                    for j in range(0, nslots):
+                        total += tl.load(sum_ptr + j * BLOCK_M * N + srow, mask=omask, other=0.0,
+                                         cache_modifier=".cg")  # L2, where the other programs' stores landed
+                else:
+                    total = tl.load(sum_ptr + srow, mask=omask, other=0.0, cache_modifier=".cg")
+                    # the zeroing below may run in another thread than the load of the same element (Triton
+                    # lays the two out differently when M is not a multiple of 16): every load must be done
+                    # before any zero is written. Without this barrier the H200 gave wrong outputs (a warp's
+                    # columns of a row block, in 1-13 of 15-25 calls at M = 4 / 5 / 8; cuda.md v11,
+                    # h200_v11_lab_race_where.json)
+                    tl.debug_barrier()
+                    tl.store(sum_ptr + srow, tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32), mask=omask)
                 total = _epilogue(total, rows, nmask, xrow, mmask, xs_ptr, wc_ptr, bias_ptr, True, ACT,
                                   CHANNEL_SCALE, HAS_BIAS)
                 tl.store(optr, total.to(out_ptr.dtype.element_ty), mask=omask)

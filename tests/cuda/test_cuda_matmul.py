@@ -387,19 +387,24 @@ def test_padding_past_k_reads_no_scale_past_the_last_group(cuda_backend, ref_bac
     assert _rel(y, ref) < TOL[torch.bfloat16], f"{name} {path}: {_rel(y, ref):.3g}"
 
 
-@pytest.mark.parametrize("split", ["fixup", "stream", "atomic"])
+@pytest.mark.parametrize("split,slots", [("fixup", True), ("fixup", False), ("stream", True), ("stream", False),
+                                         ("atomic", False)])
 @pytest.mark.parametrize("name,n,k,m,bias", [("W4A16", 200, 1100, 3, True), ("W4A16", 96, 2048, 1, False),
                                               ("W8A16", 72, 1200, 16, True), ("W4A8_DYNAMIC", 130, 1024, 5, True)])
-def test_decode_split_modes(cuda_backend, ref_backend, monkeypatch, split, name, n, k, m, bias):
+def test_decode_split_modes(cuda_backend, ref_backend, monkeypatch, split, slots, name, n, k, m, bias):
     """The decode kernel's ways of sharing K between programs agree with the reference: split-K finished in
     the kernel (fixup), stream-K runs that cross row blocks (1 and 3 programs per SM: with the interpreter's
-    2 SMs, runs of several blocks and runs of a few tiles), and atomics into a zeroed buffer; the fixup's
-    workspace is left zeroed, so a second call gives the same bits."""
+    2 SMs, runs of several blocks and runs of a few tiles), and atomics into a zeroed buffer. The in-kernel
+    finish with a slot per partial sum (mm.FIXUP_SLOTS) reads only slots written in the same call: its sums
+    workspace is filled with NaN before each call and the output stays finite and the same; without slots the
+    workspace is left zeroed. Either way the counts are left zeroed, so a second call gives the same bits."""
     import dsq_cuda.mm as mm
 
     monkeypatch.setattr(mm, "MMA_SPLIT", split)
+    monkeypatch.setattr(mm, "FIXUP_SLOTS", slots)
     monkeypatch.setattr(mm, "MMA_MAX_M", {4: 64, 8: 64})
     monkeypatch.setattr(mm, "MMA_MIN_K", {4: 0, 8: 0})
+    monkeypatch.setattr(mm, "_FIXUP_WORKSPACES", {})
     scheme, w, x, b, _ = _problem(name, n, k, m, torch.bfloat16, seed=21)
     pw = ref_backend.quantize_weight(w, scheme)
     ref = ref_backend.matmul(x, pw, scheme, b if bias else None)
@@ -407,9 +412,33 @@ def test_decode_split_modes(cuda_backend, ref_backend, monkeypatch, split, name,
         monkeypatch.setattr(mm, "MMA_STREAM_PER_SM", per_sm)
         y = raw_matmul(x, pw, scheme, b if bias else None)
         assert _rel(y, ref) < TOL[torch.bfloat16]
+        if slots:
+            assert mm._FIXUP_WORKSPACES or split == "atomic"
+            for sums, _ in mm._FIXUP_WORKSPACES.values():
+                sums.fill_(float("nan"))
         assert torch.equal(raw_matmul(x, pw, scheme, b if bias else None), y)
         for sums, counts in mm._FIXUP_WORKSPACES.values():
-            assert not sums.any() and not counts.any()
+            assert not counts.any()
+            assert slots or not sums.any()
+
+
+def test_fixup_slots_bound_the_programs_of_a_row_block():
+    """fixup_slots is at least the number of stream-K programs whose runs touch one row block (the kernel's
+    p1 - p0 + 1), for every row block of a range of launches, and never more than the programs."""
+    from dsq_cuda.mm import fixup_slots
+
+    for blocks in (1, 3, 7, 40):
+        for tiles in (1, 2, 5, 28):
+            units = blocks * tiles
+            for programs in range(1, units + 1):
+                owner = [p for p in range(programs) for _ in range(p * units // programs, (p + 1) * units // programs)]
+                most = max(owner[(b + 1) * tiles - 1] - owner[b * tiles] + 1 for b in range(blocks))
+                assert most <= fixup_slots(1, programs, tiles, blocks) <= programs
+                for b in range(blocks):  # the kernel's closed form of the first and last owner
+                    x0, x1 = b * tiles, (b + 1) * tiles - 1
+                    assert ((x0 + 1) * programs + units - 1) // units - 1 == owner[x0]
+                    assert ((x1 + 1) * programs + units - 1) // units - 1 == owner[x1]
+    assert fixup_slots(8, 0, 28, 288) == 8
 
 
 @pytest.mark.parametrize("name,k,m", [("W4A16", 1100, 3), ("W4A16", 1024, 16), ("W4A8_DYNAMIC", 1100, 1)])
@@ -487,6 +516,29 @@ def test_decode_fixup_repeats_on_a_large_grid(cuda_backend, monkeypatch, m):
     monkeypatch.setattr(mm, "MMA_SPLIT", "fixup")
     wrong = sum(_rel(raw_matmul(x, pw, scheme), ref) > 1e-3 for _ in range(25))
     assert wrong == 0, f"{wrong} of 25 fixup calls differ from the atomics path"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the order programs arrive in varies on a GPU only")
+@pytest.mark.parametrize("name,k,n,m", [("W4A16", 2048, 1536, 16), ("W4AFP8", 2048, 1536, 16),
+                                        ("W4A16", 7168, 18432, 64), ("W8A16", 2048, 2048, 4)])
+def test_decode_split_k_repeats_bit_for_bit(cuda_backend, name, k, n, m):
+    """With a slot per partial sum (mm.FIXUP_SLOTS, the default) the split-K / stream-K finish adds them in slot
+    order, so 30 calls give one output, where row blocks have 3 or more float partials (split 4 at 1536 x 2048,
+    M = 16; stream-K at M = 64 on 7168 x 18432). With float32 atomics in arrival order these cells gave 2
+    distinct outputs in 30 calls on the H200 (benchmarks/cuda/repeat_probe.py, cuda.md v16)."""
+    import dsq_cuda.mm as mm
+    from dsq_cuda import configs
+
+    assert mm.FIXUP_SLOTS
+    scheme = dsq.get_scheme(name)
+    g = torch.Generator(device="cuda").manual_seed(k + m)
+    w = (torch.randn(n, k, device="cuda", generator=g) * 0.05).to(torch.bfloat16)
+    x = torch.randn(m, k, device="cuda", generator=g).to(torch.bfloat16)
+    pw = cuda_backend.quantize_weight(w, scheme)
+    cfg = configs.pick_mma(m, n, k, 32, scheme.weight_bits, "cuda:0")
+    assert cfg.split_k >= 3 or configs.mma_stream_programs(cfg, n, k, scheme.weight_bits, "cuda:0")
+    first = raw_matmul(x, pw, scheme)
+    assert all(torch.equal(raw_matmul(x, pw, scheme), first) for _ in range(29))
 
 
 @pytest.mark.parametrize("k,m,n", [(600, 1, 80), (1024, 5, 64), (2048, 16, 130), (1024, 40, 96)])
