@@ -231,7 +231,7 @@ def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None
         programs = min(blocks * tiles, MMA_STREAM_PER_SM * sms)
     elif MMA_SPLIT == "fixup":  # large weights above M = 16 go stream-K (configs.MMA_WIDE_STREAM_PER_SM)
         programs = mma_stream_programs(cfg, n, k, scheme.weight_bits, str(dev))
-    ws_fix = None
+    ws_fix, slots = None, 0
     if MMA_SPLIT != "atomic" and (cfg.split_k > 1 or programs):
         slots = fixup_slots(cfg.split_k, programs, tiles, blocks) if FIXUP_SLOTS else 1
         ws_fix = fixup_workspace(dev, cfg.block_m, n, slots)
@@ -259,7 +259,7 @@ def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None
         ASM=not interpreting(), EVEN_K=i8 or k % (epw * sl) == 0, STREAM=programs > 0, FIXUP=ws_fix is not None,
         sum_ptr=None if ws_fix is None else ws_fix[0], count_ptr=None if ws_fix is None else ws_fix[1],
         X_AHEAD=x_ahead and not i8, DOT_FIELDS=1 if i8 else mma_dot_fields(scheme.weight_bits, group, sl, x_ahead),
-        ROW_TILES=i8, I8=int(i8), PDL=on, PREFETCH=prefetch, SLOTS=FIXUP_SLOTS,
+        ROW_TILES=i8, I8=int(i8), PDL=on, PREFETCH=prefetch, SLOTS=slots if FIXUP_SLOTS and ws_fix is not None else 0,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **pdl.launch_kwargs(on))
     return out.to(out_dtype)
 
