@@ -124,11 +124,23 @@ PREFETCH_MAX_K = 2048
 #: (cuda.md v11): the longest run won or tied all 24 cells of 4 shapes x int4/int8 x M 1/4/16, e.g. W4A16
 #: 7168x18432 M = 16 29.2 vs 37.3 us, M = 1 28.4 vs 33.0 us
 MMA_DOT_FIELDS = 0
-#: the decode kernel's in-kernel split-K finish (FIXUP) keeps each program's partial sum of a row block in a slot
-#: of its own and sums the slots in a fixed order (the kernel's SLOTS), so a call gives the same bits every time.
-#: False: the partial sums are added with float32 atomics in arrival order, which can change the last bit from
-#: call to call once a row block has 3 or more float partials (cuda.md v16, benchmarks/cuda/repeat_probe.py)
-FIXUP_SLOTS = True
+#: how the decode kernel's in-kernel split-K finish (FIXUP) adds a row block's partial sums. Slots (True): each
+#: program stores its partial sum in a slot of its own and the program that completes the block adds the slots in
+#: slot order, so every call gives the same bits. Atomics (False): float32 atomic adds in the order the programs
+#: arrive, which can change the last bit from call to call once a row block has 3 or more float partials
+#: (W4A8_DYNAMIC's integer-valued partials never do). None (default): slots exactly when the caller asked PyTorch
+#: for deterministic algorithms (``torch.use_deterministic_algorithms(True)``). H200, one run of 128 cells
+#: (cuda.md v17): slots cost a median 0.6%, nothing on the wide shapes at M <= 16, and 5-27% (0.8-5 us) on
+#: N <= 2048 with K = 7168, whose 8-14 splits make the most slots; the atomics gave up to 30 distinct outputs in
+#: 30 calls (benchmarks/cuda/repeat_probe.py)
+FIXUP_SLOTS: bool | None = None
+
+
+def deterministic_split() -> bool:
+    """Whether the decode kernel's split-K finish adds its partial sums in a fixed order (FIXUP_SLOTS)."""
+    return torch.are_deterministic_algorithms_enabled() if FIXUP_SLOTS is None else FIXUP_SLOTS
+
+
 _FIXUP_WORKSPACES: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
@@ -145,8 +157,8 @@ def fixup_slots(split_k: int, programs: int, tiles: int, blocks: int) -> int:
 def fixup_workspace(device: torch.device, block_m: int, n: int, slots: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """The float32 partial sums [slots, block_m, n] and zeroed int32 counts [n / 32] of the decode kernel's
     in-kernel split-K finish, one pair per (device, stream, block_m, n, slots). Every call leaves the counts
-    zeroed again, and calls on one stream run in order; the sums need no zeroing with FIXUP_SLOTS (each slot
-    the finish reads was written in the same call) and are left zeroed by each call without it. Made at first
+    zeroed again, and calls on one stream run in order; the sums need no zeroing with slots (each slot the
+    finish reads was written in the same call) and are left zeroed by each call with atomics (one slot). Made at first
     use, also inside CUDA graph capture (torch.cuda.graph captures on a stream of its own, so a warm-up call
     elsewhere does not make it): there it comes from the graph's memory pool, which keeps it while it is
     referenced here, and the graph also records its zero fill, which only rewrites zeros. (A few MB in all for
@@ -231,10 +243,10 @@ def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None
         programs = min(blocks * tiles, MMA_STREAM_PER_SM * sms)
     elif MMA_SPLIT == "fixup":  # large weights above M = 16 go stream-K (configs.MMA_WIDE_STREAM_PER_SM)
         programs = mma_stream_programs(cfg, n, k, scheme.weight_bits, str(dev))
-    ws_fix, slots = None, 0
+    ws_fix, slots = None, 0  # (slots: the kernel's SLOTS, 0 for atomics)
     if MMA_SPLIT != "atomic" and (cfg.split_k > 1 or programs):
-        slots = fixup_slots(cfg.split_k, programs, tiles, blocks) if FIXUP_SLOTS else 1
-        ws_fix = fixup_workspace(dev, cfg.block_m, n, slots)
+        slots = fixup_slots(cfg.split_k, programs, tiles, blocks) if deterministic_split() else 0
+        ws_fix = fixup_workspace(dev, cfg.block_m, n, max(1, slots))
     if ws_fix is None:
         out = _out_buffer(m, n, out_dtype, cfg.split_k, dev)
     else:  # the kernel writes out in its dtype (float32 in the interpreter, whose bf16 cast truncates)
@@ -259,7 +271,7 @@ def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None
         ASM=not interpreting(), EVEN_K=i8 or k % (epw * sl) == 0, STREAM=programs > 0, FIXUP=ws_fix is not None,
         sum_ptr=None if ws_fix is None else ws_fix[0], count_ptr=None if ws_fix is None else ws_fix[1],
         X_AHEAD=x_ahead and not i8, DOT_FIELDS=1 if i8 else mma_dot_fields(scheme.weight_bits, group, sl, x_ahead),
-        ROW_TILES=i8, I8=int(i8), PDL=on, PREFETCH=prefetch, SLOTS=slots if FIXUP_SLOTS and ws_fix is not None else 0,
+        ROW_TILES=i8, I8=int(i8), PDL=on, PREFETCH=prefetch, SLOTS=slots,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **pdl.launch_kwargs(on))
     return out.to(out_dtype)
 

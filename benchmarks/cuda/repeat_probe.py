@@ -3,11 +3,11 @@
     python benchmarks/cuda/repeat_probe.py            (a CUDA GPU; PYTHONPATH holds backends/)
 
 The tensor-core decode kernel finishes a row block's split-K (or stream-K) partial sums in the kernel (FIXUP in
-dsq_cuda.mma_decode_kernel). By default (``mm.FIXUP_SLOTS``) each partial goes to a slot of its own and the last
-program sums the slots in slot order; without it they are added with float32 atomics in the order the programs
-arrive. Two partials give the same sum in either order (a + b = b + a); three or more need not. This script calls
-``mm.matmul`` REPEAT times per case and prints how many distinct outputs it saw in three modes: slots (the
-default), atomics, and slots with PDL (``mm.PDL`` at every M), next to the launch's split-K count.
+dsq_cuda.mma_decode_kernel). With slots (``mm.FIXUP_SLOTS``, taken under ``torch.use_deterministic_algorithms``)
+each partial goes to a slot of its own and the last program sums the slots in slot order; by default they are
+added with float32 atomics in the order the programs arrive. Two partials give the same sum in either order (a + b = b + a); three or more need not. This script calls
+``mm.matmul`` REPEAT times per case and prints how many distinct outputs it saw in three modes: slots,
+atomics (the default), and slots with PDL (``mm.PDL`` at every M), next to the launch's split-K count.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def main() -> None:
                     c, y = distinct(x, pw, scheme, args.repeat)
                     counts.append(str(c))
                     firsts.append(y)
-                mm.FIXUP_SLOTS, mm.PDL = True, False
+                mm.FIXUP_SLOTS, mm.PDL = None, False
                 diff = (firsts[0].float() - firsts[1].float()).abs().max().item()
                 how = f"stream-K, {stream} programs" if stream else str(cfg.split_k)
                 print(f"| {k} x {n} | {m} | {name} | {how} | " + " | ".join(counts) + f" | {diff:.3g} |", flush=True)

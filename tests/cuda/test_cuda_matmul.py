@@ -422,6 +422,29 @@ def test_decode_split_modes(cuda_backend, ref_backend, monkeypatch, split, slots
             assert slots or not sums.any()
 
 
+def test_deterministic_mode_takes_the_slots(cuda_backend, ref_backend, monkeypatch):
+    """mm.FIXUP_SLOTS None (the default) follows torch.use_deterministic_algorithms: on, the split-K finish keeps a
+    slot per partial sum (a workspace of split_k slots); off, it adds them with atomics (one slot, left zeroed)."""
+    import dsq_cuda.mm as mm
+
+    monkeypatch.setattr(mm, "MMA_MIN_K", {4: 0, 8: 0})
+    monkeypatch.setattr(mm, "_FIXUP_WORKSPACES", {})
+    assert mm.FIXUP_SLOTS is None
+    scheme, w, x, _, _ = _problem("W4A16", 64, 1024, 2, torch.bfloat16, seed=5)
+    pw = ref_backend.quantize_weight(w, scheme)
+    was = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        y_slots = raw_matmul(x, pw, scheme)
+        torch.use_deterministic_algorithms(False)
+        y_atomics = raw_matmul(x, pw, scheme)
+    finally:
+        torch.use_deterministic_algorithms(was)
+    assert sorted(key[-1] for key in mm._FIXUP_WORKSPACES) == [1, 2]  # slots per workspace: atomics, then 2 splits
+    assert _rel(y_slots, ref_backend.matmul(x, pw, scheme)) < TOL[torch.bfloat16]
+    assert torch.equal(y_slots, y_atomics)  # two partials: the same sum in either order
+
+
 def test_fixup_slots_bound_the_programs_of_a_row_block():
     """fixup_slots is at least the number of stream-K programs whose runs touch one row block (the kernel's
     p1 - p0 + 1), for every row block of a range of launches, and never more than the programs."""
@@ -521,15 +544,15 @@ def test_decode_fixup_repeats_on_a_large_grid(cuda_backend, monkeypatch, m):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the order programs arrive in varies on a GPU only")
 @pytest.mark.parametrize("name,k,n,m", [("W4A16", 2048, 1536, 16), ("W4AFP8", 2048, 1536, 16),
                                         ("W4A16", 7168, 18432, 64), ("W8A16", 2048, 2048, 4)])
-def test_decode_split_k_repeats_bit_for_bit(cuda_backend, name, k, n, m):
-    """With a slot per partial sum (mm.FIXUP_SLOTS, the default) the split-K / stream-K finish adds them in slot
-    order, so 30 calls give one output, where row blocks have 3 or more float partials (split 4 at 1536 x 2048,
+def test_decode_split_k_repeats_bit_for_bit(cuda_backend, monkeypatch, name, k, n, m):
+    """With a slot per partial sum (mm.FIXUP_SLOTS, taken under torch.use_deterministic_algorithms) the split-K /
+    stream-K finish adds them in slot order, so 30 calls give one output, where row blocks have 3 or more float partials (split 4 at 1536 x 2048,
     M = 16; stream-K at M = 64 on 7168 x 18432). With float32 atomics in arrival order these cells gave 2
     distinct outputs in 30 calls on the H200 (benchmarks/cuda/repeat_probe.py, cuda.md v16)."""
     import dsq_cuda.mm as mm
     from dsq_cuda import configs
 
-    assert mm.FIXUP_SLOTS
+    monkeypatch.setattr(mm, "FIXUP_SLOTS", True)
     scheme = dsq.get_scheme(name)
     g = torch.Generator(device="cuda").manual_seed(k + m)
     w = (torch.randn(n, k, device="cuda", generator=g) * 0.05).to(torch.bfloat16)

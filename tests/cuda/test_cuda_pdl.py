@@ -27,9 +27,10 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize("m", [1, 2, 16])
 def test_dense_decode_with_pdl_gives_the_same_bits(cuda_backend, name, m, monkeypatch):
     """PDL on at every M here (the default takes it only at M <= mm.PDL_MAX_M, where it is faster). The kernel
-    sums split-K partials in slot order (mm.FIXUP_SLOTS), so the bits cannot depend on when programs start or
-    arrive: 1536 x 2048 at M = 16 has split 4, where float32 atomics in arrival order gave 2 distinct outputs in
-    30 calls with or without PDL (benchmarks/cuda/repeat_probe.py, cuda.md v16)."""
+    sums split-K partials in slot order here (mm.FIXUP_SLOTS, as under torch.use_deterministic_algorithms), so the
+    bits cannot depend on when programs start or arrive: 1536 x 2048 at M = 16 has split 4, where the default
+    float32 atomics in arrival order gave 2 distinct outputs in 30 calls with or without PDL
+    (benchmarks/cuda/repeat_probe.py, cuda.md v16)."""
     if torch.cuda.get_device_capability()[0] < 9:
         pytest.skip("PDL needs sm_90+")
     g = torch.Generator().manual_seed(m)
@@ -37,6 +38,7 @@ def test_dense_decode_with_pdl_gives_the_same_bits(cuda_backend, name, m, monkey
     w = torch.randn(1536, 2048, generator=g) * 0.05
     pw = cuda_backend.quantize_weight(w.cuda(), scheme)
     x = torch.randn(m, 2048, generator=g).to(torch.bfloat16).cuda()
+    monkeypatch.setattr(mm, "FIXUP_SLOTS", True)
     monkeypatch.setattr(mm, "PDL", False)
     want = mm.matmul(x, pw, scheme)
     monkeypatch.setattr(mm, "PDL", True)
