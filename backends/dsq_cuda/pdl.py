@@ -65,6 +65,11 @@ ROW_PIECE = 256
 _PREFETCH_ROWS_ASM = tl.constexpr(f"cp.async.bulk.prefetch.L2.global [$1], {ROW_PIECE}; mov.u32 $0, 0;")
 
 
+#: :func:`prefetch_segments_l2`'s PTX for 64- and 128-byte row segments
+_PREFETCH_SEGMENT_ASM = tl.constexpr(tuple(f"cp.async.bulk.prefetch.L2.global [$1], {n}; mov.u32 $0, 0;"
+                                           for n in (64, 128)))
+
+
 def flag(device: torch.device | str) -> bool:
     """The PDL constexpr of a kernel launched on ``device``: ENABLED, and a Hopper (or newer) GPU, or a machine
     compiling for one (tests/cuda_moe/sm90_launches.py); never in the interpreter."""
@@ -130,3 +135,13 @@ def prefetch_rows_l2(ptrs):
     """A bulk prefetch of the ROW_PIECE bytes at each pointer of ``ptrs`` (16-byte aligned) into L2, by the
     threads that hold them (a pointer held by two threads is prefetched twice: harmless)."""
     tl.inline_asm_elementwise(_PREFETCH_ROWS_ASM, "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
+def prefetch_segments_l2(ptrs, NBYTES: tl.constexpr):
+    """A bulk prefetch of the NBYTES (64 or 128) bytes at each pointer of ``ptrs`` (16-byte aligned) into L2, by
+    the threads that hold them (a pointer held by two threads is prefetched twice: harmless). The decode GEMM's
+    K loop uses it to ask for a weight tile's rows some tiles ahead (dsq_cuda.mm.L2_AHEAD)."""
+    tl.static_assert(NBYTES == 64 or NBYTES == 128)
+    tl.inline_asm_elementwise(_PREFETCH_SEGMENT_ASM[NBYTES // 128], "=r,l", [ptrs], dtype=tl.int32, is_pure=False,
+                              pack=1)
