@@ -23,6 +23,7 @@ step() {  # step NAME SECONDS COMMAND...
     echo "$name: rc $? in $((SECONDS - t0)) s"
     tail -n 25 "$OUT/logs/$name.log"
 }
+AHEAD_SHAPES=${AHEAD_SHAPES:-}
 LAB="python3 benchmarks/cuda/mma_decode_lab.py --no-check --bn-warps 64:4 --splits 4,8,16 --sls 32 --ms 1,16 \
     --shapes 7168x18432,18432x7168,7168x2048,2048x7168"
 for s in $STEPS; do
@@ -383,10 +384,11 @@ for s in $STEPS; do
     bench_dense_v17) step bench_dense_v17 240 bash -c "cd benchmarks/cuda && python3 run_gpu.py --out $OUT/dense_v17 \
         --skip-correctness --ms 1,4,16,64 --schemes W4A16,W8A16,W4A8_DYNAMIC,W4AFP8 \
         --variant 'atomics:W4A16+W8A16+W4A8_DYNAMIC+W4AFP8:mm.FIXUP_SLOTS=False'" ;;
-    # v17: the decode kernel's K loop asking L2 for the weight tile 2 / 4 / 8 tiles ahead (mm.L2_AHEAD, MoE
+    # v17: the decode kernel's K loop asking L2 (first with a bulk prefetch per row, then a plain line prefetch;
+    # AHEAD_SHAPES="--shapes ..." narrows the dense run) for the weight tile 2 / 4 / 8 tiles ahead (mm.L2_AHEAD, MoE
     # decode_cfg mma_l2_ahead) against none, dense and MoE, one run each
     bench_ahead_dense) step bench_ahead_dense 240 bash -c "cd benchmarks/cuda && python3 run_gpu.py --out $OUT/ahead_dense \
-        --skip-correctness --ms 1,16,64 --schemes W4A16,W8A16,W4A8_DYNAMIC,W4AFP8 \
+        --skip-correctness --ms 1,16,64 --schemes W4A16,W8A16,W4A8_DYNAMIC,W4AFP8 $AHEAD_SHAPES \
         --variant 'a2:W4A16+W8A16+W4A8_DYNAMIC+W4AFP8:mm.L2_AHEAD=2' \
         --variant 'a4:W4A16+W8A16+W4A8_DYNAMIC+W4AFP8:mm.L2_AHEAD=4' \
         --variant 'a8:W4A16+W8A16+W4A8_DYNAMIC+W4AFP8:mm.L2_AHEAD=8'" ;;
