@@ -36,15 +36,12 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from dsq_cuda.pdl import prefetch_segments_l2
-
 #: the one row-tile width this path reads: 16 words (128 inputs) a tile, 4 words a thread
 SW = 16
 #: inputs per tile
 LBK = 8 * SW
 _SW = tl.constexpr(SW)  # (the same, readable inside kernels)
 _LBK = tl.constexpr(LBK)
-_ROW_BYTES = tl.constexpr(SW * 4)  # one row's bytes of a tile
 
 
 def mma_position_source(p):
@@ -117,7 +114,7 @@ def int4_tile_as_int8(words, BLOCK_N: tl.constexpr, ASM: tl.constexpr):
 @triton.jit
 def int8_mma_tiles(wbase, w_step, xrows, t_lo, t_hi, rows, nmask, mmask, ws_ptr, NG, G: tl.constexpr,
                    GROUP_SCALE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, ASM: tl.constexpr,
-                   SLICES: tl.constexpr, wrow=None, L2_AHEAD: tl.constexpr = 0):
+                   SLICES: tl.constexpr):
     """The float32 sums ``[BLOCK_N, BLOCK_M]`` of row tiles ``[t_lo, t_hi)`` (word tile t at ``wbase + t * w_step``)
     times x, group scales applied (the channel and token scales are the caller's epilogue):
 
@@ -129,17 +126,13 @@ def int8_mma_tiles(wbase, w_step, xrows, t_lo, t_hi, rows, nmask, mmask, ws_ptr,
                 columns side by side (one ``[BLOCK_N, 4 BLOCK_M]`` MMA chain a tile), each int32 sum
                 ``p_j = sum 16 q d_j`` exact, combined as ``(256 p0 + p1) * 16 + p2 / 16`` (the first in
                 int32, exact) and times the float group scale.
-    Columns past M (``mmask`` false) read zeros. L2_AHEAD > 0 (SLICES = 1): each tile asks L2 for the rows
-    (``wrow``: each row's first word) of the tile L2_AHEAD on (dsq_cuda.pdl.prefetch_segments_l2).
+    Columns past M (``mmask`` false) read zeros.
     """
     offs_k = tl.arange(0, _LBK)
     if SLICES == 1:
         acc_i = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.int32)
         xrun = xrows + offs_k[None, :]
         for t in range(t_lo, t_hi):
-            if L2_AHEAD > 0:
-                if t + L2_AHEAD < t_hi:
-                    prefetch_segments_l2(wrow + (t + L2_AHEAD) * w_step, _ROW_BYTES)
             a = int4_tile_as_int8(tl.load(wbase + t * w_step, mask=nmask[:, None], other=0), BLOCK_N, ASM)
             xq = tl.load(xrun + t * _LBK, mask=mmask[:, None], other=0)
             p = tl.dot(a, tl.trans(xq)) >> 4  # int32 sum of q * x, exact

@@ -141,9 +141,6 @@ def deterministic_split() -> bool:
     return torch.are_deterministic_algorithms_enabled() if FIXUP_SLOTS is None else FIXUP_SLOTS
 
 
-#: the decode kernel's L2_AHEAD: each program's K loop asks L2 (cp.async.bulk.prefetch.L2) for its row block's
-#: weight tile this many tiles ahead, so more bytes are in flight than its pipeline stages hold (0: none)
-L2_AHEAD = 0
 _FIXUP_WORKSPACES: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
@@ -275,7 +272,6 @@ def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None
         sum_ptr=None if ws_fix is None else ws_fix[0], count_ptr=None if ws_fix is None else ws_fix[1],
         X_AHEAD=x_ahead and not i8, DOT_FIELDS=1 if i8 else mma_dot_fields(scheme.weight_bits, group, sl, x_ahead),
         ROW_TILES=i8, I8=int(i8), PDL=on, PREFETCH=prefetch, SLOTS=slots,
-        L2_AHEAD=0 if interpreting() or sl * 4 not in (64, 128) else L2_AHEAD,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **pdl.launch_kwargs(on))
     return out.to(out_dtype)
 

@@ -37,7 +37,7 @@ import triton
 import triton.language as tl
 
 from dsq_cuda.int4_int8_mma import int8_mma_tiles
-from dsq_cuda.pdl import prefetch_row_tiles, prefetch_segments_l2, wait_for_inputs
+from dsq_cuda.pdl import prefetch_row_tiles, wait_for_inputs
 
 # activation modes (the subset of dsq_cuda.mm_kernel's that this kernel serves): ACT_INT8_TOKEN reads x as
 # per-token codes of any dtype that holds them exactly (int8, or bf16: dsq_cuda.mm passes the int8 / e4m3 codes
@@ -191,8 +191,7 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
                       X_DIV: tl.constexpr = 1, STREAM: tl.constexpr = False, FIXUP: tl.constexpr = False,
                       sum_ptr=None, count_ptr=None, X_AHEAD: tl.constexpr = True,
                       DOT_FIELDS: tl.constexpr = 1, ROW_TILES: tl.constexpr = False, I8: tl.constexpr = 0,
-                      PDL: tl.constexpr = False, PREFETCH: tl.constexpr = 0, SLOTS: tl.constexpr = 0,
-                      L2_AHEAD: tl.constexpr = 0):
+                      PDL: tl.constexpr = False, PREFETCH: tl.constexpr = 0, SLOTS: tl.constexpr = 0):
     """``ws``: per-group scales [N, NG] (float, or int8 s2 for two-level) when GROUP_SCALE; ``wc``: per-channel
     scales [N] (float32) when CHANNEL_SCALE; ``wz``: int8 zero points [N, NG] when ASYM; ``xs``: per-row
     activation scales for ACT != 0. ``KW``: words per row of the pair-tile layout. EVEN_K: K % LBK == 0.
@@ -286,12 +285,12 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
             p1 = ((blk + 1) * tiles * progs + units - 1) // units - 1
             _row_block(blk, tl.maximum(u_lo - blk * tiles, 0), tl.minimum(u_hi - blk * tiles, tiles), pid - p0,
                        p1 - p0 + 1, *args, G, BITS, ACT, ASYM, GROUP_SCALE, CHANNEL_SCALE, HAS_BIAS, SPLIT_K, BLOCK_M,
-                       BLOCK_N, SL, F16, ASM, EVEN_K, FIXUP, X_AHEAD, DOT_FIELDS, ROW_TILES, I8, SLOTS, L2_AHEAD)
+                       BLOCK_N, SL, F16, ASM, EVEN_K, FIXUP, X_AHEAD, DOT_FIELDS, ROW_TILES, I8, SLOTS)
     else:  # no loop around a single row block: the K loop compiles as tight as it can
         # (SLOTS: split j's partial sum goes to slot j; the splits that hold tiles are the first cdiv(tiles, per))
         _row_block(tl.program_id(0), t_lo, t_hi, tl.program_id(1), tl.cdiv(tiles, per), *args, G, BITS, ACT, ASYM,
                    GROUP_SCALE, CHANNEL_SCALE, HAS_BIAS, SPLIT_K, BLOCK_M, BLOCK_N, SL, F16, ASM, EVEN_K, FIXUP,
-                   X_AHEAD, DOT_FIELDS, ROW_TILES, I8, SLOTS, L2_AHEAD)
+                   X_AHEAD, DOT_FIELDS, ROW_TILES, I8, SLOTS)
 
 
 @triton.jit
@@ -301,7 +300,7 @@ def _row_block(blk, t_lo, t_hi, slot, nslots, xrows, xbase, xs_ptr, w_ptr, ws_pt
                HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                SL: tl.constexpr, F16: tl.constexpr, ASM: tl.constexpr, EVEN_K: tl.constexpr, FIXUP: tl.constexpr,
                X_AHEAD: tl.constexpr, DOT_FIELDS: tl.constexpr, ROW_TILES: tl.constexpr, I8: tl.constexpr,
-               SLOTS: tl.constexpr, L2_AHEAD: tl.constexpr):
+               SLOTS: tl.constexpr):
     """K tiles ``[t_lo, t_hi)`` of row block ``blk``: their sum, finished or handed on (FIXUP with SLOTS: as
     partial sum ``slot`` of the block's ``nslots`` <= SLOTS, the slots of the workspace)."""
     EPW: tl.constexpr = 32 // BITS  # fields per tile
@@ -312,13 +311,11 @@ def _row_block(blk, t_lo, t_hi, slot, nslots, xrows, xbase, xs_ptr, w_ptr, ws_pt
     rows = blk * BLOCK_N + tl.arange(0, BLOCK_N)
     nmask = rows < N
     if ROW_TILES:  # [tiles, N, SL]: rows SL words apart, tiles N * SL apart
-        wrow = w_ptr + rows.to(tl.int64) * SL
+        wbase = w_ptr + rows[:, None].to(tl.int64) * SL + offs_s[None, :]
         w_step = N * SL
     else:  # [N, tiles * SL]
-        wrow = w_ptr + rows.to(tl.int64) * KW
+        wbase = w_ptr + rows[:, None].to(tl.int64) * KW + offs_s[None, :]
         w_step = SL
-    wbase = wrow[:, None] + offs_s[None, :]
-    wrow = tl.where(nmask, wrow, w_ptr)  # (rows past N: the L2 prefetch asks for row 0 again)
     acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
     part = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
     # x of the next field is loaded one field ahead (fields are consecutive in K, so "next" is always
@@ -334,7 +331,7 @@ def _row_block(blk, t_lo, t_hi, slot, nslots, xrows, xbase, xs_ptr, w_ptr, ws_pt
     if I8:  # the int8 tensor cores (dsq_cuda.int4_int8_mma)
         tl.static_assert(BITS == 4 and ROW_TILES and SL == 16)
         acc = int8_mma_tiles(wbase, w_step, xrows, t_lo, t_hi, rows, nmask, mmask, ws_ptr, NG, G, GROUP_SCALE,
-                             BLOCK_N, BLOCK_M, ASM, I8, wrow, L2_AHEAD)
+                             BLOCK_N, BLOCK_M, ASM, I8)
         part = acc
     elif DOT_FIELDS > 1:
         # one MMA chain per run of DOT_FIELDS fields (consecutive inputs of one scale group): the warps wait
@@ -345,10 +342,6 @@ def _row_block(blk, t_lo, t_hi, slot, nslots, xrows, xbase, xs_ptr, w_ptr, ws_pt
         offs_r = tl.arange(0, DOT_FIELDS * SL)
         xrun = xrows + offs_r[None, :]
         for t in range(t_lo, t_hi):
-            if L2_AHEAD > 0:  # ask L2 for this row block's tile L2_AHEAD tiles on: more bytes in flight than the
-                # pipeline's stages hold, without their shared memory (dsq_cuda.mm.L2_AHEAD)
-                if t + L2_AHEAD < t_hi:
-                    prefetch_segments_l2(wrow + (t + L2_AHEAD) * w_step, SL * 4)
             words = tl.load(wbase + t * w_step, mask=nmask[:, None], other=0)
             for r in tl.static_range(EPW // DOT_FIELDS):
                 k0 = t * LBK + r * DOT_FIELDS * SL

@@ -40,8 +40,7 @@ LBK = {4: 256, 8: 128}
 #: defaults; the benchmark overrides them (decode_cfg) to sweep.
 DEFAULTS = dict(block_n=64, num_warps=4, num_stages=4, target_programs=1024, lbk4=512, lbk8=128, sl1=128, swap=0,
                 mma=1, mma_block_m=16, mma_stages=3, mma_x_ahead=0, mma_dot_fields=0, block_m=BLOCK_M,
-                static_codes=1, mma8=0, shared=1, int8_mma=1, int8_mma_stages=4, mma_l2_ahead=0)
-#: ``mma_l2_ahead``: the tensor-core kernel's L2_AHEAD (each K tile asks L2 for the tile that many on; 0: no)
+                static_codes=1, mma8=0, shared=1, int8_mma=1, int8_mma_stages=4)
 #: ``shared``: packed experts (int4, int8 in words) run both decode kernels on the one-token GEMV's row tiles
 #: (dsq_cuda.moe_gemv; tiles of 16 words, 32 for W8A16; x reordered by dsq_cuda.slab.pair_order for the
 #: tensor-core kernel)
@@ -197,8 +196,7 @@ def _launch_mma(a, a_scale, packed: PackedWeight, scheme: QuantScheme, al, out, 
         num_stages=cfg["int8_mma_stages"] if i8 and al.block_m <= 16 else cfg["mma_stages"],
         DOT_FIELDS=1 if i8 else mma_dot_fields(bits, group, sl, bool(cfg["mma_x_ahead"]), cfg["mma_dot_fields"]),
         ROW_TILES=bool(row_tiles), I8=i8, **pdl.launch_args(out.device),
-        PREFETCH=pdl.prefetch_tiles(out.device, "mma_int8" if i8 else "mma", block_n * sl * 4) if row_tiles else 0,
-        L2_AHEAD=0 if interpreting() or sl * 4 not in (64, 128) else cfg["mma_l2_ahead"])
+        PREFETCH=pdl.prefetch_tiles(out.device, "mma_int8" if i8 else "mma", block_n * sl * 4) if row_tiles else 0)
 
 
 def _int8_mma(scheme: QuantScheme | None, cfg: dict) -> int:

@@ -65,12 +65,6 @@ ROW_PIECE = 256
 _PREFETCH_ROWS_ASM = tl.constexpr(f"cp.async.bulk.prefetch.L2.global [$1], {ROW_PIECE}; mov.u32 $0, 0;")
 
 
-#: :func:`prefetch_segments_l2`'s PTX: a plain prefetch of the 128-byte line holding the address into L2 (a
-#: load-unit instruction with no destination; the bulk copy engine's prefetch per row, tried first, made the
-#: decode kernel up to 1.8x slower: cuda.md v17)
-_PREFETCH_LINE_ASM = tl.constexpr("prefetch.global.L2 [$1]; mov.u32 $0, 0;")
-
-
 def flag(device: torch.device | str) -> bool:
     """The PDL constexpr of a kernel launched on ``device``: ENABLED, and a Hopper (or newer) GPU, or a machine
     compiling for one (tests/cuda_moe/sm90_launches.py); never in the interpreter."""
@@ -136,12 +130,3 @@ def prefetch_rows_l2(ptrs):
     """A bulk prefetch of the ROW_PIECE bytes at each pointer of ``ptrs`` (16-byte aligned) into L2, by the
     threads that hold them (a pointer held by two threads is prefetched twice: harmless)."""
     tl.inline_asm_elementwise(_PREFETCH_ROWS_ASM, "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1)
-
-
-@triton.jit
-def prefetch_segments_l2(ptrs, NBYTES: tl.constexpr):
-    """Prefetch into L2 the NBYTES (at most 128, inside one 128-byte line) at each pointer of ``ptrs``, by the
-    threads that hold them (a pointer held by two threads is asked for twice: harmless). The decode GEMM's K loop
-    uses it to ask for a weight tile's rows some tiles ahead (dsq_cuda.mm.L2_AHEAD)."""
-    tl.static_assert(NBYTES <= 128)
-    tl.inline_asm_elementwise(_PREFETCH_LINE_ASM, "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1)

@@ -23,7 +23,6 @@ step() {  # step NAME SECONDS COMMAND...
     echo "$name: rc $? in $((SECONDS - t0)) s"
     tail -n 25 "$OUT/logs/$name.log"
 }
-AHEAD_SHAPES=${AHEAD_SHAPES:-}
 LAB="python3 benchmarks/cuda/mma_decode_lab.py --no-check --bn-warps 64:4 --splits 4,8,16 --sls 32 --ms 1,16 \
     --shapes 7168x18432,18432x7168,7168x2048,2048x7168"
 for s in $STEPS; do
@@ -384,17 +383,6 @@ for s in $STEPS; do
     bench_dense_v17) step bench_dense_v17 240 bash -c "cd benchmarks/cuda && python3 run_gpu.py --out $OUT/dense_v17 \
         --skip-correctness --ms 1,4,16,64 --schemes W4A16,W8A16,W4A8_DYNAMIC,W4AFP8 \
         --variant 'atomics:W4A16+W8A16+W4A8_DYNAMIC+W4AFP8:mm.FIXUP_SLOTS=False'" ;;
-    # v17: the decode kernel's K loop asking L2 (first with a bulk prefetch per row, then a plain line prefetch;
-    # AHEAD_SHAPES="--shapes ..." narrows the dense run) for the weight tile 2 / 4 / 8 tiles ahead (mm.L2_AHEAD, MoE
-    # decode_cfg mma_l2_ahead) against none, dense and MoE, one run each
-    bench_ahead_dense) step bench_ahead_dense 240 bash -c "cd benchmarks/cuda && python3 run_gpu.py --out $OUT/ahead_dense \
-        --skip-correctness --ms 1,16,64 --schemes W4A16,W8A16,W4A8_DYNAMIC,W4AFP8 $AHEAD_SHAPES \
-        --variant 'a2:W4A16+W8A16+W4A8_DYNAMIC+W4AFP8:mm.L2_AHEAD=2' \
-        --variant 'a4:W4A16+W8A16+W4A8_DYNAMIC+W4AFP8:mm.L2_AHEAD=4' \
-        --variant 'a8:W4A16+W8A16+W4A8_DYNAMIC+W4AFP8:mm.L2_AHEAD=8'" ;;
-    bench_ahead_moe) step bench_ahead_moe 200 python3 benchmarks/cuda_moe/bench_moe.py --tokens 8,64 --no-loop \
-        --schemes W4A16,W4A8_DYNAMIC,W4AFP8 --variants '[{"mma_l2_ahead": 2}, {"mma_l2_ahead": 4}, {"mma_l2_ahead": 8}]' \
-        --out "$OUT/ahead_moe.json" ;;
     # v16 (dense): the new default (PDL at M <= 2, the int8 prefetch at K <= 2048) against no PDL, every shape
     bench_dense_v16) step bench_dense_v16 200 bash -c "cd benchmarks/cuda && python3 run_gpu.py --out $OUT/dense_v16 \
         --skip-correctness --ms 1,2,4,16 --schemes W4A16,W8A16,W4A8_DYNAMIC,W4AFP8 \
@@ -416,7 +404,7 @@ for s in $STEPS; do
     # (v19b timed W8A8 / W8A8_DYNAMIC / FP8_BLOCK experts in 32-word row tiles, moe_gemv.BYTE_TILE_WORDS of commit
     # 5fab84b: no gain, removed with its steps; results-h200-v19b-byte-tiles.json)
     fp8_lab) step fp8_lab 200 python3 benchmarks/cuda/fp8_decode_lab.py --gpu --sass --dots 2,4,8 ;;
-    *) echo "unknown step $s; known: bench_ahead_dense bench_ahead_moe pytest_slots pytest_slots_k repeat_slots bench_dense_v17 bench_moe_v19 bench_moe_v19_clean pytest_v19 bench_v19 profile_v19 bench_dense_v16 repeat_probe bench_dense_pdl_m pytest_dense_pdl bench_dense_pdl fp8_lab bench_moe_v18 bench_moe_v18_clean pytest_moe_chain bench_v18c bench_pdl_b pytest_pdl bench_pdl pytest_fused_swiglu bench_fused_swiglu pytest_moe_all pytest_block_n bench_block_n bench_block32 dense_dirty dense_clean bench_align pytest_blocks_first bench_blocks_first bench_t1_decode pytest_align bench_moe_v17 bench_moe_v17_clean read_roofline profile_moe bench_dp4a_slices pytest_dp4a bench_dp4a pytest_slices bench_slices pytest_moe_i8 bench_moe_i8 bench_moe_v16_full bench_i8b bench_rt_fp8 pytest_moe_kernels pytest_i8 bench_i8 pytest_rt_v15b bench_rt_v15b pytest_rt_v15 bench_rt_v15 pytest_moe_w8_v15 bench_moe_v15_full bench_v15c bench_w8_v15 bench_int4_stages_v15 pytest_shared_v15 bench_shared_v15 pytest_gemv_v15 bench_gemv_v15 bench_gemv_v15_dense bench_moe_v15 pytest_moe_v14i bench_moe_v14i bench_moe_v14_full bench_moe_v14h pytest_gemv_v14 bench_moe_v14g bench_moe_v14f pytest_moe_v14e bench_moe_v14e bench_moe_v14c bench_moe_v14d bench_moe_v14b pytest_moe_v14 bench_moe_v14 pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
+    *) echo "unknown step $s; known: pytest_slots pytest_slots_k repeat_slots bench_dense_v17 bench_moe_v19 bench_moe_v19_clean pytest_v19 bench_v19 profile_v19 bench_dense_v16 repeat_probe bench_dense_pdl_m pytest_dense_pdl bench_dense_pdl fp8_lab bench_moe_v18 bench_moe_v18_clean pytest_moe_chain bench_v18c bench_pdl_b pytest_pdl bench_pdl pytest_fused_swiglu bench_fused_swiglu pytest_moe_all pytest_block_n bench_block_n bench_block32 dense_dirty dense_clean bench_align pytest_blocks_first bench_blocks_first bench_t1_decode pytest_align bench_moe_v17 bench_moe_v17_clean read_roofline profile_moe bench_dp4a_slices pytest_dp4a bench_dp4a pytest_slices bench_slices pytest_moe_i8 bench_moe_i8 bench_moe_v16_full bench_i8b bench_rt_fp8 pytest_moe_kernels pytest_i8 bench_i8 pytest_rt_v15b bench_rt_v15b pytest_rt_v15 bench_rt_v15 pytest_moe_w8_v15 bench_moe_v15_full bench_v15c bench_w8_v15 bench_int4_stages_v15 pytest_shared_v15 bench_shared_v15 pytest_gemv_v15 bench_gemv_v15 bench_gemv_v15_dense bench_moe_v15 pytest_moe_v14i bench_moe_v14i bench_moe_v14_full bench_moe_v14h pytest_gemv_v14 bench_moe_v14g bench_moe_v14f pytest_moe_v14e bench_moe_v14e bench_moe_v14c bench_moe_v14d bench_moe_v14b pytest_moe_v14 bench_moe_v14 pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
     esac
 done
 # the device returns at most 8 files: the logs travel as one archive
