@@ -12,6 +12,14 @@ import os
 import torch
 
 
+def deterministic() -> bool:
+    """Whether the caller asked PyTorch for deterministic algorithms (``torch.use_deterministic_algorithms``).
+    Then no kernel of this backend adds float partial sums in the order its programs arrive: split-K launches run
+    unsplit, and the dense decode GEMM sums its split-K partials in slot order (dsq_cuda.mm.FIXUP_SLOTS), so a
+    call gives the same bits every time (at a cost in speed: docs/benchmarks/cuda.md v17)."""
+    return torch.are_deterministic_algorithms_enabled()
+
+
 def interpreting() -> bool:
     """True when ``TRITON_INTERPRET=1``: kernels run in Triton's numpy interpreter on CPU tensors."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0", "false", "False")

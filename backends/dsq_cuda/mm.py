@@ -24,7 +24,7 @@ from dsq.errors import QuantInputError
 from dsq.qtypes import PackedWeight
 from dsq.schemes import ActGranularity, Granularity, QType, QuantScheme, get_scheme
 from dsq_cuda import act_quant, block_fp8, pdl
-from dsq_cuda._env import interpreting
+from dsq_cuda._env import deterministic, interpreting
 from dsq_cuda.configs import Config, mma_stream_programs, pick, pick_mma
 from dsq_cuda.dequant_kernel import dequantize_t
 from dsq_cuda.expand_kernel import FP8_CODES, INT8_TWO_LEVEL, expand_int4
@@ -129,7 +129,8 @@ MMA_DOT_FIELDS = 0
 #: slot order, so every call gives the same bits. Atomics (False): float32 atomic adds in the order the programs
 #: arrive, which can change the last bit from call to call once a row block has 3 or more float partials
 #: (W4A8_DYNAMIC's integer-valued partials never do). None (default): slots exactly when the caller asked PyTorch
-#: for deterministic algorithms (``torch.use_deterministic_algorithms(True)``). H200, one run of 128 cells
+#: for deterministic algorithms (``torch.use_deterministic_algorithms(True)``, dsq_cuda._env.deterministic, under
+#: which every other split-K launch of the backend runs unsplit). H200, one run of 128 cells
 #: (cuda.md v17): slots cost a median 0.6%, nothing on the wide shapes at M <= 16, and 5-27% (0.8-5 us) on
 #: N <= 2048 with K = 7168, whose 8-14 splits make the most slots; the atomics gave up to 30 distinct outputs in
 #: 30 calls (benchmarks/cuda/repeat_probe.py)
@@ -138,7 +139,7 @@ FIXUP_SLOTS: bool | None = None
 
 def deterministic_split() -> bool:
     """Whether the decode kernel's split-K finish adds its partial sums in a fixed order (FIXUP_SLOTS)."""
-    return torch.are_deterministic_algorithms_enabled() if FIXUP_SLOTS is None else FIXUP_SLOTS
+    return deterministic() if FIXUP_SLOTS is None else FIXUP_SLOTS
 
 
 _FIXUP_WORKSPACES: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -291,6 +292,8 @@ def _weight_only(x, lay, scheme, bias, config: Config | None) -> torch.Tensor | 
         return _mma_decode(x, lay, scheme, bias, ACT_FLOAT, x.dtype)
     if (config is None and m <= GEMV_MAX_M) or (config is not None and config.block_k < 0):
         cfg = config or pick(f"gemv{scheme.weight_bits}", m, n, k, group, str(dev))
+        if deterministic():  # unsplit: no float32 atomics in arrival order
+            cfg = dataclasses.replace(cfg, split_k=1)
         words = row_tiles(lay, scheme.weight_bits, group, -cfg.block_k)  # the configs carry the width negated
         out = _out_buffer(m, n, x.dtype, cfg.split_k, dev)
         launch_gemv(x, words, lay["ws"], lay.get("wz"), bias, out, scheme, m, n, cfg, group)
@@ -387,7 +390,7 @@ def _qmm(xq, xs, xz, lay: dict, scheme: QuantScheme, bias, config: Config | None
     block_k = sl * 32 // scheme.weight_bits if packed_w else abs(cfg.block_k)
     if not packed_w and group and group % block_k:
         raise QuantInputError(f"config block_k={cfg.block_k} does not divide the scale group {group}")
-    split = cfg.split_k
+    split = 1 if deterministic() else cfg.split_k  # (split-K partials meet in float32 atomics)
     out = torch.zeros((m, n), dtype=torch.float32, device=dev) if split > 1 else \
         torch.empty((m, n), dtype=out_dtype, device=dev)
     w = slabs(lay, scheme.weight_bits) if packed_w else lay["w"]

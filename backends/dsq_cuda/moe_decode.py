@@ -22,7 +22,7 @@ import torch
 from dsq.qtypes import PackedWeight
 from dsq.schemes import ActGranularity, QuantScheme
 from dsq_cuda import moe_gemv, pdl
-from dsq_cuda._env import check_not_capturing, interpreting
+from dsq_cuda._env import check_not_capturing, deterministic, interpreting
 from dsq_cuda.act_quant import quantize_swiglu_per_token_int8
 from dsq_cuda.moe_align import align_pairs
 from dsq_cuda.moe_layout import bits_of, prepare
@@ -105,9 +105,10 @@ def tuned(up_sw: dict) -> dict:
 
 
 def _split(blocks: int, n_tiles: int, k_tiles: int, target: int) -> int:
-    """Split K so that about ``target`` programs run, each keeping at least two K tiles."""
+    """Split K so that about ``target`` programs run, each keeping at least two K tiles; never under
+    torch.use_deterministic_algorithms (the splits would meet in float32 atomics in arrival order)."""
     base = blocks * n_tiles
-    if base >= target or k_tiles < 4:
+    if base >= target or k_tiles < 4 or deterministic():
         return 1
     return int(max(1, min(-(-target // base), k_tiles // 2)))
 

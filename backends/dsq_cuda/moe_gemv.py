@@ -42,7 +42,7 @@ from dsq.errors import QuantInputError
 from dsq.qtypes import PackedWeight, weight_tensor_name
 from dsq.schemes import ActGranularity, QType, QuantScheme
 from dsq_cuda import pdl
-from dsq_cuda._env import check_not_capturing
+from dsq_cuda._env import check_not_capturing, deterministic
 from dsq_cuda.mm import group_of
 from dsq_cuda.slab import GEMV_TILE_WORDS, gemv_tile_words, tile_order, to_row_tiles
 from dsq_cuda.unpack import unpack_zero_points
@@ -177,8 +177,8 @@ def _gemv(a, a_scale, lay, scheme, out, pair_ids, n, k, x_div, expert_range, num
 
     group = group_of(scheme)
     cfg = pick(f"gemv{scheme.weight_bits}", 1, n, k, group, str(a.device))  # its SW: words a load
-    if cfg.split_k > MAX_SPLIT:
-        cfg = dataclasses.replace(cfg, split_k=MAX_SPLIT)
+    if cfg.split_k > MAX_SPLIT or deterministic():  # (unsplit: no float atomics in arrival order)
+        cfg = dataclasses.replace(cfg, split_k=1 if deterministic() else MAX_SPLIT)
     w, ws = lay["w"], lay["ws"]
     if scheme.weight_bits == 8 and lay["row_tiles"] and w.shape[-1] == INT8_TILE_WORDS and cfg.block_k < 0:
         cfg = dataclasses.replace(cfg, block_k=-PACKED8_LOAD_WORDS)
