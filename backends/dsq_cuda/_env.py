@@ -11,13 +11,16 @@ import os
 
 import torch
 
+#: None: :func:`deterministic` follows ``torch.use_deterministic_algorithms``; True / False force it (benchmarks)
+DETERMINISTIC: bool | None = None
+
 
 def deterministic() -> bool:
     """Whether the caller asked PyTorch for deterministic algorithms (``torch.use_deterministic_algorithms``).
     Then no kernel of this backend adds float partial sums in the order its programs arrive: split-K launches run
     unsplit, and the dense decode GEMM sums its split-K partials in slot order (dsq_cuda.mm.FIXUP_SLOTS), so a
     call gives the same bits every time (at a cost in speed: docs/benchmarks/cuda.md v17)."""
-    return torch.are_deterministic_algorithms_enabled()
+    return torch.are_deterministic_algorithms_enabled() if DETERMINISTIC is None else DETERMINISTIC
 
 
 def interpreting() -> bool:

@@ -161,7 +161,8 @@ def quantize_all(w: torch.Tensor, backend) -> dict:
 
 def parse_variant(spec: str) -> tuple[str, list[str], dict[str, object]]:
     """``LABEL:SCHEME+SCHEME:module.NAME=VALUE,...`` -> (label, schemes, {"module.NAME": value}). A variant
-    times the listed schemes again with dsq_cuda module settings changed (module: ``mm``, ``configs`` or ``pdl``;
+    times the listed schemes again with dsq_cuda module settings changed (module: ``mm``, ``configs``, ``pdl`` or
+    ``_env``;
     VALUE a Python literal), as the column ``SCHEME@LABEL``: an untried dispatch choice beside the default
     in one run, e.g. ``act64:W4A8_DYNAMIC+W4AFP8:mm.MMA_ACT_MAX_M=64``."""
     try:
@@ -178,16 +179,17 @@ def parse_variant(spec: str) -> tuple[str, list[str], dict[str, object]]:
 @contextlib.contextmanager
 def settings(values: dict[str, object]):
     """dsq_cuda module attributes set to ``values`` inside the block, restored after; config caches cleared."""
+    import dsq_cuda._env as env
     import dsq_cuda.configs as configs
     import dsq_cuda.mm as mm
     import dsq_cuda.pdl as pdl
-    mods = {"mm": mm, "configs": configs, "pdl": pdl}
+    mods = {"mm": mm, "configs": configs, "pdl": pdl, "_env": env}
     old = {}
     try:
         for key, value in values.items():
             mod, name = key.split(".", 1)
             if mod not in mods or not hasattr(mods[mod], name):
-                raise SystemExit(f"--variant sets {key}: not an attribute of dsq_cuda.{mod} (modules: mm, configs, pdl)")
+                raise SystemExit(f"--variant sets {key}: not an attribute of dsq_cuda.{mod} (modules: {', '.join(mods)})")
             old[key] = getattr(mods[mod], name)
             setattr(mods[mod], name, value)
         configs.pick.cache_clear()
