@@ -30,7 +30,8 @@ in one of two layouts:
   rounding of fp32 x products) and the final rounding.
 
 Split-K (SPLIT_K > 1: the H200 sweep wants many programs in flight, up to 32 per output tile) adds float32
-partial sums atomically into a zeroed buffer. One program row per token (grid axis 0 = M): for M > 1 the
+partial sums atomically into a zeroed buffer, or (SLOTS, under torch.use_deterministic_algorithms) stores each in a
+slot of its own, which the last program of an output block adds in slot order. One program row per token (grid axis 0 = M): for M > 1 the
 tiled tensor-core kernel is the better choice, and the dispatcher uses this kernel at M = 1 only.
 
 MOE: the same kernel serves a decode step of the fused MoE layer (dsq_cuda.moe_gemv) when every routed
@@ -119,7 +120,7 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
                 MANT: tl.constexpr = False, X_SCALE: tl.constexpr = 0, CHANNEL_SCALE: tl.constexpr = False,
                 PAIRS: tl.constexpr = False, SIGNED: tl.constexpr = False, EVEN_W: tl.constexpr = False,
                 SLW: tl.constexpr = 0, DP4A: tl.constexpr = 0, ASM: tl.constexpr = True, PDL: tl.constexpr = False,
-                PREFETCH: tl.constexpr = 0):
+                PREFETCH: tl.constexpr = 0, SLOTS: tl.constexpr = False, sum_ptr=None, count_ptr=None):
     """y[row, n] (see the module docstring): K is the length of an x row (masked past it), KW the words of a
     weight row that exist (tile t's words ``t*SW + [0, SW)`` past KW read as 0), EVEN_W when every chunk's words
     exist (no word mask). SLW > 0: row tiles, SLW words per row of a *layout* tile (compile-time strides), read
@@ -284,7 +285,21 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
         b = tl.load(bias_ptr + rows, mask=nmask, other=0.0).to(tl.float32)
         y = y + tl.where(pid_k == 0, 1.0, 0.0) * b
     optr = out_ptr + row * stride_om + rows
-    if SPLIT_K > 1:
+    if SLOTS:  # deterministic split-K: partial sum pid_k in slot pid_k of sum [SPLIT_K, rows, N]; the program
+        # that completes (row, pid_n) adds the slots in slot order (the pattern of dsq_cuda.mma_decode_kernel's
+        # FIXUP with SLOTS) and leaves its count at zero for the next call
+        n_rows = tl.num_programs(0)
+        tl.store(sum_ptr + (pid_k * n_rows + row).to(tl.int64) * N + rows, y, mask=nmask)
+        tl.debug_barrier()
+        cnt = count_ptr + row * tl.num_programs(1) + pid_n
+        if tl.atomic_add(cnt, 1) == SPLIT_K - 1:
+            total = tl.zeros([BLOCK_N], dtype=tl.float32)
+            for j in tl.static_range(SPLIT_K):
+                total += tl.load(sum_ptr + (j * n_rows + row).to(tl.int64) * N + rows, mask=nmask, other=0.0,
+                                 cache_modifier=".cg")
+            tl.store(optr, total.to(out_ptr.dtype.element_ty), mask=nmask)
+            tl.atomic_xchg(cnt, 0)
+    elif SPLIT_K > 1:
         tl.atomic_add(optr, y, mask=nmask, sem="relaxed")  # unordered: the kernel's end orders them
     else:
         tl.store(optr, y.to(out_ptr.dtype.element_ty), mask=nmask)
@@ -292,7 +307,7 @@ def gemv_kernel(x_ptr, w_ptr, ws_ptr, wz_ptr, bias_ptr, out_ptr, ids_ptr, xs_ptr
 
 def launch(x, words, ws, wz, bias, out, scheme, rows: int, n: int, cfg, group: int, row_tiles: bool = True,
            moe: tuple | None = None, xs=None, wc=None, xs_per_expert: bool = False, signed: bool = False,
-           dp4a: int = 0, pdl: bool = False, prefetch: int = 0) -> None:
+           dp4a: int = 0, pdl: bool = False, prefetch: int = 0, slots: bool = False) -> None:
     """Launch :func:`gemv_kernel` over ``rows`` program rows with config ``cfg`` (dsq_cuda.configs).
 
     ``row_tiles``: ``words`` are row tiles ``[..., tiles, N, SW]`` (SW = -cfg.block_k) and x rows are in input
@@ -304,7 +319,10 @@ def launch(x, words, ws, wz, bias, out, scheme, rows: int, n: int, cfg, group: i
     ``[E, N, 1]`` (MoE mode). ``dp4a``: x holds int8 codes in dsq_cuda.slab.int8_mma_order (1), or the digit
     slices of dsq_cuda.act_quant.int8_slices (3), for int4 row tiles of 16 words, multiplied by ``dp4a`` in int32
     (:func:`_dp4a_tile`, :func:`_dp4a_slices_tile`). ``pdl``: launch with programmatic dependent launch and wait
-    for the previous kernel in the kernel (dsq_cuda.pdl), after an L2 prefetch of ``prefetch`` row tiles."""
+    for the previous kernel in the kernel (dsq_cuda.pdl), after an L2 prefetch of ``prefetch`` row tiles.
+    ``slots`` (split-K only): the partial sums meet in a slot each, added in slot order by the program that
+    completes an output block, so every call gives the same bits (torch.use_deterministic_algorithms); ``out``
+    is then written, not accumulated into, and need not be zeroed."""
     import torch
 
     from dsq.schemes import Granularity
@@ -331,6 +349,12 @@ def launch(x, words, ws, wz, bias, out, scheme, rows: int, n: int, cfg, group: i
     chunk = gemv_chunk(bits, group, slw or sw)
     ids, stride_we, stride_se, e_lo, e_hi, x_div = moe if moe is not None else (ws, 0, 0, 0, 1, 1)
     grid = (rows, -(-n // cfg.block_n), cfg.split_k)
+    slots = slots and cfg.split_k > 1
+    sums = counts = None
+    if slots:
+        from dsq_cuda.mm import fixup_workspace
+
+        sums, counts = fixup_workspace(out.device, rows, n, cfg.split_k, counts=grid[0] * grid[1])
     gemv_kernel[grid](x, words, ws, ws if wz is None else wz, ws if bias is None else bias, out, ids,
                       ws if xs is None else xs, ws if wc is None else wc, n, kx, kw, ws.shape[-1], x.stride(0),
                       out.stride(0), stride_wn, stride_wt, stride_we, stride_se, 0 if wc is None else wc[0].numel(),
@@ -344,7 +368,7 @@ def launch(x, words, ws, wz, bias, out, scheme, rows: int, n: int, cfg, group: i
                       PAIRS=pairs_apply(bits, group, slw or sw), SIGNED=signed,
                       EVEN_W=kw * epw >= -(-kx // chunk) * chunk, SLW=slw,  # EVEN_W: every chunk's words exist
                       DP4A=dp4a, ASM=not interpreting(), PDL=pdl, PREFETCH=prefetch if pdl and slw else 0,
-                      num_warps=cfg.num_warps, num_stages=cfg.num_stages, **launch_kwargs(pdl))
+                      SLOTS=slots, sum_ptr=sums, count_ptr=counts, num_warps=cfg.num_warps, num_stages=cfg.num_stages, **launch_kwargs(pdl))
 
 
 def pairs_apply(bits: int, group: int, sw: int) -> bool:

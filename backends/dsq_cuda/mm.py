@@ -155,9 +155,11 @@ def fixup_slots(split_k: int, programs: int, tiles: int, blocks: int) -> int:
     return min(programs, -(-tiles // least) + 1)
 
 
-def fixup_workspace(device: torch.device, block_m: int, n: int, slots: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """The float32 partial sums [slots, block_m, n] and zeroed int32 counts [n / 32] of the decode kernel's
-    in-kernel split-K finish, one pair per (device, stream, block_m, n, slots). Every call leaves the counts
+def fixup_workspace(device: torch.device, block_m: int, n: int, slots: int = 1,
+                    counts: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float32 partial sums [slots, block_m, n] and zeroed int32 counts [``counts``, default n / 32] of the decode
+    kernels' in-kernel split-K finish (this GEMM's, and the GEMV's with slots: dsq_cuda.gemv_kernel), one pair per
+    (device, stream, block_m, n, slots, counts). Every call leaves the counts
     zeroed again, and calls on one stream run in order; the sums need no zeroing with slots (each slot the
     finish reads was written in the same call) and are left zeroed by each call with atomics (one slot). Made at first
     use, also inside CUDA graph capture (torch.cuda.graph captures on a stream of its own, so a warm-up call
@@ -165,10 +167,11 @@ def fixup_workspace(device: torch.device, block_m: int, n: int, slots: int = 1) 
     referenced here, and the graph also records its zero fill, which only rewrites zeros. (A few MB in all for
     a model's distinct widths.)"""
     stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
-    key = (str(device), stream, block_m, n, slots)
+    counts = -(-n // 32) if counts is None else counts
+    key = (str(device), stream, block_m, n, slots, counts)
     if key not in _FIXUP_WORKSPACES:
         _FIXUP_WORKSPACES[key] = (torch.zeros((slots, block_m, n), dtype=torch.float32, device=device),
-                                  torch.zeros(-(-n // 32), dtype=torch.int32, device=device))
+                                  torch.zeros(counts, dtype=torch.int32, device=device))
     return _FIXUP_WORKSPACES[key]
 
 
@@ -292,11 +295,10 @@ def _weight_only(x, lay, scheme, bias, config: Config | None) -> torch.Tensor | 
         return _mma_decode(x, lay, scheme, bias, ACT_FLOAT, x.dtype)
     if (config is None and m <= GEMV_MAX_M) or (config is not None and config.block_k < 0):
         cfg = config or pick(f"gemv{scheme.weight_bits}", m, n, k, group, str(dev))
-        if deterministic():  # unsplit: no float32 atomics in arrival order
-            cfg = dataclasses.replace(cfg, split_k=1)
         words = row_tiles(lay, scheme.weight_bits, group, -cfg.block_k)  # the configs carry the width negated
         out = _out_buffer(m, n, x.dtype, cfg.split_k, dev)
-        launch_gemv(x, words, lay["ws"], lay.get("wz"), bias, out, scheme, m, n, cfg, group)
+        launch_gemv(x, words, lay["ws"], lay.get("wz"), bias, out, scheme, m, n, cfg, group,
+                    slots=deterministic())  # (split-K partials added in slot order: the same bits every call)
         return out.to(x.dtype)
     return None
 

@@ -177,8 +177,8 @@ def _gemv(a, a_scale, lay, scheme, out, pair_ids, n, k, x_div, expert_range, num
 
     group = group_of(scheme)
     cfg = pick(f"gemv{scheme.weight_bits}", 1, n, k, group, str(a.device))  # its SW: words a load
-    if cfg.split_k > MAX_SPLIT or deterministic():  # (unsplit: no float atomics in arrival order)
-        cfg = dataclasses.replace(cfg, split_k=1 if deterministic() else MAX_SPLIT)
+    if cfg.split_k > MAX_SPLIT:
+        cfg = dataclasses.replace(cfg, split_k=MAX_SPLIT)
     w, ws = lay["w"], lay["ws"]
     if scheme.weight_bits == 8 and lay["row_tiles"] and w.shape[-1] == INT8_TILE_WORDS and cfg.block_k < 0:
         cfg = dataclasses.replace(cfg, block_k=-PACKED8_LOAD_WORDS)
@@ -187,7 +187,8 @@ def _gemv(a, a_scale, lay, scheme, out, pair_ids, n, k, x_div, expert_range, num
     launch(a, w, ws, lay.get("wz"), None, out, scheme, pair_ids.shape[0], n, cfg, group, row_tiles=lay["row_tiles"],
            moe=(pair_ids, w[0].numel(), ws[0].numel(), e_lo, e_hi, x_div), xs=a_scale, wc=lay.get("wc"),
            xs_per_expert=scheme.static_activations, signed=lay["signed"], dp4a=dp4a, pdl=pdl.flag(a.device),
-           prefetch=pdl.prefetch_tiles(a.device, "gemv_dp4a" if dp4a == 1 else "gemv", cfg.block_n * w.shape[-1] * 4))
+           prefetch=pdl.prefetch_tiles(a.device, "gemv_dp4a" if dp4a == 1 else "gemv", cfg.block_n * w.shape[-1] * 4),
+           slots=deterministic())  # (deterministic: split-K partials added in slot order, not arrival order)
 
 
 def _codes(v: torch.Tensor, scheme: QuantScheme, packed: PackedWeight, ids: torch.Tensor, top_k: int,

@@ -440,7 +440,7 @@ def test_deterministic_mode_takes_the_slots(cuda_backend, ref_backend, monkeypat
         y_atomics = raw_matmul(x, pw, scheme)
     finally:
         torch.use_deterministic_algorithms(was)
-    assert sorted(key[-1] for key in mm._FIXUP_WORKSPACES) == [1, 2]  # slots per workspace: atomics, then 2 splits
+    assert sorted(key[-2] for key in mm._FIXUP_WORKSPACES) == [1, 2]  # slots per workspace: atomics, then 2 splits
     assert _rel(y_slots, ref_backend.matmul(x, pw, scheme)) < TOL[torch.bfloat16]
     assert torch.equal(y_slots, y_atomics)  # two partials: the same sum in either order
 

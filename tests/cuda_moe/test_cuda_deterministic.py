@@ -2,8 +2,9 @@
 
 By default split-K launches add float32 partial sums with atomics in the order their programs arrive, so a row
 of three or more partials can change its last bit from call to call (benchmarks/cuda/repeat_probe.py). Under
-PyTorch's deterministic mode (dsq_cuda._env.deterministic) every such launch runs unsplit, and the dense decode
-GEMM keeps a slot per partial and adds the slots in a fixed order (dsq_cuda.mm.FIXUP_SLOTS). These tests record
+PyTorch's deterministic mode (dsq_cuda._env.deterministic) the dense decode GEMM and the GEMV (dense, and the
+MoE's one-token path) keep a slot per partial and add the slots in a fixed order (dsq_cuda.mm.FIXUP_SLOTS,
+gemv_kernel SLOTS), and every other split-K launch runs unsplit. These tests record
 every Triton launch of the MoE layer (T = 1 GEMV, T = 8 decode, T = 80 tiled) and of the dense GEMM, and check
 that no launch splits K into atomics, that the results still match the reference, and that repeated calls give
 the same bits. In CPU CI they run in the interpreter; with DSQ_MOE_TEST_DEVICE=cuda on a GPU, where arrival
@@ -59,12 +60,18 @@ def _atomic_splits(seen: list[tuple[str, dict]]) -> list[str]:
     bad = []
     for name, kw in seen:
         split = kw.get("SPLIT_K", 1)
+        if kw.get("SLOTS"):  # a slot per partial, added in slot order
+            continue
         if kw.get("FIXUP"):
-            if not kw.get("SLOTS"):
-                bad.append(f"{name} (split-K fixup with atomics)")
+            bad.append(f"{name} (split-K fixup with atomics)")
         elif split > 1:
             bad.append(f"{name} SPLIT_K={split}")
     return bad
+
+
+def _slot_splits(seen: list[tuple[str, dict]]) -> int:
+    """Launches that split K and add the partials in slot order."""
+    return sum(1 for _, kw in seen if kw.get("SLOTS") and (kw.get("SPLIT_K", 1) > 1 or kw.get("FIXUP")))
 
 
 GPU = DEVICE != "cpu"
@@ -98,6 +105,13 @@ def test_moe_under_deterministic_mode_never_splits_into_atomics(launches, scheme
     assert all(torch.equal(z, y) for z in again)
     if t < 80:  # (the tiled prefill never splits K): the decode paths do by default at these shapes
         assert default_splits, "the default path was expected to split K here"
+    if t == 1:  # the one-token GEMV keeps its split, in slots, each written by the call that reads it
+        assert _slot_splits(launches)
+        for sums, counts in mm._FIXUP_WORKSPACES.values():
+            assert not counts.any()
+            sums.fill_(float("nan"))
+        with deterministic_mode(True):
+            assert torch.equal(run_moe(*args), y)
 
 
 @pytest.mark.parametrize("name,m,n,k", [("W4A16", 16, 1536, 2048), ("W8A16", 4, 2048, 2048),
@@ -126,5 +140,7 @@ def test_dense_matmul_under_deterministic_mode_never_splits_into_atomics(launche
     assert not _atomic_splits(launches), _atomic_splits(launches)
     fixups = [kw for _, kw in launches if kw.get("FIXUP")]
     assert all(kw["SLOTS"] >= 2 for kw in fixups)
+    if name == "W4A16" and m == 1 and k < 512:  # the GEMV (shallow K) keeps its split, in slots
+        assert _slot_splits(launches)
     assert rel_err(y.float(), ref.matmul(x, pw, scheme).float()) < 1e-2
     assert all(torch.equal(z, y) for z in again)

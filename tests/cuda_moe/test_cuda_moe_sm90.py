@@ -43,7 +43,10 @@ LAUNCH_CASES = ["moe:W4A16:1", "moe:W4A16:8", "moe:W4A8_DYNAMIC:8", "moe:W4AFP8:
                 # programmatic dependent launch (dsq_cuda.pdl) and its L2 prefetch
                 "moe:W4A8_DYNAMIC:1:pdl.ENABLED=True", "moe:W4A16:8:pdl.ENABLED=True", "moe:W4A16:1:pdl.ENABLED=True",
                 "moe:W4A8_DYNAMIC:8:pdl.ENABLED=True", "moe:W8A8:1:pdl.ENABLED=True", "moe:W8A8:8:pdl.ENABLED=True",
-                "moe:W8A8:1:pdl.ENABLED=False", "moe:W4A8_DYNAMIC:8:pdl.ENABLED=False"]
+                "moe:W8A8:1:pdl.ENABLED=False", "moe:W4A8_DYNAMIC:8:pdl.ENABLED=False",
+                # deterministic mode: the GEMV's and the decode GEMM's split-K in slots
+                "moe:W4A16:1:_env.DETERMINISTIC=True", "moe:W8A8:1:_env.DETERMINISTIC=True",
+                "mm:W4A16:16:_env.DETERMINISTIC=True"]
 
 
 def test_decode_kernels_compile_for_sm90_as_launched():
