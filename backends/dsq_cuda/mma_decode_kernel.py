@@ -223,6 +223,9 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
     atomically into ``sum`` and the number of tiles it summed into ``count``; the program whose tiles complete
     the block reads ``sum``, zeroes it, applies the epilogue, writes ``out`` in its own dtype and zeroes
     ``count`` for the next call, so the caller neither zeroes nor casts a buffer (two kernels fewer a call).
+    FIXUP with SLOTS > 0 (``sum`` [SLOTS, BLOCK_M, N], any contents; torch.use_deterministic_algorithms): each
+    program stores its sum in slot ``split index`` (stream-K: its rank among the block's programs) and the
+    completing program adds slots 0, 1, ... in that order, so the bits never depend on arrival order.
     Otherwise (MOE with SPLIT_K > 1): partial sums go atomically into a zeroed float32 ``out``.
 
     MOE (the fused MoE layer's grouped GEMMs, dsq_cuda.moe_decode): program axis 2 is block b of the
