@@ -17,9 +17,10 @@ DETERMINISTIC: bool | None = None
 
 def deterministic() -> bool:
     """Whether the caller asked PyTorch for deterministic algorithms (``torch.use_deterministic_algorithms``).
-    Then no kernel of this backend adds float partial sums in the order its programs arrive: split-K launches run
-    unsplit, and the dense decode GEMM sums its split-K partials in slot order (dsq_cuda.mm.FIXUP_SLOTS), so a
-    call gives the same bits every time (at a cost in speed: docs/benchmarks/cuda.md v17)."""
+    Then no kernel of this backend adds float partial sums in the order its programs arrive: the dense decode GEMM
+    and the GEMV keep a slot per split-K partial and add the slots in slot order (dsq_cuda.mm.FIXUP_SLOTS,
+    gemv_kernel SLOTS), every other split-K launch runs unsplit, so a call gives the same bits every time (at a
+    cost in speed: docs/benchmarks/cuda.md v17, cuda-moe.md v20)."""
     return torch.are_deterministic_algorithms_enabled() if DETERMINISTIC is None else DETERMINISTIC
 
 

@@ -30,9 +30,10 @@ in one of two layouts:
   rounding of fp32 x products) and the final rounding.
 
 Split-K (SPLIT_K > 1: the H200 sweep wants many programs in flight, up to 32 per output tile) adds float32
-partial sums atomically into a zeroed buffer, or (SLOTS, under torch.use_deterministic_algorithms) stores each in a
-slot of its own, which the last program of an output block adds in slot order. One program row per token (grid axis 0 = M): for M > 1 the
-tiled tensor-core kernel is the better choice, and the dispatcher uses this kernel at M = 1 only.
+partial sums atomically into a zeroed buffer, or (SLOTS, under torch.use_deterministic_algorithms) stores each
+in a slot of its own, which the last program of an output block adds in slot order. One program row per token
+(grid axis 0 = M): for M > 1 the tiled tensor-core kernel is the better choice, and the dispatcher uses this
+kernel at M = 1 only.
 
 MOE: the same kernel serves a decode step of the fused MoE layer (dsq_cuda.moe_gemv) when every routed
 expert sees one token: program row p is the (token, expert) pair p, whose weights are expert ``ids[p]`` of a
@@ -368,7 +369,8 @@ def launch(x, words, ws, wz, bias, out, scheme, rows: int, n: int, cfg, group: i
                       PAIRS=pairs_apply(bits, group, slw or sw), SIGNED=signed,
                       EVEN_W=kw * epw >= -(-kx // chunk) * chunk, SLW=slw,  # EVEN_W: every chunk's words exist
                       DP4A=dp4a, ASM=not interpreting(), PDL=pdl, PREFETCH=prefetch if pdl and slw else 0,
-                      SLOTS=slots, sum_ptr=sums, count_ptr=counts, num_warps=cfg.num_warps, num_stages=cfg.num_stages, **launch_kwargs(pdl))
+                      SLOTS=slots, sum_ptr=sums, count_ptr=counts,
+                      num_warps=cfg.num_warps, num_stages=cfg.num_stages, **launch_kwargs(pdl))
 
 
 def pairs_apply(bits: int, group: int, sw: int) -> bool:

@@ -130,7 +130,7 @@ MMA_DOT_FIELDS = 0
 #: arrive, which can change the last bit from call to call once a row block has 3 or more float partials
 #: (W4A8_DYNAMIC's integer-valued partials never do). None (default): slots exactly when the caller asked PyTorch
 #: for deterministic algorithms (``torch.use_deterministic_algorithms(True)``, dsq_cuda._env.deterministic, under
-#: which every other split-K launch of the backend runs unsplit). H200, one run of 128 cells
+#: which the GEMV keeps slots too and every other split-K launch runs unsplit). H200, one run of 128 cells
 #: (cuda.md v17): slots cost a median 0.6%, nothing on the wide shapes at M <= 16, and 5-27% (0.8-5 us) on
 #: N <= 2048 with K = 7168, whose 8-14 splits make the most slots; the atomics gave up to 30 distinct outputs in
 #: 30 calls (benchmarks/cuda/repeat_probe.py)
@@ -296,7 +296,8 @@ def _weight_only(x, lay, scheme, bias, config: Config | None) -> torch.Tensor | 
     if (config is None and m <= GEMV_MAX_M) or (config is not None and config.block_k < 0):
         cfg = config or pick(f"gemv{scheme.weight_bits}", m, n, k, group, str(dev))
         words = row_tiles(lay, scheme.weight_bits, group, -cfg.block_k)  # the configs carry the width negated
-        out = _out_buffer(m, n, x.dtype, cfg.split_k, dev)
+        # (with slots the kernel writes every output once, in x's dtype: no zeroed float32 buffer to add into)
+        out = _out_buffer(m, n, x.dtype, 1 if deterministic() else cfg.split_k, dev)
         launch_gemv(x, words, lay["ws"], lay.get("wz"), bias, out, scheme, m, n, cfg, group,
                     slots=deterministic())  # (split-K partials added in slot order: the same bits every call)
         return out.to(x.dtype)
