@@ -153,9 +153,20 @@ MMA_WIDE_STREAM_MIN_TILES = 16
 MMA_WIDE_STAGES = 3
 
 
-def mma_stream_programs(cfg: Config, n: int, k: int, bits: int, device: str) -> int:
-    """Programs of a stream-K launch of the decode kernel for ``cfg`` (from :func:`pick_mma`), or 0: split-K."""
-    if cfg.block_m <= 16 or interpreting() or device == "cpu":
+#: above the decode sizes (dsq_cuda.mm.MMA_PREFILL_MAX_M): the decode kernel in token blocks of this many tokens
+#: (its MMA's N side), BLOCK_N weight rows, warps and pipeline stages; split-K (float32 atomics) MMA_PREFILL_SPLIT,
+#: or 0: only where row blocks x token blocks leave SMs idle
+MMA_PREFILL_BLOCK_M = 128
+MMA_PREFILL_BLOCK_N = 128
+MMA_PREFILL_WARPS = 8
+MMA_PREFILL_STAGES = 2
+MMA_PREFILL_SPLIT = 0
+
+
+def mma_stream_programs(cfg: Config, n: int, k: int, bits: int, device: str, m: int = 0) -> int:
+    """Programs of a stream-K launch of the decode kernel for ``cfg`` (from :func:`pick_mma`), or 0: split-K (also
+    for more tokens than one block, ``m`` > BLOCK_M)."""
+    if cfg.block_m <= 16 or m > cfg.block_m or interpreting() or device == "cpu":
         return 0
     programs = MMA_WIDE_STREAM_PER_SM * _sm_count(torch.device(device).index or 0)
     units = triton.cdiv(n, cfg.block_n) * triton.cdiv(k, cfg.block_k * 32 // bits)
@@ -174,8 +185,13 @@ def pick_mma(m: int, n: int, k: int, sl: int, bits: int, device: str) -> Config:
     bm = max(16, triton.next_power_of_2(max(1, m)))
     tiles = triton.cdiv(k, sl * 32 // bits)  # K tiles of the pair-tile layout: split-K never exceeds them
     if interpreting() or device == "cpu":  # the interpreter: small tiles keep numpy fast
-        return Config(bm, 32, sl, 2 if tiles > 1 else 1, 4, 1)
+        return Config(bm if m <= 64 else 32, 32, sl, 2 if tiles > 1 else 1, 4, 1)
     sms = _sm_count(torch.device(device).index or 0)
+    if bm > 64:  # prefill: token blocks (MMA_PREFILL_*), split-K only to fill the SMs
+        bm = min(bm, MMA_PREFILL_BLOCK_M)
+        blocks = triton.cdiv(n, MMA_PREFILL_BLOCK_N) * triton.cdiv(m, bm)
+        split = MMA_PREFILL_SPLIT or max(1, min(tiles // 4, sms // blocks))
+        return Config(bm, MMA_PREFILL_BLOCK_N, sl, split, MMA_PREFILL_WARPS, MMA_PREFILL_STAGES)
     if bm <= 16:
         bn, warps = 64, 4
         want = MMA_PROGRAMS_PER_SM * sms / triton.cdiv(n, bn)  # splits that give that many programs

@@ -96,6 +96,10 @@ CUBLAS_BLOCK_FP8 = True
 GEMV_MAX_M = 1
 #: dequantize-then-cuBLAS from this many rows on (None: never). Tests lower these to reach every path.
 DENSE_MIN_M: int | None = 256
+#: above MMA_MAX_M (weight-only) / MMA_ACT_MAX_M (W4A8_DYNAMIC / W4AFP8, x's codes as bf16) up to this many
+#: rows: the decode kernel in token blocks (configs.MMA_PREFILL) on weights at least MMA_WIDE_MIN_K deep, instead
+#: of dequantize + cuBLAS / the tiled kernel / the expanded codes. 0: never
+MMA_PREFILL_MAX_M = 0
 
 
 #: the decode kernel's K split: "fixup" (split-K grid, or stream-K above M = 16 on large weights as
@@ -239,6 +243,8 @@ def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None
     cfg = pick_mma(m, n, k, sl, scheme.weight_bits, str(dev))
     if i8 and cfg.block_m <= 16 and cfg.num_stages > 2:
         cfg = dataclasses.replace(cfg, num_stages=MMA_INT8_STAGES)
+    if m > cfg.block_m and cfg.split_k > 1 and deterministic():  # (token blocks' split-K meets in atomics)
+        cfg = dataclasses.replace(cfg, split_k=1)
     epw = 32 // scheme.weight_bits
     blocks, tiles = -(-n // cfg.block_n), kw // sl
     programs = 0
@@ -246,9 +252,10 @@ def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None
         sms = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 2
         programs = min(blocks * tiles, MMA_STREAM_PER_SM * sms)
     elif MMA_SPLIT == "fixup":  # large weights above M = 16 go stream-K (configs.MMA_WIDE_STREAM_PER_SM)
-        programs = mma_stream_programs(cfg, n, k, scheme.weight_bits, str(dev))
+        programs = mma_stream_programs(cfg, n, k, scheme.weight_bits, str(dev), m)
+    tblocks = -(-m // cfg.block_m)  # token blocks: more than one at prefill sizes, then no in-kernel finish
     ws_fix, slots = None, 0  # (slots: the kernel's SLOTS, 0 for atomics)
-    if MMA_SPLIT != "atomic" and (cfg.split_k > 1 or programs):
+    if MMA_SPLIT != "atomic" and (cfg.split_k > 1 or programs) and tblocks == 1:
         slots = fixup_slots(cfg.split_k, programs, tiles, blocks) if deterministic_split() else 0
         ws_fix = fixup_workspace(dev, cfg.block_m, n, max(1, slots))
     if ws_fix is None:
@@ -261,12 +268,13 @@ def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None
     wc = lay["ws"]  # per-channel scales (two-level: s1), read only when CHANNEL_SCALE
     if xq.dtype == torch.float8_e4m3fn:
         xq = xq.view(torch.uint8)  # the kernel reinterprets the bits (masked lanes read as +0.0)
-    x_ahead = cfg.num_stages < 3 if MMA_X_AHEAD is None else MMA_X_AHEAD
+    # (token blocks of more than 64: x by the pipeliner, fields chained, whatever the stages)
+    x_ahead = cfg.num_stages < 3 and cfg.block_m <= 64 if MMA_X_AHEAD is None else MMA_X_AHEAD
     on = PDL and m <= PDL_MAX_M and pdl.flag(dev)
     prefetch = 0
     if on and i8 and not programs and k <= PREFETCH_MAX_K:
         prefetch = pdl.prefetch_tiles(dev, "dense_int8", cfg.block_n * sl * 4)
-    mma_decode_kernel[(programs,) if programs else (blocks, cfg.split_k)](
+    mma_decode_kernel[(programs,) if programs else (blocks, cfg.split_k, tblocks)](
         xq, ws if xs is None else xs, w, ws, wc, lay.get("wz", ws), ws if bias is None else bias, out,
         m, n, k, kw, ws.shape[-1], xq.stride(0), out.stride(0), ws, ws, 0, 0, 0,
         G=group or epw * sl, BITS=scheme.weight_bits, ACT=act, ASYM="wz" in lay, GROUP_SCALE=grouped,
@@ -285,6 +293,9 @@ def _weight_only(x, lay, scheme, bias, config: Config | None) -> torch.Tensor | 
     m, n, k = x.shape[0], lay["n"], lay["k"]
     group = group_of(scheme)
     dev = x.device
+    wide = config is None and MMA_MAX_M[scheme.weight_bits] < m <= MMA_PREFILL_MAX_M and k >= MMA_WIDE_MIN_K
+    if wide and x.dtype in (torch.bfloat16, torch.float16):  # prefill on the decode kernel, in token blocks
+        return _mma_decode(x, lay, scheme, bias, ACT_FLOAT, x.dtype)
     if config is None and DENSE_MIN_M is not None and m >= DENSE_MIN_M:
         slabs(lay, scheme.weight_bits)
         wd = dequantize_t(lay, scheme.weight_bits, group, x.dtype)
@@ -336,10 +347,10 @@ def matmul(x: torch.Tensor, packed: PackedWeight, scheme: QuantScheme, bias: tor
     elif act == ACT_INT8_STATIC:
         xs, xz = lay["input_scale"], lay["input_zero_point"]
         xq = act_quant.quantize_static_int8(x, xs, xz, half_away=scheme.act_rounding.value == "half_away")
-    elif config is None and "packed" in lay and m <= MMA_ACT_MAX_M and lay["k"] >= MMA_MIN_K[4] and \
-            (m <= 16 or lay["k"] >= MMA_ACT_WIDE_MIN_K) and \
+    elif config is None and "packed" in lay and m <= max(MMA_ACT_MAX_M, MMA_PREFILL_MAX_M) and \
+            lay["k"] >= MMA_MIN_K[4] and (m <= 16 or lay["k"] >= MMA_ACT_WIDE_MIN_K) and \
             act in (ACT_INT8_TOKEN, ACT_FP8_TOKEN):
-        if _int8_mma(scheme):
+        if _int8_mma(scheme) and m <= MMA_ACT_MAX_M:
             xq, xs = act_quant.quantize_per_token_int8(x, mma_order=True)
             return _mma_decode(xq, lay, scheme, bias, ACT_INT8_TOKEN, out_dtype, xs=xs.reshape(-1), i8=True)
         # the decode kernel multiplies codes in bf16: quantize straight to bf16 codes (exact), so its inner

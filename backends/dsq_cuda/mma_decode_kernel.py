@@ -213,7 +213,9 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
     every ``tl.dot``, so 4 fields a chain wait 2 times a tile instead of 8 (cuda.md v11). On this path x columns
     past M read zeros (a masked copy reads no memory); with one field a chain they read the last token.
 
-    Who does what. Default: program (i, j) owns row block i and the j-th of SPLIT_K runs of K tiles.
+    Who does what. Default: program (i, j, b) owns row block i, the j-th of SPLIT_K runs of K tiles and (dense)
+    tokens ``[b BLOCK_M, (b + 1) BLOCK_M)``: more than one token block (prefill) only without FIXUP, whose
+    workspace holds one.
     STREAM (stream-K, dense only): the grid is one axis of P programs (a few per SM, all resident at once), and
     the ``row blocks x K tiles`` units, row block by row block, are cut into P equal runs, so no SM idles
     through a last partial wave; a run covers the end of one row block and the start of the next.
@@ -263,12 +265,12 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
         w_ptr += e64 * stride_we
         ws_ptr += e64 * stride_se
         wc_ptr += e64 * stride_ce
-    else:
-        orow = offs_m
-        mmask = offs_m < M
+    else:  # program axis 2 (split-K grid only): the BLOCK_M tokens from row program_id(2) * BLOCK_M (prefill)
+        orow = tl.program_id(2) * BLOCK_M + offs_m
+        mmask = orow < M
         # rows past M read the last token where x is loaded a field at a time (in bounds, so those loads need no
         # mask); the chained path (DOT_FIELDS > 1) masks them instead. Never stored
-        xrow = tl.minimum(offs_m, M - 1)
+        xrow = tl.minimum(orow, M - 1)
     if PREFETCH > 0:  # read before the wait: the host launches it so that the weights (and in MOE mode the
         # expert ids and blocks) were written before the kernel this one follows (dsq_cuda.pdl)
         tl.static_assert(ROW_TILES and not STREAM)

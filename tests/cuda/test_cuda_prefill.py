@@ -154,3 +154,38 @@ def test_cublas_block_fp8_on_gpu(cuda_backend, ref_backend, name, m):
     for b in (None, bias):
         y = raw_matmul(x, pw, scheme, b)
         assert _rel(y, ref_backend.matmul(x, pw, scheme, b)) < TOL[torch.bfloat16]
+
+
+class _GridRecorder:
+    """Stands in for a Triton kernel: records each launch's grid, then launches the real kernel."""
+
+    def __init__(self, kernel):
+        self.kernel, self.grids = kernel, []
+
+    def __getitem__(self, grid):
+        self.grids.append(tuple(grid))
+        return self.kernel[grid]
+
+
+@pytest.mark.parametrize("name", ["W4A16", "W4A16_ASYM", "W8A16", "W4A8_DYNAMIC", "W4AFP8"])
+@pytest.mark.parametrize("split", [1, 2])
+def test_decode_kernel_in_token_blocks(cuda_backend, ref_backend, monkeypatch, name, split):
+    """Above the decode sizes (mm.MMA_PREFILL_MAX_M) the decode kernel runs in token blocks (grid axis 2): every
+    block's rows match the reference, with split-K (float32 atomics) and without, and with a bias added once."""
+    import dataclasses
+
+    import dsq_cuda.configs as configs
+    import dsq_cuda.mm as mm
+    from dsq_cuda._env import interpreting
+
+    monkeypatch.setattr(mm, "MMA_PREFILL_MAX_M", 4096)
+    pick = mm.pick_mma
+    monkeypatch.setattr(mm, "pick_mma", lambda *a: dataclasses.replace(pick(*a), split_k=split))
+    rec = _GridRecorder(mm.mma_decode_kernel)
+    monkeypatch.setattr(mm, "mma_decode_kernel", rec)
+    scheme, w, x, bias, _ = _problem(name, 40, 2048, 150, torch.bfloat16, seed=31)
+    pw = ref_backend.quantize_weight(w, scheme)
+    y = raw_matmul(x, pw, scheme, bias)
+    block_m = 32 if interpreting() else configs.MMA_PREFILL_BLOCK_M  # (the interpreter's config: 32)
+    assert len(rec.grids) == 1 and rec.grids[0][2] == -(-150 // block_m)
+    assert _rel(y, ref_backend.matmul(x, pw, scheme, bias)) < TOL[torch.bfloat16]
