@@ -153,14 +153,17 @@ MMA_WIDE_STREAM_MIN_TILES = 16
 MMA_WIDE_STAGES = 3
 
 
-#: above the decode sizes (dsq_cuda.mm.MMA_PREFILL_MAX_M): the decode kernel in token blocks of this many tokens
-#: (its MMA's N side), BLOCK_N weight rows, warps and pipeline stages; split-K (float32 atomics) MMA_PREFILL_SPLIT,
-#: or 0: only where row blocks x token blocks leave SMs idle
+#: above the decode sizes, up to dsq_cuda.mm.MMA_PREFILL_MAX_M tokens: the decode kernel with all tokens in one
+#: block of MMA_PREFILL_BLOCK_M (its MMA's N side) and MMA_PREFILL_STAGES stages, stream-K, where the weight is
+#: large enough for stream-K (mma_stream_programs); else in token blocks of MMA_PREFILL_TOKEN_BLOCK with
+#: MMA_PREFILL_TOKEN_STAGES stages, split-K (float32 atomics) only where row blocks x token blocks leave SMs idle.
+#: Both BLOCK_N 128, 8 warps. H200, M = 128 (cuda.md v18): the one block won on 7168x18432 (106.5 us against
+#: 137.1 in token blocks of 64) and 18432x7168 (105.8 vs 112.0); token blocks of 64 won on 7168x2048 (22.8 vs
+#: 26.0) and 2048x7168 (18.2 vs 26.7), whose row blocks x K tiles are too few for stream-K
 MMA_PREFILL_BLOCK_M = 128
-MMA_PREFILL_BLOCK_N = 128
-MMA_PREFILL_WARPS = 8
 MMA_PREFILL_STAGES = 2
-MMA_PREFILL_SPLIT = 0
+MMA_PREFILL_TOKEN_BLOCK = 64
+MMA_PREFILL_TOKEN_STAGES = 3
 
 
 def mma_stream_programs(cfg: Config, n: int, k: int, bits: int, device: str, m: int = 0) -> int:
@@ -187,11 +190,13 @@ def pick_mma(m: int, n: int, k: int, sl: int, bits: int, device: str) -> Config:
     if interpreting() or device == "cpu":  # the interpreter: small tiles keep numpy fast
         return Config(bm if m <= 64 else 32, 32, sl, 2 if tiles > 1 else 1, 4, 1)
     sms = _sm_count(torch.device(device).index or 0)
-    if bm > 64:  # prefill: token blocks (MMA_PREFILL_*), split-K only to fill the SMs
-        bm = min(bm, MMA_PREFILL_BLOCK_M)
-        blocks = triton.cdiv(n, MMA_PREFILL_BLOCK_N) * triton.cdiv(m, bm)
-        split = MMA_PREFILL_SPLIT or max(1, min(tiles // 4, sms // blocks))
-        return Config(bm, MMA_PREFILL_BLOCK_N, sl, split, MMA_PREFILL_WARPS, MMA_PREFILL_STAGES)
+    if bm > 64:  # prefill (MMA_PREFILL_*): one block of tokens under stream-K, or token blocks
+        one = Config(MMA_PREFILL_BLOCK_M, 128, sl, 1, 8, MMA_PREFILL_STAGES)
+        if m <= one.block_m and mma_stream_programs(one, n, k, bits, device, m):
+            return one
+        bm = MMA_PREFILL_TOKEN_BLOCK
+        blocks = triton.cdiv(n, 128) * triton.cdiv(m, bm)
+        return Config(bm, 128, sl, max(1, min(tiles // 4, sms // blocks)), 8, MMA_PREFILL_TOKEN_STAGES)
     if bm <= 16:
         bn, warps = 64, 4
         want = MMA_PROGRAMS_PER_SM * sms / triton.cdiv(n, bn)  # splits that give that many programs

@@ -1,10 +1,11 @@
 """matmul host side: prepare a PackedWeight's device layout once, quantize the activation, launch a kernel.
 
 Paths: weight-only schemes with bf16/fp16 x use mma_decode_kernel for M <= MMA_MAX_M[bits] (64) on weights
-deep enough (MMA_MIN_K / MMA_WIDE_MIN_K), gemv_kernel for M <= GEMV_MAX_M otherwise,
-dequantize + cuBLAS for M >= DENSE_MIN_M and qmm_kernel in between; W4A8_DYNAMIC and W4AFP8 quantize x
-(act_quant: W4A8's int8 codes in the int8 MMA order for the decode kernel's int8 path, MMA_INT8; W4AFP8's codes
-as bf16) and use mma_decode_kernel for M <= MMA_ACT_MAX_M; from
+deep enough (MMA_MIN_K / MMA_WIDE_MIN_K), and in token blocks up to MMA_PREFILL_MAX_M (128), gemv_kernel for
+M <= GEMV_MAX_M otherwise, dequantize + cuBLAS for M >= DENSE_MIN_M and qmm_kernel in between; W4A8_DYNAMIC
+and W4AFP8 quantize x (act_quant: W4A8's int8 codes in the int8 MMA order for the decode kernel's int8 path,
+MMA_INT8; W4AFP8's codes as bf16) and use mma_decode_kernel for M <= MMA_ACT_MAX_M (then with both as bf16 codes
+up to MMA_PREFILL_MAX_M); from
 EXPAND_MIN_M rows on (where the decode kernel does not take them) their int4 codes are expanded to one byte per
 weight for the call and multiplied as int8 (qmm_kernel, W8A8_DYNAMIC's path) or FP8 (cuBLAS's block-scaled GEMM,
 dsq_cuda.block_fp8, where available; else qmm_kernel). FP8_BLOCK uses that cuBLAS GEMM from BLOCK_FP8_MIN_M rows
@@ -97,9 +98,12 @@ GEMV_MAX_M = 1
 #: dequantize-then-cuBLAS from this many rows on (None: never). Tests lower these to reach every path.
 DENSE_MIN_M: int | None = 256
 #: above MMA_MAX_M (weight-only) / MMA_ACT_MAX_M (W4A8_DYNAMIC / W4AFP8, x's codes as bf16) up to this many
-#: rows: the decode kernel in token blocks (configs.MMA_PREFILL) on weights at least MMA_WIDE_MIN_K deep, instead
-#: of dequantize + cuBLAS / the tiled kernel / the expanded codes. 0: never
-MMA_PREFILL_MAX_M = 0
+#: rows: the decode kernel (one block of tokens, or token blocks: configs.MMA_PREFILL_*) on weights at least
+#: MMA_WIDE_MIN_K deep, instead of the tiled kernel / the expanded codes (0: never). H200, M = 128, 4 shapes
+#: (cuda.md v18): 0.73-0.90x bf16 for W4A16 where the tiled kernel gave 0.31-0.56x (7168x18432 106.5 vs 248.4
+#: us); W8A16 0.73-0.88x vs 0.35-0.64x; W4A8_DYNAMIC / W4AFP8 (x's codes as bf16) 0.55-0.75x vs 0.46-0.62x. At
+#: M = 256 it lost (0.27-0.66x against dequantize + cuBLAS's 0.51-0.66x): about a third of the tensor cores' rate
+MMA_PREFILL_MAX_M = 128
 
 
 #: the decode kernel's K split: "fixup" (split-K grid, or stream-K above M = 16 on large weights as
@@ -315,6 +319,16 @@ def _weight_only(x, lay, scheme, bias, config: Config | None) -> torch.Tensor | 
     return None
 
 
+def _act_on_mma(m: int, k: int) -> bool:
+    """Whether W4A8_DYNAMIC / W4AFP8 with M rows and K inputs take the decode kernel (decode sizes, or prefill
+    up to MMA_PREFILL_MAX_M rows on weights at least MMA_WIDE_MIN_K deep)."""
+    if m <= 16:
+        return k >= MMA_MIN_K[4]
+    if m <= MMA_ACT_MAX_M:
+        return k >= MMA_ACT_WIDE_MIN_K
+    return m <= MMA_PREFILL_MAX_M and k >= MMA_WIDE_MIN_K
+
+
 def _act_mode(scheme: QuantScheme) -> int:
     if scheme.act_dtype is None:
         return ACT_FLOAT
@@ -347,9 +361,8 @@ def matmul(x: torch.Tensor, packed: PackedWeight, scheme: QuantScheme, bias: tor
     elif act == ACT_INT8_STATIC:
         xs, xz = lay["input_scale"], lay["input_zero_point"]
         xq = act_quant.quantize_static_int8(x, xs, xz, half_away=scheme.act_rounding.value == "half_away")
-    elif config is None and "packed" in lay and m <= max(MMA_ACT_MAX_M, MMA_PREFILL_MAX_M) and \
-            lay["k"] >= MMA_MIN_K[4] and (m <= 16 or lay["k"] >= MMA_ACT_WIDE_MIN_K) and \
-            act in (ACT_INT8_TOKEN, ACT_FP8_TOKEN):
+    elif config is None and "packed" in lay and act in (ACT_INT8_TOKEN, ACT_FP8_TOKEN) and \
+            _act_on_mma(m, lay["k"]):
         if _int8_mma(scheme) and m <= MMA_ACT_MAX_M:
             xq, xs = act_quant.quantize_per_token_int8(x, mma_order=True)
             return _mma_decode(xq, lay, scheme, bias, ACT_INT8_TOKEN, out_dtype, xs=xs.reshape(-1), i8=True)

@@ -289,12 +289,15 @@ def test_groups_wider_than_a_tile(cuda_backend, ref_backend, monkeypatch, name, 
 
 @pytest.mark.parametrize("name,m,k,expect", [
     ("W4A16", 1, 2048, "mma"), ("W4A16", 16, 512, "mma"), ("W4A16", 1, 256, "other"), ("W4A16", 64, 2048, "mma"),
-    ("W4A16", 64, 1536, "other"), ("W4A16", 65, 4096, "other"), ("W8A16", 1, 1024, "mma"), ("W8A16", 16, 512, "other"),
-    ("W8A16", 64, 2048, "mma"), ("W4A8_DYNAMIC", 16, 512, "mma"), ("W4A8_DYNAMIC", 64, 1024, "mma"),
-    ("W4A8_DYNAMIC", 64, 512, "other")])
+    ("W4A16", 64, 1536, "other"), ("W4A16", 128, 4096, "mma"), ("W4A16", 129, 2048, "other"),
+    ("W4A16", 100, 1536, "other"), ("W8A16", 1, 1024, "mma"), ("W8A16", 16, 512, "other"),
+    ("W8A16", 64, 2048, "mma"), ("W8A16", 100, 2048, "mma"), ("W4A8_DYNAMIC", 16, 512, "mma"),
+    ("W4A8_DYNAMIC", 64, 1024, "mma"), ("W4A8_DYNAMIC", 64, 512, "other"), ("W4AFP8", 100, 2048, "mma"),
+    ("W4AFP8", 100, 1024, "other")])
 def test_decode_dispatch(cuda_backend, ref_backend, monkeypatch, name, m, k, expect):
     """Which kernel serves a packed scheme by default: the decode kernel on weights deep enough for M (int4 K >=
-    512 and int8 K >= 1024 to M = 16; K >= 2048 above, 1024 for W4A8), else the GEMV or the tiled kernel."""
+    512 and int8 K >= 1024 to M = 16; K >= 2048 above, 1024 for W4A8 to M = 64; K >= 2048 to M = 128), else the
+    GEMV, the tiled kernel, dequantize + cuBLAS or the expanded codes."""
     import dsq_cuda.mm as mm
 
     calls = []

@@ -179,13 +179,13 @@ def test_decode_kernel_in_token_blocks(cuda_backend, ref_backend, monkeypatch, n
     from dsq_cuda._env import interpreting
 
     monkeypatch.setattr(mm, "MMA_PREFILL_MAX_M", 4096)
-    pick = mm.pick_mma
-    monkeypatch.setattr(mm, "pick_mma", lambda *a: dataclasses.replace(pick(*a), split_k=split))
+    pick, cfgs = mm.pick_mma, []
+    monkeypatch.setattr(mm, "pick_mma", lambda *a: cfgs.append(dataclasses.replace(pick(*a), split_k=split)) or cfgs[-1])
     rec = _GridRecorder(mm.mma_decode_kernel)
     monkeypatch.setattr(mm, "mma_decode_kernel", rec)
     scheme, w, x, bias, _ = _problem(name, 40, 2048, 150, torch.bfloat16, seed=31)
     pw = ref_backend.quantize_weight(w, scheme)
     y = raw_matmul(x, pw, scheme, bias)
-    block_m = 32 if interpreting() else configs.MMA_PREFILL_BLOCK_M  # (the interpreter's config: 32)
-    assert len(rec.grids) == 1 and rec.grids[0][2] == -(-150 // block_m)
+    assert cfgs[0].block_m == (32 if interpreting() else configs.MMA_PREFILL_TOKEN_BLOCK)  # (a small weight)
+    assert len(rec.grids) == 1 and rec.grids[0][2] == -(-150 // cfgs[0].block_m)
     assert _rel(y, ref_backend.matmul(x, pw, scheme, bias)) < TOL[torch.bfloat16]
