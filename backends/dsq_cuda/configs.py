@@ -79,6 +79,11 @@ def _largest_divisor_block(g: int, want: int) -> int:
     return b
 
 
+#: the tiled kernel's tile above M = 256 for one-byte codes (int8 / fp8 weights: W8A8, W8A8_DYNAMIC, W4A8's
+#: expanded codes, FP8 without cuBLAS): (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages)
+LARGE_M_TILE = (128, 128, 128, 8, 3)
+
+
 @functools.lru_cache(maxsize=4096)
 def pick(kind: str, m: int, n: int, k: int, group: int, device: str) -> Config:
     """The config for one GEMM. ``kind``: dsq_cuda.mm.kind_of ('wonly4', 'int8', 'fp84', ...) or 'gemv4' /
@@ -103,6 +108,8 @@ def pick(kind: str, m: int, n: int, k: int, group: int, device: str) -> Config:
         bm, bn, bk, warps, stages = mb, 64, 128, 4, 4
     elif mb <= 256:
         bm, bn, bk, warps, stages = 64, 128, 128, 4, 4
+    elif kind in ("int8", "fp8"):  # one-byte codes
+        bm, bn, bk, warps, stages = LARGE_M_TILE
     else:  # weight-only needs BLOCK_K = 128: its field-wise dots are BLOCK_K / 8 deep, and MMAs need >= 16
         bm, bn, bk, warps, stages = 128, 128, 128, 8, 3
     if group:

@@ -106,6 +106,10 @@ DENSE_MIN_M: int | None = 256
 MMA_PREFILL_MAX_M = 128
 
 
+#: qmm_kernel's loads of one-byte codes and x without a K mask where K is a multiple of BLOCK_K (its EVEN_K)
+QMM_EVEN_K = True
+
+
 #: the decode kernel's K split: "fixup" (split-K grid, or stream-K above M = 16 on large weights as
 #: configs.mma_stream_programs says; the last program of a row block finishes it in the kernel, from a cached
 #: self-cleaning workspace), "stream" (stream-K over MMA_STREAM_PER_SM programs per SM,
@@ -434,6 +438,6 @@ def _qmm(xq, xs, xz, lay: dict, scheme: QuantScheme, bias, config: Config | None
         not scheme.two_level, BLOCK_SCALE=scheme.weight_granularity is Granularity.BLOCK,
         ASYM=not scheme.weight_symmetric, TWO_LEVEL=scheme.two_level, HAS_BIAS=bias is not None,
         IEEE=act == ACT_FLOAT and (xq.dtype == torch.float32 or interpreting()), SPLIT_K=split,
-        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=block_k, SL=sl,
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=block_k, SL=sl, EVEN_K=QMM_EVEN_K and k % block_k == 0,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return out.to(out_dtype) if split > 1 else out

@@ -37,7 +37,8 @@ def qmm_kernel(x_ptr, xs_ptr, xz_ptr, w_ptr, ws_ptr, wz_ptr, s2_ptr, corr_ptr, b
                GROUP_SCALE: tl.constexpr, BLOCK_SCALE: tl.constexpr, ASYM: tl.constexpr,
                TWO_LEVEL: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE: tl.constexpr, SPLIT_K: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-               SL: tl.constexpr):
+               SL: tl.constexpr, EVEN_K: tl.constexpr = False):
+    """EVEN_K (one-byte codes): K % BLOCK_K == 0, so the K loop's loads need no K mask."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -106,10 +107,14 @@ def qmm_kernel(x_ptr, xs_ptr, xz_ptr, w_ptr, ws_ptr, wz_ptr, s2_ptr, corr_ptr, b
                         part = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
         else:
             offs_k = k0 + tl.arange(0, BLOCK_K)
-            x = tl.load(x_ptr + m64 * stride_xm + offs_k[None, :], mask=mmask[:, None] & (offs_k[None, :] < K),
-                        other=0.0)
-            kmask = nmask[:, None] & (offs_k[None, :] < K)
-            q = tl.load(w_ptr + offs_n[:, None].to(tl.int64) * K + offs_k[None, :], mask=kmask, other=0)
+            if EVEN_K:
+                x = tl.load(x_ptr + m64 * stride_xm + offs_k[None, :], mask=mmask[:, None], other=0.0)
+                q = tl.load(w_ptr + offs_n[:, None].to(tl.int64) * K + offs_k[None, :], mask=nmask[:, None], other=0)
+            else:
+                x = tl.load(x_ptr + m64 * stride_xm + offs_k[None, :], mask=mmask[:, None] & (offs_k[None, :] < K),
+                            other=0.0)
+                kmask = nmask[:, None] & (offs_k[None, :] < K)
+                q = tl.load(w_ptr + offs_n[:, None].to(tl.int64) * K + offs_k[None, :], mask=kmask, other=0)
             g = k0 // G
             if ACT == 0:  # (no preset stores weight-only codes one per byte; kept for completeness)
                 part = tl.dot(x.to(tl.float32), tl.trans(q.to(tl.float32)), input_precision="ieee")

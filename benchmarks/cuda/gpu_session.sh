@@ -395,6 +395,21 @@ for s in $STEPS; do
         --variant 'm128n64:W4A16+W8A16:$P,${C}_BLOCK_N=64,${C}_WARPS=4' \
         --variant 'm64n64s3:W4A16:$P,${C}_BLOCK_M=64,${C}_BLOCK_N=64,${C}_WARPS=4,${C}_STAGES=3' \
         --variant 'm128n64s3:W4A16:$P,${C}_BLOCK_N=64,${C}_WARPS=4,${C}_STAGES=3'" ;;
+    # v18: the new default at 65-128 rows (mm.MMA_PREFILL_MAX_M = 128) against the old paths, and between 129 and
+    # 255 rows the tiled kernel (default) against dequantize + cuBLAS from 129 rows
+    bench_prefill18b) S="W4A16+W8A16+W4A8_DYNAMIC+W4AFP8"
+        step bench_prefill18b 300 bash -c "cd benchmarks/cuda && python3 run_gpu.py --out $OUT/prefill18b \
+        --skip-correctness --ms 96,128,192 --schemes W4A16,W8A16,W4A8_DYNAMIC,W4AFP8 \
+        --shapes 7168x18432,18432x7168,7168x2048,2048x7168,1536x24576,512x32768 \
+        --variant 'old:$S:mm.MMA_PREFILL_MAX_M=0' --variant 'dense129:W4A16+W8A16:mm.DENSE_MIN_M=129'" ;;
+    # v18 (dense, M = 4096): qmm_kernel's tile for one-byte codes (configs.LARGE_M_TILE) and its loads without a
+    # K mask (mm.QMM_EVEN_K), W8A8 / W8A8_DYNAMIC / W4A8_DYNAMIC (expanded codes) on every shape
+    bench_int8_tiles) T="configs.LARGE_M_TILE"; S="W8A8+W8A8_DYNAMIC+W4A8_DYNAMIC"
+        step bench_int8_tiles 400 bash -c "cd benchmarks/cuda && python3 run_gpu.py --out $OUT/int8_tiles \
+        --skip-correctness --ms 4096 --schemes W8A8,W8A8_DYNAMIC,W4A8_DYNAMIC \
+        --variant 'maskk:$S:mm.QMM_EVEN_K=False' \
+        --variant 'n256:$S:$T=(128, 256, 128, 8, 3)' --variant 'm256:$S:$T=(256, 128, 128, 8, 3)' \
+        --variant 'n256k64:$S:$T=(128, 256, 64, 8, 4)' --variant 's4:$S:$T=(128, 128, 128, 8, 4)'" ;;
     # v17 (dense): split-K partials in slots summed in slot order (mm.FIXUP_SLOTS, the default): the dense tests,
     # the repeat probe (slots / atomics / slots with PDL), and the timing against the atomics in one run
     pytest_slots) step pytest_slots 200 python3 -m pytest -q tests/cuda/test_cuda_matmul.py tests/cuda/test_cuda_pdl.py ;;
@@ -426,7 +441,7 @@ for s in $STEPS; do
     # (v19b timed W8A8 / W8A8_DYNAMIC / FP8_BLOCK experts in 32-word row tiles, moe_gemv.BYTE_TILE_WORDS of commit
     # 5fab84b: no gain, removed with its steps; results-h200-v19b-byte-tiles.json)
     fp8_lab) step fp8_lab 200 python3 benchmarks/cuda/fp8_decode_lab.py --gpu --sass --dots 2,4,8 ;;
-    *) echo "unknown step $s; known: pytest_prefill18 bench_prefill18 pytest_det bench_det_moe bench_det_dense pytest_slots pytest_slots_k repeat_slots bench_dense_v17 bench_moe_v19 bench_moe_v19_clean pytest_v19 bench_v19 profile_v19 bench_dense_v16 repeat_probe bench_dense_pdl_m pytest_dense_pdl bench_dense_pdl fp8_lab bench_moe_v18 bench_moe_v18_clean pytest_moe_chain bench_v18c bench_pdl_b pytest_pdl bench_pdl pytest_fused_swiglu bench_fused_swiglu pytest_moe_all pytest_block_n bench_block_n bench_block32 dense_dirty dense_clean bench_align pytest_blocks_first bench_blocks_first bench_t1_decode pytest_align bench_moe_v17 bench_moe_v17_clean read_roofline profile_moe bench_dp4a_slices pytest_dp4a bench_dp4a pytest_slices bench_slices pytest_moe_i8 bench_moe_i8 bench_moe_v16_full bench_i8b bench_rt_fp8 pytest_moe_kernels pytest_i8 bench_i8 pytest_rt_v15b bench_rt_v15b pytest_rt_v15 bench_rt_v15 pytest_moe_w8_v15 bench_moe_v15_full bench_v15c bench_w8_v15 bench_int4_stages_v15 pytest_shared_v15 bench_shared_v15 pytest_gemv_v15 bench_gemv_v15 bench_gemv_v15_dense bench_moe_v15 pytest_moe_v14i bench_moe_v14i bench_moe_v14_full bench_moe_v14h pytest_gemv_v14 bench_moe_v14g bench_moe_v14f pytest_moe_v14e bench_moe_v14e bench_moe_v14c bench_moe_v14d bench_moe_v14b pytest_moe_v14 bench_moe_v14 pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
+    *) echo "unknown step $s; known: bench_prefill18b bench_int8_tiles pytest_prefill18 bench_prefill18 pytest_det bench_det_moe bench_det_dense pytest_slots pytest_slots_k repeat_slots bench_dense_v17 bench_moe_v19 bench_moe_v19_clean pytest_v19 bench_v19 profile_v19 bench_dense_v16 repeat_probe bench_dense_pdl_m pytest_dense_pdl bench_dense_pdl fp8_lab bench_moe_v18 bench_moe_v18_clean pytest_moe_chain bench_v18c bench_pdl_b pytest_pdl bench_pdl pytest_fused_swiglu bench_fused_swiglu pytest_moe_all pytest_block_n bench_block_n bench_block32 dense_dirty dense_clean bench_align pytest_blocks_first bench_blocks_first bench_t1_decode pytest_align bench_moe_v17 bench_moe_v17_clean read_roofline profile_moe bench_dp4a_slices pytest_dp4a bench_dp4a pytest_slices bench_slices pytest_moe_i8 bench_moe_i8 bench_moe_v16_full bench_i8b bench_rt_fp8 pytest_moe_kernels pytest_i8 bench_i8 pytest_rt_v15b bench_rt_v15b pytest_rt_v15 bench_rt_v15 pytest_moe_w8_v15 bench_moe_v15_full bench_v15c bench_w8_v15 bench_int4_stages_v15 pytest_shared_v15 bench_shared_v15 pytest_gemv_v15 bench_gemv_v15 bench_gemv_v15_dense bench_moe_v15 pytest_moe_v14i bench_moe_v14i bench_moe_v14_full bench_moe_v14h pytest_gemv_v14 bench_moe_v14g bench_moe_v14f pytest_moe_v14e bench_moe_v14e bench_moe_v14c bench_moe_v14d bench_moe_v14b pytest_moe_v14 bench_moe_v14 pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
     esac
 done
 # the device returns at most 8 files: the logs travel as one archive

@@ -81,6 +81,24 @@ def test_capabilities(cuda_backend):
     assert ok, why
 
 
+def test_asymmetric_int8_weights_are_refused(cuda_backend, ref_backend):
+    """Zero points are implemented for int4 codes only: an asymmetric 8-bit weight is refused with the reason
+    (it used to be accepted and multiplied as if its zero points were int4: 0.65 relative error)."""
+    from dsq.errors import UnsupportedError
+
+    scheme = dsq.get_scheme("W8A16", weight_symmetric=False)
+    assert cuda_backend.supports(dsq.get_scheme("W4A16_ASYM"), "matmul")
+    for op in ("pack", "matmul", "moe"):
+        cap = cuda_backend.supports(scheme, op)
+        assert not cap and "int4" in cap.reason
+    w = torch.randn(32, 256) * 0.05
+    pw = ref_backend.quantize_weight(w, scheme)
+    with pytest.raises(UnsupportedError, match="int4"):
+        cuda_backend.matmul(torch.randn(2, 256), pw, scheme)
+    with pytest.raises(UnsupportedError, match="int4"):
+        cuda_backend.pack(w, ref_backend.calibrate(w, scheme), scheme)
+
+
 @pytest.mark.parametrize("name", ["W4A16", "W4A16_ASYM", "W8A16"])
 @pytest.mark.parametrize("path", ["mma", "mma_f16", "gemv", "gemv_split", "tiled", "dense"])
 def test_weight_only_paths(cuda_backend, ref_backend, monkeypatch, name, path):
