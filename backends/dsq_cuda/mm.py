@@ -95,8 +95,10 @@ BLOCK_FP8_MIN_M = 65
 CUBLAS_BLOCK_FP8 = True
 #: the CUDA-core GEMV (gemv_kernel) up to this many rows, for widths the decode kernel does not take
 GEMV_MAX_M = 1
-#: dequantize-then-cuBLAS from this many rows on (None: never). Tests lower these to reach every path.
-DENSE_MIN_M: int | None = 256
+#: dequantize-then-cuBLAS from this many rows on (None: never). Tests lower these to reach every path. H200, M =
+#: 192 on 6 shapes (cuda.md v18): W4A16 0.38-0.69x bf16 against the tiled kernel's 0.29-0.47x, W8A16 0.36-0.68x
+#: against 0.32-0.51x
+DENSE_MIN_M: int | None = 129
 #: above MMA_MAX_M (weight-only) / MMA_ACT_MAX_M (W4A8_DYNAMIC / W4AFP8, x's codes as bf16) up to this many
 #: rows: the decode kernel (one block of tokens, or token blocks: configs.MMA_PREFILL_*) on weights at least
 #: MMA_WIDE_MIN_K deep, instead of the tiled kernel / the expanded codes (0: never). H200, M = 128, 4 shapes
