@@ -353,7 +353,7 @@ def launch(x, words, ws, wz, bias, out, scheme, rows: int, n: int, cfg, group: i
     slots = slots and cfg.split_k > 1
     sums = counts = None
     if slots:
-        from dsq_cuda.mm import fixup_workspace
+        from dsq_cuda.fixup import fixup_workspace
 
         sums, counts = fixup_workspace(out.device, rows, n, cfg.split_k, counts=grid[0] * grid[1])
     gemv_kernel[grid](x, words, ws, ws if wz is None else wz, ws if bias is None else bias, out, ids,

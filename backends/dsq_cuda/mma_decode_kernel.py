@@ -37,111 +37,13 @@ import triton
 import triton.language as tl
 
 from dsq_cuda.int4_int8_mma import int8_mma_tiles
+from dsq_cuda.pair_decode import decode_field, decode_fields
 from dsq_cuda.pdl import prefetch_row_tiles, wait_for_inputs
 
 # activation modes (the subset of dsq_cuda.mm_kernel's that this kernel serves): ACT_INT8_TOKEN reads x as
 # per-token codes of any dtype that holds them exactly (int8, or bf16: dsq_cuda.mm passes the int8 / e4m3 codes
 # of W4A8 / W4AFP8 as bf16, which spares the inner loop a conversion), ACT_FP8_TOKEN e4m3 codes as uint8 bits
 ACT_FLOAT, ACT_INT8_TOKEN, ACT_FP8_TOKEN = 0, 1, 3
-
-
-def _asm_text(field: int, bits: int, f16: bool) -> str:
-    """PTX that decodes field ``field`` of a word pair ($1 = word 2p, $2 = word 2p + 1) into $0 (two 16-bit floats)."""
-    magic = "0x64006400" if f16 else "0x43004300"
-    if bits == 4:
-        src, sh = ("$1" if field < 4 else "$2"), (field % 4) * 4
-        if sh == 0:
-            return f"lop3.b32 $0, {src}, 0x000F000F, {magic}, 0xEA;"
-        return f"{{ .reg .b32 t; shr.u32 t, {src}, {sh}; lop3.b32 $0, t, 0x000F000F, {magic}, 0xEA; }}"
-    fma = "fma.rn.f16x2" if f16 else "fma.rn.bf16x2"
-    sixteen, one = ("0x4C004C00", "0x3C003C00") if f16 else ("0x41804180", "0x3F803F80")
-    negc = "0xF448F448" if f16 else "0xC510C510"  # -(17 B + 128): -17536 (f16) / -2304 (bf16)
-    sh = field * 4
-    # packed 16-bit float operands must be registers (no immediates); ptxas folds the movs into constants
-    return (f"{{ .reg .b32 lo, hi, c16, cneg, c1; mov.b32 c16, {sixteen}; mov.b32 cneg, {negc}; mov.b32 c1, {one}; "
-            f"shr.u32 lo, $1, {sh}; shr.u32 hi, $2, {sh}; "
-            f"lop3.b32 lo, lo, 0x000F000F, {magic}, 0xEA; lop3.b32 hi, hi, 0x000F000F, {magic}, 0xEA; "
-            f"{fma} hi, hi, c16, cneg; {fma} $0, lo, c1, hi; }}")
-
-
-# the PTX of every field, per (bits, 16-bit float type), indexed by field inside the kernels
-_ASM_I4_BF16 = tl.constexpr(tuple(_asm_text(f, 4, False) for f in range(8)))
-_ASM_I4_F16 = tl.constexpr(tuple(_asm_text(f, 4, True) for f in range(8)))
-_ASM_I8_BF16 = tl.constexpr(tuple(_asm_text(f, 8, False) for f in range(4)))
-_ASM_I8_F16 = tl.constexpr(tuple(_asm_text(f, 8, True) for f in range(4)))
-
-
-@triton.jit
-def _field_asm(words, F: tl.constexpr, BITS: tl.constexpr, F16: tl.constexpr):
-    """Field F of a pair-tile word tile as exact 16-bit floats: ``B + u`` (int4) or the signed code (int8)."""
-    if BITS == 4:
-        if F16:
-            out = tl.inline_asm_elementwise(_ASM_I4_F16[F], "=r,r,r", [words], dtype=tl.float16, is_pure=True, pack=2)
-        else:
-            out = tl.inline_asm_elementwise(_ASM_I4_BF16[F], "=r,r,r", [words], dtype=tl.bfloat16, is_pure=True,
-                                            pack=2)
-    else:
-        if F16:
-            out = tl.inline_asm_elementwise(_ASM_I8_F16[F], "=r,r,r", [words], dtype=tl.float16, is_pure=True, pack=2)
-        else:
-            out = tl.inline_asm_elementwise(_ASM_I8_BF16[F], "=r,r,r", [words], dtype=tl.bfloat16, is_pure=True,
-                                            pack=2)
-    return out
-
-
-@triton.jit
-def _field_ref(words, F: tl.constexpr, BITS: tl.constexpr, F16: tl.constexpr, BLOCK_N: tl.constexpr,
-               SL: tl.constexpr):
-    """The values of :func:`_field_asm` in float32, with plain Triton ops (the interpreter's path: its 16-bit
-    float arithmetic works on the raw bits, so the caller subtracts in float32 and casts last)."""
-    B: tl.constexpr = 1024 if F16 else 128
-    w_even, w_odd = tl.split(tl.reshape(words, [BLOCK_N, SL // 2, 2]))
-    if BITS == 4:
-        w = w_even if F < 4 else w_odd
-        SH: tl.constexpr = (F % 4) * 4
-        lo = ((w >> SH) & 15) + B
-        hi = ((w >> (SH + 16)) & 15) + B
-    else:
-        SH: tl.constexpr = F * 4
-        lo = ((w_even >> SH) & 15) + ((w_odd >> SH) & 15) * 16 - 128
-        hi = ((w_even >> (SH + 16)) & 15) + ((w_odd >> (SH + 16)) & 15) * 16 - 128
-    return tl.reshape(tl.join(lo, hi), [BLOCK_N, SL]).to(tl.float32)
-
-
-@triton.jit
-def _field(words, F: tl.constexpr, BITS: tl.constexpr, F16: tl.constexpr, ASM: tl.constexpr, BLOCK_N: tl.constexpr,
-           SL: tl.constexpr):
-    """Field F decoded: 16-bit floats (ASM) or float32 (the interpreter's path)."""
-    if ASM:
-        return _field_asm(words, F, BITS, F16)
-    else:
-        return _field_ref(words, F, BITS, F16, BLOCK_N, SL)
-
-
-@triton.jit
-def _cat_k(lo, hi, BLOCK_N: tl.constexpr, W: tl.constexpr):
-    """Two ``[BLOCK_N, W]`` weight slabs of consecutive inputs side by side along K: ``[BLOCK_N, 2 W]``."""
-    return tl.reshape(tl.permute(tl.join(lo, hi), (0, 2, 1)), [BLOCK_N, 2 * W])  # [n, j, p] -> input p W + j
-
-
-@triton.jit
-def _fields(words, F0: tl.constexpr, D: tl.constexpr, BITS: tl.constexpr, F16: tl.constexpr, ASM: tl.constexpr,
-            BLOCK_N: tl.constexpr, SL: tl.constexpr):
-    """Fields ``F0 .. F0 + D - 1`` side by side along K, ``[BLOCK_N, D * SL]`` (D = 1, 2, 4 or 8): the weights of
-    ``D * SL`` consecutive inputs, for one MMA chain. Each thread already holds every field of its words, so
-    the joins only rename registers (no data moves between threads)."""
-    if D == 1:
-        a = _field(words, F0, BITS, F16, ASM, BLOCK_N, SL)
-    elif D == 2:
-        a = _cat_k(_field(words, F0, BITS, F16, ASM, BLOCK_N, SL), _field(words, F0 + 1, BITS, F16, ASM, BLOCK_N, SL),
-                   BLOCK_N, SL)
-    elif D == 4:
-        a = _cat_k(_fields(words, F0, 2, BITS, F16, ASM, BLOCK_N, SL),
-                   _fields(words, F0 + 2, 2, BITS, F16, ASM, BLOCK_N, SL), BLOCK_N, 2 * SL)
-    else:
-        a = _cat_k(_fields(words, F0, 4, BITS, F16, ASM, BLOCK_N, SL),
-                   _fields(words, F0 + 4, 4, BITS, F16, ASM, BLOCK_N, SL), BLOCK_N, 4 * SL)
-    return a
 
 
 @triton.jit
@@ -359,7 +261,7 @@ def _row_block(blk, t_lo, t_hi, slot, nslots, xrows, xbase, xs_ptr, w_ptr, ws_pt
                 if ACT == 3:
                     xf = xf.to(tl.float8e4nv, bitcast=True)
                 xf = xf.to(DT) if ASM else xf.to(tl.float32)
-                a = _fields(words, r * DOT_FIELDS, DOT_FIELDS, BITS, F16, ASM, BLOCK_N, SL)
+                a = decode_fields(words, r * DOT_FIELDS, DOT_FIELDS, BITS, F16, ASM, BLOCK_N, SL)
                 g = tl.minimum(k0 // G, NG - 1)
                 if LBK % G == 0:  # the run ends its group, or (a group spans tiles) the tile
                     flush = GROUP_SCALE and ((r + 1) * DOT_FIELDS) % FPG == 0
@@ -385,7 +287,7 @@ def _row_block(blk, t_lo, t_hi, slot, nslots, xrows, xbase, xs_ptr, w_ptr, ws_pt
                     xf = xf.to(tl.float8e4nv, bitcast=True)
                 # exact: int8 and e4m3 values are bf16 values; the interpreter path stays in float32
                 xf = xf.to(DT) if ASM else xf.to(tl.float32)
-                a = _field(words, f, BITS, F16, ASM, BLOCK_N, SL)
+                a = decode_field(words, f, BITS, F16, ASM, BLOCK_N, SL)
                 g = tl.minimum(k0 // G, NG - 1)  # padding past K reads the last group (x is 0 there)
                 # flush the group's partial sum at its last field in this tile. Groups that hold whole tiles
                 # flush at every tile end (the same scale multiplies each tile's part); groups that neither

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import dsq
+from dsq_cuda import fixup
 from dsq_cuda.configs import Config
 from dsq_cuda.mm import matmul as _mm_matmul
 
@@ -425,7 +426,7 @@ def test_decode_split_modes(cuda_backend, ref_backend, monkeypatch, split, slots
     monkeypatch.setattr(mm, "FIXUP_SLOTS", slots)
     monkeypatch.setattr(mm, "MMA_MAX_M", {4: 64, 8: 64})
     monkeypatch.setattr(mm, "MMA_MIN_K", {4: 0, 8: 0})
-    monkeypatch.setattr(mm, "_FIXUP_WORKSPACES", {})
+    monkeypatch.setattr(fixup, "WORKSPACES", {})
     scheme, w, x, b, _ = _problem(name, n, k, m, torch.bfloat16, seed=21)
     pw = ref_backend.quantize_weight(w, scheme)
     ref = ref_backend.matmul(x, pw, scheme, b if bias else None)
@@ -434,11 +435,11 @@ def test_decode_split_modes(cuda_backend, ref_backend, monkeypatch, split, slots
         y = raw_matmul(x, pw, scheme, b if bias else None)
         assert _rel(y, ref) < TOL[torch.bfloat16]
         if slots:
-            assert mm._FIXUP_WORKSPACES or split == "atomic"
-            for sums, _ in mm._FIXUP_WORKSPACES.values():
+            assert fixup.WORKSPACES or split == "atomic"
+            for sums, _ in fixup.WORKSPACES.values():
                 sums.fill_(float("nan"))
         assert torch.equal(raw_matmul(x, pw, scheme, b if bias else None), y)
-        for sums, counts in mm._FIXUP_WORKSPACES.values():
+        for sums, counts in fixup.WORKSPACES.values():
             assert not counts.any()
             assert slots or not sums.any()
 
@@ -449,7 +450,7 @@ def test_deterministic_mode_takes_the_slots(cuda_backend, ref_backend, monkeypat
     import dsq_cuda.mm as mm
 
     monkeypatch.setattr(mm, "MMA_MIN_K", {4: 0, 8: 0})
-    monkeypatch.setattr(mm, "_FIXUP_WORKSPACES", {})
+    monkeypatch.setattr(fixup, "WORKSPACES", {})
     assert mm.FIXUP_SLOTS is None
     scheme, w, x, _, _ = _problem("W4A16", 64, 1024, 2, torch.bfloat16, seed=5)
     pw = ref_backend.quantize_weight(w, scheme)
@@ -461,7 +462,7 @@ def test_deterministic_mode_takes_the_slots(cuda_backend, ref_backend, monkeypat
         y_atomics = raw_matmul(x, pw, scheme)
     finally:
         torch.use_deterministic_algorithms(was)
-    assert sorted(key[-2] for key in mm._FIXUP_WORKSPACES) == [1, 2]  # slots per workspace: atomics, then 2 splits
+    assert sorted(key[-2] for key in fixup.WORKSPACES) == [1, 2]  # slots per workspace: atomics, then 2 splits
     assert _rel(y_slots, ref_backend.matmul(x, pw, scheme)) < TOL[torch.bfloat16]
     assert torch.equal(y_slots, y_atomics)  # two partials: the same sum in either order
 
@@ -469,7 +470,7 @@ def test_deterministic_mode_takes_the_slots(cuda_backend, ref_backend, monkeypat
 def test_fixup_slots_bound_the_programs_of_a_row_block():
     """fixup_slots is at least the number of stream-K programs whose runs touch one row block (the kernel's
     p1 - p0 + 1), for every row block of a range of launches, and never more than the programs."""
-    from dsq_cuda.mm import fixup_slots
+    from dsq_cuda.fixup import fixup_slots
 
     for blocks in (1, 3, 7, 40):
         for tiles in (1, 2, 5, 28):

@@ -25,7 +25,7 @@ from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
 from triton.runtime.jit import JITFunction  # noqa: E402
 
 import dsq  # noqa: E402
-from dsq_cuda import mm  # noqa: E402
+from dsq_cuda import fixup, mm  # noqa: E402
 from dsq_cuda.moe import run_moe  # noqa: E402
 
 
@@ -107,7 +107,7 @@ def test_moe_under_deterministic_mode_never_splits_into_atomics(launches, scheme
         assert default_splits, "the default path was expected to split K here"
     if t == 1:  # the one-token GEMV keeps its split, in slots, each written by the call that reads it
         assert _slot_splits(launches)
-        for sums, counts in mm._FIXUP_WORKSPACES.values():
+        for sums, counts in fixup.WORKSPACES.values():
             assert not counts.any()
             sums.fill_(float("nan"))
         with deterministic_mode(True):
