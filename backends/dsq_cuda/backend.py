@@ -56,10 +56,10 @@ class CudaBackend(Backend):
         return torch.device(dev)
 
     def supports(self, scheme: QuantScheme, op: str) -> Capability:
-        if op in ("pack", "matmul", "moe") and not scheme.weight_symmetric and scheme.weight_bits != 4:
-            # the kernels and the zero-point packing here handle int4 zero points only (8 per word)
-            return Capability(False, f"asymmetric weights (zero points) need int4 codes on this backend (as "
-                                     f"W4A16_ASYM); {scheme.name} has {scheme.weight_bits}-bit codes")
+        if op in ("matmul", "moe") and not scheme.weight_symmetric and scheme.weight_bits != 4:
+            # the GEMM kernels subtract int4 zero points only (calibrate, pack and unpack take any width)
+            return Capability(False, f"asymmetric weights (zero points) need int4 codes for {op} on this backend "
+                                     f"(as W4A16_ASYM); {scheme.name} has {scheme.weight_bits}-bit codes")
         if op == "moe":
             if not _has_moe_module():
                 return Capability(False, "the fused MoE kernels (dsq_cuda.moe, issue 6) are not installed yet")

@@ -66,7 +66,7 @@ def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> 
         lay["w"] = w.view(torch.uint8) if w.dtype == torch.float8_e4m3fn else w
     lay["ws"] = t["weight_scale"].float().contiguous()
     if "weight_zero_point" in t:
-        lay["wz"] = unpack_zero_points(t["weight_zero_point"], n)
+        lay["wz"] = unpack_zero_points(t["weight_zero_point"], n, scheme.weight_bits)
     if "weight_group_scale" in t:
         lay["s2"] = t["weight_group_scale"].to(torch.int8).contiguous()
     if scheme.static_activations:

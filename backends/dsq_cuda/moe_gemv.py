@@ -156,7 +156,7 @@ def prepare(packed: PackedWeight, scheme: QuantScheme, device: torch.device) -> 
         lay["wc"] = lay["ws"]
         lay["ws"] = packed["weight_group_scale"].to(device).float().contiguous()
     if "weight_zero_point" in packed:
-        lay["wz"] = unpack_zero_points(packed["weight_zero_point"].to(device), n)
+        lay["wz"] = unpack_zero_points(packed["weight_zero_point"].to(device), n, scheme.weight_bits)
     packed.device_layout[key] = lay
     return lay
 

@@ -88,16 +88,19 @@ def _expect(t: torch.Tensor | None, name: str, shape: tuple[int, ...], scheme: Q
     return t
 
 
-def pack_zero_points(zp: torch.Tensor) -> torch.Tensor:
-    """int8 zero points [..., N, G] in [-8, 7] -> int32 [..., ceil(N/8), G] (value + 8, 8 per word along N)."""
+def pack_zero_points(zp: torch.Tensor, bits: int = 4) -> torch.Tensor:
+    """int8 zero points [..., N, G] of b-bit codes -> int32 [..., ceil(N b / 32), G]: value + 2**(b-1), 32 / b per
+    word along N, the first row in the lowest bits (int4: 8 a word)."""
     *lead, n, g = zp.shape
-    pad = (-n) % 8
-    u = (zp.to(torch.int32) + 8)
-    if pad:  # padding rows hold code 0, like weight padding
-        u = torch.cat([u, torch.zeros((*lead, pad, g), dtype=torch.int32, device=zp.device)], dim=-2)
-    u = u.reshape(*lead, (n + pad) // 8, 8, g)
-    shifts = (torch.arange(8, device=zp.device, dtype=torch.int32) * 4).reshape(8, 1)
-    return (u << shifts).sum(dim=-2, dtype=torch.int32)
+    per = 32 // bits
+    pad = (-n) % per
+    u = zp.to(torch.int64) + (1 << (bits - 1))
+    if pad:  # padding rows hold zero bits, as the reference packs them
+        u = torch.cat([u, torch.zeros((*lead, pad, g), dtype=torch.int64, device=zp.device)], dim=-2)
+    u = u.reshape(*lead, (n + pad) // per, per, g)
+    shifts = (torch.arange(per, device=zp.device, dtype=torch.int64) * bits).reshape(per, 1)
+    words = (u << shifts).sum(dim=-2)  # disjoint fields: the sum is their OR, < 2**32
+    return torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
 
 
 def _int_codes(w2: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor | None, s2: torch.Tensor | None,
@@ -149,7 +152,7 @@ def pack(weight: torch.Tensor, qp: QParams, scheme: QuantScheme) -> PackedWeight
         codes = _int_codes(w2, scale, zp, s2, group, qt.bits, packed, qt)
         tensors["weight_packed" if packed else "weight"] = codes.reshape(lead + (n, codes.shape[-1]))
         if zp is not None:
-            tensors["weight_zero_point"] = pack_zero_points(zp)
+            tensors["weight_zero_point"] = pack_zero_points(zp, qt.bits)
         if s2 is not None:
             tensors["weight_group_scale"] = s2
     tensors["weight_scale"] = scale

@@ -23,10 +23,10 @@ def unpack_words(words: torch.Tensor, bits: int, k: int) -> torch.Tensor:
     return (u - (1 << (bits - 1))).to(torch.int8)
 
 
-def unpack_zero_points(words: torch.Tensor, n: int) -> torch.Tensor:
-    """compressed-tensors zero points, int32 ``[..., ceil(N/8), G]`` with 8 int4 values per word along N ->
-    int8 signed ``[..., N, G]``."""
-    return unpack_words(words.transpose(-1, -2).contiguous(), 4, n).transpose(-1, -2).contiguous()
+def unpack_zero_points(words: torch.Tensor, n: int, bits: int = 4) -> torch.Tensor:
+    """compressed-tensors zero points, int32 ``[..., ceil(N b / 32), G]`` with 32 / b b-bit values per word along N
+    (int4: 8) -> int8 signed ``[..., N, G]``."""
+    return unpack_words(words.transpose(-1, -2).contiguous(), bits, n).transpose(-1, -2).contiguous()
 
 
 def expand_groups(t: torch.Tensor, group: int, k: int) -> torch.Tensor:
@@ -59,6 +59,6 @@ def unpack(packed: PackedWeight, scheme: QuantScheme) -> tuple[torch.Tensor, tor
     group = k if scheme.weight_granularity is Granularity.CHANNEL else scheme.group_size
     q = codes.float()
     if not scheme.weight_symmetric:
-        zp = unpack_zero_points(_get(packed, "weight_zero_point"), n)  # [..., N, G]
+        zp = unpack_zero_points(_get(packed, "weight_zero_point"), n, scheme.weight_bits)  # [..., N, G]
         q = q - expand_groups(zp.float(), group, k)
     return codes, q * expand_groups(scale, group, k)

@@ -82,22 +82,30 @@ def test_capabilities(cuda_backend):
     assert ok, why
 
 
-def test_asymmetric_int8_weights_are_refused(cuda_backend, ref_backend):
-    """Zero points are implemented for int4 codes only: an asymmetric 8-bit weight is refused with the reason
-    (it used to be accepted and multiplied as if its zero points were int4: 0.65 relative error)."""
+@pytest.mark.parametrize("n", [48, 50, 7])
+def test_asymmetric_int8_weights_pack_but_do_not_multiply(cuda_backend, ref_backend, n):
+    """Zero points of 8-bit codes are packed 4 a word, bit for bit as the reference packs them, and unpacked the
+    same way; the GEMMs subtract int4 zero points only, so matmul and moe refuse such a weight with the reason
+    (they used to accept it and multiply as if its zero points were int4: 0.65 relative error)."""
     from dsq.errors import UnsupportedError
 
     scheme = dsq.get_scheme("W8A16", weight_symmetric=False)
     assert cuda_backend.supports(dsq.get_scheme("W4A16_ASYM"), "matmul")
-    for op in ("pack", "matmul", "moe"):
+    for op in ("matmul", "moe"):
         cap = cuda_backend.supports(scheme, op)
         assert not cap and "int4" in cap.reason
-    w = torch.randn(32, 256) * 0.05
-    pw = ref_backend.quantize_weight(w, scheme)
+    w = (torch.randn(n, 256) * 0.05 + 0.02).to(torch.bfloat16)
+    qp = ref_backend.calibrate(w, scheme)
+    want = ref_backend.pack(w, qp, scheme)
+    got = cuda_backend.pack(w, qp, scheme)
+    assert sorted(got.tensors) == sorted(want.tensors)
+    assert all(torch.equal(got[name].cpu(), want[name]) for name in want.tensors), "pack differs from the reference"
+    assert int(want["weight_zero_point"].abs().max()) > 0xFF  # more than one zero point a word: the width shows
+    codes, deq = cuda_backend.unpack(want, scheme)
+    ref_codes, ref_deq = ref_backend.unpack(want, scheme)
+    assert torch.equal(codes.cpu(), ref_codes) and torch.equal(deq.cpu(), ref_deq)
     with pytest.raises(UnsupportedError, match="int4"):
-        cuda_backend.matmul(torch.randn(2, 256), pw, scheme)
-    with pytest.raises(UnsupportedError, match="int4"):
-        cuda_backend.pack(w, ref_backend.calibrate(w, scheme), scheme)
+        cuda_backend.matmul(torch.randn(2, 256), want, scheme)
 
 
 @pytest.mark.parametrize("name", ["W4A16", "W4A16_ASYM", "W8A16"])
