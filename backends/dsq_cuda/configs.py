@@ -160,17 +160,15 @@ MMA_WIDE_STREAM_MIN_TILES = 16
 MMA_WIDE_STAGES = 3
 
 
-#: above the decode sizes, up to dsq_cuda.mm.MMA_PREFILL_MAX_M tokens: the decode kernel with all tokens in one
-#: block of MMA_PREFILL_BLOCK_M (its MMA's N side) and MMA_PREFILL_STAGES stages, stream-K, where the weight is
-#: large enough for stream-K (mma_stream_programs); else in token blocks of MMA_PREFILL_TOKEN_BLOCK with
-#: MMA_PREFILL_TOKEN_STAGES stages, split-K (float32 atomics) only where row blocks x token blocks leave SMs idle.
-#: Both BLOCK_N 128, 8 warps. H200, M = 128 (cuda.md v18): the one block won on 7168x18432 (106.5 us against
-#: 137.1 in token blocks of 64) and 18432x7168 (105.8 vs 112.0); token blocks of 64 won on 7168x2048 (22.8 vs
-#: 26.0) and 2048x7168 (18.2 vs 26.7), whose row blocks x K tiles are too few for stream-K
-MMA_PREFILL_BLOCK_M = 128
-MMA_PREFILL_STAGES = 2
-MMA_PREFILL_TOKEN_BLOCK = 64
-MMA_PREFILL_TOKEN_STAGES = 3
+#: above the decode sizes, up to dsq_cuda.mm.MMA_PREFILL_MAX_M tokens, the decode kernel's tiles as (BLOCK_M tokens,
+#: the MMA's N side; BLOCK_N weight rows; warps; stages): MMA_PREFILL_ONE_BLOCK holds all the tokens in one block
+#: under stream-K where the weight is large enough for stream-K (mma_stream_programs); else MMA_PREFILL_TOKEN_BLOCKS,
+#: split-K (float32 atomics) only where row blocks x token blocks leave SMs idle. H200, M = 128 (cuda.md v18): the
+#: one block won on 7168x18432 (106.5 us against 137.1 in token blocks of 64) and 18432x7168 (105.8 vs 112.0); token
+#: blocks of 64 won on 7168x2048 (22.8 vs 26.0) and 2048x7168 (18.2 vs 26.7), whose row blocks x K tiles are too
+#: few for stream-K. BLOCK_N 64 with 4 warps lost on all four shapes
+MMA_PREFILL_ONE_BLOCK = (128, 128, 8, 2)
+MMA_PREFILL_TOKEN_BLOCKS = (64, 128, 8, 3)
 
 
 def mma_stream_programs(cfg: Config, n: int, k: int, bits: int, device: str, m: int = 0) -> int:
@@ -198,12 +196,13 @@ def pick_mma(m: int, n: int, k: int, sl: int, bits: int, device: str) -> Config:
         return Config(bm if m <= 64 else 32, 32, sl, 2 if tiles > 1 else 1, 4, 1)
     sms = _sm_count(torch.device(device).index or 0)
     if bm > 64:  # prefill (MMA_PREFILL_*): one block of tokens under stream-K, or token blocks
-        one = Config(MMA_PREFILL_BLOCK_M, 128, sl, 1, 8, MMA_PREFILL_STAGES)
-        if m <= one.block_m and mma_stream_programs(one, n, k, bits, device, m):
+        bm, bn, warps, stages = MMA_PREFILL_ONE_BLOCK
+        one = Config(bm, bn, sl, 1, warps, stages)
+        if m <= bm and mma_stream_programs(one, n, k, bits, device, m):
             return one
-        bm = MMA_PREFILL_TOKEN_BLOCK
-        blocks = triton.cdiv(n, 128) * triton.cdiv(m, bm)
-        return Config(bm, 128, sl, max(1, min(tiles // 4, sms // blocks)), 8, MMA_PREFILL_TOKEN_STAGES)
+        bm, bn, warps, stages = MMA_PREFILL_TOKEN_BLOCKS
+        blocks = triton.cdiv(n, bn) * triton.cdiv(m, bm)
+        return Config(bm, bn, sl, max(1, min(tiles // 4, sms // blocks)), warps, stages)
     if bm <= 16:
         bn, warps = 64, 4
         want = MMA_PROGRAMS_PER_SM * sms / triton.cdiv(n, bn)  # splits that give that many programs

@@ -36,5 +36,5 @@ def fixup_workspace(device: torch.device, block_m: int, n: int, slots: int = 1,
     key = (str(device), stream, block_m, n, slots, counts)
     if key not in WORKSPACES:
         WORKSPACES[key] = (torch.zeros((slots, block_m, n), dtype=torch.float32, device=device),
-                                  torch.zeros(counts, dtype=torch.int32, device=device))
+                           torch.zeros(counts, dtype=torch.int32, device=device))
     return WORKSPACES[key]

@@ -102,10 +102,11 @@ GEMV_MAX_M = 1
 DENSE_MIN_M: int | None = 129
 #: above MMA_MAX_M (weight-only) / MMA_ACT_MAX_M (W4A8_DYNAMIC / W4AFP8, x's codes as bf16) up to this many
 #: rows: the decode kernel (one block of tokens, or token blocks: configs.MMA_PREFILL_*) on weights at least
-#: MMA_WIDE_MIN_K deep, instead of the tiled kernel / the expanded codes (0: never). H200, M = 128, 4 shapes
-#: (cuda.md v18): 0.73-0.90x bf16 for W4A16 where the tiled kernel gave 0.31-0.56x (7168x18432 106.5 vs 248.4
-#: us); W8A16 0.73-0.88x vs 0.35-0.64x; W4A8_DYNAMIC / W4AFP8 (x's codes as bf16) 0.55-0.75x vs 0.46-0.62x. At
-#: M = 256 it lost (0.27-0.66x against dequantize + cuBLAS's 0.51-0.66x): about a third of the tensor cores' rate
+#: MMA_WIDE_MIN_K deep, instead of the tiled kernel / the expanded codes (0: never). H200, M = 128, the 4 deep
+#: shapes, against the old paths in one run (cuda.md v18): W4A16 0.71-0.90x bf16 where the tiled kernel gave
+#: 0.31-0.55x (7168x18432 107.8 vs 248.9 us); W8A16 0.63-0.86x vs 0.34-0.63x; W4A8_DYNAMIC 0.69-0.77x vs
+#: 0.47-0.57x, W4AFP8 0.67-0.75x vs 0.49-0.60x (x's codes as bf16). At M = 256 it lost (0.27-0.66x against
+#: dequantize + cuBLAS's 0.48-0.66x): about a third of the tensor cores' rate
 MMA_PREFILL_MAX_M = 128
 
 

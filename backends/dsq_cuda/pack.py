@@ -88,7 +88,7 @@ def _expect(t: torch.Tensor | None, name: str, shape: tuple[int, ...], scheme: Q
     return t
 
 
-def pack_zero_points(zp: torch.Tensor, bits: int = 4) -> torch.Tensor:
+def pack_zero_points(zp: torch.Tensor, bits: int) -> torch.Tensor:
     """int8 zero points [..., N, G] of b-bit codes -> int32 [..., ceil(N b / 32), G]: value + 2**(b-1), 32 / b per
     word along N, the first row in the lowest bits (int4: 8 a word)."""
     *lead, n, g = zp.shape

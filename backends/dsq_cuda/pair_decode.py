@@ -80,8 +80,8 @@ def _field_ref(words, F: tl.constexpr, BITS: tl.constexpr, F16: tl.constexpr, BL
 
 
 @triton.jit
-def decode_field(words, F: tl.constexpr, BITS: tl.constexpr, F16: tl.constexpr, ASM: tl.constexpr, BLOCK_N: tl.constexpr,
-           SL: tl.constexpr):
+def decode_field(words, F: tl.constexpr, BITS: tl.constexpr, F16: tl.constexpr, ASM: tl.constexpr,
+                 BLOCK_N: tl.constexpr, SL: tl.constexpr):
     """Field F decoded: 16-bit floats (ASM) or float32 (the interpreter's path)."""
     if ASM:
         return _field_asm(words, F, BITS, F16)
@@ -96,16 +96,16 @@ def _cat_k(lo, hi, BLOCK_N: tl.constexpr, W: tl.constexpr):
 
 
 @triton.jit
-def decode_fields(words, F0: tl.constexpr, D: tl.constexpr, BITS: tl.constexpr, F16: tl.constexpr, ASM: tl.constexpr,
-            BLOCK_N: tl.constexpr, SL: tl.constexpr):
+def decode_fields(words, F0: tl.constexpr, D: tl.constexpr, BITS: tl.constexpr, F16: tl.constexpr,
+                  ASM: tl.constexpr, BLOCK_N: tl.constexpr, SL: tl.constexpr):
     """Fields ``F0 .. F0 + D - 1`` side by side along K, ``[BLOCK_N, D * SL]`` (D = 1, 2, 4 or 8): the weights of
     ``D * SL`` consecutive inputs, for one MMA chain. Each thread already holds every field of its words, so
     the joins only rename registers (no data moves between threads)."""
     if D == 1:
         a = decode_field(words, F0, BITS, F16, ASM, BLOCK_N, SL)
     elif D == 2:
-        a = _cat_k(decode_field(words, F0, BITS, F16, ASM, BLOCK_N, SL), decode_field(words, F0 + 1, BITS, F16, ASM, BLOCK_N, SL),
-                   BLOCK_N, SL)
+        a = _cat_k(decode_field(words, F0, BITS, F16, ASM, BLOCK_N, SL),
+                   decode_field(words, F0 + 1, BITS, F16, ASM, BLOCK_N, SL), BLOCK_N, SL)
     elif D == 4:
         a = _cat_k(decode_fields(words, F0, 2, BITS, F16, ASM, BLOCK_N, SL),
                    decode_fields(words, F0 + 2, 2, BITS, F16, ASM, BLOCK_N, SL), BLOCK_N, 2 * SL)

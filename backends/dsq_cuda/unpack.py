@@ -23,7 +23,7 @@ def unpack_words(words: torch.Tensor, bits: int, k: int) -> torch.Tensor:
     return (u - (1 << (bits - 1))).to(torch.int8)
 
 
-def unpack_zero_points(words: torch.Tensor, n: int, bits: int = 4) -> torch.Tensor:
+def unpack_zero_points(words: torch.Tensor, n: int, bits: int) -> torch.Tensor:
     """compressed-tensors zero points, int32 ``[..., ceil(N b / 32), G]`` with 32 / b b-bit values per word along N
     (int4: 8) -> int8 signed ``[..., N, G]``."""
     return unpack_words(words.transpose(-1, -2).contiguous(), bits, n).transpose(-1, -2).contiguous()

@@ -388,15 +388,17 @@ for s in $STEPS; do
         tests/cuda/test_cuda_matmul.py -k "token_blocks or dispatch" ;;
     pytest_v18) step pytest_v18 150 python3 -m pytest -q tests/cuda/test_cuda_prefill.py \
         tests/cuda/test_cuda_matmul.py -k "token_blocks or dispatch or reference or split_k or asymmetric or expanded" ;;
-    bench_prefill18) P="mm.MMA_PREFILL_MAX_M=4096"; C="configs.MMA_PREFILL"
+    # (each variant sets both tiles, configs.MMA_PREFILL_ONE_BLOCK and _TOKEN_BLOCKS, to one (BLOCK_M, BLOCK_N,
+    # warps, stages), as the first build had a single tile)
+    bench_prefill18) P="mm.MMA_PREFILL_MAX_M=4096"; O="configs.MMA_PREFILL_ONE_BLOCK"; T="configs.MMA_PREFILL_TOKEN_BLOCKS"
         step bench_prefill18 420 bash -c "cd benchmarks/cuda && python3 run_gpu.py --out $OUT/prefill18 \
         --skip-correctness --ms 128,256,1024 --schemes W4A16,W8A16,W4A8_DYNAMIC,W4AFP8 \
         --shapes 7168x18432,18432x7168,7168x2048,2048x7168 \
-        --variant 'm128:W4A16+W8A16+W4A8_DYNAMIC+W4AFP8:$P' \
-        --variant 'm64s3:W4A16+W8A16:$P,${C}_BLOCK_M=64,${C}_STAGES=3' \
-        --variant 'm128n64:W4A16+W8A16:$P,${C}_BLOCK_N=64,${C}_WARPS=4' \
-        --variant 'm64n64s3:W4A16:$P,${C}_BLOCK_M=64,${C}_BLOCK_N=64,${C}_WARPS=4,${C}_STAGES=3' \
-        --variant 'm128n64s3:W4A16:$P,${C}_BLOCK_N=64,${C}_WARPS=4,${C}_STAGES=3'" ;;
+        --variant 'm128:W4A16+W8A16+W4A8_DYNAMIC+W4AFP8:$P,$O=(128, 128, 8, 2),$T=(128, 128, 8, 2)' \
+        --variant 'm64s3:W4A16+W8A16:$P,$O=(64, 128, 8, 3),$T=(64, 128, 8, 3)' \
+        --variant 'm128n64:W4A16+W8A16:$P,$O=(128, 64, 4, 2),$T=(128, 64, 4, 2)' \
+        --variant 'm64n64s3:W4A16:$P,$O=(64, 64, 4, 3),$T=(64, 64, 4, 3)' \
+        --variant 'm128n64s3:W4A16:$P,$O=(128, 64, 4, 3),$T=(128, 64, 4, 3)'" ;;
     # v18: the issue's table on the final defaults, every scheme, M 1 to 4096, all 8 shapes
     bench_final18) step bench_final18 330 bash -c "cd benchmarks/cuda && python3 run_gpu.py --out $OUT/final18 \
         --skip-correctness --ms 1,16,64,128,256,1024,4096" ;;

@@ -44,3 +44,17 @@ def test_stream_k_above_m16_only_for_large_weights(h200):
     assert configs.mma_stream_programs(small, 2048, 7168, 4, "cuda:0") == 0
     decode = configs.pick_mma(16, 18432, 7168, 32, 4, "cuda:0")
     assert configs.mma_stream_programs(decode, 18432, 7168, 4, "cuda:0") == 0
+
+
+@pytest.mark.parametrize("m,k,n,want", [
+    (128, 7168, 18432, (128, 128, 1, 2)),   # 144 row blocks x 28 tiles: one block of 128 tokens, stream-K
+    (100, 18432, 7168, (128, 128, 1, 2)),   # 56 x 72 tiles: stream-K too
+    (128, 7168, 2048, (64, 128, 4, 3)),     # 16 x 28 tiles, too few: 2 token blocks of 64, 32 programs -> split 4
+    (128, 2048, 7168, (64, 128, 1, 3)),     # 56 x 8 tiles: 2 token blocks x 56 = 112 programs, no split
+    (192, 7168, 18432, (64, 128, 1, 3)),    # more tokens than one block: 3 token blocks x 144, no split
+])
+def test_prefill_takes_one_block_under_stream_k_or_token_blocks(h200, m, k, n, want):
+    cfg = configs.pick_mma(m, n, k, 32, 4, "cuda:0")
+    assert (cfg.block_m, cfg.block_n, cfg.split_k, cfg.num_stages) == want
+    streamed = configs.mma_stream_programs(cfg, n, k, 4, "cuda:0", m)
+    assert streamed == (132 if cfg.block_m >= m else 0)

@@ -186,6 +186,6 @@ def test_decode_kernel_in_token_blocks(cuda_backend, ref_backend, monkeypatch, n
     scheme, w, x, bias, _ = _problem(name, 40, 2048, 150, torch.bfloat16, seed=31)
     pw = ref_backend.quantize_weight(w, scheme)
     y = raw_matmul(x, pw, scheme, bias)
-    assert cfgs[0].block_m == (32 if interpreting() else configs.MMA_PREFILL_TOKEN_BLOCK)  # (a small weight)
+    assert cfgs[0].block_m == (32 if interpreting() else configs.MMA_PREFILL_TOKEN_BLOCKS[0])  # (a small weight)
     assert len(rec.grids) == 1 and rec.grids[0][2] == -(-150 // cfgs[0].block_m)
     assert _rel(y, ref_backend.matmul(x, pw, scheme, bias)) < TOL[torch.bfloat16]
