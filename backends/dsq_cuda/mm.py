@@ -108,7 +108,6 @@ DENSE_MIN_M: int | None = 129
 #: 0.47-0.57x, W4AFP8 0.67-0.75x vs 0.49-0.60x (x's codes as bf16). At M = 256 it lost (0.27-0.66x against
 #: dequantize + cuBLAS's 0.48-0.66x): about a third of the tensor cores' rate
 MMA_PREFILL_MAX_M = 128
-LAB_NO_OFFSET = False
 
 
 #: qmm_kernel's loads of one-byte codes and x without a K mask where K is a multiple of BLOCK_K (its EVEN_K)
@@ -263,7 +262,7 @@ def _mma_decode(xq, lay, scheme, bias, act: int, out_dtype: torch.dtype, xs=None
         ASM=not interpreting(), EVEN_K=i8 or k % (epw * sl) == 0, STREAM=programs > 0, FIXUP=ws_fix is not None,
         sum_ptr=None if ws_fix is None else ws_fix[0], count_ptr=None if ws_fix is None else ws_fix[1],
         X_AHEAD=x_ahead and not i8, DOT_FIELDS=1 if i8 else mma_dot_fields(scheme.weight_bits, group, sl, x_ahead),
-        ROW_TILES=i8, I8=int(i8), PDL=on, PREFETCH=prefetch, SLOTS=slots, NOOFF=LAB_NO_OFFSET,
+        ROW_TILES=i8, I8=int(i8), PDL=on, PREFETCH=prefetch, SLOTS=slots,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **pdl.launch_kwargs(on))
     return out.to(out_dtype)
 

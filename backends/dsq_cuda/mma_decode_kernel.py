@@ -48,14 +48,14 @@ ACT_FLOAT, ACT_INT8_TOKEN, ACT_FP8_TOKEN = 0, 1, 3
 
 @triton.jit
 def _mma_step(a, xf, part, acc, rows, nmask, wz_ptr, ws_ptr, NG, g, FLUSH: tl.constexpr, BITS: tl.constexpr,
-              ASYM: tl.constexpr, ASM: tl.constexpr, B: tl.constexpr, NOOFF: tl.constexpr = False):
+              ASYM: tl.constexpr, ASM: tl.constexpr, B: tl.constexpr):
     """``part += (a - offset) @ xf^T``, where int4's offset is ``B + 8`` (+ the zero point of group g when ASYM),
     making ``a`` the exact code; at FLUSH the group's partial sum moves into ``acc`` times its scale s[n, g]."""
     if BITS == 4:
         if ASYM:
             zp = tl.load(wz_ptr + rows * NG + g, mask=nmask, other=0).to(tl.float32)
             a = a - (B + 8 + zp).to(a.dtype)[:, None]
-        elif not NOOFF:
+        else:
             a = a - (B + 8)
     if ASM:
         part += tl.dot(a, tl.trans(xf))
@@ -93,7 +93,7 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
                       X_DIV: tl.constexpr = 1, STREAM: tl.constexpr = False, FIXUP: tl.constexpr = False,
                       sum_ptr=None, count_ptr=None, X_AHEAD: tl.constexpr = True,
                       DOT_FIELDS: tl.constexpr = 1, ROW_TILES: tl.constexpr = False, I8: tl.constexpr = 0,
-                      PDL: tl.constexpr = False, PREFETCH: tl.constexpr = 0, SLOTS: tl.constexpr = 0, NOOFF: tl.constexpr = False):
+                      PDL: tl.constexpr = False, PREFETCH: tl.constexpr = 0, SLOTS: tl.constexpr = 0):
     """``ws``: per-group scales [N, NG] (float, or int8 s2 for two-level) when GROUP_SCALE; ``wc``: per-channel
     scales [N] (float32) when CHANNEL_SCALE; ``wz``: int8 zero points [N, NG] when ASYM; ``xs``: per-row
     activation scales for ACT != 0. ``KW``: words per row of the pair-tile layout. EVEN_K: K % LBK == 0.
@@ -192,12 +192,12 @@ def mma_decode_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, wc_ptr, wz_ptr, bias_ptr, ou
             p1 = ((blk + 1) * tiles * progs + units - 1) // units - 1
             _row_block(blk, tl.maximum(u_lo - blk * tiles, 0), tl.minimum(u_hi - blk * tiles, tiles), pid - p0,
                        p1 - p0 + 1, *args, G, BITS, ACT, ASYM, GROUP_SCALE, CHANNEL_SCALE, HAS_BIAS, SPLIT_K, BLOCK_M,
-                       BLOCK_N, SL, F16, ASM, EVEN_K, FIXUP, X_AHEAD, DOT_FIELDS, ROW_TILES, I8, SLOTS, NOOFF)
+                       BLOCK_N, SL, F16, ASM, EVEN_K, FIXUP, X_AHEAD, DOT_FIELDS, ROW_TILES, I8, SLOTS)
     else:  # no loop around a single row block: the K loop compiles as tight as it can
         # (SLOTS: split j's partial sum goes to slot j; the splits that hold tiles are the first cdiv(tiles, per))
         _row_block(tl.program_id(0), t_lo, t_hi, tl.program_id(1), tl.cdiv(tiles, per), *args, G, BITS, ACT, ASYM,
                    GROUP_SCALE, CHANNEL_SCALE, HAS_BIAS, SPLIT_K, BLOCK_M, BLOCK_N, SL, F16, ASM, EVEN_K, FIXUP,
-                   X_AHEAD, DOT_FIELDS, ROW_TILES, I8, SLOTS, NOOFF)
+                   X_AHEAD, DOT_FIELDS, ROW_TILES, I8, SLOTS)
 
 
 @triton.jit
@@ -207,7 +207,7 @@ def _row_block(blk, t_lo, t_hi, slot, nslots, xrows, xbase, xs_ptr, w_ptr, ws_pt
                HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                SL: tl.constexpr, F16: tl.constexpr, ASM: tl.constexpr, EVEN_K: tl.constexpr, FIXUP: tl.constexpr,
                X_AHEAD: tl.constexpr, DOT_FIELDS: tl.constexpr, ROW_TILES: tl.constexpr, I8: tl.constexpr,
-               SLOTS: tl.constexpr, NOOFF: tl.constexpr):
+               SLOTS: tl.constexpr):
     """K tiles ``[t_lo, t_hi)`` of row block ``blk``: their sum, finished or handed on (FIXUP with SLOTS: as
     partial sum ``slot`` of the block's ``nslots`` <= SLOTS, the slots of the workspace)."""
     EPW: tl.constexpr = 32 // BITS  # fields per tile
@@ -267,7 +267,7 @@ def _row_block(blk, t_lo, t_hi, slot, nslots, xrows, xbase, xs_ptr, w_ptr, ws_pt
                     flush = GROUP_SCALE and ((r + 1) * DOT_FIELDS) % FPG == 0
                 else:
                     flush = GROUP_SCALE and r == EPW // DOT_FIELDS - 1
-                part, acc = _mma_step(a, xf, part, acc, rows, nmask, wz_ptr, ws_ptr, NG, g, flush, BITS, ASYM, ASM, B, NOOFF)
+                part, acc = _mma_step(a, xf, part, acc, rows, nmask, wz_ptr, ws_ptr, NG, g, flush, BITS, ASYM, ASM, B)
     else:
         for t in range(t_lo, t_hi):
             words = tl.load(wbase + t * w_step, mask=nmask[:, None], other=0)
@@ -298,7 +298,7 @@ def _row_block(blk, t_lo, t_hi, slot, nslots, xrows, xbase, xs_ptr, w_ptr, ws_pt
                     flush = GROUP_SCALE and f == EPW - 1
                 else:
                     flush = GROUP_SCALE
-                part, acc = _mma_step(a, xf, part, acc, rows, nmask, wz_ptr, ws_ptr, NG, g, flush, BITS, ASYM, ASM, B, NOOFF)
+                part, acc = _mma_step(a, xf, part, acc, rows, nmask, wz_ptr, ws_ptr, NG, g, flush, BITS, ASYM, ASM, B)
     y = acc if GROUP_SCALE else part
     if FIXUP:
         omask = nmask[:, None] & mmask[None, :]

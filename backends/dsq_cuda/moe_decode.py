@@ -196,7 +196,7 @@ def _launch_mma(a, a_scale, packed: PackedWeight, scheme: QuantScheme, al, out, 
         X_AHEAD=bool(cfg["mma_x_ahead"]) and not i8, num_warps=warps,
         num_stages=cfg["int8_mma_stages"] if i8 and al.block_m <= 16 else cfg["mma_stages"],
         DOT_FIELDS=1 if i8 else mma_dot_fields(bits, group, sl, bool(cfg["mma_x_ahead"]), cfg["mma_dot_fields"]),
-        ROW_TILES=bool(row_tiles), I8=i8, NOOFF=__import__('dsq_cuda.mm').mm.LAB_NO_OFFSET, **pdl.launch_args(out.device),
+        ROW_TILES=bool(row_tiles), I8=i8, **pdl.launch_args(out.device),
         PREFETCH=pdl.prefetch_tiles(out.device, "mma_int8" if i8 else "mma", block_n * sl * 4) if row_tiles else 0)
 
 

@@ -27,14 +27,14 @@ LAB="python3 benchmarks/cuda/mma_decode_lab.py --no-check --bn-warps 64:4 --spli
     --shapes 7168x18432,18432x7168,7168x2048,2048x7168"
 for s in $STEPS; do
     case $s in
-    # v19 (dense) lab: the upper bound of moving int4's code offset out of the decode (the kernel's lab switch
-    # NOOFF skips the per-pair subtraction, so the outputs are wrong): W4A16 / W4AFP8 at M 1 to 128
-    lab_nooff) step lab_nooff 200 bash -c "cd benchmarks/cuda && python3 run_gpu.py --out $OUT/nooff \
-        --skip-correctness --ms 1,16,64,128 --schemes W4A16,W4AFP8 \
-        --variant 'nooff:W4A16+W4AFP8:mm.LAB_NO_OFFSET=True'" ;;
-    lab_moe_nooff) step lab_moe_nooff 150 python3 benchmarks/cuda_moe/bench_moe.py --tokens 8,64 --no-loop \
-        --schemes W4A16,W4AFP8 --switch-variants '[{"mm.LAB_NO_OFFSET": true}]' --out "$OUT/moe_nooff.json" ;;
-    # v19 (dense) lab: dequantize + cuBLAS with the weight in N chunks, dequantize beside the GEMM on a side stream
+    # v19 / stop 26: the final code, checked and timed for the closing notes of issues 5 and 6. Call 1:
+    # conformance_full pytest_cuda; call 2: pytest_moe bench_final19 bench_moe_final19
+    conformance_full) step conformance_full 400 dsq conformance --backend cuda --report "$OUT/cuda-h200.md" ;;
+    bench_final19) step bench_final19 260 bash -c "cd benchmarks/cuda && python3 run_gpu.py --out $OUT/final19 \
+        --skip-correctness --ms 1,4,16,64,128,256,1024,4096" ;;
+    bench_moe_final19) step bench_moe_final19 240 python3 benchmarks/cuda_moe/bench_moe.py --out "$OUT/moe_final19.json" ;;
+    # v19 (dense) lab: dequantize + cuBLAS with the weight in N chunks, dequantize beside the GEMM on a side stream.
+    # (v19's other lab, int4's code offset skipped in the decode, used a kernel switch of commit 7cf2b23, since removed)
     overlap_lab) step overlap_lab 240 python3 benchmarks/cuda/overlap_lab.py --out "$OUT/overlap" ;;
     # correctness on the GPU (tests/cuda: about 95 s on the H200; the MoE decode tests about 60 s)
     pytest_cuda) step pytest_cuda 150 python3 -m pytest -q tests/cuda ;;
@@ -457,7 +457,7 @@ for s in $STEPS; do
     # (v19b timed W8A8 / W8A8_DYNAMIC / FP8_BLOCK experts in 32-word row tiles, moe_gemv.BYTE_TILE_WORDS of commit
     # 5fab84b: no gain, removed with its steps; results-h200-v19b-byte-tiles.json)
     fp8_lab) step fp8_lab 200 python3 benchmarks/cuda/fp8_decode_lab.py --gpu --sass --dots 2,4,8 ;;
-    *) echo "unknown step $s; known: lab_nooff lab_moe_nooff overlap_lab bench_final18 pytest_v18 bench_prefill18b bench_int8_tiles pytest_prefill18 bench_prefill18 pytest_det bench_det_moe bench_det_dense pytest_slots pytest_slots_k repeat_slots bench_dense_v17 bench_moe_v19 bench_moe_v19_clean pytest_v19 bench_v19 profile_v19 bench_dense_v16 repeat_probe bench_dense_pdl_m pytest_dense_pdl bench_dense_pdl fp8_lab bench_moe_v18 bench_moe_v18_clean pytest_moe_chain bench_v18c bench_pdl_b pytest_pdl bench_pdl pytest_fused_swiglu bench_fused_swiglu pytest_moe_all pytest_block_n bench_block_n bench_block32 dense_dirty dense_clean bench_align pytest_blocks_first bench_blocks_first bench_t1_decode pytest_align bench_moe_v17 bench_moe_v17_clean read_roofline profile_moe bench_dp4a_slices pytest_dp4a bench_dp4a pytest_slices bench_slices pytest_moe_i8 bench_moe_i8 bench_moe_v16_full bench_i8b bench_rt_fp8 pytest_moe_kernels pytest_i8 bench_i8 pytest_rt_v15b bench_rt_v15b pytest_rt_v15 bench_rt_v15 pytest_moe_w8_v15 bench_moe_v15_full bench_v15c bench_w8_v15 bench_int4_stages_v15 pytest_shared_v15 bench_shared_v15 pytest_gemv_v15 bench_gemv_v15 bench_gemv_v15_dense bench_moe_v15 pytest_moe_v14i bench_moe_v14i bench_moe_v14_full bench_moe_v14h pytest_gemv_v14 bench_moe_v14g bench_moe_v14f pytest_moe_v14e bench_moe_v14e bench_moe_v14c bench_moe_v14d bench_moe_v14b pytest_moe_v14 bench_moe_v14 pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
+    *) echo "unknown step $s; known: conformance_full bench_final19 bench_moe_final19 overlap_lab bench_final18 pytest_v18 bench_prefill18b bench_int8_tiles pytest_prefill18 bench_prefill18 pytest_det bench_det_moe bench_det_dense pytest_slots pytest_slots_k repeat_slots bench_dense_v17 bench_moe_v19 bench_moe_v19_clean pytest_v19 bench_v19 profile_v19 bench_dense_v16 repeat_probe bench_dense_pdl_m pytest_dense_pdl bench_dense_pdl fp8_lab bench_moe_v18 bench_moe_v18_clean pytest_moe_chain bench_v18c bench_pdl_b pytest_pdl bench_pdl pytest_fused_swiglu bench_fused_swiglu pytest_moe_all pytest_block_n bench_block_n bench_block32 dense_dirty dense_clean bench_align pytest_blocks_first bench_blocks_first bench_t1_decode pytest_align bench_moe_v17 bench_moe_v17_clean read_roofline profile_moe bench_dp4a_slices pytest_dp4a bench_dp4a pytest_slices bench_slices pytest_moe_i8 bench_moe_i8 bench_moe_v16_full bench_i8b bench_rt_fp8 pytest_moe_kernels pytest_i8 bench_i8 pytest_rt_v15b bench_rt_v15b pytest_rt_v15 bench_rt_v15 pytest_moe_w8_v15 bench_moe_v15_full bench_v15c bench_w8_v15 bench_int4_stages_v15 pytest_shared_v15 bench_shared_v15 pytest_gemv_v15 bench_gemv_v15 bench_gemv_v15_dense bench_moe_v15 pytest_moe_v14i bench_moe_v14i bench_moe_v14_full bench_moe_v14h pytest_gemv_v14 bench_moe_v14g bench_moe_v14f pytest_moe_v14e bench_moe_v14e bench_moe_v14c bench_moe_v14d bench_moe_v14b pytest_moe_v14 bench_moe_v14 pytest_moe_v13h bench_moe_v13h bench_moe_v13g bench_moe_v13e pytest_moe_v13d bench_moe_v13d pytest_moe_v13 bench_moe_v13 bench_moe_v13b conformance_moe pytest_moe_prefill bench_moe_prefill pytest_v12 pytest_block bench_v12b expand_time pytest_prefill bench_v12 race_test probe_prefill bench_prefill bench_moe_chain race_check bench_v11 lab_chain lab_chain64 pytest_chain pytest_cuda pytest_moe lab_decode lab_x_ahead lab_m64 lab_m64b bench_dense bench_dispatch bench_moe ncu conformance"; exit 2 ;;
     esac
 done
 # the device returns at most 8 files: the logs travel as one archive
