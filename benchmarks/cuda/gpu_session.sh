@@ -37,7 +37,7 @@ for s in $STEPS; do
     # (v19's other lab, int4's code offset skipped in the decode, used a kernel switch of commit 7cf2b23, since removed)
     overlap_lab) step overlap_lab 240 python3 benchmarks/cuda/overlap_lab.py --out "$OUT/overlap" ;;
     # correctness on the GPU (tests/cuda: about 95 s on the H200; the MoE decode tests about 60 s)
-    pytest_cuda) step pytest_cuda 150 python3 -m pytest -q tests/cuda ;;
+    pytest_cuda) step pytest_cuda 280 python3 -m pytest -q tests/cuda ;;
     pytest_moe) step pytest_moe 150 env DSQ_MOE_TEST_DEVICE=cuda python3 -m pytest -q tests/cuda_moe/test_cuda_moe_decode.py ;;
     # the decode kernel's split and stages with x left to the pipeliner (the default since cuda.md v10)
     lab_decode) step lab_decode 150 $LAB --bits 4 --modes fixup --splits 2,4,8,16 --stages 3,4 --x-ahead 0 \
